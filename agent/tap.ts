@@ -1,0 +1,66 @@
+/**
+ * The contract between the agent core and its protocol drivers (agent/modbus, agent/opcua,
+ * agent/mqtt). A driver owns its connection, timeouts, retries and backoff; the core only
+ * asks it, once per interval, for the readings it has by a deadline.
+ */
+
+export type Quality = 'good' | 'uncertain' | 'bad';
+
+/** A reading's value after type decoding, scale and offset. 64-bit integers stay exact as bigint. */
+export type ReadingValue = number | bigint | boolean | string | null;
+
+export interface Reading {
+  /** Tap name from the config. */
+  tap: string;
+  /** Point name from the config (unique within its tap). */
+  point: string;
+  /** Decoded value; null when quality is bad and no value exists. */
+  value: ReadingValue;
+  unit?: string;
+  quality: Quality;
+  /** Why the quality is not good, e.g. "timeout after 1000 ms", "modbus exception 2 (illegal data address)". */
+  reason?: string;
+  /** When the value was produced at the source (device or OPC-UA source timestamp), ms since epoch. */
+  sourceTime?: number;
+  /** OPC-UA server timestamp, ms since epoch. */
+  serverTime?: number;
+  /** When the agent obtained the value, ms since epoch. */
+  readTime: number;
+  /** True when the value was not refreshed within the interval (MQTT, subscriptions). */
+  stale?: boolean;
+}
+
+export type TapState = 'up' | 'down';
+
+export interface TapStatus {
+  state: TapState;
+  /** Human reason for the current state, e.g. "connect ECONNREFUSED 127.0.0.1:5020". */
+  reason?: string;
+  /** Number of protocol requests sent since start (Modbus requests, OPC-UA reads). */
+  requests: number;
+}
+
+export interface Tap {
+  readonly name: string;
+  readonly kind: 'modbus' | 'opcua' | 'mqtt';
+  /** Names of every configured point, so the core can mark them bad if the tap misses the deadline. */
+  readonly points: readonly string[];
+  /** Begin connecting in the background; resolves quickly, never rejects because a peer is down. */
+  start(): Promise<void>;
+  /**
+   * Readings for every point by `deadline` (ms since epoch). Must resolve by the deadline even
+   * when the peer is dead: points that could not be read are returned with quality 'bad' and a reason.
+   */
+  collect(deadline: number): Promise<Reading[]>;
+  status(): TapStatus;
+  /** Close connections and timers; idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Emitted by taps so the core can log up/down transitions with the reason (never values). */
+export type TapEventListener = (event: { tap: string; state: TapState; reason?: string }) => void;
+
+/** Readings for every point of a tap that failed as a whole. */
+export function badReadings(tap: string, points: readonly string[], reason: string, now = Date.now()): Reading[] {
+  return points.map((point) => ({ tap, point, value: null, quality: 'bad' as const, reason, readTime: now }));
+}

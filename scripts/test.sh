@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, builds, runs every test.
+# Usage: scripts/test.sh [path-prefix ...]   e.g. scripts/test.sh dist/test/protocol
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --test
+npx tsc -p tsconfig.json
+if [ "$#" -gt 0 ]; then
+  mapfile -t files < <(find "$@" -name '*.test.js' | sort)
+else
+  mapfile -t files < <(find dist -name '*.test.js' -not -path 'dist/bench/*' | sort)
+fi
+exec node --test --test-concurrency="${GHOSTPIPE_TEST_CONCURRENCY:-2}" "${files[@]}"
