@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+import { CliError, parseCommandArgs } from './command.js';
+import { commands } from './commands/index.js';
+
+function topLevelHelp(): string {
+  const width = Math.max(...commands.map((c) => c.name.length), 8);
+  const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
+  return [
+    'Usage: ghostpipe <command> [options]',
+    '',
+    'Ghost Pipe: a quantum-safe data conduit for the IEC 62443 zone boundary.',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'Run `ghostpipe <command> --help` for a command\'s options. Add --debug for stack traces.',
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(topLevelHelp() + '\n');
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write('ghostpipe 0.1.0\n');
+    return 0;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) throw new CliError(`unknown command "${name}"; run \`ghostpipe --help\` for the list`, 2);
+  const args = parseCommandArgs(command, rest);
+  if (args.values.help) {
+    process.stdout.write(command.usage + '\n');
+    return 0;
+  }
+  return command.run(args);
+}
+
+const debug = process.argv.includes('--debug');
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ghostpipe: ${debug && err instanceof Error ? err.stack : message}\n`);
+    process.exitCode = err instanceof CliError ? err.exitCode : 1;
+  },
+);
