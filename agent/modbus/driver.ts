@@ -1,0 +1,309 @@
+/**
+ * The Modbus tap: plans merged reads once, then per collect() walks the plan on its link
+ * (one request in flight per link), decodes, and turns every failure into bad readings with a
+ * reason. Failure scopes: a Modbus exception marks the points of that request; a timeout marks
+ * the points of that unit id (the unit is skipped for the rest of the collect); a transport
+ * failure marks every point of the tap.
+ */
+import type { Logger } from '../../common/log.js';
+import { formatPath } from '../../common/schema.js';
+import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
+import { applyScale, decodeRegisters, exceptionName, type ByteOrder, type RegisterType } from './decode.js';
+import { acquireLink, errorText, LinkDownError, releaseLink, RequestTimeoutError, type LinkTarget, type ModbusLink, type Parity } from './link.js';
+import { isBitTable, planRequests, type PlannedRequest } from './plan.js';
+import { resolvePoints, type PointSettings, type ResolvedPoint } from './points.js';
+
+/** The validated tap config (see schema.ts); defaults are applied here so both shapes work. */
+export interface ModbusTapSettings {
+  name: string;
+  transport: 'tcp' | 'rtu' | 'rtu-over-tcp';
+  host?: string;
+  port?: number;
+  serial?: { path: string; baudRate?: number; parity?: Parity; dataBits?: number; stopBits?: number };
+  unitId?: number;
+  addressBase: 0 | 1;
+  byteOrder?: ByteOrder;
+  /** ms */
+  timeout?: number;
+  retries?: number;
+  maxGap?: number;
+  /** ms */
+  backoff?: { initial?: number; max?: number };
+  points: readonly PointSettings[];
+}
+
+export const MODBUS_DEFAULTS = {
+  port: 502,
+  unitId: 1,
+  byteOrder: 'ABCD' as ByteOrder,
+  timeoutMs: 1000,
+  retries: 1,
+  maxGap: 0,
+  backoffInitialMs: 1000,
+  backoffMaxMs: 60_000,
+  serial: { baudRate: 9600, parity: 'none' as Parity, dataBits: 8, stopBits: 1 },
+};
+
+/** The config cannot work (bad point definitions, missing host or serial path). */
+export class ModbusConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModbusConfigError';
+  }
+}
+
+export interface ModbusTapDeps {
+  logger: Logger;
+  onEvent?: TapEventListener;
+}
+
+interface ModbusError extends Error {
+  modbusCode?: number;
+}
+
+export function createModbusTap(config: ModbusTapSettings, deps: ModbusTapDeps): Tap {
+  return new ModbusTap(config, deps);
+}
+
+function linkTarget(config: ModbusTapSettings): LinkTarget {
+  if (config.transport === 'rtu') {
+    if (!config.serial?.path) throw new ModbusConfigError(`tap ${config.name}: transport rtu needs serial.path`);
+    const d = MODBUS_DEFAULTS.serial;
+    const s = config.serial;
+    return { transport: 'rtu', path: s.path, baudRate: s.baudRate ?? d.baudRate, parity: s.parity ?? d.parity, dataBits: s.dataBits ?? d.dataBits, stopBits: s.stopBits ?? d.stopBits };
+  }
+  if (!config.host) throw new ModbusConfigError(`tap ${config.name}: transport ${config.transport} needs host`);
+  return { transport: config.transport, host: config.host, port: config.port ?? MODBUS_DEFAULTS.port };
+}
+
+function rangeText(req: PlannedRequest, addressBase: number): string {
+  const first = req.start + addressBase;
+  return req.count === 1 ? `${req.table} ${first}` : `${req.table} ${first}..${first + req.count - 1}`;
+}
+
+class ModbusTap implements Tap {
+  readonly kind = 'modbus' as const;
+  readonly name: string;
+  readonly points: readonly string[];
+  private readonly resolved: ResolvedPoint[];
+  private readonly plan: PlannedRequest[];
+  private readonly link: ModbusLink;
+  private readonly log: Logger;
+  private readonly retries: number;
+  private readonly addressBase: number;
+  private state: TapState = 'down';
+  private reason: string | undefined = 'not started';
+  private requests = 0;
+  private stopped = false;
+  private started = false;
+  private unsubscribe: (() => void) | undefined;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(
+    config: ModbusTapSettings,
+    private readonly deps: ModbusTapDeps,
+  ) {
+    this.name = config.name;
+    this.log = deps.logger.child({ tap: config.name, kind: 'modbus' });
+    this.addressBase = config.addressBase;
+    this.retries = config.retries ?? MODBUS_DEFAULTS.retries;
+    const { points, issues } = resolvePoints(config.points, {
+      addressBase: config.addressBase,
+      byteOrder: config.byteOrder ?? MODBUS_DEFAULTS.byteOrder,
+      unitId: config.unitId ?? MODBUS_DEFAULTS.unitId,
+    });
+    if (issues.length > 0) throw new ModbusConfigError(issues.map((i) => `tap ${config.name}: ${formatPath(i.path)}: ${i.message}`).join('\n'));
+    this.resolved = points;
+    this.points = points.map((p) => p.name);
+    this.plan = planRequests(points, { maxGap: config.maxGap ?? MODBUS_DEFAULTS.maxGap });
+    this.link = acquireLink(linkTarget(config), {
+      timeoutMs: config.timeout ?? MODBUS_DEFAULTS.timeoutMs,
+      backoff: { initialMs: config.backoff?.initial ?? MODBUS_DEFAULTS.backoffInitialMs, maxMs: config.backoff?.max ?? MODBUS_DEFAULTS.backoffMaxMs },
+      logger: this.log,
+    });
+  }
+
+  /** The merged read plan, for logs and tests. */
+  get requestPlan(): readonly PlannedRequest[] {
+    return this.plan;
+  }
+
+  async start(): Promise<void> {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.reason = 'connecting';
+    this.unsubscribe = this.link.onStateChange((state, reason) => this.setState(state, state === 'down' ? `${this.link.description}: ${reason}` : undefined));
+    this.link.start();
+    if (this.link.state === 'up') this.setState('up');
+    this.log.info({ link: this.link.description, points: this.points.length, requests: this.plan.length }, 'modbus tap started');
+  }
+
+  status(): TapStatus {
+    return { state: this.state, ...(this.reason !== undefined && { reason: this.reason }), requests: this.requests };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unsubscribe?.();
+    await Promise.allSettled([...this.inFlight]);
+    await releaseLink(this.link);
+    this.log.info('modbus tap stopped');
+  }
+
+  async collect(deadline: number): Promise<Reading[]> {
+    const results: (Reading | undefined)[] = new Array(this.resolved.length);
+    if (this.stopped || !this.started) return this.fill(results, this.stopped ? 'tap stopped' : 'tap not started');
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const reachedDeadline = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        resolve();
+      }, Math.max(0, deadline - Date.now()));
+    });
+    const work = this.poll(results, abort.signal);
+    this.inFlight.add(work);
+    work.finally(() => this.inFlight.delete(work)).catch(() => undefined);
+    try {
+      await Promise.race([work, reachedDeadline]);
+    } finally {
+      clearTimeout(timer);
+      abort.abort();
+    }
+    return this.fill(results, 'deadline reached before the point was read');
+  }
+
+  private fill(results: (Reading | undefined)[], reason: string): Reading[] {
+    const now = Date.now();
+    // Copy, so a poll still finishing in the background cannot change what was returned.
+    return this.resolved.map((p, i) => results[i] ?? { tap: this.name, point: p.name, value: null, quality: 'bad' as const, reason, readTime: now });
+  }
+
+  private markBad(results: (Reading | undefined)[], indexes: readonly number[], reason: string): void {
+    const now = Date.now();
+    for (const i of indexes) results[i] ??= { tap: this.name, point: this.resolved[i]!.name, value: null, quality: 'bad', reason, readTime: now };
+  }
+
+  private async poll(results: (Reading | undefined)[], signal: AbortSignal): Promise<void> {
+    const silentUnits = new Map<number, string>();
+    let answered = 0;
+    let timedOut = 0;
+    for (const [n, req] of this.plan.entries()) {
+      if (signal.aborted) return;
+      const skip = silentUnits.get(req.unitId);
+      if (skip) {
+        this.markBad(results, req.points, skip);
+        continue;
+      }
+      try {
+        const data = await this.read(req, signal);
+        answered++;
+        this.decode(req, data, results);
+      } catch (err) {
+        if (err instanceof LinkDownError) {
+          const reason = `not connected: ${this.link.description}: ${err.message}`;
+          for (const rest of this.plan.slice(n)) this.markBad(results, rest.points, reason);
+          this.setState('down', reason);
+          return;
+        }
+        if (err instanceof RequestTimeoutError) {
+          timedOut++;
+          const reason = `timeout after ${err.timeoutMs} ms (unit ${req.unitId}, ${rangeText(req, this.addressBase)})`;
+          silentUnits.set(req.unitId, reason);
+          this.markBad(results, req.points, reason);
+          this.log.warn({ unitId: req.unitId, range: rangeText(req, this.addressBase), reason }, 'modbus unit not answering');
+          continue;
+        }
+        const code = (err as ModbusError).modbusCode;
+        if (typeof code === 'number') {
+          answered++;
+          const reason = `modbus exception ${code} (${exceptionName(code)}) for ${rangeText(req, this.addressBase)}`;
+          this.markBad(results, req.points, reason);
+          this.log.warn({ unitId: req.unitId, reason }, 'modbus exception');
+          continue;
+        }
+        const reason = `${errorText(err)} (unit ${req.unitId}, ${rangeText(req, this.addressBase)})`;
+        this.markBad(results, req.points, reason);
+        this.log.warn({ unitId: req.unitId, reason }, 'modbus request failed');
+      }
+    }
+    if (answered > 0) {
+      this.link.healthy();
+      this.setState('up');
+    } else if (timedOut > 0) {
+      const reason = `no unit answered on ${this.link.description}: ${[...silentUnits.values()][0]}`;
+      this.setState('down', reason);
+      // A TCP peer that answers nothing is likely a dead or half-open connection: start over.
+      if (this.link.target.transport !== 'rtu') this.link.reset(reason);
+    }
+  }
+
+  /** One planned request with retries; resolves to the register words or bits. */
+  private async read(req: PlannedRequest, signal: AbortSignal): Promise<ArrayLike<number> | ArrayLike<boolean>> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.link.request(async (client) => {
+          this.requests++;
+          client.setID(req.unitId);
+          switch (req.table) {
+            case 'coil':
+              return (await client.readCoils(req.start, req.count)).data;
+            case 'discrete':
+              return (await client.readDiscreteInputs(req.start, req.count)).data;
+            case 'holding':
+              return (await client.readHoldingRegisters(req.start, req.count)).data;
+            case 'input':
+              return (await client.readInputRegisters(req.start, req.count)).data;
+          }
+        }, signal);
+      } catch (err) {
+        const retryable = !(err instanceof LinkDownError) && typeof (err as ModbusError).modbusCode !== 'number';
+        if (!retryable || attempt >= this.retries || signal.aborted) throw err;
+        this.log.debug({ unitId: req.unitId, attempt: attempt + 1, error: errorText(err) }, 'modbus request retry');
+      }
+    }
+  }
+
+  private decode(req: PlannedRequest, data: ArrayLike<number> | ArrayLike<boolean>, results: (Reading | undefined)[]): void {
+    const now = Date.now();
+    // readCoils returns whole bytes of bits: anything past req.count is padding and never read.
+    if (data.length < req.count) {
+      this.markBad(results, req.points, `short response: ${data.length} of ${req.count} ${isBitTable(req.table) ? 'bits' : 'registers'} (unit ${req.unitId}, ${rangeText(req, this.addressBase)})`);
+      return;
+    }
+    for (const i of req.points) {
+      const p = this.resolved[i]!;
+      const at = p.address - req.start;
+      const base = { tap: this.name, point: p.name, readTime: now, ...(p.unit !== undefined && { unit: p.unit }) };
+      try {
+        let value: Reading['value'];
+        if (p.type === 'bool') {
+          value = Boolean((data as ArrayLike<boolean>)[at]);
+        } else {
+          const words = Array.prototype.slice.call(data, at, at + p.width) as number[];
+          const raw = decodeRegisters(words, p.type as RegisterType, p.order, { ...(p.bit !== undefined && { bit: p.bit }), ...(p.length !== undefined && { length: p.length }) });
+          value = typeof raw === 'number' || typeof raw === 'bigint' ? applyScale(raw, p.scale, p.offset) : raw;
+        }
+        if (typeof value === 'number' && !Number.isFinite(value)) {
+          results[i] = { ...base, value: null, quality: 'bad', reason: `value is ${value} (${p.type} at ${p.table} ${p.configAddress})` };
+          continue;
+        }
+        results[i] = { ...base, value, quality: 'good' };
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ point: p.name, value: String(value) }, 'modbus reading');
+      } catch (err) {
+        results[i] = { ...base, value: null, quality: 'bad', reason: errorText(err) };
+      }
+    }
+  }
+
+  private setState(state: TapState, reason?: string): void {
+    const changed = state !== this.state;
+    this.state = state;
+    this.reason = state === 'up' ? undefined : reason;
+    if (!changed || this.stopped) return;
+    if (state === 'up') this.log.info({ link: this.link.description }, 'modbus tap up');
+    else this.log.warn({ link: this.link.description, reason }, 'modbus tap down');
+    this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' && reason !== undefined && { reason }) });
+  }
+}

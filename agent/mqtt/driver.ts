@@ -1,0 +1,376 @@
+/**
+ * The MQTT tap: subscribes to the configured topic filters, keeps the last message per point
+ * and hands out a snapshot on collect(). It never publishes.
+ *
+ * mqtt.js reconnects at a fixed period and queues QoS 0 publishes while offline; both are off
+ * here (reconnectPeriod 0, queueQoSZero false). Each connection is one mqtt.js client; when it
+ * closes, the loop waits a Backoff delay (exponential, jittered) and builds a fresh one.
+ */
+import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import mqtt, { type IClientOptions, type MqttClient, type IPublishPacket } from 'mqtt';
+
+type QoS = 0 | 1 | 2;
+import type { Logger } from 'pino';
+import { Backoff, sleep } from '../../common/backoff.js';
+import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
+import { decodePayload, type Decoded, type DecodeSpec, type ValueType } from './decode.js';
+import { parseJsonPath, type JsonPath } from './json-path.js';
+import { topicFilterError, topicMatches } from './topic.js';
+
+/** The resolved (validated, defaults applied) settings the driver runs on; durations in ms, sizes in bytes. */
+export interface MqttPointSettings {
+  name: string;
+  topic: string;
+  json?: string;
+  type?: ValueType;
+  qos?: QoS;
+  unit?: string;
+  scale?: number;
+  offset?: number;
+  timestamp?: string;
+  timestampUnit?: 'ms' | 's';
+}
+
+export interface MqttTapSettings {
+  name: string;
+  type: 'mqtt';
+  interval?: number;
+  url: string;
+  protocolVersion?: 4 | 5;
+  clientId?: string;
+  username?: string;
+  passwordFile?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string; servername?: string };
+  qos?: QoS;
+  keepalive?: number;
+  connectTimeout?: number;
+  staleAfter?: number;
+  maxMessageSize?: number;
+  reconnect?: { initial?: number; max?: number };
+  points: MqttPointSettings[];
+}
+
+export const DEFAULTS = {
+  interval: 15_000,
+  protocolVersion: 5 as const,
+  qos: 1 as QoS,
+  keepalive: 30_000,
+  connectTimeout: 10_000,
+  maxMessageSize: 256 * 1024,
+  reconnectInitial: 1_000,
+  reconnectMax: 30_000,
+};
+
+/** MQTT's largest packet (remaining length 268,435,455 plus header). */
+const MQTT_MAX_PACKET = 268_435_455;
+
+interface PointState {
+  name: string;
+  filter: string;
+  unit?: string;
+  spec: DecodeSpec;
+  last?: { receivedAt: number; topic: string; decoded: Decoded };
+  /** Last problem logged for this point, so a repeated bad payload is logged once. */
+  loggedReason?: string;
+}
+
+export class MqttConfigError extends Error {
+  constructor(tap: string, message: string) {
+    super(`mqtt tap "${tap}": ${message}`);
+    this.name = 'MqttConfigError';
+  }
+}
+
+function compilePath(tap: string, point: string, field: string, text: string): JsonPath {
+  const parsed = parseJsonPath(text);
+  if (typeof parsed === 'string') throw new MqttConfigError(tap, `point "${point}" ${field}: ${parsed}`);
+  return parsed;
+}
+
+/** The broker URL with any credentials removed, for logs and reasons. */
+function safeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.username = '';
+    parsed.password = '';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+/** CONNACK codes that mean "who you are" (3.1.1: 4, 5; MQTT 5: 134, 135). */
+const AUTH_CODES = new Set([4, 5, 134, 135]);
+
+function describeError(err: unknown): string {
+  const error = err as Error & { code?: unknown };
+  const message = error?.message || String(err);
+  if (message.startsWith('Connection refused')) {
+    const hint = AUTH_CODES.has(error.code as number) ? ' (check username, passwordFile and the broker ACL)' : '';
+    return `broker refused the connection: ${message.slice('Connection refused: '.length)}${hint}`;
+  }
+  if (typeof error.code === 'string' && /CERT|TLS|SSL|SIGNATURE|ISSUER/.test(error.code)) return `TLS: ${message} (${error.code})`;
+  return message;
+}
+
+export class MqttTap implements Tap {
+  readonly kind = 'mqtt' as const;
+  readonly name: string;
+  readonly points: readonly string[];
+  private readonly pointStates: PointState[];
+  /** Topic filter → the QoS to subscribe with (the highest any point asks for). */
+  private readonly subscriptions = new Map<string, QoS>();
+  /** Topic filter → why the broker refused it in the current connection. */
+  private readonly refused = new Map<string, string>();
+  private readonly staleAfter: number;
+  private readonly maxMessageSize: number;
+  private readonly clientId: string;
+  private readonly brokerUrl: string;
+  private state: TapState = 'down';
+  /** False until the first up/down has been reported (a tap that never connects must say so once). */
+  private announced = false;
+  private reason = 'not started';
+  private requests = 0;
+  private messagesReceived = 0;
+  private loop?: Promise<void>;
+  private readonly abort = new AbortController();
+  private client?: MqttClient;
+
+  constructor(
+    private readonly config: MqttTapSettings,
+    private readonly deps: { logger: Logger; onEvent?: TapEventListener },
+  ) {
+    this.name = config.name;
+    this.brokerUrl = safeUrl(config.url);
+    const names = new Set<string>();
+    this.pointStates = config.points.map((point) => {
+      if (names.has(point.name)) throw new MqttConfigError(config.name, `point name "${point.name}" is used twice`);
+      names.add(point.name);
+      const filterError = topicFilterError(point.topic);
+      if (filterError) throw new MqttConfigError(config.name, `point "${point.name}" topic: ${filterError}`);
+      if (point.timestamp && !point.json) throw new MqttConfigError(config.name, `point "${point.name}": timestamp needs a JSON payload (set json)`);
+      const spec: DecodeSpec = {
+        json: point.json === undefined ? undefined : compilePath(config.name, point.name, 'json', point.json),
+        type: point.type,
+        scale: point.scale,
+        offset: point.offset,
+        timestamp: point.timestamp === undefined ? undefined : compilePath(config.name, point.name, 'timestamp', point.timestamp),
+        timestampUnit: point.timestampUnit,
+      };
+      const qos = point.qos ?? config.qos ?? DEFAULTS.qos;
+      this.subscriptions.set(point.topic, Math.max(qos, this.subscriptions.get(point.topic) ?? 0) as QoS);
+      return { name: point.name, filter: point.topic, unit: point.unit, spec };
+    });
+    this.points = this.pointStates.map((point) => point.name);
+    this.staleAfter = config.staleAfter ?? config.interval ?? DEFAULTS.interval;
+    this.maxMessageSize = config.maxMessageSize ?? DEFAULTS.maxMessageSize;
+    this.clientId = config.clientId ?? `ghostpipe-${config.name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)}-${randomBytes(4).toString('hex')}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.loop || this.abort.signal.aborted) return;
+    this.reason = 'connecting';
+    this.loop = this.run();
+  }
+
+  status(): TapStatus {
+    return { state: this.state, reason: this.state === 'up' ? undefined : this.reason, requests: this.requests };
+  }
+
+  /** Messages received since start (all topics), for benchmarks and diagnostics. */
+  get messages(): number {
+    return this.messagesReceived;
+  }
+
+  async collect(deadline: number): Promise<Reading[]> {
+    void deadline; // a snapshot of what the subscription delivered: ready at once
+    const now = Date.now();
+    const down = this.state === 'down' ? `; broker down: ${this.reason}` : '';
+    return this.pointStates.map((point) => this.readingOf(point, now, down));
+  }
+
+  private readingOf(point: PointState, now: number, down: string): Reading {
+    const base = { tap: this.name, point: point.name, ...(point.unit ? { unit: point.unit } : {}) };
+    const last = point.last;
+    if (!last) {
+      const refused = this.refused.get(point.filter);
+      const reason = refused ?? `no value received yet on ${point.filter}${down}`;
+      return { ...base, value: null, quality: 'bad', reason, readTime: now };
+    }
+    if (!last.decoded.ok) return { ...base, value: null, quality: 'bad', reason: last.decoded.reason, readTime: last.receivedAt };
+    const { value, sourceTime, warning } = last.decoded;
+    const age = now - Math.min(last.receivedAt, sourceTime ?? last.receivedAt);
+    const reading: Reading = { ...base, value, quality: 'good', readTime: last.receivedAt, stale: false };
+    if (sourceTime !== undefined) reading.sourceTime = sourceTime;
+    if (age > this.staleAfter) {
+      reading.quality = 'uncertain';
+      reading.stale = true;
+      reading.reason = `stale: no new value within ${this.staleAfter} ms (last ${age} ms ago on topic ${last.topic})${down}`;
+    } else if (warning) {
+      reading.quality = 'uncertain';
+      reading.reason = warning;
+    }
+    return reading;
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    this.client?.end(true);
+    await this.loop;
+    this.loop = undefined;
+    this.client = undefined;
+  }
+
+  private async run(): Promise<void> {
+    const backoff = new Backoff({
+      initialMs: this.config.reconnect?.initial ?? DEFAULTS.reconnectInitial,
+      maxMs: this.config.reconnect?.max ?? DEFAULTS.reconnectMax,
+    });
+    while (!this.abort.signal.aborted) {
+      const { reason, wasUp } = await this.connection();
+      if (this.abort.signal.aborted) break;
+      this.setState('down', reason);
+      if (wasUp) backoff.reset(); // a working link that dropped: retry soon, then slow down
+      const delay = backoff.next();
+      this.deps.logger.debug({ tap: this.name, delayMs: delay }, 'mqtt reconnect scheduled');
+      await sleep(delay, this.abort.signal);
+    }
+    this.state = 'down';
+    this.reason = 'stopped';
+  }
+
+  private async clientOptions(): Promise<IClientOptions> {
+    const { config } = this;
+    const version = config.protocolVersion ?? DEFAULTS.protocolVersion;
+    const options: IClientOptions = {
+      protocolVersion: version,
+      clientId: this.clientId,
+      // Clean start, session expiry 0: the broker keeps no queue for us while we are away.
+      // A tap reports the latest value; retained messages restore it right after subscribing.
+      clean: true,
+      keepalive: Math.max(1, Math.round((config.keepalive ?? DEFAULTS.keepalive) / 1000)),
+      connectTimeout: config.connectTimeout ?? DEFAULTS.connectTimeout,
+      reconnectPeriod: 0,
+      queueQoSZero: false,
+      resubscribe: false,
+      rejectUnauthorized: true,
+    };
+    if (version === 5) {
+      options.properties = {
+        sessionExpiryInterval: 0,
+        // Bounds what the broker may send; between maxMessageSize and this, points get a clear reason.
+        maximumPacketSize: Math.min(MQTT_MAX_PACKET, this.maxMessageSize * 4 + 65_536),
+      };
+    }
+    if (config.username !== undefined) options.username = config.username;
+    if (config.passwordFile !== undefined) {
+      options.password = await readSecretFile(config.passwordFile, 'passwordFile');
+    }
+    if (config.tls) {
+      if (config.tls.caFile) options.ca = await readSecretFile(config.tls.caFile, 'tls.caFile', false);
+      if (config.tls.certFile) options.cert = await readSecretFile(config.tls.certFile, 'tls.certFile', false);
+      if (config.tls.keyFile) options.key = await readSecretFile(config.tls.keyFile, 'tls.keyFile', false);
+      if (config.tls.servername) options.servername = config.tls.servername;
+    }
+    return options;
+  }
+
+  /** One connection from CONNECT to close. Resolves (never rejects) with why it ended. */
+  private async connection(): Promise<{ reason: string; wasUp: boolean }> {
+    let options: IClientOptions;
+    try {
+      options = await this.clientOptions();
+    } catch (err) {
+      return { reason: (err as Error).message, wasUp: false };
+    }
+    if (this.abort.signal.aborted) return { reason: 'stopped', wasUp: false };
+    this.refused.clear();
+    this.requests++; // CONNECT
+    const client = mqtt.connect(this.config.url, options);
+    this.client = client;
+    return new Promise((resolve) => {
+      let lastError: string | undefined;
+      let wasUp = false;
+      const onAbort = () => client.end(true);
+      this.abort.signal.addEventListener('abort', onAbort, { once: true });
+      client.on('error', (err) => { lastError = describeError(err); });
+      client.on('disconnect', (packet) => {
+        const code = packet.reasonCode ?? 0;
+        lastError = `broker sent DISCONNECT (reason code ${code}${packet.properties?.reasonString ? `: ${packet.properties.reasonString}` : ''})`;
+      });
+      client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet));
+      client.on('connect', () => {
+        wasUp = true;
+        this.setState('up');
+        this.subscribeAll(client);
+      });
+      client.once('close', () => {
+        this.abort.signal.removeEventListener('abort', onAbort);
+        client.removeAllListeners('message');
+        client.end(true);
+        if (this.client === client) this.client = undefined;
+        const reason = lastError ?? (wasUp ? `connection to ${this.brokerUrl} closed` : `connection to ${this.brokerUrl} failed`);
+        resolve({ reason, wasUp });
+      });
+    });
+  }
+
+  private subscribeAll(client: MqttClient): void {
+    const v5 = (this.config.protocolVersion ?? DEFAULTS.protocolVersion) === 5;
+    for (const [filter, qos] of this.subscriptions) {
+      this.requests++; // SUBSCRIBE
+      // rh 0: the broker sends retained messages on every subscribe, so a value is there at once.
+      const options = v5 ? { qos, rh: 0, rap: false, nl: false } : { qos };
+      client.subscribe(filter, options, (err) => {
+        if (!err || client !== this.client) return;
+        const reason = `broker refused subscription to ${filter}: ${err.message.replace(/^Subscribe error: /, '')}`;
+        this.refused.set(filter, reason);
+        this.deps.logger.warn({ tap: this.name, topic: filter, reason }, 'mqtt subscription refused');
+      });
+    }
+  }
+
+  private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    this.messagesReceived++;
+    const receivedAt = Date.now();
+    for (const point of this.pointStates) {
+      if (!topicMatches(point.filter, topic)) continue;
+      const decoded: Decoded = payload.length > this.maxMessageSize
+        ? { ok: false, reason: `message on topic ${topic} is ${payload.length} bytes, over the ${this.maxMessageSize} byte limit (maxMessageSize)` }
+        : decodePayload(point.spec, topic, payload);
+      point.last = { receivedAt, topic, decoded };
+      if (decoded.ok) {
+        this.deps.logger.debug({ tap: this.name, point: point.name, topic, retained: packet.retain, value: decoded.value }, 'mqtt value');
+        if (point.loggedReason) this.deps.logger.info({ tap: this.name, point: point.name, topic }, 'mqtt point recovered');
+        point.loggedReason = undefined;
+      } else if (point.loggedReason !== decoded.reason) {
+        point.loggedReason = decoded.reason;
+        this.deps.logger.warn({ tap: this.name, point: point.name, topic, reason: decoded.reason }, 'mqtt point bad');
+      }
+    }
+  }
+
+  private setState(state: TapState, reason?: string): void {
+    const changed = state !== this.state || !this.announced;
+    this.announced = true;
+    this.state = state;
+    if (reason !== undefined) this.reason = reason;
+    if (!changed) return;
+    if (state === 'up') this.deps.logger.info({ tap: this.name, broker: this.brokerUrl, clientId: this.clientId }, 'mqtt tap up');
+    else this.deps.logger.warn({ tap: this.name, broker: this.brokerUrl, reason: this.reason }, 'mqtt tap down');
+    this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' ? { reason: this.reason } : {}) });
+  }
+}
+
+/** Reads a credential or TLS file; the error names the setting and file, never the content. */
+async function readSecretFile(file: string, setting: string, trim = true): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new Error(`cannot read ${setting} ${file}: ${code}`);
+  }
+  return trim ? text.replace(/\r?\n$/, '') : text;
+}

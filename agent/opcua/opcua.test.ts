@@ -1,0 +1,310 @@
+/**
+ * The OPC-UA tap against a real node-opcua server in a child process (test/helpers/opcua-server.ts).
+ * One server for the whole file (its certificate is generated once), restarted by the recovery test.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { createLogger } from '../../common/log.js';
+import { validate } from '../../common/schema.js';
+import { startOpcuaServer, type OpcuaTestServer } from '../../test/helpers/opcua-server.js';
+import type { Reading, Tap, TapState } from '../tap.js';
+import { createOpcuaTap, opcuaTapSchema } from './index.js';
+
+let tmp: string;
+let server: OpcuaTestServer;
+/** One client PKI shared by the tests that trust the server (client certificate made once). */
+let clientPki: string;
+const taps: Tap[] = [];
+
+before(async () => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'ghostpipe-opcua-'));
+  server = await startOpcuaServer({
+    pkiDir: tmp,
+    variables: [
+      { name: 'Temperature', value: 21.5 },
+      { name: 'Pressure', value: 1.25 },
+      { name: 'Level', value: 50 },
+      { name: 'Flow', value: 10 },
+      { name: 'Broken', value: 0, status: 'BadSensorFailure' },
+      { name: 'Drifting', value: 3, status: 'UncertainLastUsableValue' },
+    ],
+    users: [{ username: 'operator', password: 'correct horse' }],
+  });
+  clientPki = path.join(tmp, 'client-pki');
+  trustServer(clientPki);
+});
+
+after(async () => {
+  await Promise.all(taps.map((t) => t.stop()));
+  await server?.stop();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+function trustServer(pkiDir: string) {
+  mkdirSync(path.join(pkiDir, 'trusted', 'certs'), { recursive: true });
+  cpSync(server.certificateFile, path.join(pkiDir, 'trusted', 'certs', 'test-server.pem'));
+}
+
+interface Harness {
+  tap: Tap;
+  lines: Record<string, unknown>[];
+  events: { state: TapState; reason?: string }[];
+}
+
+/** A tap from raw config (validated by the real schema), with its log lines and events captured. */
+function makeTap(raw: Record<string, unknown>): Harness {
+  const config = validate(opcuaTapSchema, {
+    name: 'plc',
+    type: 'opcua',
+    endpoint: server.endpoint,
+    securityMode: 'None',
+    pkiDir: clientPki,
+    timeout: '2s',
+    ...raw,
+  });
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  const events: Harness['events'] = [];
+  // Short reconnect backoff so recovery is observable within the test budget.
+  const tap = createOpcuaTap(config, { logger: createLogger('test', 'info', sink), onEvent: (e) => events.push(e), backoff: { initialMs: 100, maxMs: 500 } });
+  taps.push(tap);
+  return { tap, lines, events };
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const byPoint = (readings: Reading[]) => Object.fromEntries(readings.map((r) => [r.point, r]));
+const collectNow = (tap: Tap) => tap.collect(Date.now() + 2000).then(byPoint);
+const waitUp = (tap: Tap) => waitFor('tap up', () => (tap.status().state === 'up' ? true : undefined));
+
+describe('read mode', () => {
+  test('one batched read returns every point with quality, reason and both timestamps', async () => {
+    const { tap, events } = makeTap({
+      points: [
+        { name: 'temp', nodeId: 'ns=2;s=Temperature', unit: '°C' },
+        { name: 'pressure', nodeId: `nsu=${server.namespaceUri};s=Pressure` },
+        { name: 'broken', nodeId: 'ns=2;s=Broken' },
+        { name: 'drifting', nodeId: 'ns=2;s=Drifting' },
+        { name: 'missing', nodeId: 'ns=2;s=DoesNotExist' },
+        { name: 'clock', nodeId: 'i=2258' },
+        { name: 'other-ns', nodeId: 'nsu=urn:not-on-this-server;i=1' },
+      ],
+    });
+    const before = await tap.collect(Date.now() + 500);
+    assert.equal(before.length, 7);
+    assert.ok(before.every((r) => r.quality === 'bad' && r.reason === 'not started'), 'bad before start');
+    await tap.start();
+    await waitUp(tap);
+    assert.deepEqual(events.at(-1), { tap: 'plc', state: 'up', reason: undefined });
+    const requestsBefore = tap.status().requests;
+    const r = await collectNow(tap);
+    assert.equal(tap.status().requests, requestsBefore + 1, 'exactly one read request per collect');
+    assert.equal(r.temp!.quality, 'good');
+    assert.equal(r.temp!.value, 21.5);
+    assert.equal(r.temp!.unit, '°C');
+    assert.equal(typeof r.temp!.sourceTime, 'number');
+    assert.equal(typeof r.temp!.serverTime, 'number');
+    assert.equal(r.pressure!.value, 1.25, 'nsu= form resolved through the NamespaceArray');
+    assert.deepEqual([r.broken!.quality, r.broken!.value, r.broken!.reason], ['bad', null, 'BadSensorFailure']);
+    assert.deepEqual([r.drifting!.quality, r.drifting!.value, r.drifting!.reason], ['uncertain', 3, 'UncertainLastUsableValue']);
+    assert.deepEqual([r.missing!.quality, r.missing!.reason], ['bad', 'BadNodeIdUnknown']);
+    assert.equal(r.clock!.quality, 'good');
+    assert.ok(Math.abs((r.clock!.value as number) - Date.now()) < 60_000, 'DateTime becomes ms since epoch');
+    assert.deepEqual([r['other-ns']!.quality, r['other-ns']!.reason], ['bad', "namespace URI urn:not-on-this-server is not in the server's NamespaceArray"]);
+
+    await server.set('Temperature', 30.25);
+    assert.equal((await collectNow(tap)).temp!.value, 30.25);
+    await server.set('Temperature', 21.5);
+    await tap.stop();
+    await tap.stop(); // idempotent
+    const stopped = await tap.collect(Date.now() + 100);
+    assert.ok(stopped.every((r) => r.quality === 'bad'));
+  });
+
+  test('an already passed deadline resolves at once with bad readings', async () => {
+    const { tap } = makeTap({ points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
+    await tap.start();
+    await waitUp(tap);
+    const started = Date.now();
+    const [reading] = await tap.collect(Date.now() - 1);
+    assert.ok(Date.now() - started < 500);
+    assert.equal(reading!.quality, 'bad');
+    assert.match(reading!.reason!, /^timeout after 0 ms$/);
+    await tap.stop();
+  });
+
+  test('username login: the password file is read, a wrong password keeps the tap down and is never logged', async () => {
+    const passwordFile = path.join(tmp, 'password');
+    writeFileSync(passwordFile, 'wrong password\n', { mode: 0o600 });
+    const { tap, lines } = makeTap({
+      securityMode: 'SignAndEncrypt',
+      auth: { type: 'username', username: 'operator', passwordFile },
+      points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }],
+    });
+    await tap.start();
+    const reason = await waitFor('login refused', () => (tap.status().reason?.includes('Bad') ? tap.status().reason : undefined));
+    assert.match(reason!, /BadUserAccessDenied|BadIdentityTokenRejected|BadIdentityTokenInvalid/);
+    assert.equal((await collectNow(tap)).temp!.quality, 'bad');
+    writeFileSync(passwordFile, 'correct horse\n');
+    await waitUp(tap);
+    assert.equal((await collectNow(tap)).temp!.value, 21.5);
+    await tap.stop();
+    const text = JSON.stringify(lines);
+    assert.ok(!text.includes('correct horse') && !text.includes('wrong password'), 'no password in any log line');
+  });
+});
+
+describe('subscribe mode', () => {
+  test('values arrive by subscription; absolute and percent deadbands suppress small changes', async () => {
+    const { tap } = makeTap({
+      mode: 'subscribe',
+      samplingInterval: '50ms',
+      points: [
+        { name: 'temp', nodeId: 'ns=2;s=Temperature' },
+        { name: 'level', nodeId: 'ns=2;s=Level', deadband: { type: 'absolute', value: 5 } },
+        { name: 'flow', nodeId: 'ns=2;s=Flow', deadband: { type: 'percent', value: 10 } }, // 10 % of EURange 0..100
+        { name: 'broken', nodeId: 'ns=2;s=Broken' },
+        { name: 'missing', nodeId: 'ns=2;s=DoesNotExist' },
+      ],
+    });
+    await tap.start();
+    await waitUp(tap);
+    const first = await waitFor('initial notifications', async () => {
+      const r = await collectNow(tap);
+      return r.temp!.quality === 'good' && r.level!.quality === 'good' && r.flow!.quality === 'good' ? r : undefined;
+    });
+    assert.deepEqual([first.temp!.value, first.level!.value, first.flow!.value], [21.5, 50, 10]);
+    assert.deepEqual([first.broken!.quality, first.broken!.reason], ['bad', 'BadSensorFailure']);
+    assert.equal(first.missing!.quality, 'bad');
+    assert.match(first.missing!.reason!, /BadNodeIdUnknown/);
+
+    const requests = tap.status().requests;
+    // Inside the deadbands: no notification, the old values stay.
+    await server.set('Level', 53);
+    await server.set('Flow', 19);
+    await server.set('Temperature', 22);
+    const moved = await waitFor('temperature update', async () => {
+      const r = await collectNow(tap);
+      return r.temp!.value === 22 ? r : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 400)); // several sampling + publishing intervals
+    const still = await collectNow(tap);
+    assert.equal(moved.level!.value, 50);
+    assert.deepEqual([still.level!.value, still.flow!.value], [50, 10], 'changes inside the deadband produce no update');
+    // Outside the deadbands: updates arrive.
+    await server.set('Level', 56);
+    await server.set('Flow', 21);
+    const updated = await waitFor('deadband exceeded', async () => {
+      const r = await collectNow(tap);
+      return r.level!.value === 56 && r.flow!.value === 21 ? r : undefined;
+    });
+    assert.equal(updated.level!.quality, 'good');
+    assert.equal(tap.status().requests, requests, 'collect sends no requests in subscribe mode');
+
+    // A status change to Bad is a notification too.
+    await server.set('Temperature', null, 'BadSensorFailure');
+    const bad = await waitFor('bad status', async () => {
+      const r = await collectNow(tap);
+      return r.temp!.quality === 'bad' ? r : undefined;
+    });
+    assert.equal(bad.temp!.reason, 'BadSensorFailure');
+    assert.equal(bad.temp!.value, null);
+    await server.set('Temperature', 21.5);
+    await server.set('Level', 50);
+    await server.set('Flow', 10);
+    await tap.stop();
+  });
+});
+
+describe('security', () => {
+  for (const policy of ['Basic256Sha256', 'Aes128_Sha256_RsaOaep', 'Aes256_Sha256_RsaPss'] as const) {
+    test(`SignAndEncrypt with ${policy} and a trusted server certificate`, async () => {
+      const { tap, lines } = makeTap({ securityMode: 'SignAndEncrypt', securityPolicy: policy, points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
+      await tap.start();
+      await waitUp(tap);
+      assert.equal((await collectNow(tap)).temp!.value, 21.5);
+      const up = lines.find((l) => l.msg === 'opcua tap up');
+      assert.equal(up?.securityPolicy, policy);
+      await tap.stop();
+    });
+  }
+
+  test('an unknown server certificate is refused, the log says which file to move where, and trusting it recovers', async () => {
+    const pkiDir = path.join(tmp, 'fresh-pki');
+    const { tap, lines, events } = makeTap({ securityMode: 'SignAndEncrypt', pkiDir, points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
+    await tap.start();
+    const warning = await waitFor('rejection log line', () => lines.find((l) => typeof l.rejectedFile === 'string'));
+    const rejectedFile = warning.rejectedFile as string;
+    const trustedFolder = path.join(pkiDir, 'trusted', 'certs');
+    assert.equal(path.dirname(rejectedFile), path.join(pkiDir, 'rejected'));
+    assert.equal(warning.trustedFolder, trustedFolder);
+    assert.equal(warning.msg, `server certificate is not trusted: after checking its thumbprint, move ${rejectedFile} to ${trustedFolder}/ to trust it`);
+    assert.ok(readdirSync(path.join(pkiDir, 'rejected')).includes(path.basename(rejectedFile)), 'the named file exists');
+    assert.equal(tap.status().state, 'down');
+    assert.match(tap.status().reason!, /^server certificate untrusted/);
+    assert.ok(events.some((e) => e.state === 'down' && /untrusted/.test(e.reason ?? '')));
+    const readings = await tap.collect(Date.now() + 500);
+    assert.ok(readings.every((r) => r.quality === 'bad'), 'no good readings from an untrusted server');
+    assert.ok(!events.some((e) => e.state === 'up'));
+
+    // Follow the instruction of the log line: the next attempt connects.
+    renameSync(rejectedFile, path.join(trustedFolder, path.basename(rejectedFile)));
+    await waitUp(tap);
+    assert.equal((await collectNow(tap)).temp!.value, 21.5);
+    await tap.stop();
+  });
+});
+
+describe('recovery', () => {
+  test('read and subscribe mode: points are bad while the server is down, good again after its restart, subscription rebuilt', async () => {
+    const points = [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }, { name: 'level', nodeId: 'ns=2;s=Level' }];
+    // Both modes against one restart: a server start costs seconds (it loads the standard nodeset).
+    const harnesses = [makeTap({ mode: 'read', points }), makeTap({ mode: 'subscribe', samplingInterval: '50ms', points })];
+    for (const { tap } of harnesses) await tap.start();
+    for (const { tap } of harnesses) await waitFor('good reading', async () => ((await collectNow(tap)).temp!.quality === 'good' ? true : undefined));
+
+    await server.kill();
+    for (const { tap, events } of harnesses) {
+      const down = await waitFor('bad readings', async () => {
+        const r = await collectNow(tap);
+        return r.temp!.quality === 'bad' && r.level!.quality === 'bad' ? r : undefined;
+      });
+      assert.ok(down.temp!.reason, 'a reason is given');
+      assert.equal(tap.status().state, 'down');
+      assert.ok(events.some((e) => e.state === 'down' && e.reason));
+    }
+
+    await server.start(); // a fresh process: the old session and subscription are gone
+    for (const { tap, events } of harnesses) {
+      await waitUp(tap);
+      const after = await waitFor('good after restart', async () => {
+        const r = await collectNow(tap);
+        return r.temp!.quality === 'good' ? r : undefined;
+      });
+      assert.equal(after.temp!.value, 21.5);
+      assert.deepEqual(events.map((e) => e.state).filter((s, i, all) => s !== all[i - 1]), ['up', 'down', 'up']);
+    }
+    // The rebuilt subscription (and the read) see new changes.
+    await server.set('Temperature', 40);
+    for (const { tap } of harnesses) await waitFor('change after restart', async () => ((await collectNow(tap)).temp!.value === 40 ? true : undefined));
+    await server.set('Temperature', 21.5);
+    for (const { tap } of harnesses) await tap.stop();
+  });
+});

@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { CliError, optionalString, requireString, type Command, type ParsedArgs } from '../command.js';
+import { RelayClient, RelayError } from '../../relay/client.js';
+
+const DEFAULT_RELAY = 'http://127.0.0.1:8787';
+const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/relay/operator.key';
+
+function operatorKey(args: ParsedArgs): string {
+  const fromEnv = process.env['GHOSTPIPE_OPERATOR_KEY'];
+  if (fromEnv && optionalString(args, 'operator-key-file') === undefined) return fromEnv.trim();
+  const file = optionalString(args, 'operator-key-file') ?? DEFAULT_OPERATOR_KEY_FILE;
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new CliError(`keys: cannot read the operator key from ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (use --operator-key-file or GHOSTPIPE_OPERATOR_KEY)`);
+  }
+}
+
+function asList(value: ParsedArgs['values'][string]): string[] {
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).map(String).flatMap((v) => v.split(',')).map((v) => v.trim().toLowerCase()).filter(Boolean);
+}
+
+export const keys: Command = {
+  name: 'keys',
+  summary: 'Issue, list and revoke relay API keys (against a running relay)',
+  usage: [
+    'Usage: ghostpipe keys issue --role device|receiver --plan PLAN --label TEXT [--recipient KEYID ...]',
+    '       ghostpipe keys list',
+    '       ghostpipe keys revoke ID',
+    '',
+    'Options:',
+    '  --relay URL               relay base URL (default $GHOSTPIPE_RELAY_URL or ' + DEFAULT_RELAY + ')',
+    '  --operator-key-file FILE  operator key (plk_…) file (default $GHOSTPIPE_OPERATOR_KEY or ' + DEFAULT_OPERATOR_KEY_FILE + ')',
+    '  --role R                  device (uploads; bound to one device at enrollment) or receiver (reads)',
+    '  --plan P                  free, pro, enterprise, or a plan from the relay config (a site gateway: pro)',
+    '  --label TEXT              a name for humans, shown in lists and the audit trail',
+    '  --recipient KEYID         receiver only: recipient key id (64 hex) it may read; repeat or comma-separate',
+    '  --json                    print JSON',
+    '',
+    '`issue` prints the new key once; the relay keeps only its hash. `list` shows keys masked.',
+  ].join('\n'),
+  options: {
+    relay: { type: 'string' },
+    'operator-key-file': { type: 'string' },
+    role: { type: 'string' },
+    plan: { type: 'string' },
+    label: { type: 'string' },
+    recipient: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+  },
+  async run(args) {
+    const [action, ...rest] = args.positionals;
+    const client = new RelayClient({ baseUrl: optionalString(args, 'relay') ?? process.env['GHOSTPIPE_RELAY_URL'] ?? DEFAULT_RELAY, apiKey: operatorKey(args) });
+    const json = args.values.json === true;
+    const print = (value: unknown, text: string) => process.stdout.write((json ? JSON.stringify(value, null, 2) : text) + '\n');
+    try {
+      switch (action) {
+        case 'issue': {
+          const role = requireString(args, 'role', 'keys issue');
+          if (role !== 'device' && role !== 'receiver') throw new CliError('keys issue: --role must be device or receiver', 2);
+          const recipients = asList(args.values['recipient']);
+          const issued = await client.createKey({
+            role, plan: requireString(args, 'plan', 'keys issue'), label: requireString(args, 'label', 'keys issue'),
+            ...(recipients.length > 0 ? { recipients } : {}),
+          });
+          print(issued, `${issued.key}\n# id ${issued.id}, role ${issued.role}, plan ${issued.plan}, label "${issued.label}" — store this key now; it is not shown again`);
+          return 0;
+        }
+        case 'list': {
+          const list = await client.listKeys();
+          const lines = list.map((k) => [k.id, k.masked, k.role, k.plan, k.revoked ? 'revoked' : 'active', k.usage ? `${k.usage.transfers}/${k.usage.quota || '∞'}` : '-', k.did ?? '-', JSON.stringify(k.label)].join('\t'));
+          print(list, ['ID\tKEY\tROLE\tPLAN\tSTATE\tUSAGE\tDID\tLABEL', ...lines].join('\n'));
+          return 0;
+        }
+        case 'revoke': {
+          const id = rest[0];
+          if (!id) throw new CliError('keys revoke: give the key id (see `ghostpipe keys list`)', 2);
+          const result = await client.revokeKey(id);
+          print(result, `revoked ${result.id}`);
+          return 0;
+        }
+        default:
+          throw new CliError(`keys: unknown action ${JSON.stringify(action ?? '')}; use issue, list or revoke\n\n${keys.usage}`, 2);
+      }
+    } catch (err) {
+      if (err instanceof RelayError) throw new CliError(`keys ${action}: ${err.message} (${err.code})`);
+      throw err;
+    }
+  },
+};

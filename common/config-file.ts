@@ -1,0 +1,176 @@
+/**
+ * Loads a YAML 1.2 config file and validates it with a schema from common/schema.ts. Every
+ * problem, from YAML syntax to a misspelt key, becomes one `file:line:column: path: message`
+ * line of a single ConfigError, sorted by position.
+ *
+ * Hostile input is bounded: at most 1 MiB, at most 100 alias expansions, at most 64 levels of
+ * nesting, no custom tags (`!foo`, `!!binary`), no duplicate or non-scalar keys, no merge keys.
+ */
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
+import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import { ConfigError, check, formatPath, type ConfigIssue, type Path, type PathSegment, type RawIssue, type Schema } from './schema.js';
+
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+export const MAX_ALIAS_COUNT = 100;
+export const MAX_NESTING = 64;
+
+const CORE = 'tag:yaml.org,2002:';
+const ALLOWED_TAGS = new Set(['str', 'int', 'float', 'bool', 'null', 'map', 'seq'].map((t) => CORE + t));
+
+/** Parses and validates config text; `file` is only used in messages. Throws ConfigError. */
+export function parseConfigText<T>(text: string, file: string, schema: Schema<T>): T {
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > MAX_CONFIG_BYTES) throw new ConfigError([{ file, path: '', message: `file is too large: ${bytes} bytes; the limit is ${MAX_CONFIG_BYTES} (1MiB)` }]);
+
+  const lineCounter = new LineCounter();
+  const issues: ConfigIssue[] = [];
+  const add = (offset: number | undefined, path: Path, message: string) => {
+    const position = offset === undefined ? undefined : lineCounter.linePos(offset);
+    issues.push({ file, ...(position ? { line: position.line, column: position.col } : {}), path: formatPath(path), message });
+  };
+
+  // uniqueKeys off: duplicates are reported below with their path and the first definition's line.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false, version: '1.2', schema: 'core', merge: false });
+  const seenCodes = new Set<string>();
+  for (const problem of [...doc.errors, ...doc.warnings]) {
+    // A deeply nested document yields one RESOURCE_EXHAUSTION error per level; one is enough.
+    if (problem.code === 'RESOURCE_EXHAUSTION' && seenCodes.has(problem.code)) continue;
+    seenCodes.add(problem.code);
+    add(problem.pos[0], [], `invalid YAML: ${problem.message}`);
+  }
+  if (doc.directives.yaml.version !== '1.2') add(0, [], `only YAML 1.2 is supported; remove the %YAML ${doc.directives.yaml.version} directive`);
+  checkStructure(doc.contents, [], 0, add, (offset) => lineCounter.linePos(offset).line);
+  if (issues.length > 0) throw new ConfigError(sortIssues(issues));
+
+  if (doc.contents === null) throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `the file has no content; expected ${schema.describe()}` }]);
+
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    const message = /excessive alias count/i.test((err as Error).message)
+      ? `too many alias expansions; the limit is ${MAX_ALIAS_COUNT}`
+      : `invalid YAML: ${(err as Error).message}`;
+    throw new ConfigError([{ file, path: '', message }]);
+  }
+
+  const result = check(schema, value);
+  for (const issue of result.issues) add(locate(doc, issue), issue.path, issue.message);
+  if (issues.length > 0) throw new ConfigError(sortIssues(issues));
+  return result.value;
+}
+
+/** Reads `file` (a regular file of at most 1 MiB, UTF-8) and validates it. Throws ConfigError. */
+export function loadConfigFile<T>(file: string, schema: Schema<T>): T {
+  let text: string;
+  try {
+    // O_NONBLOCK: opening a FIFO by mistake must fail the regular-file check, not hang the process.
+    const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      const stat = fstatSync(fd);
+      if (stat.isDirectory()) throw new ConfigError([{ file, path: '', message: 'is a directory, not a config file' }]);
+      if (!stat.isFile()) throw new ConfigError([{ file, path: '', message: 'is not a regular file' }]);
+      if (stat.size > MAX_CONFIG_BYTES) throw new ConfigError([{ file, path: '', message: `file is too large: ${stat.size} bytes; the limit is ${MAX_CONFIG_BYTES} (1MiB)` }]);
+      text = new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(fd));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError([{ file, path: '', message: readFailure(err) }]);
+  }
+  return parseConfigText(text, file, schema);
+}
+
+function readFailure(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'config file not found';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied reading the config file';
+  if (code === 'EISDIR') return 'is a directory, not a config file';
+  if (err instanceof TypeError) return 'file is not valid UTF-8 text';
+  return `cannot read the config file: ${(err as Error).message}`;
+}
+
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  const rank = (issue: ConfigIssue) => (issue.line === undefined ? [Infinity, 0] : [issue.line, issue.column ?? 0]);
+  return issues
+    .map((issue, index) => ({ issue, index, rank: rank(issue) }))
+    .sort((a, b) => a.rank[0]! - b.rank[0]! || a.rank[1]! - b.rank[1]! || a.index - b.index)
+    .map(({ issue }) => issue);
+}
+
+function shortTag(tag: string): string {
+  return tag.startsWith(CORE) ? '!!' + tag.slice(CORE.length) : tag;
+}
+
+/** Rejects what the schema layer cannot see: custom tags, duplicate or complex keys, deep nesting. */
+type AddIssue = (offset: number | undefined, path: Path, message: string) => void;
+
+function checkStructure(node: unknown, path: PathSegment[], depth: number, add: AddIssue, lineOf: (offset: number) => number): void {
+  if (!isNode(node) || isAlias(node)) return; // an alias points at a node checked where its anchor is
+  if (node.tag !== undefined && !ALLOWED_TAGS.has(node.tag)) {
+    add(node.range?.[0], path, `the tag ${shortTag(node.tag)} is not allowed; use plain YAML values`);
+    return;
+  }
+  if (depth >= MAX_NESTING && (isMap(node) || isSeq(node))) {
+    add(node.range?.[0], path, `nested more than ${MAX_NESTING} levels deep`);
+    return;
+  }
+  if (isMap(node)) {
+    const firstLine = new Map<string, number | undefined>();
+    for (const pair of node.items) {
+      const key = pair.key;
+      if (key !== null && (!isScalar(key) || (key.tag !== undefined && !ALLOWED_TAGS.has(key.tag)))) {
+        add(isNode(key) ? key.range?.[0] : undefined, path, 'keys must be plain text, not lists, mappings, aliases or tagged values');
+        continue;
+      }
+      const name = key === null ? '' : String(key.value);
+      const keyOffset = key?.range?.[0];
+      if (firstLine.has(name)) {
+        const line = firstLine.get(name);
+        add(keyOffset, [...path, name], `duplicate key${line === undefined ? '' : `; first defined on line ${line}`}`);
+        continue;
+      }
+      firstLine.set(name, keyOffset === undefined ? undefined : lineOf(keyOffset));
+      checkStructure(pair.value, [...path, name], depth + 1, add, lineOf);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, index) => checkStructure(item, [...path, index], depth + 1, add, lineOf));
+  }
+}
+
+function startOf(node: unknown): number | undefined {
+  return isNode(node) ? node.range?.[0] : undefined;
+}
+
+/** An empty value (`url:`) has a zero-width range after the colon; point at the key instead. */
+function isEmptyScalar(node: unknown): boolean {
+  return isScalar(node) && node.value === null && (node.source === '' || node.source === undefined) && node.range?.[0] === node.range?.[1];
+}
+
+/** The source offset an issue points at: its value, its key, or the mapping that lacks it; else the nearest ancestor. */
+function locate(doc: Document, issue: RawIssue): number | undefined {
+  const steps = issue.target === 'parent' ? issue.path.slice(0, -1) : issue.path;
+  let node: unknown = doc.contents;
+  let offset = startOf(node) ?? 0;
+  for (let i = 0; i < steps.length; i++) {
+    const segment = steps[i]!;
+    const container = isAlias(node) ? node.resolve(doc) : node;
+    if (isMap(container)) {
+      const pair = container.items.find((p) => (p.key === null ? '' : isScalar(p.key) ? String(p.key.value) : undefined) === String(segment));
+      if (pair === undefined) return offset;
+      const keyOffset = startOf(pair.key) ?? offset;
+      if (i === steps.length - 1 && issue.target === 'key') return keyOffset;
+      offset = isEmptyScalar(pair.value) || pair.value === null ? keyOffset : (startOf(pair.value) ?? keyOffset);
+      node = pair.value;
+    } else if (isSeq(container) && typeof segment === 'number') {
+      const item = container.items[segment];
+      if (item === undefined) return offset;
+      offset = startOf(item) ?? offset;
+      node = item;
+    } else {
+      return offset;
+    }
+  }
+  return offset;
+}

@@ -1,0 +1,72 @@
+/**
+ * Crypto providers: ML-DSA-65 (FIPS 204, pure) and ML-KEM-768 (FIPS 203) behind one small
+ * interface. `native` uses node:crypto (OpenSSL 3.5, Node >= 24.7), `noble` uses
+ * @noble/post-quantum. Keys are always handled as seeds (ML-DSA: 32-byte xi, ML-KEM: 64-byte
+ * d||z), so both providers derive the same key pairs and each verifies/opens what the other made.
+ * Selection: getProvider('auto') honours env GHOSTPIPE_CRYPTO=native|noble|auto.
+ */
+import { nativeProvider, nativeAvailable } from './native.js';
+import { nobleProvider } from './noble.js';
+
+export interface MlDsa65 {
+  publicKeyFromSeed(seed: Uint8Array /*32*/): Uint8Array /*1952*/;
+  /** Hedged (randomized) signature, 3309 bytes. Throws RangeError if context > 255 bytes or seed is not 32 bytes. */
+  sign(seed: Uint8Array, message: Uint8Array, context: Uint8Array): Uint8Array;
+  /** Never throws on malformed input: returns false. */
+  verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array, context: Uint8Array): boolean;
+}
+
+export interface MlKem768 {
+  publicKeyFromSeed(seed: Uint8Array /*64 = d||z*/): Uint8Array /*1184*/;
+  encapsulate(publicKey: Uint8Array): { ciphertext: Uint8Array; sharedSecret: Uint8Array };
+  decapsulate(seed: Uint8Array /*64*/, ciphertext: Uint8Array): Uint8Array;
+}
+
+export type ProviderName = 'native' | 'noble';
+
+export interface CryptoProvider {
+  readonly name: ProviderName;
+  readonly mlDsa65: MlDsa65;
+  readonly mlKem768: MlKem768;
+}
+
+export { ML_DSA65, ML_KEM768 } from './sizes.js';
+
+export type CryptoProviderErrorCode = 'provider_unavailable' | 'bad_provider_name';
+
+export class CryptoProviderError extends Error {
+  readonly code: CryptoProviderErrorCode;
+  constructor(code: CryptoProviderErrorCode, message: string) {
+    super(message);
+    this.name = 'CryptoProviderError';
+    this.code = code;
+  }
+}
+
+/** Both providers when native is available, otherwise only noble. Native first (it is faster). */
+export function availableProviders(): CryptoProvider[] {
+  return nativeAvailable() ? [nativeProvider, nobleProvider] : [nobleProvider];
+}
+
+/**
+ * The provider to use. 'auto' (default) reads GHOSTPIPE_CRYPTO (native|noble|auto, empty = auto)
+ * and otherwise picks native when node:crypto passes the ML-KEM/ML-DSA feature test.
+ */
+export function getProvider(name: 'native' | 'noble' | 'auto' = 'auto'): CryptoProvider {
+  let wanted: string = name;
+  if (wanted === 'auto') wanted = (process.env['GHOSTPIPE_CRYPTO'] ?? '').trim().toLowerCase() || 'auto';
+  switch (wanted) {
+    case 'noble':
+      return nobleProvider;
+    case 'native':
+      if (!nativeAvailable()) {
+        throw new CryptoProviderError('provider_unavailable',
+          `crypto provider "native" requested but node:crypto ${process.version} (OpenSSL ${process.versions.openssl}) has no ML-KEM-768/ML-DSA-65; use Node >= 24.7 or GHOSTPIPE_CRYPTO=noble`);
+      }
+      return nativeProvider;
+    case 'auto':
+      return nativeAvailable() ? nativeProvider : nobleProvider;
+    default:
+      throw new CryptoProviderError('bad_provider_name', `unknown crypto provider "${wanted}" (GHOSTPIPE_CRYPTO): allowed values are native, noble, auto`);
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Leaf data of the relay's transparency log (RFC 9162 leaves: leafHash = SHA-256(0x00 || data)).
+ * Pure: bytes in, bytes out. One type byte, then fixed fields; variable fields carry a length.
+ *
+ *   0x01 transfer      || SHA-256(envelope bytes)                                  (33 bytes)
+ *   0x02 registration  || keyId(ML-DSA-65 pk) (32) || keyId(KEM pk) (32) || did (UTF-8, rest)
+ *   0x03 revocation    || keyId(ML-DSA-65 pk) (32) || did (UTF-8, rest)
+ *   0x04 firmware      || SHA-256(manifest bytes)                                  (33 bytes)
+ *
+ * Key ids are protocol/keys.ts keyId(): SHA-256 of the SPKI DER. No names and no plaintext.
+ * A receiver recomputes the transfer leaf from the envelope it leased (transferLeaf).
+ */
+import { createHash } from 'node:crypto';
+import { leafHash } from './tlog/merkle.js';
+
+export const LOG_ENTRY = { transfer: 0x01, registration: 0x02, revocation: 0x03, firmware: 0x04 } as const;
+const HASH = 32;
+const MAX_DID_BYTES = 128;
+
+export type LogEntry =
+  | { type: 'transfer'; envelopeHash: Uint8Array }
+  | { type: 'registration'; signingKeyId: Uint8Array; kemKeyId: Uint8Array; did: string }
+  | { type: 'revocation'; signingKeyId: Uint8Array; did: string }
+  | { type: 'firmware'; manifestHash: Uint8Array };
+
+export class LogEntryError extends Error {
+  constructor(readonly code: 'empty' | 'unknown_type' | 'bad_length' | 'bad_did', message: string) {
+    super(message);
+    this.name = 'LogEntryError';
+  }
+}
+
+const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function checkHash(bytes: Uint8Array, what: string): void {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== HASH) throw new LogEntryError('bad_length', `${what} must be ${HASH} bytes`);
+}
+
+function didBytes(did: string): Uint8Array {
+  const bytes = utf8.encode(did);
+  if (bytes.length === 0 || bytes.length > MAX_DID_BYTES || !/^[\x21-\x7e]+$/.test(did)) throw new LogEntryError('bad_did', `DID must be 1..${MAX_DID_BYTES} printable ASCII characters`);
+  return bytes;
+}
+
+function withType(type: number, ...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(1 + parts.reduce((n, p) => n + p.length, 0));
+  out[0] = type;
+  let at = 1;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+export function encodeLogEntry(entry: LogEntry): Uint8Array {
+  switch (entry.type) {
+    case 'transfer':
+      checkHash(entry.envelopeHash, 'envelope hash');
+      return withType(LOG_ENTRY.transfer, entry.envelopeHash);
+    case 'firmware':
+      checkHash(entry.manifestHash, 'manifest hash');
+      return withType(LOG_ENTRY.firmware, entry.manifestHash);
+    case 'registration':
+      checkHash(entry.signingKeyId, 'signing key id');
+      checkHash(entry.kemKeyId, 'KEM key id');
+      return withType(LOG_ENTRY.registration, entry.signingKeyId, entry.kemKeyId, didBytes(entry.did));
+    case 'revocation':
+      checkHash(entry.signingKeyId, 'signing key id');
+      return withType(LOG_ENTRY.revocation, entry.signingKeyId, didBytes(entry.did));
+  }
+}
+
+export function decodeLogEntry(data: Uint8Array): LogEntry {
+  if (data.length === 0) throw new LogEntryError('empty', 'log entry is empty');
+  const body = data.subarray(1);
+  const did = (bytes: Uint8Array): string => {
+    let text: string;
+    try {
+      text = fromUtf8.decode(bytes);
+    } catch {
+      throw new LogEntryError('bad_did', 'DID is not UTF-8');
+    }
+    didBytes(text);
+    return text;
+  };
+  switch (data[0]) {
+    case LOG_ENTRY.transfer:
+    case LOG_ENTRY.firmware: {
+      if (body.length !== HASH) throw new LogEntryError('bad_length', `type 0x0${data[0]} entry must be ${1 + HASH} bytes, got ${data.length}`);
+      const hash = body.slice();
+      return data[0] === LOG_ENTRY.transfer ? { type: 'transfer', envelopeHash: hash } : { type: 'firmware', manifestHash: hash };
+    }
+    case LOG_ENTRY.registration:
+      if (body.length <= 2 * HASH) throw new LogEntryError('bad_length', 'registration entry is too short');
+      return { type: 'registration', signingKeyId: body.slice(0, HASH), kemKeyId: body.slice(HASH, 2 * HASH), did: did(body.subarray(2 * HASH)) };
+    case LOG_ENTRY.revocation:
+      if (body.length <= HASH) throw new LogEntryError('bad_length', 'revocation entry is too short');
+      return { type: 'revocation', signingKeyId: body.slice(0, HASH), did: did(body.subarray(HASH)) };
+    default:
+      throw new LogEntryError('unknown_type', `unknown log entry type 0x${data[0]!.toString(16).padStart(2, '0')}`);
+  }
+}
+
+/** Leaf data and RFC 9162 leaf hash of a transfer, from the envelope bytes. */
+export function transferLeaf(envelopeBytes: Uint8Array): { data: Uint8Array; hash: Uint8Array; envelopeHash: Uint8Array } {
+  const envelopeHash = sha256(envelopeBytes);
+  const data = encodeLogEntry({ type: 'transfer', envelopeHash });
+  return { data, hash: leafHash(data), envelopeHash };
+}
+
+/** Leaf data and hash of a firmware manifest. */
+export function firmwareLeaf(manifestBytes: Uint8Array): { data: Uint8Array; hash: Uint8Array } {
+  const data = encodeLogEntry({ type: 'firmware', manifestHash: sha256(manifestBytes) });
+  return { data, hash: leafHash(data) };
+}

@@ -1,0 +1,120 @@
+/**
+ * API keys. Format: "pgp_" | "plk_", 12 hex digits of public id, 43 base64url characters of
+ * secret (32 random bytes). Only SHA-256 of the whole key is kept; a presented key is looked up
+ * by its id and its hash compared in constant time (a dummy comparison runs for unknown ids).
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Plan } from './config.js';
+
+export type Role = 'device' | 'receiver' | 'operator';
+
+export interface KeyRecord {
+  id: string;
+  role: Role;
+  /** hex SHA-256 of the full key string. */
+  hash: string;
+  plan: string;
+  label: string;
+  recipients?: string[];
+  createdAt: number;
+  revokedAt?: number;
+  /** Device DID this device key is bound to (set at enrollment). */
+  did?: string;
+  usage: { periodStart: number; transfers: number };
+}
+
+export type AuthFailure = 'missing_key' | 'invalid_key' | 'key_revoked';
+
+const KEY_PATTERN = /^(pgp|plk)_([0-9a-f]{12})([A-Za-z0-9_-]{43})$/;
+export const KEY_ID_PATTERN = /^[0-9a-f]{12}$/;
+const DUMMY_HASH = Buffer.alloc(32);
+
+const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
+
+export function maskKey(record: KeyRecord): string {
+  return `${record.role === 'operator' ? 'plk' : 'pgp'}_${record.id}…`;
+}
+
+export class ApiKeys {
+  private readonly byId = new Map<string, KeyRecord>();
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(records: KeyRecord[] = []) {
+    for (const record of records) this.byId.set(record.id, record);
+  }
+
+  all(): KeyRecord[] {
+    return [...this.byId.values()];
+  }
+
+  get(id: string): KeyRecord | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Creates a key; returns the record and the key string (shown once). */
+  issue(role: Role, plan: string, label: string, recipients?: string[], now = Date.now()): { record: KeyRecord; key: string } {
+    let id: string;
+    do id = randomBytes(6).toString('hex');
+    while (this.byId.has(id));
+    const key = `${role === 'operator' ? 'plk' : 'pgp'}_${id}${randomBytes(32).toString('base64url')}`;
+    const record: KeyRecord = {
+      id, role, hash: sha256(key).toString('hex'), plan, label, createdAt: now, usage: { periodStart: now, transfers: 0 },
+      ...(recipients === undefined ? {} : { recipients }),
+    };
+    this.byId.set(id, record);
+    return { record, key };
+  }
+
+  /** The record behind an "Authorization: Bearer …" header, or why not. */
+  authenticate(header: string | undefined): KeyRecord | AuthFailure {
+    if (header === undefined || header === '') return 'missing_key';
+    const match = /^Bearer +(\S+)$/i.exec(header);
+    if (!match) return 'missing_key';
+    const key = match[1]!;
+    const parts = KEY_PATTERN.exec(key);
+    const record = parts ? this.byId.get(parts[2]!) : undefined;
+    const expected = record ? Buffer.from(record.hash, 'hex') : DUMMY_HASH;
+    const equal = timingSafeEqual(sha256(key), expected);
+    if (!parts || !record || !equal) return 'invalid_key';
+    if ((parts[1] === 'plk') !== (record.role === 'operator')) return 'invalid_key';
+    if (record.revokedAt !== undefined) return 'key_revoked';
+    return record;
+  }
+
+  revoke(id: string, now = Date.now()): KeyRecord | undefined {
+    const record = this.byId.get(id);
+    if (record && record.revokedAt === undefined) record.revokedAt = now;
+    return record;
+  }
+
+  activeOperators(): number {
+    return this.all().filter((r) => r.role === 'operator' && r.revokedAt === undefined).length;
+  }
+
+  /** Token bucket: 0 when an upload may go now, else ms until one token is back. Takes the token. */
+  takeRateToken(record: KeyRecord, plan: Plan, now = Date.now()): number {
+    const perMs = plan.ratePerMinute / 60_000;
+    const bucket = this.buckets.get(record.id) ?? { tokens: plan.burst, at: now };
+    bucket.tokens = Math.min(plan.burst, bucket.tokens + (now - bucket.at) * perMs);
+    bucket.at = now;
+    this.buckets.set(record.id, bucket);
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return 0;
+    }
+    return Math.ceil((1 - bucket.tokens) / perMs);
+  }
+
+  /** Rolls the quota period forward; true when one more transfer is allowed. */
+  quotaAllows(record: KeyRecord, plan: Plan, now = Date.now()): boolean {
+    if (now >= record.usage.periodStart + plan.period) {
+      const periods = Math.floor((now - record.usage.periodStart) / plan.period);
+      record.usage = { periodStart: record.usage.periodStart + periods * plan.period, transfers: 0 };
+    }
+    return plan.quota === 0 || record.usage.transfers < plan.quota;
+  }
+
+  countTransfer(record: KeyRecord): void {
+    record.usage.transfers++;
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Relay configuration: the YAML schema (config/relay.example.yaml documents every setting) and
+ * the defaults used when `ghostpipe relay` runs without --config.
+ */
+import { s, type Infer } from '../common/schema.js';
+import { loadConfigFile } from '../common/config-file.js';
+
+const MiB = 1024 * 1024;
+
+const plan = s.object({
+  /** Transfers per period; 0 = unlimited. */
+  quota: s.integer({ min: 0 }),
+  period: s.withDefault(s.duration({ min: 60_000 }), 30 * 86_400_000),
+  /** Sustained uploads per minute (token bucket refill) and bucket size. */
+  ratePerMinute: s.integer({ min: 1, max: 6_000_000 }),
+  burst: s.integer({ min: 1, max: 1_000_000 }),
+  maxBlob: s.size({ min: 1 }),
+});
+export type Plan = Infer<typeof plan>;
+
+/**
+ * Defaults. A site gateway sends one frame every 15 s: 4/min, 172,800 per 30 days. That fits
+ * "pro" (250,000 per 30 days, 60/min), not "free" (1,000 per 30 days).
+ */
+export const DEFAULT_PLANS: Record<string, Plan> = {
+  free: { quota: 1_000, period: 30 * 86_400_000, ratePerMinute: 10, burst: 20, maxBlob: 5 * MiB },
+  pro: { quota: 250_000, period: 30 * 86_400_000, ratePerMinute: 60, burst: 120, maxBlob: 5 * MiB },
+  enterprise: { quota: 0, period: 30 * 86_400_000, ratePerMinute: 600_000, burst: 100_000, maxBlob: 5 * MiB },
+};
+
+const limits = s.object({
+  headersTimeout: s.withDefault(s.duration({ min: 100 }), 10_000),
+  /** Whole request, body included: a client trickling bytes is cut off after this. */
+  requestTimeout: s.withDefault(s.duration({ min: 100 }), 60_000),
+  /** No byte received for this long: connection closed. */
+  idleTimeout: s.withDefault(s.duration({ min: 100 }), 15_000),
+  keepAliveTimeout: s.withDefault(s.duration({ min: 100 }), 5_000),
+  maxHeaderSize: s.withDefault(s.size({ min: 1024, max: 1024 * 1024 }), 16 * 1024),
+  maxConnections: s.withDefault(s.integer({ min: 1, max: 1_000_000 }), 1024),
+  /** Upload bytes being received at once across all connections (also counted against memoryCap). */
+  maxInFlightBytes: s.withDefault(s.size({ min: 1024 }), 64 * MiB),
+  /** Longest long-poll a client may ask for. */
+  maxWait: s.withDefault(s.duration({ min: 0, max: 300_000 }), 60_000),
+  shutdownGrace: s.withDefault(s.duration({ min: 0, max: 120_000 }), 5_000),
+});
+
+export const relayConfigSchema = s.object({
+  /** host:port to listen on; one or more. Port 0 picks a free port (logged). */
+  listen: s.withDefault(s.array(s.hostPort({ allowPortZero: true }), { minItems: 1, maxItems: 16 }), [{ host: '127.0.0.1', port: 8787 }]),
+  tls: s.optional(s.object({ cert: s.string({ minLength: 1 }), key: s.string({ minLength: 1 }) })),
+  /** Control-plane state (relay key, operator key, key hashes, devices, log). Ignored when ramOnly. */
+  stateDir: s.withDefault(s.string({ minLength: 1 }), './.ghostpipe/relay'),
+  /** Air-gap mode: nothing written except the operator key file; each boot is a new log under a new origin. */
+  ramOnly: s.withDefault(s.boolean(), false),
+  /** Where the first operator key is written in ramOnly mode (default: a fresh 0700 folder under the OS temp dir). */
+  operatorKeyFile: s.optional(s.string({ minLength: 1 })),
+  /** Log origin line; default "ghostpipe-relay/<first 16 hex digits of the relay key id>". */
+  origin: s.optional(s.string({ minLength: 1, maxLength: 200, pattern: /^[\x21-\x7e]+$/ })),
+  memoryCap: s.withDefault(s.size({ min: MiB }), 512 * MiB),
+  ttl: s.withDefault(s.duration({ min: 1_000 }), 86_400_000),
+  leaseTimeout: s.withDefault(s.duration({ min: 100, max: 3_600_000 }), 30_000),
+  /** Delivered/expired states remembered for status queries (at most this many, oldest dropped). */
+  statusMemory: s.withDefault(s.integer({ min: 0, max: 100_000_000 }), 1_000_000),
+  plans: s.withDefault(s.record(plan), DEFAULT_PLANS),
+  limits: s.withDefault(limits, limits.parse({}, [], { issues: [] })),
+  logLevel: s.withDefault(s.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const), 'info'),
+  /** Addresses of reverse proxies whose X-Forwarded-For is believed (for logs and audit). */
+  trustedProxies: s.withDefault(s.array(s.string({ minLength: 1 })), []),
+});
+
+export type RelayConfig = Infer<typeof relayConfigSchema>;
+
+export function loadRelayConfig(file: string | undefined): RelayConfig {
+  return file === undefined ? defaultRelayConfig() : loadConfigFile(file, relayConfigSchema);
+}
+
+export function defaultRelayConfig(): RelayConfig {
+  return relayConfigSchema.parse({}, [], { issues: [] });
+}

@@ -1,0 +1,81 @@
+/**
+ * Enrolled devices and enrollment challenges. A device is identified by its DID (derived from
+ * its ML-DSA-65 public key) and bound to exactly one device API key.
+ */
+import { randomBytes } from 'node:crypto';
+
+export interface DeviceRecord {
+  did: string;
+  /** base64 ML-DSA-65 public key. */
+  signingPublicKey: string;
+  /** base64 X-Wing public key. */
+  kemPublicKey: string;
+  /** hex keyId(ML-DSA-65 pk): what envelope headers carry as sender key id. */
+  signingKeyId: string;
+  /** The device API key id it is bound to. */
+  apiKeyId: string;
+  registeredAt: number;
+  leafIndex: number;
+  revokedAt?: number;
+  revocationLeafIndex?: number;
+}
+
+export const CHALLENGE_TTL_MS = 5 * 60_000;
+const MAX_CHALLENGES_PER_KEY = 16;
+const MAX_CHALLENGES = 100_000;
+
+export class Devices {
+  private readonly byDid = new Map<string, DeviceRecord>();
+  private readonly publicKeys = new Map<string, Uint8Array>();
+  private readonly challenges = new Map<string, { apiKeyId: string; expiresAt: number }>();
+
+  constructor(records: DeviceRecord[] = []) {
+    for (const record of records) this.byDid.set(record.did, record);
+  }
+
+  all(): DeviceRecord[] {
+    return [...this.byDid.values()];
+  }
+
+  get(did: string): DeviceRecord | undefined {
+    return this.byDid.get(did);
+  }
+
+  add(record: DeviceRecord): void {
+    this.byDid.set(record.did, record);
+  }
+
+  /** Decoded ML-DSA-65 public key, cached. */
+  signingKey(record: DeviceRecord): Uint8Array {
+    let key = this.publicKeys.get(record.did);
+    if (!key) {
+      key = new Uint8Array(Buffer.from(record.signingPublicKey, 'base64'));
+      this.publicKeys.set(record.did, key);
+    }
+    return key;
+  }
+
+  /** A fresh single-use challenge for this API key; undefined when too many are outstanding. */
+  newChallenge(apiKeyId: string, now = Date.now()): { challenge: string; expiresAt: number } | undefined {
+    this.pruneChallenges(now);
+    let mine = 0;
+    for (const c of this.challenges.values()) if (c.apiKeyId === apiKeyId) mine++;
+    if (mine >= MAX_CHALLENGES_PER_KEY || this.challenges.size >= MAX_CHALLENGES) return undefined;
+    const challenge = randomBytes(32).toString('base64url');
+    const expiresAt = now + CHALLENGE_TTL_MS;
+    this.challenges.set(challenge, { apiKeyId, expiresAt });
+    return { challenge, expiresAt };
+  }
+
+  /** Consumes a challenge (single use): true when it was issued to this key and is still fresh. */
+  takeChallenge(challenge: string, apiKeyId: string, now = Date.now()): boolean {
+    const entry = this.challenges.get(challenge);
+    if (!entry || entry.apiKeyId !== apiKeyId) return false;
+    this.challenges.delete(challenge);
+    return entry.expiresAt > now;
+  }
+
+  private pruneChallenges(now: number): void {
+    for (const [challenge, entry] of this.challenges) if (entry.expiresAt <= now) this.challenges.delete(challenge);
+  }
+}

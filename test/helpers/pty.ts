@@ -1,0 +1,111 @@
+/**
+ * Real serial lines for tests, made by socat (Debian package `socat`; scripts/install-deps.sh
+ * --test installs it): a connected pty pair, and a TCP listener on 127.0.0.1 bridged to a pty
+ * (a serial device server in "raw TCP" mode, for RTU over TCP).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export function socatAvailable(): boolean {
+  return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, close). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts socat and resolves once its stderr shows `ready`; rejects with its output otherwise. */
+function startSocat(args: string[], ready: RegExp, timeoutMs = 5000): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
+  // detached: socat forks per TCP connection; killing the group ends the children too.
+  const child = spawn('socat', ['-d', '-d', ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let output = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        /* already gone */
+      }
+      await exited;
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop().then(() => reject(new Error(`socat not ready after ${timeoutMs} ms: ${output.trim()}`)));
+    }, timeoutMs);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (ready.test(output)) {
+        clearTimeout(timer);
+        resolve({ child, stop });
+      }
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`socat exited with ${code}: ${output.trim()}`));
+    });
+  });
+}
+
+export interface PtyPair {
+  /** Two linked pty paths: what is written to one is read from the other. */
+  a: string;
+  b: string;
+  close(): Promise<void>;
+}
+
+export async function openPtyPair(): Promise<PtyPair> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ghostpipe-pty-'));
+  const a = path.join(dir, 'a');
+  const b = path.join(dir, 'b');
+  try {
+    const { stop } = await startSocat([`pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], /starting data transfer loop/);
+    return {
+      a,
+      b,
+      close: async () => {
+        await stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+export interface TcpSerialBridge {
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Listens on 127.0.0.1:<free port>; each TCP connection is bridged byte for byte to `devicePath`. */
+export async function bridgeTcpToSerial(devicePath: string): Promise<TcpSerialBridge> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await freeLoopbackPort();
+    try {
+      const { stop } = await startSocat([`tcp-listen:${port},bind=127.0.0.1,reuseaddr,fork`, `file:${devicePath},raw,echo=0`], /listening on/);
+      return { port, close: stop };
+    } catch (err) {
+      if (attempt < 5 && /in use/i.test(String(err))) continue;
+      throw err;
+    }
+  }
+}
