@@ -7,12 +7,13 @@
  * nesting, no custom tags (`!foo`, `!!binary`), no duplicate or non-scalar keys, no merge keys.
  */
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
-import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import { LineCounter, isAlias, type Alias, isMap, isNode, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import { ConfigError, check, formatPath, type ConfigIssue, type Path, type PathSegment, type RawIssue, type Schema } from './schema.js';
 
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 export const MAX_ALIAS_COUNT = 100;
 export const MAX_NESTING = 64;
+const MAX_SYNTAX_ISSUES = 20;
 
 const CORE = 'tag:yaml.org,2002:';
 const ALLOWED_TAGS = new Set(['str', 'int', 'float', 'bool', 'null', 'map', 'seq'].map((t) => CORE + t));
@@ -29,17 +30,27 @@ export function parseConfigText<T>(text: string, file: string, schema: Schema<T>
     issues.push({ file, ...(position ? { line: position.line, column: position.col } : {}), path: formatPath(path), message });
   };
 
+  const tooDeep = findDeepNesting(text);
+  if (tooDeep !== undefined) {
+    const before = text.slice(0, tooDeep);
+    const line = before.split('\n').length;
+    const column = tooDeep - before.lastIndexOf('\n');
+    throw new ConfigError([{ file, line, column, path: '', message: `nested more than ${MAX_NESTING} levels deep` }]);
+  }
+
   // uniqueKeys off: duplicates are reported below with their path and the first definition's line.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false, version: '1.2', schema: 'core', merge: false });
-  const seenCodes = new Set<string>();
-  for (const problem of [...doc.errors, ...doc.warnings]) {
-    // A deeply nested document yields one RESOURCE_EXHAUSTION error per level; one is enough.
-    if (problem.code === 'RESOURCE_EXHAUSTION' && seenCodes.has(problem.code)) continue;
-    seenCodes.add(problem.code);
-    add(problem.pos[0], [], `invalid YAML: ${problem.message}`);
-  }
+  // Unknown tags are reported by checkStructure, with every other tag that is not allowed.
+  const syntaxProblems = [...doc.errors, ...doc.warnings.filter((w) => w.code !== 'TAG_RESOLVE_FAILED')];
+  for (const problem of syntaxProblems.slice(0, MAX_SYNTAX_ISSUES)) add(problem.pos[0], [], `invalid YAML: ${problem.message}`);
+  if (syntaxProblems.length > MAX_SYNTAX_ISSUES) add(undefined, [], `invalid YAML: ${syntaxProblems.length - MAX_SYNTAX_ISSUES} more problems not shown`);
   if (doc.directives.yaml.version !== '1.2') add(0, [], `only YAML 1.2 is supported; remove the %YAML ${doc.directives.yaml.version} directive`);
-  checkStructure(doc.contents, [], 0, add, (offset) => lineCounter.linePos(offset).line);
+  const tagStart = (offset: number) => {
+    let i = text.lastIndexOf('!', offset);
+    while (i > 0 && text[i - 1] === '!') i--;
+    return i < 0 ? offset : i;
+  };
+  checkStructure(doc.contents, [], 0, { add, tagStart, lineOf: (offset) => lineCounter.linePos(offset).line, resolve: (alias) => alias.resolve(doc) });
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
 
   if (doc.contents === null) throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `the file has no content; expected ${schema.describe()}` }]);
@@ -91,6 +102,42 @@ function readFailure(err: unknown): string {
   return `cannot read the config file: ${(err as Error).message}`;
 }
 
+/**
+ * The YAML composer recurses once per nesting level and slows down badly on pathological input
+ * ('[' repeated 1M times takes ~20 s), so count flow brackets and compact "- - -" sequences first.
+ * Quoted text and comments are skipped; returns the offset where the limit is passed.
+ */
+function findDeepNesting(text: string): number | undefined {
+  let depth = 0;
+  let lineStart = true;
+  let dashes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    const prev = i === 0 ? '\n' : text[i - 1]!;
+    if (c === '\n') {
+      lineStart = true;
+      dashes = 0;
+      continue;
+    }
+    if (lineStart && c === '-' && (text[i + 1] === ' ' || text[i + 1] === '\t')) {
+      if (++dashes > MAX_NESTING) return i;
+      continue;
+    }
+    if (c !== ' ' && c !== '\t') lineStart = false;
+    if ((c === '"' || c === "'") && /[\s[{,:]/.test(prev)) {
+      // Skip a quoted scalar; in "..." a backslash escapes the next character.
+      for (i++; i < text.length && text[i] !== c; i++) if (c === '"' && text[i] === '\\') i++;
+    } else if (c === '#' && /\s/.test(prev)) {
+      while (i + 1 < text.length && text[i + 1] !== '\n') i++;
+    } else if (c === '[' || c === '{') {
+      if (++depth > MAX_NESTING) return i;
+    } else if ((c === ']' || c === '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return undefined;
+}
+
 function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
   const rank = (issue: ConfigIssue) => (issue.line === undefined ? [Infinity, 0] : [issue.line, issue.column ?? 0]);
   return issues
@@ -104,12 +151,24 @@ function shortTag(tag: string): string {
 }
 
 /** Rejects what the schema layer cannot see: custom tags, duplicate or complex keys, deep nesting. */
-type AddIssue = (offset: number | undefined, path: Path, message: string) => void;
+interface StructureTools {
+  add(offset: number | undefined, path: Path, message: string): void;
+  /** Where the tag in front of the node at `offset` starts. */
+  tagStart(offset: number): number;
+  lineOf(offset: number): number;
+  resolve(alias: Alias): unknown;
+}
 
-function checkStructure(node: unknown, path: PathSegment[], depth: number, add: AddIssue, lineOf: (offset: number) => number): void {
-  if (!isNode(node) || isAlias(node)) return; // an alias points at a node checked where its anchor is
+function checkStructure(node: unknown, path: PathSegment[], depth: number, tools: StructureTools): void {
+  const { add, tagStart, lineOf } = tools;
+  if (!isNode(node)) return;
+  if (isAlias(node)) {
+    // The node it points at is checked where its anchor is; here only check that it exists.
+    if (tools.resolve(node) === undefined) add(node.range?.[0], path, `the alias *${node.source} has no anchor &${node.source} before it`);
+    return;
+  }
   if (node.tag !== undefined && !ALLOWED_TAGS.has(node.tag)) {
-    add(node.range?.[0], path, `the tag ${shortTag(node.tag)} is not allowed; use plain YAML values`);
+    add(node.range ? tagStart(node.range[0]) : undefined, path, `the tag ${shortTag(node.tag)} is not allowed; use plain YAML values`);
     return;
   }
   if (depth >= MAX_NESTING && (isMap(node) || isSeq(node))) {
@@ -132,10 +191,10 @@ function checkStructure(node: unknown, path: PathSegment[], depth: number, add: 
         continue;
       }
       firstLine.set(name, keyOffset === undefined ? undefined : lineOf(keyOffset));
-      checkStructure(pair.value, [...path, name], depth + 1, add, lineOf);
+      checkStructure(pair.value, [...path, name], depth + 1, tools);
     }
   } else if (isSeq(node)) {
-    node.items.forEach((item, index) => checkStructure(item, [...path, index], depth + 1, add, lineOf));
+    node.items.forEach((item, index) => checkStructure(item, [...path, index], depth + 1, tools));
   }
 }
 

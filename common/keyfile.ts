@@ -100,10 +100,14 @@ async function readKeyText(file: string): Promise<{ text: string; mode: number }
 /** Reads a private key PEM; warns (never logs the key) when group or others may read it. */
 export async function readPrivateKeyFile(file: string, onWarning?: WarningListener): Promise<string> {
   const { text, mode } = await readKeyText(file);
+  warnIfExposed(file, mode, onWarning);
+  return text;
+}
+
+function warnIfExposed(file: string, mode: number, onWarning?: WarningListener): void {
   if (mode & 0o077) {
     onWarning?.(`private key file ${file} is readable by group or others (mode 0${mode.toString(8)}); run: chmod 600 ${file}`);
   }
-  return text;
 }
 
 export async function readPublicKeyFile(file: string): Promise<string> {
@@ -121,9 +125,10 @@ function parsed<T>(file: string, decode: () => T): T {
 
 /** A private key of one of `algs` (first one is what the error names). */
 export async function loadPrivateKey(file: string, algs: readonly KeyAlg[], onWarning?: WarningListener): Promise<PrivateKey> {
-  const pem = await readPrivateKeyFile(file, onWarning);
-  const key = parsed(file, () => decodePrivateKeyPem(pem));
+  const { text, mode } = await readKeyText(file);
+  const key = parsed(file, () => decodePrivateKeyPem(text));
   if (!algs.includes(key.alg)) throw new KeyFileError('bad_key', file, `expected a ${algs.join(' or ')} private key, found ${key.alg}`);
+  warnIfExposed(file, mode, onWarning); // after decoding, so a wrong file gets the error, not a warning
   return key;
 }
 

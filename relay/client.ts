@@ -275,7 +275,7 @@ export class RelayClient {
   private async request(method: string, path: string, body?: unknown, waitMs = 0): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.apiKey !== undefined) headers['authorization'] = `Bearer ${this.apiKey}`;
-    let payload: BodyInit | undefined;
+    let payload: string | Uint8Array | undefined;
     if (body instanceof Uint8Array) {
       headers['content-type'] = ENVELOPE_MEDIA_TYPE;
       payload = body;

@@ -157,7 +157,8 @@ export class ModbusLink {
     try {
       return await Promise.race([work, timeout]);
     } catch (err) {
-      if (err instanceof Error && err.name === 'TransactionTimedOutError') throw new RequestTimeoutError(ms);
+      // modbus-serial's errors are plain objects with a name, not Error instances.
+      if ((err as { name?: unknown } | null)?.name === 'TransactionTimedOutError') throw new RequestTimeoutError(ms);
       throw err;
     } finally {
       clearTimeout(timer);
@@ -250,20 +251,30 @@ export class ModbusLink {
 }
 
 function closeClient(client: Client): Promise<void> {
+  const internals = client as unknown as { _port?: { destroy?: unknown }; _cancelPendingTransactions?: () => void };
   return new Promise((resolve) => {
-    try {
-      // destroy() cancels pending transaction timers and tears the socket/port down at once.
-      client.destroy(() => resolve());
-    } catch {
+    // Bounded: a serial port that never confirms its close must not hold up stop().
+    const timer = setTimeout(resolve, 1000);
+    const done = () => {
+      clearTimeout(timer);
       resolve();
+    };
+    try {
+      internals._cancelPendingTransactions?.();
+      // Sockets have destroy(), which tears down at once; the RTU serial port only has close().
+      if (typeof internals._port?.destroy === 'function') client.destroy(done);
+      else client.close(done);
+    } catch {
+      done();
     }
   });
 }
 
+/** A one-line reason from anything thrown (modbus-serial throws plain objects with message/name). */
 export function errorText(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return err.message || code || err.name;
+  if (typeof err === 'object' && err !== null) {
+    const { message, code, name } = err as { message?: unknown; code?: unknown; name?: unknown };
+    for (const text of [message, code, name]) if (typeof text === 'string' && text !== '') return text;
   }
   return String(err);
 }

@@ -102,7 +102,8 @@ test('sample.yaml is valid and defaults are filled in', () => {
   assert.equal(station!.retries, 1);
   assert.equal(station!.maxGap, 0);
   assert.equal(station!.unitId, 1);
-  assert.equal(station!.port, undefined, 'port defaults to 502 in the driver, so rtu can reject a stray port');
+  assert.equal(station!.port, 4001);
+  assert.equal(meters!.port, undefined, 'port defaults to 502 in the driver, so rtu can reject a stray port');
 });
 
 test('the driver rejects what the schema would (configs built in code skip the schema)', () => {

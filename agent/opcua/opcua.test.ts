@@ -3,11 +3,13 @@
  * One server for the whole file (its certificate is generated once), restarted by the recovery test.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { startOpcuaServer, type OpcuaTestServer } from '../../test/helpers/opcua-server.js';
@@ -306,5 +308,26 @@ describe('recovery', () => {
     for (const { tap } of harnesses) await waitFor('change after restart', async () => ((await collectNow(tap)).temp!.value === 40 ? true : undefined));
     await server.set('Temperature', 21.5);
     for (const { tap } of harnesses) await tap.stop();
+  });
+});
+
+describe('lazy loading', () => {
+  test('node-opcua-client is loaded by start(), not by importing the tap module or creating a tap', () => {
+    const index = new URL('./index.js', import.meta.url).href;
+    const script = `
+      import { createRequire } from 'node:module';
+      const { createOpcuaTap } = await import(${JSON.stringify(index)});
+      const { silentLogger } = await import(${JSON.stringify(new URL('../../common/log.js', import.meta.url).href)});
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((file) => file.includes('node-opcua-client'));
+      const tap = createOpcuaTap({ name: 'x', type: 'opcua', endpoint: 'opc.tcp://127.0.0.1:1/x', securityMode: 'None', auth: { type: 'anonymous' },
+        pkiDir: ${JSON.stringify(clientPki)}, mode: 'read', samplingInterval: 1000, queueSize: 1, timeout: 1000,
+        points: [{ name: 'p', nodeId: 'i=2258' }] }, { logger: silentLogger() });
+      const before = loaded();
+      await tap.start();
+      while (!loaded()) await new Promise((r) => setTimeout(r, 20));
+      await tap.stop();
+      console.log(JSON.stringify({ before, after: loaded() }));`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: path.dirname(fileURLToPath(import.meta.url)), encoding: 'utf8', timeout: 30_000 });
+    assert.deepEqual(JSON.parse(out.trim().split('\n').at(-1)!), { before: false, after: true });
   });
 });

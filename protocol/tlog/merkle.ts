@@ -22,8 +22,17 @@ export function leafHash(data: Uint8Array): Uint8Array {
   return sha256(input);
 }
 
+// Reused input buffer for the common 32+32 case: crypto.hash reads it synchronously.
+const nodeInput = new Uint8Array(1 + 2 * HASH_SIZE);
+nodeInput[0] = NODE_PREFIX;
+
 /** RFC 9162 interior node hash: SHA-256(0x01 || left || right). */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
+  if (left.length === HASH_SIZE && right.length === HASH_SIZE) {
+    nodeInput.set(left, 1);
+    nodeInput.set(right, 1 + HASH_SIZE);
+    return sha256(nodeInput);
+  }
   const input = new Uint8Array(1 + left.length + right.length);
   input[0] = NODE_PREFIX;
   input.set(left, 1);

@@ -40,6 +40,8 @@ export class ModbusMemory {
   private readonly failures: Failure[] = [];
   /** Unit ids that never answer (the request is swallowed). */
   readonly silentUnits = new Set<number>();
+  /** Unit ids that answer late: unit id -> delay in ms. */
+  readonly delayedUnits = new Map<number, number>();
 
   unit(unitId: number): UnitMemory {
     let memory = this.units.get(unitId);
@@ -74,24 +76,45 @@ export class ModbusMemory {
     }
   }
 
+  /** Answers `value()` now, late (delayedUnits) or never (silentUnits). */
+  private answer<T>(unitId: number, value: () => T): T | Promise<T> {
+    if (this.silentUnits.has(unitId)) return new Promise<never>(() => undefined);
+    const delay = this.delayedUnits.get(unitId);
+    if (delay === undefined) return value();
+    return new Promise((resolve, reject) => setTimeout(() => {
+      try {
+        resolve(value());
+      } catch (err) {
+        reject(err);
+      }
+    }, delay));
+  }
+
   /** The modbus-serial service vector serving this memory. */
   vector() {
-    const never = () => new Promise<never>(() => undefined);
-    const registers = (table: RegisterTable) => (address: number, length: number, unitId: number) => {
-      if (this.silentUnits.has(unitId)) return never();
-      this.check(table, unitId, address, length);
-      return Array.from(this.unit(unitId)[table].subarray(address, address + length));
+    // Multi-register reads must use the callback form: modbus-serial's value form takes no promise.
+    const registers = (table: RegisterTable) => (address: number, length: number, unitId: number, cb: (err: Error | null, values: number[]) => void) => {
+      let answer: number[] | Promise<number[]>;
+      try {
+        answer = this.answer(unitId, () => {
+          this.check(table, unitId, address, length);
+          return Array.from(this.unit(unitId)[table].subarray(address, address + length));
+        });
+      } catch (err) {
+        return cb(err as Error, []);
+      }
+      void Promise.resolve(answer).then((values) => cb(null, values), (err: unknown) => cb(err as Error, []));
     };
-    const single = (table: RegisterTable) => (address: number, unitId: number) => {
-      if (this.silentUnits.has(unitId)) return never();
-      this.check(table, unitId, address, 1);
-      return this.unit(unitId)[table][address]!;
-    };
-    const bit = (table: BitTable) => (address: number, unitId: number) => {
-      if (this.silentUnits.has(unitId)) return never();
-      this.check(table, unitId, address, 1);
-      return this.unit(unitId)[table][address] === 1;
-    };
+    const single = (table: RegisterTable) => (address: number, unitId: number) =>
+      this.answer(unitId, () => {
+        this.check(table, unitId, address, 1);
+        return this.unit(unitId)[table][address]!;
+      });
+    const bit = (table: BitTable) => (address: number, unitId: number) =>
+      this.answer(unitId, () => {
+        this.check(table, unitId, address, 1);
+        return this.unit(unitId)[table][address] === 1;
+      });
     return {
       getMultipleHoldingRegisters: registers('holding'),
       getMultipleInputRegisters: registers('input'),

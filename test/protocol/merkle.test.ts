@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { vectorsDir } from '../helpers/paths.js';
+import { repoRoot, vectorsDir } from '../helpers/paths.js';
 import {
   MerkleTree, ProofError, TreeRangeError, emptyRoot, leafHash, nodeHash,
   rootFromInclusionProof, verifyConsistency, verifyInclusion,
@@ -278,4 +278,17 @@ test('storage grows in chunks across the 32768-hash chunk boundary', () => {
   }
   verifyConsistency(32769, 70_000, tree.consistencyProof(32769, 70_000), tree.root(32769), tree.root());
   assert.ok(tree.bytesAllocated() < 70_000 * 32 * 2 + 12 * 1024 * 1024, 'about two hashes per leaf');
+});
+
+test('protocol/tlog stays pure: imports only node:crypto and protocol modules', () => {
+  const dir = path.join(repoRoot, 'protocol', 'tlog');
+  const sources = readdirSync(dir).filter((name) => name.endsWith('.ts'));
+  assert.ok(sources.length >= 6);
+  for (const name of sources) {
+    const imports = [...readFileSync(path.join(dir, name), 'utf8').matchAll(/\bfrom '([^']+)';/g)].map((m) => m[1]!);
+    assert.ok(imports.length > 0 || name === 'index.ts', `${name}: imports found`);
+    for (const spec of imports) {
+      assert.ok(spec === 'node:crypto' || spec.startsWith('./') || spec === '../crypto/provider.js', `${name} imports ${spec}`);
+    }
+  }
 });

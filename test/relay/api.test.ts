@@ -1,0 +1,361 @@
+/** Every endpoint's success path and its refusals, against one real relay process. */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { RelayClient, RelayError, enrollmentMessage, ENROLL_CONTEXT } from '../../relay/client.js';
+import { getProvider } from '../../protocol/crypto/provider.js';
+import { generatePrivateKey } from '../../protocol/keys.js';
+import { leafHash, verifyInclusion, verifyConsistency } from '../../protocol/tlog/index.js';
+import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
+import { parseVerifierKey } from '../../protocol/tlog/note.js';
+import { decodeLogEntry, transferLeaf } from '../../protocol/log-entries.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from './harness.js';
+
+const MEDIA = 'application/vnd.ghostpipe.envelope';
+let relay: RelayProcess;
+let device: Device;
+let receiver: Receiver;
+
+async function refused(promise: Promise<unknown>, status: number, code: string): Promise<RelayError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof RelayError, `expected RelayError, got ${String(err)}`);
+    assert.equal(err.status, status, `status (code ${err.code}: ${err.message})`);
+    assert.equal(err.code, code);
+    return err;
+  }
+  assert.fail(`expected ${status} ${code}, but the request succeeded`);
+}
+
+before(async () => {
+  relay = await startRelay({
+    plans: {
+      pro: { quota: 0, ratePerMinute: 60000, burst: 1000, maxBlob: '5MiB' },
+      tiny: { quota: 2, ratePerMinute: 60000, burst: 1000, maxBlob: '5MiB' },
+      slow: { quota: 0, ratePerMinute: 1, burst: 1, maxBlob: '5MiB' },
+      small: { quota: 0, ratePerMinute: 60000, burst: 1000, maxBlob: '4KiB' },
+    },
+  });
+  device = await makeDevice(relay);
+  receiver = await makeReceiver(relay);
+});
+after(cleanupAll);
+
+test('healthz is public and holds no secrets; stats need an operator key', async () => {
+  const health = await new RelayClient({ baseUrl: relay.url }).health();
+  assert.equal(health.status, 'ok');
+  assert.deepEqual(Object.keys(health).sort(), ['status', 'uptimeSeconds', 'version']);
+  const stats = await relay.operator.stats();
+  assert.equal(stats.memory.capBytes, 512 * 1024 * 1024);
+  assert.ok(stats.memory.rssBytes > 0);
+  await refused(device.client.stats(), 403, 'forbidden');
+  await refused(new RelayClient({ baseUrl: relay.url }).stats(), 401, 'missing_key');
+});
+
+test('enrollment: challenge, register, DID document, refusals', async () => {
+  const record = await new RelayClient({ baseUrl: relay.url }).getDid(device.did);
+  assert.equal(record.did, device.did);
+  assert.equal(record.revoked, false);
+  assert.equal(record.leafIndex, device.leafIndex);
+  const entries = await relay.operator.entries(device.leafIndex, device.leafIndex + 1);
+  const entry = decodeLogEntry(entries[0]!.data);
+  assert.equal(entry.type, 'registration');
+
+  // A second device on the same key: 409.
+  const other = generatePrivateKey('ML-DSA-65');
+  const otherKem = generatePrivateKey('X-Wing');
+  await refused(device.client.enroll(other.publicKey, otherKem.publicKey, (m, c) => getProvider().mlDsa65.sign(other.seed, m, c)), 409, 'already_bound');
+
+  // Fresh key: bad proof of possession (signed by another key) and a replayed challenge.
+  const fresh = await makeDevice(relay, 'pro', { enroll: false });
+  const { challenge } = await fresh.client.challenge();
+  const forged = getProvider().mlDsa65.sign(other.seed, enrollmentMessage(challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
+  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge, signature: forged }), 403, 'bad_signature');
+  const good = getProvider().mlDsa65.sign(fresh.signing.seed, enrollmentMessage(challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
+  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge, signature: good }), 410, 'challenge_expired');
+  // A challenge issued to another key is not usable.
+  const theirs = await device.client.challenge();
+  const sig2 = getProvider().mlDsa65.sign(fresh.signing.seed, enrollmentMessage(theirs.challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
+  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge: theirs.challenge, signature: sig2 }), 410, 'challenge_expired');
+  // Malformed body fields.
+  const c3 = await fresh.client.challenge();
+  await refused(fresh.client.register({ signingPublicKey: new Uint8Array(10), kemPublicKey: fresh.kem.publicKey, challenge: c3.challenge, signature: good }), 400, 'bad_request');
+  const bad = await rawRequest(`${relay.url}/v2/did/register`, { method: 'POST', headers: { authorization: `Bearer ${relay.operatorKey}`, 'content-type': 'application/json' }, body: new TextEncoder().encode('{') });
+  assert.equal(bad.status, 403); // operator keys may not register devices
+  // A receiver key cannot ask for challenges.
+  await refused(receiver.client.challenge(), 403, 'forbidden');
+  // The device of another key cannot be registered with this one.
+  const c4 = await fresh.client.challenge();
+  const sig4 = getProvider().mlDsa65.sign(device.signing.seed, enrollmentMessage(c4.challenge, device.signing.publicKey, device.kem.publicKey), ENROLL_CONTEXT);
+  await refused(fresh.client.register({ signingPublicKey: device.signing.publicKey, kemPublicKey: device.kem.publicKey, challenge: c4.challenge, signature: sig4 }), 409, 'already_bound');
+  // Unknown DIDs and DIDs with path characters: 404 alike.
+  await refused(new RelayClient({ baseUrl: relay.url }).getDid('did:ghostpipe:' + 'a'.repeat(52)), 404, 'not_found');
+  for (const pathy of ['..%2F..%2Fetc%2Fpasswd', 'did:ghostpipe:..', '%00', 'did%3Aghostpipe%3A%2F']) {
+    const res = await rawRequest(`${relay.url}/v2/did/${pathy}`, {});
+    assert.equal(res.status, 404, pathy);
+    assert.equal(JSON.parse(res.body).error, 'not_found');
+  }
+});
+
+test('upload, status, inbox, lease, ack: the round trip, with log inclusion', async () => {
+  const bytes = device.seal(markedPlaintext('hello'), receiver);
+  const up = await device.client.upload(bytes);
+  const leaf = transferLeaf(bytes);
+  assert.equal(up.id, Buffer.from(leaf.envelopeHash).toString('hex'));
+  assert.equal(up.size, bytes.length);
+  assert.deepEqual(await device.client.status([up.id]), { [up.id]: 'pending' });
+  const listed = await receiver.client.inbox(receiver.recipientKeyId);
+  assert.ok(listed.some((e) => e.id === up.id && e.leafIndex === up.leafIndex && e.size === bytes.length));
+  const lease = await receiver.client.lease(receiver.recipientKeyId);
+  assert.ok(lease);
+  assert.equal(lease.envelopeId, up.id);
+  assert.deepEqual(Buffer.from(lease.bytes), Buffer.from(bytes));
+  assert.deepEqual(await device.client.status([up.id]), { [up.id]: 'leased' });
+  await receiver.client.ack(lease.leaseId);
+  assert.deepEqual(await device.client.status([up.id]), { [up.id]: 'delivered' });
+  await refused(receiver.client.ack(lease.leaseId), 404, 'not_found');
+  // Nothing left: 204 -> null.
+  assert.equal(await receiver.client.lease(receiver.recipientKeyId), null);
+
+  // Inclusion proof against a verified checkpoint.
+  const key = await relay.operator.logKey();
+  const verifier = parseVerifierKey(key.verifierKey);
+  let checkpoint;
+  for (let i = 0; i < 50; i++) {
+    checkpoint = openCheckpoint(await receiver.client.checkpoint(), [verifier], key.origin).checkpoint;
+    if (checkpoint.size > up.leafIndex) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.ok(checkpoint && checkpoint.size > up.leafIndex);
+  const proof = await receiver.client.inclusionProof({ index: up.leafIndex }, checkpoint.size);
+  verifyInclusion(leaf.hash, up.leafIndex, checkpoint.size, proof.proof, checkpoint.root);
+  const byHash = await receiver.client.inclusionProof({ hash: leaf.hash }, checkpoint.size);
+  assert.equal(byHash.leafIndex, up.leafIndex);
+  const entries = await receiver.client.entries(up.leafIndex, up.leafIndex + 1);
+  assert.deepEqual(leafHash(entries[0]!.data), leaf.hash);
+  const cons = await receiver.client.consistencyProof(1, checkpoint.size);
+  const old = await receiver.client.entries(0, 1);
+  verifyConsistency(1, checkpoint.size, cons.proof, leafHash(old[0]!.data), checkpoint.root);
+  await refused(receiver.client.consistencyProof(3, 2), 400, 'bad_request');
+  await refused(receiver.client.entries(0, 5000), 400, 'bad_request');
+  await refused(receiver.client.inclusionProof({ hash: new Uint8Array(32) }), 404, 'not_found');
+  await refused(receiver.client.inclusionProof({ index: 0 }, checkpoint.size + 1000), 400, 'bad_request');
+});
+
+test('release puts an envelope back; other tenants ids answer like unknown ones', async () => {
+  const bytes = device.seal(markedPlaintext('release'), receiver);
+  const up = await device.client.upload(bytes);
+  const lease = await receiver.client.lease(receiver.recipientKeyId);
+  assert.equal(lease?.envelopeId, up.id);
+  const stranger = await makeReceiver(relay);
+  await refused(stranger.client.ack(lease!.leaseId), 404, 'not_found');
+  await refused(stranger.client.inbox(receiver.recipientKeyId), 404, 'not_found');
+  await refused(stranger.client.lease(receiver.recipientKeyId), 404, 'not_found');
+  await refused(stranger.client.inbox('f'.repeat(64)), 404, 'not_found');
+  await receiver.client.release(lease!.leaseId);
+  const again = await receiver.client.lease(receiver.recipientKeyId);
+  assert.equal(again?.envelopeId, up.id);
+  await receiver.client.ack(again!.leaseId);
+  // Status: ids of another device key are "unknown", like ids that never existed.
+  const otherDevice = await makeDevice(relay);
+  assert.deepEqual(await otherDevice.client.status([up.id, 'a'.repeat(64), '../../x']), { [up.id]: 'unknown', ['a'.repeat(64)]: 'unknown', '../../x': 'unknown' });
+  await refused(device.client.status([]), 400, 'bad_request');
+  await refused(device.client.status(Array.from({ length: 1001 }, (_, i) => String(i))), 400, 'bad_request');
+  for (const pathy of ['..%2F..', '%2e%2e', 'x'.repeat(300), 'abc%00']) {
+    const res = await rawRequest(`${relay.url}/v2/leases/${pathy}/ack`, { method: 'POST', headers: { authorization: `Bearer ${receiver.apiKey}` } });
+    assert.equal(res.status, 404, pathy);
+    const inbox = await rawRequest(`${relay.url}/v2/inbox/${pathy}`, { headers: { authorization: `Bearer ${receiver.apiKey}` } });
+    assert.equal(inbox.status, 404, pathy);
+  }
+});
+
+test('upload refusals: auth, role, media type, malformed, truncated, forged, wrong signer, duplicate', async () => {
+  const bytes = device.seal(markedPlaintext('refusals'), receiver);
+  await refused(new RelayClient({ baseUrl: relay.url }).upload(bytes), 401, 'missing_key');
+  await refused(new RelayClient({ baseUrl: relay.url, apiKey: 'pgp_0123456789ab' + 'A'.repeat(43) }).upload(bytes), 401, 'invalid_key');
+  await refused(new RelayClient({ baseUrl: relay.url, apiKey: 'nonsense' }).upload(bytes), 401, 'invalid_key');
+  await refused(receiver.client.upload(bytes), 403, 'forbidden');
+  await refused(relay.operator.upload(bytes), 403, 'forbidden');
+  const apiKey = device.apiKey;
+  const wrongType = await rawRequest(`${relay.url}/v2/envelopes`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/octet-stream' }, body: bytes });
+  assert.equal(wrongType.status, 415);
+  assert.equal(JSON.parse(wrongType.body).error, 'unsupported_media_type');
+  // Garbage and truncated bodies.
+  await refused(device.client.upload(new TextEncoder().encode('not an envelope at all')), 400, 'malformed_envelope');
+  await refused(device.client.upload(bytes.subarray(0, 50)), 400, 'malformed_envelope');
+  await refused(device.client.upload(bytes.subarray(0, bytes.length - 1)), 400, 'malformed_envelope');
+  const longer = new Uint8Array(bytes.length + 1);
+  longer.set(bytes);
+  await refused(device.client.upload(longer), 400, 'malformed_envelope');
+  // A flipped ciphertext bit: the signature no longer verifies.
+  const forged = Uint8Array.from(bytes);
+  forged[2000] = forged[2000]! ^ 1;
+  await refused(device.client.upload(forged), 403, 'bad_signature');
+  // Signed by a device bound to another key.
+  const other = await makeDevice(relay);
+  await refused(device.client.upload(other.seal(markedPlaintext('x'), receiver)), 403, 'wrong_signer');
+  // Not enrolled.
+  const unenrolled = await makeDevice(relay, 'pro', { enroll: false });
+  await refused(unenrolled.client.upload(bytes), 403, 'device_not_enrolled');
+  // Duplicate while held, and after delivery.
+  const up = await device.client.upload(bytes);
+  await refused(device.client.upload(bytes), 409, 'duplicate');
+  const lease = await receiver.client.lease(receiver.recipientKeyId);
+  assert.equal(lease?.envelopeId, up.id);
+  await receiver.client.ack(lease!.leaseId);
+  await refused(device.client.upload(bytes), 409, 'duplicate');
+  // Refused uploads are in the audit trail with their outcome.
+  const events = await relay.operator.audit({ key: device.apiKeyId });
+  for (const outcome of ['ok', 'duplicate', 'bad_signature', 'malformed_envelope', 'wrong_signer']) {
+    assert.ok(events.some((e) => e.event === 'upload' && e.outcome === outcome), outcome);
+  }
+});
+
+test('plans: quota (402), rate (429 + Retry-After), size (413), oversized body cut off while streaming', async () => {
+  const tiny = await makeDevice(relay, 'tiny');
+  await tiny.client.upload(tiny.seal(markedPlaintext('q1'), receiver));
+  await tiny.client.upload(tiny.seal(markedPlaintext('q2'), receiver));
+  await refused(tiny.client.upload(tiny.seal(markedPlaintext('q3'), receiver)), 402, 'quota_exceeded');
+
+  const slow = await makeDevice(relay, 'slow');
+  await slow.client.upload(slow.seal(markedPlaintext('r1'), receiver));
+  const limited = await refused(slow.client.upload(slow.seal(markedPlaintext('r2'), receiver)), 429, 'rate_limited');
+  assert.ok(limited.retryAfterMs !== undefined && limited.retryAfterMs >= 1000);
+
+  const small = await makeDevice(relay, 'small');
+  await small.client.upload(small.seal(markedPlaintext('fits', 100), receiver));
+  await refused(small.client.upload(small.seal(markedPlaintext('big', 5000), receiver)), 413, 'too_large');
+
+  // Content-Length over the limit: refused before any body byte is read.
+  const apiKey = device.apiKey;
+  const declared = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const socket = net.connect(relay.port, '127.0.0.1', () => {
+      socket.write(`POST /v2/envelopes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${apiKey}\r\ncontent-type: ${MEDIA}\r\ncontent-length: 104857600\r\n\r\n`);
+    });
+    let text = '';
+    socket.on('data', (c) => (text += c.toString()));
+    socket.on('close', () => resolve({ status: Number(text.split(' ')[1]), body: text }));
+    socket.on('error', reject);
+  });
+  assert.equal(declared.status, 413);
+
+  // Chunked body whose header declares a 5 MiB envelope for a 4 KiB plan: answered after the
+  // header arrived, while the client is still sending.
+  const big = small.seal(markedPlaintext('huge', 2_000_000), receiver);
+  const smallKey = small.apiKey;
+  const result = await new Promise<{ status: number; sentWhenAnswered: number }>((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const socket = net.connect(relay.port, '127.0.0.1', () => {
+      socket.write(`POST /v2/envelopes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${smallKey}\r\ncontent-type: ${MEDIA}\r\ntransfer-encoding: chunked\r\n\r\n`);
+      const pump = () => {
+        if (answered || sent >= big.length || socket.destroyed) return;
+        const chunk = big.subarray(sent, sent + 16384);
+        sent += chunk.length;
+        socket.write(chunk.length.toString(16) + '\r\n');
+        socket.write(chunk);
+        socket.write('\r\n');
+        setTimeout(pump, 5);
+      };
+      pump();
+    });
+    socket.on('data', (c) => {
+      if (!answered) {
+        answered = true;
+        resolve({ status: Number(c.toString().split(' ')[1]), sentWhenAnswered: sent });
+        socket.destroy();
+      }
+    });
+    socket.on('error', (err) => (answered ? undefined : reject(err)));
+  });
+  assert.equal(result.status, 413);
+  assert.ok(result.sentWhenAnswered < big.length / 4, `answered after ${result.sentWhenAnswered} of ${big.length} bytes`);
+  // The relay is still fine.
+  await device.client.upload(device.seal(markedPlaintext('after'), receiver));
+});
+
+test('huge headers get 431 and the relay keeps serving', async () => {
+  const res = await rawRequest(`${relay.url}/healthz`, { headers: { 'x-pad': 'a'.repeat(64 * 1024) } }).catch((err: Error) => ({ status: -1, body: err.message }));
+  assert.ok(res.status === 431 || res.status === -1, `status ${res.status}`);
+  assert.equal((await new RelayClient({ baseUrl: relay.url }).health()).status, 'ok');
+});
+
+test('keys: issue, list masked, revoke applies at once; CLI', async () => {
+  const d = await makeDevice(relay);
+  const bytes = d.seal(markedPlaintext('revoked'), receiver);
+  const list = await relay.operator.listKeys();
+  const mine = list.find((k) => k.id === d.apiKeyId);
+  assert.ok(mine);
+  assert.equal(mine.masked, `pgp_${d.apiKeyId}…`);
+  assert.equal(mine.did, d.did);
+  assert.ok(!JSON.stringify(list).includes(d.apiKey));
+  await relay.operator.revokeKey(d.apiKeyId);
+  await refused(d.client.upload(bytes), 401, 'key_revoked');
+  await refused(relay.operator.revokeKey('zz'), 404, 'not_found');
+  await refused(relay.operator.createKey({ role: 'device', plan: 'gold', label: 'x' }), 400, 'bad_request');
+  await refused(relay.operator.createKey({ role: 'receiver', plan: 'pro', label: 'x' }), 400, 'bad_request');
+  await refused(device.client.createKey({ role: 'device', plan: 'pro', label: 'x' }), 403, 'forbidden');
+  const operatorId = list.find((k) => k.role === 'operator')!.id;
+  await refused(relay.operator.revokeKey(operatorId), 409, 'last_operator_key');
+
+  // The CLI against the running relay.
+  const { execFile } = await import('node:child_process');
+  const { cliPath } = await import('../helpers/paths.js');
+  const run = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, [cliPath, 'keys', ...args, '--relay', relay.url], { env: { ...process.env, GHOSTPIPE_OPERATOR_KEY: relay.operatorKey } }, (err, stdout, stderr) => {
+      resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr });
+    });
+  });
+  const issued = await run(['issue', '--role', 'device', '--plan', 'pro', '--label', 'cli gateway', '--json']);
+  assert.equal(issued.code, 0, issued.stderr);
+  const key = JSON.parse(issued.stdout) as { id: string; key: string };
+  assert.match(key.key, /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/);
+  const listed = await run(['list']);
+  assert.equal(listed.code, 0);
+  assert.ok(listed.stdout.includes(`pgp_${key.id}…`));
+  assert.ok(!listed.stdout.includes(key.key));
+  const revoked = await run(['revoke', key.id]);
+  assert.equal(revoked.code, 0, revoked.stderr);
+  const badPlan = await run(['issue', '--role', 'device', '--plan', 'gold', '--label', 'x']);
+  assert.notEqual(badPlan.code, 0);
+  assert.match(badPlan.stderr, /plan must be one of/);
+});
+
+test('device revocation: log entry, uploads refused at once, DID shows revoked', async () => {
+  const d = await makeDevice(relay);
+  await d.client.upload(d.seal(markedPlaintext('before revoke'), receiver));
+  await refused(device.client.revokeDevice(d.did), 403, 'forbidden');
+  const result = await relay.operator.revokeDevice(d.did);
+  assert.equal(result.revoked, true);
+  await refused(d.client.upload(d.seal(markedPlaintext('after revoke'), receiver)), 403, 'device_revoked');
+  const record = await new RelayClient({ baseUrl: relay.url }).getDid(d.did);
+  assert.equal(record.revoked, true);
+  assert.equal(record.revocationLeafIndex, result.leafIndex);
+  for (let i = 0; i < 50 && (await relay.operator.logKey()) && openCheckpointSize(await relay.operator.checkpoint()) <= result.leafIndex; i++) await new Promise((r) => setTimeout(r, 20));
+  const [entry] = await relay.operator.entries(result.leafIndex, result.leafIndex + 1);
+  const decoded = decodeLogEntry(entry!.data);
+  assert.equal(decoded.type, 'revocation');
+  assert.equal(decoded.type === 'revocation' && decoded.did, d.did);
+  await refused(relay.operator.revokeDevice('did:ghostpipe:' + 'b'.repeat(52)), 404, 'not_found');
+});
+
+test('audit export: JSON and CSV safe against formula injection, filtered by key and time', async () => {
+  const evil = await relay.operator.createKey({ role: 'device', plan: 'pro', label: '=HYPERLINK("http://evil","x")' });
+  const csv = await relay.operator.auditCsv({ key: evil.id });
+  const lines = csv.trim().split('\r\n');
+  assert.equal(lines[0], 'time,event,keyId,keyLabel,did,envelopeHash,size,outcome');
+  assert.equal(lines.length, 2);
+  assert.ok(lines[1]!.includes(`"'=HYPERLINK(""http://evil"",""x"")"`), lines[1]);
+  assert.ok(!/(^|,)"?=/.test(lines[1]!));
+  const future = await relay.operator.audit({ from: new Date(Date.now() + 3_600_000) });
+  assert.equal(future.length, 0);
+  const all = await relay.operator.audit({ key: device.apiKeyId });
+  assert.ok(all.length > 0 && all.every((e) => e.keyId === device.apiKeyId));
+  await refused(relay.operator.audit({ key: '../x' }), 400, 'bad_request');
+  await refused(device.client.audit(), 403, 'forbidden');
+});
+
+function openCheckpointSize(note: string): number {
+  return Number(note.split('\n')[1]);
+}

@@ -1,0 +1,49 @@
+/** protocol/log-entries.ts: encode/decode round trips and malformed input. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { LogEntryError, decodeLogEntry, encodeLogEntry, firmwareLeaf, transferLeaf } from '../../protocol/log-entries.js';
+import { leafHash } from '../../protocol/tlog/merkle.js';
+
+const h = () => new Uint8Array(randomBytes(32));
+
+test('transfer leaf is 0x01 || SHA-256(envelope) and its RFC 9162 leaf hash', () => {
+  const envelope = new Uint8Array(randomBytes(5000));
+  const leaf = transferLeaf(envelope);
+  assert.equal(leaf.data.length, 33);
+  assert.equal(leaf.data[0], 0x01);
+  assert.deepEqual(Buffer.from(leaf.data.subarray(1)), createHash('sha256').update(envelope).digest());
+  assert.deepEqual(Buffer.from(leaf.hash), createHash('sha256').update(Buffer.concat([Buffer.of(0), leaf.data])).digest());
+  assert.deepEqual(decodeLogEntry(leaf.data), { type: 'transfer', envelopeHash: leaf.envelopeHash });
+  assert.deepEqual(firmwareLeaf(envelope).hash, leafHash(firmwareLeaf(envelope).data));
+  assert.equal(firmwareLeaf(envelope).data[0], 0x04);
+});
+
+test('registration and revocation round trip', () => {
+  const reg = { type: 'registration' as const, signingKeyId: h(), kemKeyId: h(), did: 'did:ghostpipe:' + 'a'.repeat(52) };
+  assert.deepEqual(decodeLogEntry(encodeLogEntry(reg)), reg);
+  const rev = { type: 'revocation' as const, signingKeyId: h(), did: reg.did };
+  const data = encodeLogEntry(rev);
+  assert.equal(data[0], 0x03);
+  assert.deepEqual(decodeLogEntry(data), rev);
+});
+
+test('malformed entries are typed errors', () => {
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      assert.ok(err instanceof LogEntryError);
+      return err.code;
+    }
+    return 'no error';
+  };
+  assert.equal(code(() => decodeLogEntry(new Uint8Array(0))), 'empty');
+  assert.equal(code(() => decodeLogEntry(Uint8Array.of(0x09, 1, 2))), 'unknown_type');
+  assert.equal(code(() => decodeLogEntry(new Uint8Array(32).fill(1))), 'bad_length');
+  assert.equal(code(() => decodeLogEntry(Uint8Array.of(0x02, ...h()))), 'bad_length');
+  assert.equal(code(() => decodeLogEntry(Uint8Array.of(0x03, ...h(), 0xff, 0xfe))), 'bad_did');
+  assert.equal(code(() => decodeLogEntry(Uint8Array.of(0x03, ...h(), 0x20))), 'bad_did');
+  assert.equal(code(() => encodeLogEntry({ type: 'transfer', envelopeHash: new Uint8Array(31) })), 'bad_length');
+  assert.equal(code(() => encodeLogEntry({ type: 'revocation', signingKeyId: h(), did: 'x'.repeat(200) })), 'bad_did');
+});
