@@ -12,7 +12,6 @@ export const TAG = {
   OID: 0x06,
   SEQUENCE: 0x30,
   CONTEXT_0_PRIMITIVE: 0x80, // [0] IMPLICIT OCTET STRING (ML-DSA / ML-KEM seed)
-  CONTEXT_1_CONSTRUCTED: 0xa1, // [1] publicKey in OneAsymmetricKey v1 (not used, recognised)
 } as const;
 
 export class DerError extends Error {

@@ -1,8 +1,11 @@
 /** Pure parts of the OPC-UA tap: node id syntax, DataValue mapping and the config schema messages. */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { parseConfigText } from '../../common/config-file.js';
 import { ConfigError, s } from '../../common/schema.js';
+import { repoRoot } from '../../test/helpers/paths.js';
 import { formatNodeId, parseNodeId } from './node-id.js';
 import { opcuaTapSchema } from './schema.js';
 import { qualityOf, readingOf } from './values.js';
@@ -154,6 +157,13 @@ describe('config schema', () => {
       });
     });
   }
+
+  test('sample.yaml is a valid config', () => {
+    const file = path.join(repoRoot, 'agent', 'opcua', 'sample.yaml');
+    const { taps } = parseConfigText(readFileSync(file, 'utf8'), file, tapsSchema);
+    assert.equal(taps[0]!.mode, 'subscribe');
+    assert.equal(taps[0]!.points.length, 4);
+  });
 
   test('an inline password is never echoed in a message', () => {
     assert.throws(() => parse(base('    auth: { type: username, username: op, password: [hunter2] }\n')), (err: unknown) => {
