@@ -73,6 +73,7 @@ const MAX_U64 = (1n << 64n) - 1n;
 /** Bigint values: anything an int64 or uint64 register can hold. */
 const MIN_BIGINT = -(1n << 63n);
 const MAX_TIME = Number.MAX_SAFE_INTEGER;
+const CANONICAL_NAN = new Uint8Array([0x7f, 0xf8, 0, 0, 0, 0, 0, 0]);
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -215,7 +216,8 @@ function encodeValue(w: Writer, v: unknown, what: string): void {
       return w.zigzag(v);
     }
     w.byte(TAG.float64);
-    return w.float64(v); // NaN and ±Infinity are legitimate sensor floats
+    // NaN and ±Infinity are legitimate sensor floats; NaN payloads are not kept (one canonical NaN).
+    return Number.isNaN(v) ? w.bytes(CANONICAL_NAN) : w.float64(v);
   }
   if (typeof v === 'bigint') {
     if (v < MIN_BIGINT || v > MAX_U64) bad(`${what} bigint is outside the int64/uint64 range`);

@@ -27,6 +27,8 @@ const RECIPIENT_PATTERN = /^[0-9a-f]{64}$/;
 const ENVELOPE_ID_PATTERN = /^[0-9a-f]{64}$/;
 const LEASE_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
 const MAX_PREFIX = 4096;
+/** Largest body discarded after a refusal before the connection is cut (a 5 MiB envelope and then some). */
+const MAX_DISCARD = 6 * 1024 * 1024;
 
 type Handler = (req: IncomingMessage, res: ServerResponse, parts: string[], query: URLSearchParams) => Promise<void>;
 
@@ -106,8 +108,12 @@ export class RelayServer {
       await handler(req, res, parts, url.searchParams);
     } catch (err) {
       if (err instanceof HttpError) {
-        sendError(res, err, !req.complete);
-        if (!req.complete) req.pause();
+        // Unread body: cut off oversized and unauthenticated senders; otherwise discard the rest
+        // (bounded) so the client can read the answer instead of a reset connection.
+        const cutOff = !req.complete && (err.status === 413 || err.status === 401);
+        sendError(res, err, cutOff);
+        if (cutOff) req.pause();
+        else if (!req.complete) discardBody(req, MAX_DISCARD);
       } else {
         this.log.error({ err: (err as Error).message, stack: (err as Error).stack }, 'request failed');
         sendError(res, new HttpError(500, 'internal', 'internal error'), true);
@@ -670,6 +676,16 @@ export class RelayServer {
     res.writeHead(200, { 'content-type': 'text/csv; charset=utf-8', 'content-length': Buffer.byteLength(csv), 'content-disposition': 'attachment; filename="ghostpipe-audit.csv"', 'cache-control': 'no-store' });
     res.end(csv);
   };
+}
+
+function discardBody(req: IncomingMessage, maxBytes: number): void {
+  let seen = 0;
+  req.removeAllListeners('data');
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > maxBytes) req.socket.destroy();
+  });
+  req.resume();
 }
 
 function b64(bytes: Uint8Array): string {

@@ -17,17 +17,20 @@ const DEVICES = 10;
 const POINTS = 50;
 const ITERATIONS = 40;
 
-/** 50 points: 40 register values of mixed types with small holes between groups, 10 bits. */
+/** 50 points: 20 holding and 20 input registers of mixed types in runs of 5 with 3-register holes, 5 coils, 5 spread discrete inputs. */
 function devicePoints(unitId: number, prefix: string): Record<string, unknown>[] {
   const points: Record<string, unknown>[] = [];
   const types = ['float32', 'int16', 'uint32', 'int64', 'float64', 'uint16', 'int32', 'bit'] as const;
-  let address = 0;
-  for (let i = 0; i < 40; i++) {
-    const type = types[i % types.length]!;
-    points.push({ name: `${prefix}r${i}`, table: i % 2 ? 'holding' : 'input', address, type, unitId, ...(type === 'bit' ? { bit: i % 16 } : {}), ...(type === 'int16' ? { scale: 0.1 } : {}) });
-    address += (type === 'int64' || type === 'float64' ? 4 : type === 'float32' || type === 'uint32' || type === 'int32' ? 2 : 1) + (i % 5 === 4 ? 3 : 0);
+  for (const table of ['holding', 'input'] as const) {
+    let address = 0;
+    for (let i = 0; i < 20; i++) {
+      const type = types[i % types.length]!;
+      points.push({ name: `${prefix}${table}${i}`, table, address, type, unitId, ...(type === 'bit' ? { bit: i % 16 } : {}), ...(type === 'int16' ? { scale: 0.1 } : {}) });
+      address += (type === 'int64' || type === 'float64' ? 4 : type === 'float32' || type === 'uint32' || type === 'int32' ? 2 : 1) + (i % 5 === 4 ? 3 : 0);
+    }
   }
-  for (let i = 0; i < 10; i++) points.push({ name: `${prefix}b${i}`, table: i < 5 ? 'coil' : 'discrete', address: i * 2, type: 'bool', unitId });
+  for (let i = 0; i < 5; i++) points.push({ name: `${prefix}coil${i}`, table: 'coil', address: i, type: 'bool', unitId });
+  for (let i = 0; i < 5; i++) points.push({ name: `${prefix}di${i}`, table: 'discrete', address: i * 3, type: 'bool', unitId });
   return points.slice(0, POINTS);
 }
 

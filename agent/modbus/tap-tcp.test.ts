@@ -1,7 +1,8 @@
 /** The Modbus tap against real Modbus TCP servers (modbus-serial ServerTCP) on 127.0.0.1. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { silentLogger } from '../../common/log.js';
+import { PassThrough } from 'node:stream';
+import { createLogger, silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { ModbusMemory, startModbusTcpServer, startSilentTcpServer } from '../../test/helpers/modbus-server.js';
 import { freeLoopbackPort } from '../../test/helpers/pty.js';
@@ -367,4 +368,27 @@ test('collect before start and after stop answers bad; stop is idempotent', asyn
 
 test('every byte order constant is covered', () => {
   assert.deepEqual([...BYTE_ORDERS].sort(), ['ABCD', 'BADC', 'CDAB', 'DCBA'] satisfies ByteOrder[]);
+});
+
+test('logs: up/down with reasons at info/warn, values only at debug', async () => {
+  const memory = new ModbusMemory();
+  memory.setRegisters('holding', 0, [31337]);
+  const server = await startModbusTcpServer(memory);
+  for (const level of ['info', 'debug'] as const) {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    const config = validate(modbusTapSchema, { name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', port: server.port, addressBase: 0, points: [{ name: 'secret-ish', table: 'holding', address: 0, type: 'uint16' }] });
+    const tap = createModbusTap(config, { logger: createLogger('test', level, out) });
+    await tap.start();
+    await until('up', () => tap.status().state === 'up');
+    assert.equal((await tap.collect(Date.now() + 1000))[0]!.value, 31337);
+    await tap.stop();
+    await new Promise((r) => setImmediate(r));
+    const lines = text.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; level: number });
+    assert.ok(lines.some((l) => l.msg === 'modbus tap up' && l.level === 30), text);
+    if (level === 'info') assert.ok(!text.includes('31337'), 'no reading value above debug');
+    else assert.ok(lines.some((l) => l.msg === 'modbus reading' && l.level === 20 && text.includes('31337')));
+  }
+  await server.stop();
 });

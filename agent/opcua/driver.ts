@@ -76,6 +76,8 @@ class OpcuaTap implements Tap {
   private reason = 'not started';
   private requests = 0;
   private connection: Connection | undefined;
+  /** The attempt in progress, so stop() can cut it short. */
+  private connecting: Connection | undefined;
   private readonly latest = new Map<number, Reading>();
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
@@ -108,6 +110,7 @@ class OpcuaTap implements Tap {
   async stop(): Promise<void> {
     this.stopping.abort();
     this.connection?.lose('stopping');
+    this.connecting?.lose('stopping');
     await this.loop;
     this.loop = undefined;
   }
@@ -234,6 +237,8 @@ class OpcuaTap implements Tap {
     };
     client.on('connection_lost', () => connection.lose('connection lost'));
     client.on('close', () => connection.lose('connection closed'));
+    this.connecting = connection;
+    if (this.stopping.signal.aborted) connection.lose('stopping');
 
     const overall = setTimeout(() => connection.lose(`connect timeout after ${3 * config.timeout} ms`), 3 * config.timeout);
     const attempt = (async () => {
@@ -256,6 +261,7 @@ class OpcuaTap implements Tap {
       throw await this.explain(err, rejected(), certificateManager);
     } finally {
       clearTimeout(overall);
+      this.connecting = undefined;
     }
   }
 

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -150,6 +151,29 @@ describe('read mode', () => {
     assert.equal(reading!.quality, 'bad');
     assert.match(reading!.reason!, /^timeout after 0 ms$/);
     await tap.stop();
+  });
+
+  test('a server that accepts TCP but never answers: collect meets its deadline, stop() cuts the connect short', async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const { tap } = makeTap({ endpoint: `opc.tcp://127.0.0.1:${port}/silent`, timeout: '10s', points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
+      await tap.start();
+      await waitFor('TCP connection', () => (sockets.length > 0 ? true : undefined));
+      const deadline = Date.now() + 300;
+      const [reading] = await tap.collect(deadline);
+      assert.ok(Date.now() <= deadline + 100, 'collect resolved by its deadline');
+      assert.deepEqual([reading!.quality, reading!.reason], ['bad', 'connecting']);
+      const started = Date.now();
+      await tap.stop();
+      assert.ok(Date.now() - started < 5000, 'stop() does not wait for the 30 s connect timeout');
+      assert.equal(tap.status().state, 'down');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test('username login: the password file is read, a wrong password keeps the tap down and is never logged', async () => {

@@ -1,5 +1,5 @@
 import { readStdin, type Command } from '../command.js';
-import { envelopeId, hpkeParameters, parseEnvelope, SIGNATURE_CONTEXT } from '../../protocol/envelope/index.js';
+import { envelopeId, hpkeParameters, parseEnvelope, signatureMessage, SIGNATURE_CONTEXT } from '../../protocol/envelope/index.js';
 import { AEAD_NAMES, CONTENT_TYPE_NAMES, KDF_NAMES, KEM_NAMES, oneLine, refuseTty } from './envelope-cli.js';
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
@@ -50,6 +50,9 @@ export const inspect: Command = {
         signerKeyId: hex(h.senderKeyId),
         context: Buffer.from(SIGNATURE_CONTEXT).toString('utf8'),
         coveredBytes: env.signedBytes.length,
+        // The signed message is SHA-512 of the covered bytes (docs/protocol/envelope.md).
+        message: 'SHA-512(header || enc || ciphertext)',
+        messageDigest: b64(signatureMessage(env.signedBytes)),
         signature: b64(env.signature),
       },
       hpke: {

@@ -8,3 +8,4 @@ export { type EnvelopeHeader } from './header.js';
 export { parseEnvelope, peekEnvelopeLength, envelopeId, type ParsedEnvelope } from './parse.js';
 export { sealEnvelope, type Sender, type RecipientPublic, type RecipientPrivate, type SealOptions } from './seal.js';
 export { verifyEnvelope, openEnvelope, hpkeParameters } from './open.js';
+export { signatureMessage } from './signature.js';

@@ -7,6 +7,7 @@ import { keyId } from '../keys.js';
 import { EnvelopeError } from './errors.js';
 import { SIGNATURE_CONTEXT } from './constants.js';
 import { unpad } from './padding.js';
+import { signatureMessage } from './signature.js';
 import type { ParsedEnvelope } from './parse.js';
 import { hpkeInfo, recipientKeyAlg, signerKeyId, type RecipientPrivate } from './seal.js';
 
@@ -17,7 +18,7 @@ export function verifyEnvelope(env: ParsedEnvelope, signerPublicKey: Uint8Array,
   if (!sameId(env.header.senderKeyId, signerKeyId(signerPublicKey))) {
     throw new EnvelopeError('wrong_signer', 'envelope sender key id does not match the given signer key');
   }
-  if (!provider.mlDsa65.verify(signerPublicKey, env.signedBytes, env.signature, SIGNATURE_CONTEXT)) {
+  if (!provider.mlDsa65.verify(signerPublicKey, signatureMessage(env.signedBytes), env.signature, SIGNATURE_CONTEXT)) {
     throw new EnvelopeError('bad_signature', 'envelope signature does not verify');
   }
 }

@@ -8,6 +8,7 @@ import { EnvelopeError } from './errors.js';
 import { AEAD, DEFAULT_BUCKETS, FORMAT_VERSION, HEADER_LENGTH, INFO_LABEL, KDF, KEM_KEY_ALG, SIGNATURE_CONTEXT } from './constants.js';
 import { encodeHeader } from './header.js';
 import { pad } from './padding.js';
+import { signatureMessage } from './signature.js';
 import { chooseBucket, encLength, envelopeLength, bucketCapacity } from './sizes.js';
 
 /** ML-DSA-65 device key: seed (32) and its public key (1952). */
@@ -77,7 +78,7 @@ export function sealEnvelope(o: SealOptions): Uint8Array {
   out.set(sealed.enc, HEADER_LENGTH);
   out.set(sealed.ciphertext, HEADER_LENGTH + sealed.enc.length);
   const signedLength = HEADER_LENGTH + sealed.enc.length + sealed.ciphertext.length;
-  out.set(provider.mlDsa65.sign(o.sender.seed, out.subarray(0, signedLength), SIGNATURE_CONTEXT), signedLength);
+  out.set(provider.mlDsa65.sign(o.sender.seed, signatureMessage(out.subarray(0, signedLength)), SIGNATURE_CONTEXT), signedLength);
   return out;
 }
 

@@ -11,7 +11,7 @@ import { availableProviders } from '../../protocol/crypto/provider.js';
 import { getKem, openBase, sealBase } from '../../protocol/hpke/index.js';
 import { keyId } from '../../protocol/keys.js';
 import {
-  AEAD, CONTENT_TYPE, DEFAULT_BUCKETS, EnvelopeError, HEADER_LENGTH, KEM, MAX_BUCKET, SIGNATURE_CONTEXT, bucketCapacity, chooseBucket,
+  AEAD, CONTENT_TYPE, DEFAULT_BUCKETS, EnvelopeError, HEADER_LENGTH, KEM, MAX_BUCKET, SIGNATURE_CONTEXT, bucketCapacity, signatureMessage, chooseBucket,
   envelopeId, envelopeLength, hpkeParameters, openEnvelope, parseEnvelope, peekEnvelopeLength, sealEnvelope, validateBuckets, verifyEnvelope,
   type EnvelopeErrorCode, type RecipientPrivate, type Sender,
 } from '../../protocol/envelope/index.js';
@@ -70,7 +70,7 @@ const codeOf = (fn: () => unknown): EnvelopeErrorCode | 'no error' => {
 function resign(bytes: Uint8Array, signerSeed: Uint8Array = sender.seed): Uint8Array {
   const out = Uint8Array.from(bytes);
   const signedLength = out.length - 3309;
-  out.set(noble.mlDsa65.sign(signerSeed, out.subarray(0, signedLength), SIGNATURE_CONTEXT), signedLength);
+  out.set(noble.mlDsa65.sign(signerSeed, signatureMessage(out.subarray(0, signedLength)), SIGNATURE_CONTEXT), signedLength);
   return out;
 }
 

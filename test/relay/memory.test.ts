@@ -1,0 +1,82 @@
+/**
+ * Memory cap under a flood of 5 MiB uploads: 507 + Retry-After when full, the process stays
+ * under cap + a stated overhead, keeps answering, and accepts again once drained.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { RelayClient, RelayError } from '../../relay/client.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay } from './harness.js';
+
+after(cleanupAll);
+
+const MiB = 1024 * 1024;
+const CAP = 48 * MiB;
+/** What a relay process may use beyond the cap: the Node runtime, crypto, sockets, GC slack. */
+const OVERHEAD = 200 * MiB;
+
+async function rss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+test('memory cap: a flood of 5 MiB uploads gets 507, the relay stays bounded and recovers', async () => {
+  const relay = await startRelay({ memoryCap: '48MiB', limits: { maxInFlightBytes: '24MiB' }, plans: { pro: { quota: 0, ratePerMinute: 600000, burst: 10000, maxBlob: '5MiB' } } });
+  const device = await makeDevice(relay);
+  const receiver = await makeReceiver(relay);
+  const envelopes = Array.from({ length: 14 }, (_, i) => device.seal(markedPlaintext(`flood ${i}`, 5 * MiB - 4), receiver, undefined, 5 * MiB));
+  assert.equal(envelopes[0]!.length > 5 * MiB, true);
+
+  let peak = 0;
+  const sampler = setInterval(() => void rss(relay.child.pid!).then((v) => (peak = Math.max(peak, v)), () => undefined), 20);
+  const outcomes: (string | number)[] = [];
+  let retryAfter: number | undefined;
+  const refusedIndices: number[] = [];
+  try {
+    // Seven clients at once, each sending its share.
+    await Promise.all(Array.from({ length: 7 }, async (_, worker) => {
+      for (let i = worker; i < envelopes.length; i += 7) {
+        try {
+          await device.client.upload(envelopes[i]!);
+          outcomes.push(201);
+        } catch (err) {
+          assert.ok(err instanceof RelayError);
+          outcomes.push(err.status);
+          if (err.status === 507) {
+            retryAfter = err.retryAfterMs;
+            refusedIndices.push(i);
+          }
+        }
+        // The relay keeps answering while full.
+        assert.equal((await new RelayClient({ baseUrl: relay.url }).health()).status, 'ok');
+      }
+    }));
+  } finally {
+    clearInterval(sampler);
+  }
+  const accepted = outcomes.filter((o) => o === 201).length;
+  assert.ok(outcomes.includes(507), `expected some 507s: ${outcomes.join(',')}`);
+  assert.ok(outcomes.every((o) => o === 201 || o === 507), outcomes.join(','));
+  assert.ok(retryAfter !== undefined && retryAfter >= 1000);
+  assert.ok(accepted * (5 * MiB) <= CAP, `accepted ${accepted}`);
+  assert.ok(accepted >= 5, `accepted only ${accepted}`);
+  const stats = await relay.operator.stats();
+  assert.ok(stats.memory.heldBytes <= CAP);
+  assert.equal(stats.envelopes.pending, accepted);
+  peak = Math.max(peak, await rss(relay.child.pid!));
+  assert.ok(peak < CAP + OVERHEAD, `peak RSS ${(peak / MiB).toFixed(0)} MiB over cap + overhead`);
+
+  // Drain: everything held is delivered intact; then uploads are accepted again.
+  for (;;) {
+    const lease = await receiver.client.lease(receiver.recipientKeyId);
+    if (!lease) break;
+    await receiver.client.ack(lease.leaseId);
+  }
+  const drained = await relay.operator.stats();
+  assert.equal(drained.memory.heldBytes, 0);
+  assert.equal(drained.envelopes.delivered, accepted);
+  // A refused envelope, sent again after the drain, is accepted (nothing was half-stored).
+  const retry = await device.client.upload(envelopes[refusedIndices[0]!]!);
+  assert.equal(retry.size, envelopes[0]!.length);
+  assert.equal(await relay.stop(), 0);
+});
