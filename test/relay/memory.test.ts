@@ -20,7 +20,7 @@ async function rss(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
 }
 
-test('memory cap: a flood of 5 MiB uploads gets 507, the relay stays bounded and recovers', async () => {
+test('memory cap: a flood of 5 MiB uploads gets 507, the relay stays bounded and recovers', async (t) => {
   const relay = await startRelay({ memoryCap: '48MiB', limits: { maxInFlightBytes: '24MiB' }, plans: { pro: { quota: 0, ratePerMinute: 600000, burst: 10000, maxBlob: '5MiB' } } });
   const device = await makeDevice(relay);
   const receiver = await makeReceiver(relay);
@@ -64,6 +64,7 @@ test('memory cap: a flood of 5 MiB uploads gets 507, the relay stays bounded and
   assert.ok(stats.memory.heldBytes <= CAP);
   assert.equal(stats.envelopes.pending, accepted);
   peak = Math.max(peak, await rss(relay.child.pid!));
+  t.diagnostic(`accepted ${accepted} of ${envelopes.length}; peak RSS ${(peak / MiB).toFixed(0)} MiB (cap ${CAP / MiB} MiB + overhead ${OVERHEAD / MiB} MiB)`);
   assert.ok(peak < CAP + OVERHEAD, `peak RSS ${(peak / MiB).toFixed(0)} MiB over cap + overhead`);
 
   // Drain: everything held is delivered intact; then uploads are accepted again.
