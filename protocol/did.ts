@@ -5,6 +5,7 @@
  *   did:ghostpipe:<base32-lower-no-pad(SHA-256(SPKI DER of the ML-DSA-65 public key))>
  */
 import { keyId, keyIdHex, KeyError, type KeyAlg } from './keys.js';
+import { ProtocolError } from './errors.js';
 
 export const DID_PREFIX = 'did:ghostpipe:';
 /** 32-byte key id in base32 without padding is 52 characters. */
@@ -14,14 +15,7 @@ const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
 export type DidErrorCode = 'not_a_string' | 'too_long' | 'wrong_method' | 'bad_identifier' | 'bad_document';
 
-export class DidError extends Error {
-  readonly code: DidErrorCode;
-  constructor(code: DidErrorCode, message: string) {
-    super(message);
-    this.name = 'DidError';
-    this.code = code;
-  }
-}
+export class DidError extends ProtocolError<DidErrorCode> {}
 
 export function base32Lower(bytes: Uint8Array): string {
   let out = '';

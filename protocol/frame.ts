@@ -432,3 +432,32 @@ export function decodeFrames(bytes: Uint8Array, options: DecodeFramesOptions = {
   if (r.remaining > 0) r.fail('trailing_bytes', `${r.remaining} bytes after the last frame`);
   return frames;
 }
+
+/**
+ * Joins batches into one (the frames in order) without decoding the frames: the agent keeps
+ * backlog frames encoded and coalesces them when the relay is back. Each input is checked only
+ * for its header; decodeFrames on the result checks everything.
+ */
+export function joinFrameBatches(batches: readonly Uint8Array[]): Uint8Array {
+  if (batches.length === 0) bad('nothing to join');
+  let total = 0;
+  const bodies: Uint8Array[] = [];
+  for (const batch of batches) {
+    const r = new Reader(batch);
+    for (let i = 0; i < FRAME_MAGIC.length; i++) if (r.byte('magic') !== FRAME_MAGIC[i]) r.fail('bad_magic', 'not a Ghost Pipe frame batch', i);
+    if (r.byte('version') !== FRAME_VERSION) r.fail('unsupported_version', 'unsupported frame batch version', 4);
+    total += r.count('frame count', FRAME_LIMITS.maxFrames);
+    bodies.push(batch.subarray(r.pos));
+  }
+  if (total > FRAME_LIMITS.maxFrames) bad(`a batch holds at most ${FRAME_LIMITS.maxFrames} frames`);
+  const w = new Writer();
+  w.bytes(FRAME_MAGIC);
+  w.byte(FRAME_VERSION);
+  w.varint(total);
+  for (const body of bodies) w.bytes(body);
+  if (w.length > FRAME_LIMITS.maxBytes) throw new FrameError('too_large', `joined batch is ${w.length} bytes; the limit is ${FRAME_LIMITS.maxBytes}`);
+  return w.done();
+}
+
+/** Bytes joinFrameBatches adds or removes: the header of the joined batch is at most 8 bytes. */
+export const FRAME_BATCH_HEADER_MAX = 4 + 1 + 3;

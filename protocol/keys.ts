@@ -10,6 +10,7 @@ import {
 } from './asn1.js';
 import { getProvider } from './crypto/provider.js';
 import { xwingPublicKeyFromSeed } from './crypto/xwing.js';
+import { ProtocolError } from './errors.js';
 
 export type KeyAlg = 'ML-DSA-65' | 'X-Wing' | 'ML-KEM-768';
 export const KEY_ALGS: readonly KeyAlg[] = ['ML-DSA-65', 'X-Wing', 'ML-KEM-768'];
@@ -34,14 +35,7 @@ export type KeyErrorCode =
   | 'expanded_only' | 'seed_mismatch' | 'wrong_alg' | 'unknown_alg';
 
 /** Any malformed key or key file content. `code` is stable, `message` names what was wrong. */
-export class KeyError extends Error {
-  readonly code: KeyErrorCode;
-  constructor(code: KeyErrorCode, message: string) {
-    super(message);
-    this.name = 'KeyError';
-    this.code = code;
-  }
-}
+export class KeyError extends ProtocolError<KeyErrorCode> {}
 
 function algInfo(alg: KeyAlg): AlgInfo {
   const info = ALGS[alg];

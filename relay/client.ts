@@ -284,13 +284,19 @@ export class RelayClient {
       payload = JSON.stringify(body);
     }
     const signal = AbortSignal.timeout(this.timeoutMs + waitMs);
-    let response: Response;
-    try {
-      response = await this.fetchImpl(this.baseUrl + path, { method, headers, body: payload, signal });
-    } catch (err) {
-      const timedOut = (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError';
-      const cause = (err as { cause?: Error }).cause;
-      throw new RelayError(0, timedOut ? 'timeout' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : (cause?.message ?? (err as Error).message)}`);
+    let response: Response | undefined;
+    for (let attempt = 0; response === undefined; attempt++) {
+      try {
+        response = await this.fetchImpl(this.baseUrl + path, { method, headers, body: payload, signal });
+      } catch (err) {
+        const timedOut = (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError';
+        const cause = (err as { cause?: Error & { code?: string } }).cause;
+        // Usually a kept-alive connection the relay closed while this process was busy (the request
+        // never left). One immediate retry is safe even otherwise: a repeated upload answers 409
+        // duplicate, a repeated ack 404.
+        if (!timedOut && attempt === 0 && cause?.code === 'UND_ERR_SOCKET') continue;
+        throw new RelayError(0, timedOut ? 'timeout' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : (cause?.message ?? (err as Error).message)}`);
+      }
     }
     if (response.ok) return response;
     let code = `http_${response.status}`;

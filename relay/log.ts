@@ -12,6 +12,8 @@ import { signCheckpoint } from '../protocol/tlog/checkpoint.js';
 import type { NoteSigner } from '../protocol/tlog/note.js';
 
 const MAX_LEAF_BYTES = 64 * 1024;
+/** At most one checkpoint per this many ms; with signing and fsync it keeps append -> signed < 250 ms. */
+export const MIN_SIGN_INTERVAL_MS = 100;
 
 /** Append-only bytes with per-leaf offsets. */
 class LeafArena {
@@ -61,6 +63,7 @@ export class RelayLog {
   private pending: Uint8Array[] = [];
   private pendingSince = 0;
   private flushing: Promise<void> | undefined;
+  private lastFlush = -Infinity;
   signedSize = 0;
   checkpoint = '';
 
@@ -91,7 +94,12 @@ export class RelayLog {
     const index = this.add(data);
     if (this.pending.length === 0) this.pendingSince = performance.now();
     this.pending.push(data);
-    this.flushing ??= new Promise((resolve) => setImmediate(resolve)).then(() => this.flushLoop());
+    if (!this.flushing) {
+      // The first append after a quiet spell is written at once; later ones gather for up to
+      // MIN_SIGN_INTERVAL_MS, so signing (ms of CPU each) stays a small share under load.
+      const wait = Math.max(0, this.lastFlush + MIN_SIGN_INTERVAL_MS - performance.now());
+      this.flushing = new Promise((resolve) => (wait === 0 ? setImmediate(resolve) : setTimeout(resolve, wait))).then(() => this.flushLoop());
+    }
     return index;
   }
 
@@ -142,7 +150,8 @@ export class RelayLog {
           await this.file.datasync();
         }
         this.sign(size);
-        this.options.onCheckpoint?.(size, performance.now() - since);
+        this.lastFlush = performance.now();
+        this.options.onCheckpoint?.(size, this.lastFlush - since);
       }
     } catch (err) {
       this.options.onError(err);

@@ -42,6 +42,7 @@ interface Tombstone {
 type Waiter = () => void;
 
 class Queue {
+  constructor(readonly recipient: string) {}
   items: Held[] = [];
   head = 0;
   pending = 0;
@@ -128,10 +129,11 @@ export class EnvelopeStore {
   /** Adds an envelope whose `size` bytes were reserved. */
   add(entry: { id: string; bytes: Buffer; recipient: string; uploaderKeyId: string; leafIndex: number }, now = Date.now()): Held {
     this.inFlightBytes -= entry.bytes.length;
-    const held: Held = { ...entry, receivedAt: now, expiresAt: now + this.ttlMs, state: 'pending', lease: undefined };
+    const queue = this.queue(entry.recipient);
+    // The queue's own key string: one copy per recipient, not one per envelope.
+    const held: Held = { ...entry, recipient: queue.recipient, receivedAt: now, expiresAt: now + this.ttlMs, state: 'pending', lease: undefined };
     this.held.set(held.id, held);
     this.heldBytes += held.bytes.length + ENTRY_OVERHEAD;
-    const queue = this.queue(held.recipient);
     queue.push(held);
     queue.pending++;
     this.wake(queue);
@@ -279,7 +281,7 @@ export class EnvelopeStore {
   private queue(recipient: string): Queue {
     let queue = this.queues.get(recipient);
     if (!queue) {
-      queue = new Queue();
+      queue = new Queue(recipient);
       this.queues.set(recipient, queue);
     }
     return queue;

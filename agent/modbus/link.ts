@@ -114,7 +114,7 @@ export class ModbusLink {
       if (signal?.aborted) throw new LinkDownError('aborted before sending');
       const client = this.client;
       if (!client || this.stateValue !== 'up') throw new LinkDownError(this.reasonValue);
-      if (this.staleInput) await this.discardStaleInput(client);
+      if (this.target.transport !== 'tcp') await this.discardStaleInput(client);
       try {
         return await this.withTimeout(fn(client));
       } catch (err) {
@@ -166,15 +166,16 @@ export class ModbusLink {
   }
 
   /**
-   * Waits for the line to go quiet, then drops whatever the port buffered. modbus-serial has no
-   * flush for its RTU frame buffers, so this clears the private `_buffer` of the port object
-   * (RTUBufferedPort and TelnetPort both keep one).
+   * RTU framing has no transaction ids: bytes buffered before a request is sent can only be a
+   * late answer or line noise, so they are dropped; after a timeout the line first gets time to
+   * go quiet. modbus-serial has no flush, so this clears the private `_buffer` that its
+   * RTUBufferedPort and TelnetPort keep.
    */
   private async discardStaleInput(client: Client): Promise<void> {
-    await sleep(STALE_SETTLE_MS, this.abort.signal);
-    const port = (client as unknown as { _port?: { _buffer?: Buffer } })._port;
-    if (port && Buffer.isBuffer(port._buffer)) port._buffer = Buffer.alloc(0);
+    if (this.staleInput) await sleep(STALE_SETTLE_MS, this.abort.signal);
     this.staleInput = false;
+    const port = (client as unknown as { _port?: { _buffer?: Buffer } })._port;
+    if (port && Buffer.isBuffer(port._buffer) && port._buffer.length > 0) port._buffer = Buffer.alloc(0);
   }
 
   private setState(state: LinkState, reason?: string): void {

@@ -7,6 +7,7 @@
  */
 import { nativeProvider, nativeAvailable } from './native.js';
 import { nobleProvider } from './noble.js';
+import { ProtocolError } from '../errors.js';
 
 export interface MlDsa65 {
   publicKeyFromSeed(seed: Uint8Array /*32*/): Uint8Array /*1952*/;
@@ -34,14 +35,7 @@ export { ML_DSA65, ML_KEM768 } from './sizes.js';
 
 export type CryptoProviderErrorCode = 'provider_unavailable' | 'bad_provider_name';
 
-export class CryptoProviderError extends Error {
-  readonly code: CryptoProviderErrorCode;
-  constructor(code: CryptoProviderErrorCode, message: string) {
-    super(message);
-    this.name = 'CryptoProviderError';
-    this.code = code;
-  }
-}
+export class CryptoProviderError extends ProtocolError<CryptoProviderErrorCode> {}
 
 /** Both providers when native is available, otherwise only noble. Native first (it is faster). */
 export function availableProviders(): CryptoProvider[] {

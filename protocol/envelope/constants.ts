@@ -1,7 +1,6 @@
 /** Envelope format v1 constants. See docs/protocol/envelope.md. */
-import { ML_DSA65 } from '../crypto/sizes.js';
+import { ML_DSA65, ML_KEM768 } from '../crypto/sizes.js';
 import { XWING } from '../crypto/xwing.js';
-import { ML_KEM768 } from '../crypto/sizes.js';
 
 export const FORMAT_VERSION = 1;
 export const MAGIC = new Uint8Array([0x47, 0x50, 0x45, 0x56]); // "GPEV": Ghost Pipe EnVelope

@@ -17,8 +17,20 @@ export function unpad(padded: Uint8Array): Uint8Array {
   if (padded.length < PADDING_PREFIX_LENGTH) throw new EnvelopeError('bad_padding', 'padded plaintext shorter than its length prefix');
   const length = new DataView(padded.buffer, padded.byteOffset, padded.byteLength).getUint32(0);
   if (length > padded.length - PADDING_PREFIX_LENGTH) throw new EnvelopeError('bad_padding', `padding length prefix ${length} exceeds the bucket`);
-  let fill = 0;
-  for (let i = PADDING_PREFIX_LENGTH + length; i < padded.length; i++) fill |= padded[i]!;
-  if (fill !== 0) throw new EnvelopeError('bad_padding', 'padding fill bytes are not zero');
+  if (!isAllZero(padded.subarray(PADDING_PREFIX_LENGTH + length))) throw new EnvelopeError('bad_padding', 'padding fill bytes are not zero');
   return padded.slice(PADDING_PREFIX_LENGTH, PADDING_PREFIX_LENGTH + length);
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/**
+ * Compares 64 KiB at a time against zeros in native code: a byte loop in JavaScript costs ~8 ms
+ * on a 5 MiB bucket. The fill is authenticated plaintext, so an early exit leaks nothing new.
+ */
+function isAllZero(bytes: Uint8Array): boolean {
+  for (let offset = 0; offset < bytes.length; offset += ZEROS.length) {
+    const part = bytes.subarray(offset, offset + ZEROS.length);
+    if (!ZEROS.subarray(0, part.length).equals(part)) return false;
+  }
+  return true;
 }

@@ -4,6 +4,7 @@
 
 import { HASH_SIZE } from './merkle.js';
 import { checkNoteCharacters, fromBase64, openNote, signNote, toBase64, type NoteSigner, type NoteVerifier, type NoteSignature } from './note.js';
+import { ProtocolError } from '../errors.js';
 
 /** Checkpoint text limit (the signed note around it has its own, larger limit). */
 export const MAX_CHECKPOINT_BYTES = 64 * 1024;
@@ -17,12 +18,7 @@ export interface Checkpoint {
 
 export type CheckpointErrorCode = 'malformed' | 'bad_origin' | 'bad_size' | 'bad_root' | 'bad_extension' | 'oversized';
 
-export class CheckpointError extends Error {
-  constructor(readonly code: CheckpointErrorCode, message: string) {
-    super(message);
-    this.name = 'CheckpointError';
-  }
-}
+export class CheckpointError extends ProtocolError<CheckpointErrorCode> {}
 
 export function formatCheckpoint(checkpoint: { origin: string; size: number; root: Uint8Array; extensions?: string[] }): string {
   const { origin, size, root, extensions = [] } = checkpoint;

@@ -13,6 +13,7 @@
 
 import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto';
 import { getProvider, type CryptoProvider } from '../crypto/provider.js';
+import { ProtocolError } from '../errors.js';
 
 export const MAX_NOTE_BYTES = 1024 * 1024;
 export const MAX_SIGNATURES = 100;
@@ -32,12 +33,7 @@ export type NoteErrorCode =
   | 'unverified' // no signature by a known key
   | 'bad_signature'; // a signature by a known key does not verify
 
-export class NoteError extends Error {
-  constructor(readonly code: NoteErrorCode, message: string) {
-    super(message);
-    this.name = 'NoteError';
-  }
-}
+export class NoteError extends ProtocolError<NoteErrorCode> {}
 
 export interface NoteSigner {
   name: string;

@@ -6,6 +6,7 @@
 
 import { timingSafeEqual } from 'node:crypto';
 import { HASH_SIZE, nodeHash } from './merkle.js';
+import { ProtocolError } from '../errors.js';
 
 export type ProofErrorCode =
   | 'bad_size' // a size or index that is negative, not an integer, or inconsistent
@@ -14,12 +15,7 @@ export type ProofErrorCode =
   | 'wrong_proof_size' // proof has the wrong number of entries for (index, size)
   | 'root_mismatch'; // the proof does not lead to the given root
 
-export class ProofError extends Error {
-  constructor(readonly code: ProofErrorCode, message: string) {
-    super(message);
-    this.name = 'ProofError';
-  }
-}
+export class ProofError extends ProtocolError<ProofErrorCode> {}
 
 /** The root hash an inclusion proof leads to; throws ProofError if it is malformed. */
 export function rootFromInclusionProof(

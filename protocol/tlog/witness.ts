@@ -6,6 +6,7 @@ import { emptyRoot } from './merkle.js';
 import { ProofError, sameHash, verifyConsistency } from './proofs.js';
 import { CheckpointError, openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { NoteError, fromBase64, toBase64, type NoteVerifier } from './note.js';
+import { ProtocolError } from '../errors.js';
 
 export type WitnessErrorCode =
   | 'fork' // same size, different root: the log signed two histories
@@ -15,15 +16,14 @@ export type WitnessErrorCode =
   | 'wrong_origin' // checkpoint of another log
   | 'malformed'; // not a signed checkpoint, or unreadable persisted state
 
-export class WitnessError extends Error {
+export class WitnessError extends ProtocolError<WitnessErrorCode> {
   constructor(
-    readonly code: WitnessErrorCode,
+    code: WitnessErrorCode,
     message: string,
-    /** For 'fork': the trusted signed note and the conflicting one, as evidence. */
+    /** For 'fork' and 'bad_proof': the trusted signed note and the conflicting one, as evidence. */
     readonly evidence?: { trusted: string | undefined; offered: string },
   ) {
-    super(message);
-    this.name = 'WitnessError';
+    super(code, message);
   }
 }
 

@@ -90,7 +90,6 @@ export class FileSink implements Sink {
     await fs.rename(file, `${file}.1`);
     this.handle = await fs.open(file, constants.O_RDWR | constants.O_CREAT | constants.O_APPEND, this.o.mode ?? 0o600);
     this.size = 0;
-    this.recent = new Set(); // lines in FILE.1 are kept in mind only until the next start
     await syncDir(path.dirname(file));
   }
 

@@ -146,3 +146,12 @@ test('a frame that went through decode never aliases the input buffer', () => {
   bytes.fill(0);
   assert.equal(frames[0]!.readings[7]!.value, 'SN-ÄÖÜ-🙂');
 });
+
+test('joinFrameBatches coalesces encoded batches into one, in order', async () => {
+  const { joinFrameBatches } = await import('../../protocol/frame.js');
+  const parts = [encodeFrames([sampleFrame(1n)]), encodeFrames([sampleFrame(2n), sampleFrame(3n)]), encodeFrames([sampleFrame(4n)])];
+  const joined = joinFrameBatches(parts);
+  assert.deepEqual(joined, encodeFrames([sampleFrame(1n), sampleFrame(2n), sampleFrame(3n), sampleFrame(4n)]));
+  assert.throws(() => joinFrameBatches([Uint8Array.from([1, 2, 3, 4, 5, 6])]), FrameError);
+  assert.throws(() => joinFrameBatches([]), FrameError);
+});

@@ -15,6 +15,7 @@ import {
   envelopeId, envelopeLength, hpkeParameters, openEnvelope, parseEnvelope, peekEnvelopeLength, sealEnvelope, validateBuckets, verifyEnvelope,
   type EnvelopeErrorCode, type RecipientPrivate, type Sender,
 } from '../../protocol/envelope/index.js';
+import { pad, unpad } from '../../protocol/envelope/padding.js';
 
 const providers = availableProviders();
 const noble = providers.find((p) => p.name === 'noble')!;
@@ -145,6 +146,24 @@ describe('padding buckets', () => {
     assert.equal(codeOf(() => validateBuckets([MAX_BUCKET + 1])), 'bad_bucket');
     assert.equal(codeOf(() => validateBuckets([1000.5])), 'bad_bucket');
     validateBuckets(DEFAULT_BUCKETS);
+  });
+
+  it('unpad accepts only zero fill: a non-zero byte anywhere in it (across 64 KiB compare chunks) -> bad_padding', () => {
+    const bucket = 3 * 65536 + 100;
+    const plaintext = randomBytes(10);
+    const padded = pad(plaintext, bucket);
+    assert.deepEqual(unpad(padded), new Uint8Array(plaintext));
+    assert.deepEqual(unpad(padded.subarray(0)), new Uint8Array(plaintext)); // views work too
+    const fillStart = 4 + plaintext.length;
+    for (const at of [fillStart, 65535, 65536, fillStart + 65535, fillStart + 65536, 2 * 65536 + 7, bucket - 1]) {
+      const bad = Uint8Array.from(padded);
+      bad[at] = 0x80;
+      assert.equal(codeOf(() => unpad(bad)), 'bad_padding', `non-zero fill byte at ${at}`);
+    }
+    const tooLong = Uint8Array.from(padded);
+    new DataView(tooLong.buffer).setUint32(0, bucket - 3);
+    assert.equal(codeOf(() => unpad(tooLong)), 'bad_padding');
+    assert.equal(codeOf(() => unpad(new Uint8Array(3))), 'bad_padding');
   });
 });
 

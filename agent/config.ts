@@ -1,0 +1,152 @@
+/**
+ * The agent's YAML config: schema, cross-field checks, and loading of the files it names (keys,
+ * API key). Every setting is shown with its default in config/agent.example.yaml.
+ */
+import { promises as fs } from 'node:fs';
+import { ConfigError, formatPath, s, type Infer, type RefineIssue } from '../common/schema.js';
+import { loadConfigFile } from '../common/config-file.js';
+import { loadDeviceKeys, loadPublicKey, type DeviceKeys, KeyFileError } from '../common/keyfile.js';
+import { AEAD, DEFAULT_BUCKETS, KEM, MAX_BUCKET, MIN_BUCKET } from '../protocol/envelope/index.js';
+import { keyIdHex } from '../protocol/keys.js';
+import { modbusTapSchema } from './modbus/index.js';
+import { opcuaTapSchema } from './opcua/index.js';
+import { mqttTapSchema } from './mqtt/index.js';
+
+const file = s.string({ minLength: 1, maxLength: 4096, hint: 'a file path' });
+
+export const tapSchema = s.oneOf('type', { modbus: modbusTapSchema, opcua: opcuaTapSchema, mqtt: mqttTapSchema });
+export type TapConfig = Infer<typeof tapSchema>;
+
+const AEADS = { 'aes-256-gcm': AEAD.AES256GCM, 'chacha20-poly1305': AEAD.CHACHA20POLY1305 } as const;
+
+const agentObject = s.object({
+  device: s.object({
+    /** ML-DSA-65 signing key (NAME.sign.key from `ghostpipe keygen device`). */
+    signKey: file,
+    /** The device's X-Wing key (NAME.kem.key); its public half is registered at enrollment. */
+    kemKey: file,
+  }),
+  relay: s.object({
+    url: s.url({ protocols: ['http', 'https'] }),
+    /** File holding the device's pgp_… key (mode 0600, one line). */
+    apiKeyFile: file,
+    /** Per-request timeout. */
+    timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 10_000),
+    /** How often held envelopes are checked for delivery (POST /v2/envelopes/status). */
+    statusInterval: s.withDefault(s.duration({ min: 100, max: 3_600_000 }), 15_000),
+  }),
+  /** Every frame is sealed to each recipient (one envelope each). */
+  recipients: s.array(s.object({ name: s.string({ minLength: 1, maxLength: 64 }), publicKey: file }), { minItems: 1, maxItems: 16 }),
+  interval: s.withDefault(s.duration({ min: 100, max: 86_400_000 }), 15_000),
+  /** Fraction of the interval after which taps that have not answered are marked bad. */
+  deadline: s.withDefault(s.number({ min: 0.1, max: 0.9 }), 0.75),
+  /** Envelope stream id of the readings (u32). */
+  streamId: s.withDefault(s.integer({ min: 0, max: 0xffff_ffff }), 1),
+  padding: s.withDefault(
+    s.object({ buckets: s.withDefault(s.array(s.size({ min: MIN_BUCKET, max: MAX_BUCKET }), { minItems: 1, maxItems: 16 }), [...DEFAULT_BUCKETS]) }),
+    { buckets: [...DEFAULT_BUCKETS] },
+  ),
+  aead: s.withDefault(s.enum(['aes-256-gcm', 'chacha20-poly1305'] as const), 'aes-256-gcm'),
+  kem: s.withDefault(s.enum(['X-Wing', 'ML-KEM-768'] as const), 'X-Wing'),
+  backlog: s.withDefault(s.object({ maxSize: s.withDefault(s.size({ min: 64 * 1024, max: 1024 ** 3 }), 32 * 1024 * 1024) }), { maxSize: 32 * 1024 * 1024 }),
+  stateDir: s.withDefault(file, '/var/lib/ghostpipe/agent'),
+  logLevel: s.withDefault(s.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const), 'info'),
+  taps: s.array(tapSchema, { minItems: 1, maxItems: 1000 }),
+});
+
+function crossCheck(config: Infer<typeof agentObject>): RefineIssue[] | undefined {
+  const issues: RefineIssue[] = [];
+  const buckets = config.padding.buckets;
+  buckets.forEach((b, i) => {
+    if (i > 0 && b <= buckets[i - 1]!) issues.push({ path: ['padding', 'buckets', i], message: `must be larger than the bucket before it (${buckets[i - 1]} bytes); found ${b}` });
+  });
+  const recipientNames = new Map<string, number>();
+  config.recipients.forEach((r, i) => {
+    const first = recipientNames.get(r.name);
+    if (first !== undefined) issues.push({ path: ['recipients', i, 'name'], message: `duplicate recipient name "${r.name}" (also recipients[${first}])` });
+    else recipientNames.set(r.name, i);
+  });
+  const tapNames = new Map<string, number>();
+  config.taps.forEach((tap, i) => {
+    const first = tapNames.get(tap.name);
+    if (first !== undefined) issues.push({ path: ['taps', i, 'name'], message: `duplicate tap name "${tap.name}" (also taps[${first}])` });
+    else tapNames.set(tap.name, i);
+    const points = new Map<string, number>();
+    tap.points.forEach((p: { name: string }, j: number) => {
+      const seen = points.get(p.name);
+      if (seen !== undefined) issues.push({ path: ['taps', i, 'points', j, 'name'], message: `duplicate point name "${p.name}" in tap "${tap.name}" (also points[${seen}])` });
+      else points.set(p.name, j);
+    });
+    if (tap.interval !== undefined && tap.interval < config.interval) {
+      issues.push({ path: ['taps', i, 'interval'], message: `must be at least the agent interval (${config.interval} ms): one frame per interval; found ${tap.interval} ms` });
+    }
+  });
+  return issues.length > 0 ? issues : undefined;
+}
+
+export const agentConfigSchema = s.refine(agentObject, crossCheck);
+export type AgentConfig = Infer<typeof agentConfigSchema>;
+
+/** Reads and validates the YAML file. Throws ConfigError (file:line:column: path: message lines). */
+export function loadAgentConfig(path: string): AgentConfig {
+  return loadConfigFile(path, agentConfigSchema);
+}
+
+export const aeadId = (config: AgentConfig): number => AEADS[config.aead];
+export const kemId = (config: AgentConfig): number => (config.kem === 'X-Wing' ? KEM.XWING : KEM.MLKEM768);
+
+/** The effective interval of a tap (its own, or the agent's). */
+export const tapInterval = (config: AgentConfig, tap: TapConfig): number => tap.interval ?? config.interval;
+
+export interface Recipient {
+  name: string;
+  kemId: number;
+  publicKey: Uint8Array;
+  /** Lowercase hex key id, as in envelope headers and relay inbox paths. */
+  keyId: string;
+}
+
+export interface AgentSecrets {
+  device: DeviceKeys;
+  apiKey: string;
+  recipients: Recipient[];
+}
+
+const API_KEY = /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/;
+
+/**
+ * Loads the files the config names. Problems are ConfigErrors naming the config path and file,
+ * so `--check` reports them like any other config mistake. Never puts key material in a message.
+ */
+export async function loadAgentSecrets(config: AgentConfig, configFile: string, onWarning: (message: string) => void): Promise<AgentSecrets> {
+  const issues: { path: string; message: string }[] = [];
+  const fail = (path: (string | number)[], err: unknown) => issues.push({ path: formatPath(path), message: err instanceof KeyFileError ? err.message : (err as Error).message });
+  let device: DeviceKeys | undefined;
+  try {
+    device = await loadDeviceKeys({ signKey: config.device.signKey, kemKey: config.device.kemKey }, onWarning);
+  } catch (err) {
+    fail(['device'], err);
+  }
+  let apiKey = '';
+  try {
+    const stat = await fs.stat(config.relay.apiKeyFile);
+    if (!stat.isFile() || stat.size > 1024) throw new Error(`${config.relay.apiKeyFile}: not a small regular file`);
+    if (stat.mode & 0o077) onWarning(`API key file ${config.relay.apiKeyFile} is readable by group or others (mode 0${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${config.relay.apiKeyFile}`);
+    apiKey = (await fs.readFile(config.relay.apiKeyFile, 'utf8')).trim();
+    if (!API_KEY.test(apiKey)) throw new Error(`${config.relay.apiKeyFile}: does not hold a device API key (pgp_ followed by 55 characters)`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    fail(['relay', 'apiKeyFile'], code === 'ENOENT' ? new Error(`${config.relay.apiKeyFile}: no such file`) : code === 'EACCES' ? new Error(`${config.relay.apiKeyFile}: permission denied`) : err);
+  }
+  const recipients: Recipient[] = [];
+  for (const [i, r] of config.recipients.entries()) {
+    try {
+      const key = await loadPublicKey(r.publicKey, [config.kem]);
+      recipients.push({ name: r.name, kemId: kemId(config), publicKey: key.publicKey, keyId: keyIdHex(key.alg, key.publicKey) });
+    } catch (err) {
+      fail(['recipients', i, 'publicKey'], err);
+    }
+  }
+  if (issues.length > 0 || device === undefined) throw new ConfigError(issues.map((issue) => ({ file: configFile, ...issue })));
+  return { device, apiKey, recipients };
+}

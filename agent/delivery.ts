@@ -1,0 +1,333 @@
+/**
+ * Delivery that loses nothing the RAM budget can hold. Per recipient:
+ *
+ *   queue        encoded frames not yet accepted by the relay (oldest first)
+ *   head         the next envelope, sealed once and re-sent as the SAME bytes until accepted
+ *                (a lost response then meets 409 duplicate, which counts as accepted)
+ *   unconfirmed  accepted envelopes (exact bytes) kept until the relay reports them delivered;
+ *                re-uploaded when the relay reports them unknown (it restarted and lost them)
+ *
+ * When several frames wait, they are coalesced into one envelope (a frame batch) in order. The
+ * whole backlog is RAM only and bounded: on overflow the oldest item goes, counted and logged.
+ */
+import type { Logger } from '../common/log.js';
+import { Backoff } from '../common/backoff.js';
+import { formatDuration, formatSize } from '../common/duration.js';
+import { RelayError, type RelayClient, type EnvelopeStatus } from '../relay/client.js';
+import { CONTENT_TYPE, bucketCapacity, envelopeId, sealEnvelope, type Sender } from '../protocol/envelope/index.js';
+import { FRAME_BATCH_HEADER_MAX, joinFrameBatches } from '../protocol/frame.js';
+import type { Recipient } from './config.js';
+
+export interface QueuedFrame {
+  sequence: bigint;
+  /** A one-frame batch (encodeFrames([frame])). */
+  batch: Uint8Array;
+}
+
+interface Sealed {
+  id: string;
+  bytes: Uint8Array;
+  /** Frame sequences inside, for logs and drop accounting. */
+  frames: bigint[];
+  /** Frame batches inside, to re-coalesce smaller if the relay refuses the size. */
+  batches: QueuedFrame[];
+}
+
+interface RecipientLane {
+  recipient: Recipient;
+  queue: QueuedFrame[];
+  head?: Sealed;
+  /** Insertion order = age. */
+  unconfirmed: Map<string, Sealed & { resend: boolean }>;
+}
+
+export interface DeliveryOptions {
+  client: RelayClient;
+  sender: Sender;
+  recipients: Recipient[];
+  streamId: number;
+  buckets: readonly number[];
+  aeadId: number;
+  maxBytes: number;
+  statusIntervalMs: number;
+  /** Hands out envelope sequence numbers (AgentState.take('envelope', stream)). */
+  nextEnvelopeSequence: () => bigint;
+  logger: Logger;
+  now?: () => number;
+}
+
+export interface DeliveryStats {
+  queuedFrames: number;
+  unconfirmed: number;
+  backlogBytes: number;
+  maxBytes: number;
+  uploaded: number;
+  resent: number;
+  delivered: number;
+  droppedFrames: number;
+  droppedEnvelopes: number;
+  expired: number;
+  relayReachable: boolean | undefined;
+}
+
+const DUPLICATE = new Set(['duplicate', 'duplicate_envelope']);
+const THRESHOLDS = [90, 75, 50];
+
+export class Delivery {
+  private readonly lanes: RecipientLane[];
+  private readonly backoff = new Backoff({ initialMs: 500, maxMs: 30_000 });
+  private readonly now: () => number;
+  private notBefore = 0;
+  private lastStatusCheck = 0;
+  private pumping: Promise<void> | undefined;
+  private level = 0;
+  /** Frames go out only while this is true (the device is enrolled). */
+  enabled = false;
+  /** Largest joined batch for a coalesced envelope; shrinks if the relay refuses a size (413). */
+  private coalesceLimit: number;
+  readonly stats: DeliveryStats;
+
+  constructor(private readonly o: DeliveryOptions) {
+    this.lanes = o.recipients.map((recipient) => ({ recipient, queue: [], unconfirmed: new Map() }));
+    this.now = o.now ?? Date.now;
+    this.coalesceLimit = bucketCapacity(o.buckets[o.buckets.length - 1]!);
+    this.stats = { queuedFrames: 0, unconfirmed: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
+  }
+
+  /** Queues a frame for every recipient and enforces the backlog bound. */
+  enqueue(frame: QueuedFrame): void {
+    for (const lane of this.lanes) lane.queue.push(frame);
+    this.enforceBound();
+  }
+
+  /** True when nothing is waiting for upload (unconfirmed envelopes may remain). */
+  get drained(): boolean {
+    return this.lanes.every((lane) => lane.queue.length === 0 && lane.head === undefined);
+  }
+
+  /** Uploads what it can now and polls delivery status when due. Never throws; one run at a time. */
+  pump(): Promise<void> {
+    this.pumping ??= this.run().finally(() => {
+      this.pumping = undefined;
+    });
+    return this.pumping;
+  }
+
+  /** Pumps until everything waiting is accepted or `ms` passed (SIGTERM). */
+  async flush(ms: number): Promise<boolean> {
+    const until = this.now() + ms;
+    while (!this.drained && this.now() < until) {
+      await this.pump();
+      if (this.drained) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(200, Math.max(0, until - this.now()))));
+    }
+    return this.drained;
+  }
+
+  private async run(): Promise<void> {
+    if (!this.enabled || this.now() < this.notBefore) return;
+    try {
+      for (const lane of this.lanes) {
+        if (!(await this.resendUnknown(lane))) return;
+        while (lane.queue.length > 0 || lane.head) {
+          lane.head ??= this.sealNext(lane);
+          if (!(await this.upload(lane, lane.head, false))) return;
+          lane.unconfirmed.set(lane.head.id, { ...lane.head, resend: false });
+          lane.head = undefined;
+        }
+      }
+      if (this.now() - this.lastStatusCheck >= this.o.statusIntervalMs) await this.checkStatus();
+    } catch (err) {
+      // A bug here must not stop the interval loop; the backlog keeps everything for the next run.
+      this.o.logger.error({ err: (err as Error).message }, 'delivery failed unexpectedly');
+    } finally {
+      this.updateCounts();
+    }
+  }
+
+  /** Seals the oldest queued frames (as many as fit one coalesced envelope) for this lane. */
+  private sealNext(lane: RecipientLane): Sealed {
+    const take: QueuedFrame[] = [];
+    let size = FRAME_BATCH_HEADER_MAX;
+    for (const frame of lane.queue) {
+      const body = frame.batch.length - 6; // a one-frame batch has a 6-byte header
+      if (take.length > 0 && size + body > this.coalesceLimit) break;
+      take.push(frame);
+      size += body;
+    }
+    lane.queue.splice(0, take.length);
+    const plaintext = take.length === 1 ? take[0]!.batch : joinFrameBatches(take.map((f) => f.batch));
+    const bytes = sealEnvelope({
+      plaintext,
+      recipient: { kemId: lane.recipient.kemId, publicKey: lane.recipient.publicKey },
+      sender: this.o.sender,
+      streamId: this.o.streamId,
+      sequence: this.o.nextEnvelopeSequence(),
+      contentType: CONTENT_TYPE.READINGS,
+      buckets: this.o.buckets,
+      aeadId: this.o.aeadId,
+    });
+    if (take.length > 1) this.o.logger.info({ recipient: lane.recipient.name, frames: take.length, firstFrame: String(take[0]!.sequence), lastFrame: String(take.at(-1)!.sequence), bytes: bytes.length }, 'coalesced backlog frames into one envelope');
+    return { id: envelopeId(bytes), bytes, frames: take.map((f) => f.sequence), batches: take };
+  }
+
+  /** Uploads; true when the relay holds it (201 or 409 duplicate). False: stop pumping for now. */
+  private async upload(lane: RecipientLane, sealed: Sealed, resend: boolean): Promise<boolean> {
+    try {
+      await this.o.client.upload(sealed.bytes);
+    } catch (err) {
+      if (err instanceof RelayError && err.status === 409 && DUPLICATE.has(err.code)) {
+        this.o.logger.debug({ envelope: sealed.id }, 'relay already holds the envelope');
+      } else {
+        return this.refused(lane, sealed, err);
+      }
+    }
+    this.reachable(true);
+    this.backoff.reset();
+    if (resend) this.stats.resent++;
+    else this.stats.uploaded++;
+    this.o.logger.debug({ recipient: lane.recipient.name, envelope: sealed.id, frames: sealed.frames.map(String), bytes: sealed.bytes.length, resend }, 'envelope uploaded');
+    return true;
+  }
+
+  private refused(lane: RecipientLane, sealed: Sealed, err: unknown): false {
+    if (!(err instanceof RelayError)) throw err;
+    const base = { recipient: lane.recipient.name, status: err.status, code: err.code };
+    if (err.status === 0 || err.status >= 500 || err.status === 429 || err.status === 402) {
+      if (err.status === 0 || err.status === 503) this.reachable(false, err.message);
+      const quota = err.status === 402;
+      const wait = Math.max(err.retryAfterMs ?? 0, quota ? 60_000 : 0, this.backoff.next());
+      this.notBefore = this.now() + wait;
+      this.o.logger[err.status === 0 ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
+      return false;
+    }
+    this.reachable(true);
+    if ((err.status === 413 || err.status === 400) && sealed.batches.length > 1) {
+      // Too big for the plan (or the relay): put the frames back and coalesce smaller.
+      this.coalesceLimit = Math.max(1024, Math.floor(this.coalesceLimit / 4));
+      if (lane.head === sealed) lane.head = undefined;
+      lane.queue.unshift(...sealed.batches);
+      this.o.logger.warn({ ...base, coalesceLimit: formatSize(this.coalesceLimit) }, 'relay refused a coalesced envelope; coalescing smaller');
+      return false;
+    }
+    if (err.status === 413 || err.status === 400) {
+      // One frame the relay will never take: keeping it would block every later frame.
+      if (lane.head === sealed) lane.head = undefined;
+      lane.unconfirmed.delete(sealed.id);
+      this.dropped(sealed, `relay refused the envelope for good (${err.code})`);
+      return false;
+    }
+    // 401/403: key revoked, device not enrolled or revoked. Keep everything; an operator must act.
+    const wait = this.backoff.next();
+    this.notBefore = this.now() + Math.max(wait, 5_000);
+    this.o.logger.error({ ...base, retryIn: formatDuration(Math.max(wait, 5_000)) }, `relay refused the device: ${err.message}`);
+    return false;
+  }
+
+  private async resendUnknown(lane: RecipientLane): Promise<boolean> {
+    for (const sealed of lane.unconfirmed.values()) {
+      if (!sealed.resend) continue;
+      if (!(await this.upload(lane, sealed, true))) return false;
+      sealed.resend = false;
+    }
+    return true;
+  }
+
+  private async checkStatus(): Promise<void> {
+    this.lastStatusCheck = this.now();
+    const all = this.lanes.flatMap((lane) => [...lane.unconfirmed.values()].map((sealed) => ({ lane, sealed })));
+    for (let i = 0; i < all.length; i += 1000) {
+      const chunk = all.slice(i, i + 1000);
+      let statuses: Record<string, EnvelopeStatus>;
+      try {
+        statuses = await this.o.client.status(chunk.map((c) => c.sealed.id));
+      } catch (err) {
+        if (err instanceof RelayError && (err.status === 0 || err.status >= 500)) this.reachable(false, err.message);
+        this.o.logger.debug({ err: (err as Error).message }, 'delivery status check failed');
+        return;
+      }
+      this.reachable(true);
+      let unknown = 0;
+      for (const { lane, sealed } of chunk) {
+        const status = statuses[sealed.id];
+        if (status === 'delivered') {
+          lane.unconfirmed.delete(sealed.id);
+          this.stats.delivered++;
+        } else if (status === 'expired') {
+          lane.unconfirmed.delete(sealed.id);
+          this.stats.expired++;
+          this.o.logger.warn({ recipient: lane.recipient.name, envelope: sealed.id, frames: sealed.frames.map(String) }, 'relay expired an envelope before any receiver took it (ttl); its frames are lost');
+        } else if (status === 'unknown' || status === undefined) {
+          sealed.resend = true;
+          unknown++;
+        }
+      }
+      if (unknown > 0) this.o.logger.warn({ envelopes: unknown }, 'relay no longer knows accepted envelopes (restarted?); re-sending the same bytes');
+    }
+    if (all.some((c) => c.sealed.resend)) await Promise.all(this.lanes.map((lane) => this.resendUnknown(lane)));
+  }
+
+  private reachable(up: boolean, reason?: string): void {
+    if (this.stats.relayReachable === up) return;
+    this.stats.relayReachable = up;
+    if (up) this.o.logger.info({ relay: this.o.client.baseUrl }, 'relay reachable');
+    else this.o.logger.warn({ relay: this.o.client.baseUrl, reason }, 'relay unreachable; frames are kept in the RAM backlog');
+  }
+
+  private bytesUsed(): number {
+    let total = 0;
+    for (const lane of this.lanes) {
+      for (const f of lane.queue) total += f.batch.length;
+      if (lane.head) total += lane.head.bytes.length;
+      for (const s of lane.unconfirmed.values()) total += s.bytes.length;
+    }
+    return total;
+  }
+
+  /** Drops the oldest items until the backlog fits: confirmed-by-relay envelopes first, then queued frames. */
+  private enforceBound(): void {
+    let used = this.bytesUsed();
+    while (used > this.o.maxBytes) {
+      const lane = this.lanes.reduce((a, b) => (this.oldestSize(b) > this.oldestSize(a) ? b : a));
+      const oldest = lane.unconfirmed.values().next();
+      if (!oldest.done) {
+        lane.unconfirmed.delete(oldest.value.id);
+        used -= oldest.value.bytes.length;
+        this.stats.droppedEnvelopes++;
+        this.o.logger.warn({ recipient: lane.recipient.name, envelope: oldest.value.id, frames: oldest.value.frames.map(String) }, 'backlog full: stopped tracking the oldest accepted envelope (the relay still holds it; it cannot be re-sent if the relay restarts)');
+      } else if (lane.head) {
+        used -= lane.head.bytes.length;
+        this.dropped(lane.head, 'backlog full');
+        lane.head = undefined;
+      } else if (lane.queue.length > 0) {
+        const frame = lane.queue.shift()!;
+        used -= frame.batch.length;
+        this.stats.droppedFrames++;
+        this.o.logger.warn({ recipient: lane.recipient.name, frame: String(frame.sequence), dropped: this.stats.droppedFrames }, 'backlog full: dropped the oldest frame');
+      } else break;
+    }
+    this.updateCounts();
+  }
+
+  private oldestSize(lane: RecipientLane): number {
+    return lane.unconfirmed.size + (lane.head ? 1 : 0) + lane.queue.length;
+  }
+
+  private dropped(sealed: Sealed, why: string): void {
+    this.stats.droppedFrames += sealed.frames.length;
+    this.o.logger.warn({ envelope: sealed.id, frames: sealed.frames.map(String), dropped: this.stats.droppedFrames }, `${why}: dropped ${sealed.frames.length} frame(s)`);
+  }
+
+  private updateCounts(): void {
+    this.stats.backlogBytes = this.bytesUsed();
+    this.stats.queuedFrames = this.lanes.reduce((n, lane) => n + lane.queue.length + (lane.head?.frames.length ?? 0), 0);
+    this.stats.unconfirmed = this.lanes.reduce((n, lane) => n + lane.unconfirmed.size, 0);
+    const percent = (this.stats.backlogBytes / this.o.maxBytes) * 100;
+    const level = THRESHOLDS.find((t) => percent >= t) ?? 0;
+    if (level !== this.level) {
+      const rising = level > this.level;
+      this.level = level;
+      this.o.logger[rising ? 'warn' : 'info']({ backlogBytes: this.stats.backlogBytes, maxBytes: this.o.maxBytes, percent: Math.round(percent) }, rising ? `backlog above ${level} %` : level === 0 ? 'backlog below 50 %' : `backlog down to ${level} %`);
+    }
+  }
+}

@@ -1,0 +1,29 @@
+/** Enrollment with the relay: proof of possession once (`ghostpipe enroll`), a check at every agent start. */
+import { RelayError, type RelayClient } from '../relay/client.js';
+import type { DeviceKeys } from '../common/keyfile.js';
+import { getProvider } from '../protocol/crypto/provider.js';
+
+export type Enrollment =
+  | { state: 'enrolled'; did: string; leafIndex: number }
+  | { state: 'not_enrolled'; did: string; reason: string }
+  | { state: 'unknown'; did: string; reason: string };
+
+/** GET /v2/did/{did}: enrolled, not (404 or revoked), or unknown (relay unreachable). */
+export async function checkEnrollment(client: RelayClient, did: string): Promise<Enrollment> {
+  try {
+    const record = await client.getDid(did);
+    if (record.did !== did) return { state: 'unknown', did, reason: 'relay answered for another DID' };
+    if (record.revoked) return { state: 'not_enrolled', did, reason: `the device was revoked at ${record.revokedAt ?? 'an unknown time'}` };
+    return { state: 'enrolled', did, leafIndex: record.leafIndex };
+  } catch (err) {
+    if (err instanceof RelayError && err.status === 404) return { state: 'not_enrolled', did, reason: 'the relay does not know this device' };
+    return { state: 'unknown', did, reason: (err as Error).message };
+  }
+}
+
+/** Challenge, sign (ML-DSA-65, context ghostpipe/enroll/v1), POST /v2/did/register. */
+export async function enrollDevice(client: RelayClient, keys: DeviceKeys): Promise<{ did: string; leafIndex: number }> {
+  const provider = getProvider();
+  const registration = await client.enroll(keys.signing.publicKey, keys.kem.publicKey, (message, context) => provider.mlDsa65.sign(keys.signing.seed, message, context));
+  return { did: registration.did, leafIndex: registration.leafIndex };
+}

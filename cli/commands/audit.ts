@@ -1,0 +1,82 @@
+import { promises as fs } from 'node:fs';
+import { CliError, optionalString, requireString, type Command } from '../command.js';
+import { createLogger } from '../../common/log.js';
+import { loadPublicKey, KeyFileError } from '../../common/keyfile.js';
+import { RelayClient, RelayError } from '../../relay/client.js';
+import { audit as runAudit } from '../../receiver/audit.js';
+import { checkTransport, TransportError } from '../../receiver/config.js';
+import { LogIntegrityError } from '../../receiver/log-trust.js';
+import { pinnedFetch } from '../../receiver/http-fetch.js';
+
+const WHAT: Record<string, string> = {
+  fork: 'FORK: the relay signed two different histories',
+  rollback: 'ROLLBACK: the relay shows an older tree than one it signed before',
+  bad_signature: 'BAD SIGNATURE: the checkpoint is not signed by the pinned relay key',
+  key_mismatch: 'KEY MISMATCH: the relay announces another checkpoint key than the pinned one',
+  wrong_origin: 'WRONG ORIGIN: the checkpoint belongs to another log',
+  malformed: 'MALFORMED: the checkpoint or the saved state cannot be read',
+  bad_proof: 'BAD PROOF: the relay served inconsistent log data',
+  bad_inclusion_proof: 'BAD PROOF: an inclusion proof does not verify',
+};
+
+export const audit: Command = {
+  name: 'audit',
+  summary: 'Check the relay transparency log: signature, consistency with the last run, optionally every entry',
+  usage: [
+    'Usage: ghostpipe audit --relay URL --relay-key relay.sign.pub [--state DIR] [--full] [--origin O] [--ca FILE]',
+    '',
+    '  --relay URL        relay base URL (https://…, or http:// on a loopback address only)',
+    '  --relay-key FILE   the relay\'s ML-DSA-65 public key (PEM), pinned',
+    '  --state DIR        keep the last trusted checkpoint here and check the next one extends it',
+    '  --full             also fetch every entry and re-derive the signed root',
+    '  --origin O         expected log origin (default: the one the relay announces for the pinned key)',
+    '  --ca FILE          PEM CA or certificate to pin for https',
+    '',
+    'Prints one JSON line. Exit 0 when the log is consistent; 1 on a fork, rollback, bad signature',
+    'or mismatched key (the message says which); 2 usage; 5 relay unreachable or refusing.',
+    'Meant for a systemd timer (systemd/ghostpipe-audit.timer).',
+  ].join('\n'),
+  options: {
+    relay: { type: 'string' },
+    'relay-key': { type: 'string' },
+    state: { type: 'string' },
+    full: { type: 'boolean' },
+    origin: { type: 'string' },
+    ca: { type: 'string' },
+  },
+  async run(args) {
+    const url = requireString(args, 'relay', 'audit');
+    const keyFile = requireString(args, 'relay-key', 'audit');
+    try {
+      new URL(url);
+      checkTransport(url, '--relay');
+    } catch (err) {
+      throw new CliError(`audit: ${err instanceof TransportError ? err.message : `--relay: not a URL: ${url}`}`, 2);
+    }
+    const logger = createLogger('audit', 'info');
+    let relayKey;
+    try {
+      relayKey = await loadPublicKey(keyFile, ['ML-DSA-65']);
+    } catch (err) {
+      if (err instanceof KeyFileError) throw new CliError(`audit: ${err.message}`, 2);
+      throw err;
+    }
+    const ca = optionalString(args, 'ca');
+    const client = new RelayClient({ baseUrl: url, ...(ca !== undefined ? { fetch: pinnedFetch(await fs.readFile(ca)) } : {}) });
+    const stateDir = optionalString(args, 'state');
+    const origin = optionalString(args, 'origin');
+    try {
+      const result = await runAudit({ client, relayPublicKey: relayKey.publicKey, full: args.values.full === true, ...(stateDir !== undefined ? { stateDir } : {}), ...(origin !== undefined ? { origin } : {}) });
+      logger.info({ ...result, full: args.values.full === true }, result.previousSize === result.size ? 'log consistent (unchanged)' : 'log consistent');
+      return 0;
+    } catch (err) {
+      if (err instanceof LogIntegrityError) {
+        const what = WHAT[err.code] ?? err.code;
+        logger.error({ reason: err.code }, `${what}: ${err.message}`);
+        throw new CliError(`audit: ${what}: ${err.message}`, 1);
+      }
+      if (err instanceof RelayError) throw new CliError(`audit: relay: ${err.message}`, 5);
+      throw err;
+    }
+  },
+};

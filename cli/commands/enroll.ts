@@ -1,0 +1,41 @@
+import { CliError, optionalString, type Command } from '../command.js';
+import { ConfigError } from '../../common/schema.js';
+import { RelayClient, RelayError } from '../../relay/client.js';
+import { enrollDevice } from '../../agent/enroll.js';
+import { AgentState } from '../../agent/state.js';
+import { DEFAULT_AGENT_CONFIG, loadAgent } from './agent.js';
+
+export const enroll: Command = {
+  name: 'enroll',
+  summary: 'Register this device (its DID and public keys) with the relay, once',
+  usage: [
+    `Usage: ghostpipe enroll [--config ${DEFAULT_AGENT_CONFIG}]`,
+    '',
+    'Asks the relay for a challenge, signs it with the device key (proof of possession) and',
+    'registers the device (POST /v2/did/register) with the API key from the config. Records the',
+    'enrollment in the agent state directory. Enrolling again with the same key is harmless.',
+  ].join('\n'),
+  options: { config: { type: 'string', short: 'c' } },
+  async run(args) {
+    const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
+    let loaded;
+    try {
+      loaded = await loadAgent(file, (message) => process.stderr.write(`warning: ${message}\n`));
+    } catch (err) {
+      if (err instanceof ConfigError) throw new CliError(`enroll: invalid config\n${err.message}`, 1);
+      throw err;
+    }
+    const { config, secrets } = loaded;
+    const client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
+    let result;
+    try {
+      result = await enrollDevice(client, secrets.device);
+    } catch (err) {
+      if (err instanceof RelayError) throw new CliError(`enroll: the relay refused: ${err.message} (${err.code})`, 1);
+      throw err;
+    }
+    new AgentState(config.stateDir).recordEnrollment({ did: result.did, relay: config.relay.url, leafIndex: result.leafIndex });
+    process.stdout.write(`enrolled ${result.did} with ${config.relay.url} (log leaf ${result.leafIndex})\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,74 @@
+/**
+ * `ghostpipe audit`: an independent monitor of the relay's transparency log. Verifies the latest
+ * checkpoint's signature (pinned relay key), its consistency with the last run's (state folder),
+ * and with `full`, re-derives the root from every entry (GET /v2/log/entries, 1000 at a time).
+ */
+import path from 'node:path';
+import { RelayClient } from '../relay/client.js';
+import { MerkleTree, sameHash } from '../protocol/tlog/index.js';
+import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
+import { LogIntegrityError, LogTrust } from './log-trust.js';
+import { ensurePrivateDir } from './files.js';
+import { saveEvidence } from './state.js';
+
+export interface AuditOptions {
+  client: RelayClient;
+  relayPublicKey: Uint8Array;
+  origin?: string;
+  /** Folder for the witness state; undefined = this run only (signature check, no history). */
+  stateDir?: string;
+  full: boolean;
+}
+
+export interface AuditResult {
+  origin: string;
+  size: number;
+  root: string;
+  previousSize: number;
+  /** With full: entry counts by type. */
+  entries?: Record<string, number>;
+}
+
+const PAGE = 1000;
+
+export async function audit(o: AuditOptions): Promise<AuditResult> {
+  if (o.stateDir !== undefined) await ensurePrivateDir(o.stateDir);
+  const log = await LogTrust.open({ client: o.client, relayPublicKey: o.relayPublicKey, ...(o.origin !== undefined ? { origin: o.origin } : {}), ...(o.stateDir !== undefined ? { stateFile: path.join(o.stateDir, 'witness.json') } : {}) });
+  const previousSize = log.trusted.size;
+  try {
+    await log.refresh();
+  } catch (err) {
+    if (err instanceof LogIntegrityError && err.evidence && o.stateDir !== undefined) {
+      const file = await saveEvidence(o.stateDir, err.code, err.evidence).catch(() => undefined);
+      if (file) err.message += ` (evidence: ${file})`;
+    }
+    throw err;
+  }
+  const cp = log.trusted;
+  const result: AuditResult = { origin: cp.origin, size: cp.size, root: Buffer.from(cp.root).toString('base64'), previousSize };
+  if (o.full) {
+    const tree = new MerkleTree();
+    const counts: Record<string, number> = {};
+    for (let start = 0; start < cp.size; start += PAGE) {
+      const end = Math.min(cp.size, start + PAGE);
+      const entries = await o.client.entries(start, end);
+      if (entries.length !== end - start) throw new LogIntegrityError('bad_proof', `relay returned ${entries.length} entries for [${start}, ${end})`);
+      entries.forEach((e, i) => {
+        if (e.index !== start + i) throw new LogIntegrityError('bad_proof', `relay returned entry ${e.index} where ${start + i} was expected`);
+        tree.appendData(e.data);
+        let type = 'malformed';
+        try {
+          type = decodeLogEntry(e.data).type;
+        } catch (err) {
+          if (!(err instanceof LogEntryError)) throw err;
+        }
+        counts[type] = (counts[type] ?? 0) + 1;
+      });
+    }
+    if (!sameHash(tree.root(cp.size), cp.root)) {
+      throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`);
+    }
+    result.entries = counts;
+  }
+  return result;
+}

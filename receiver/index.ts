@@ -1,0 +1,133 @@
+/** Builds a running receiver from its config: keys, relay client, log witness, trust, replay state, sinks. */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../common/log.js';
+import { loadPublicKey, loadReceiverKey, readPrivateKeyFile } from '../common/keyfile.js';
+import { RelayClient } from '../relay/client.js';
+import { KEM } from '../protocol/envelope/index.js';
+import { keyIdHex } from '../protocol/keys.js';
+import type { ReceiverConfig, SinkConfig } from './config.js';
+import { pinnedFetch } from './http-fetch.js';
+import { LogTrust } from './log-trust.js';
+import { DeviceTrust } from './trust.js';
+import { ReplayStore } from './state.js';
+import { Receiver } from './receiver.js';
+import type { Sink } from './sinks/sink.js';
+import { StdoutSink } from './sinks/stdout.js';
+import { FileSink } from './sinks/file.js';
+import { MqttSink } from './sinks/mqtt.js';
+import { WebhookSink } from './sinks/webhook.js';
+
+export class SetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SetupError';
+  }
+}
+
+/** A secret from a file: trimmed, never logged; warns when group or others may read it. */
+export async function readSecretFile(file: string, warn: (message: string) => void): Promise<string> {
+  let text: string;
+  try {
+    text = (await readPrivateKeyFile(file, warn)).trim();
+  } catch (err) {
+    throw new SetupError(`${(err as Error).message}`);
+  }
+  if (text === '') throw new SetupError(`${file}: the file is empty`);
+  return text;
+}
+
+async function readPem(file: string): Promise<Buffer> {
+  try {
+    return await fs.readFile(file);
+  } catch (err) {
+    throw new SetupError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+async function makeSink(c: SinkConfig, warn: (m: string) => void): Promise<Sink> {
+  switch (c.type) {
+    case 'stdout':
+      return new StdoutSink();
+    case 'file':
+      return new FileSink({ path: path.resolve(c.path), maxSize: c.maxSize, keep: c.keep });
+    case 'mqtt':
+      return new MqttSink({
+        url: c.url, topic: c.topic, qos: c.qos, retain: c.retain, timeoutMs: c.timeout,
+        ...(c.username !== undefined ? { username: c.username } : {}),
+        ...(c.passwordFile !== undefined ? { password: await readSecretFile(c.passwordFile, warn) } : {}),
+        ...(c.ca !== undefined ? { ca: await readPem(c.ca) } : {}),
+        ...(c.clientId !== undefined ? { clientId: c.clientId } : {}),
+      });
+    case 'webhook': {
+      const headers = { ...c.headers };
+      if (c.bearerTokenFile !== undefined) headers['authorization'] = `Bearer ${await readSecretFile(c.bearerTokenFile, warn)}`;
+      return new WebhookSink({ url: c.url, timeoutMs: c.timeout, retries: c.retries, headers, ...(c.ca !== undefined ? { fetch: pinnedFetch(await readPem(c.ca)) } : {}) });
+    }
+  }
+}
+
+export interface RunningReceiver {
+  receiver: Receiver;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(config: ReceiverConfig, logger: Logger): Promise<RunningReceiver> {
+  const warn = (message: string) => logger.warn(message);
+  const apiKey = await readSecretFile(config.relay.apiKeyFile, warn);
+  if (!apiKey.startsWith('pgp_')) throw new SetupError(`${config.relay.apiKeyFile}: expected a pgp_… receiver API key`);
+  let recipientKey;
+  let relayKey;
+  try {
+    recipientKey = await loadReceiverKey(config.receiverKey, warn);
+    relayKey = await loadPublicKey(config.relay.publicKey, ['ML-DSA-65']);
+  } catch (err) {
+    throw new SetupError((err as Error).message);
+  }
+  const pinnedKeys: Uint8Array[] = [];
+  const pinnedDids: string[] = [];
+  for (const d of config.trust.devices) {
+    if ('did' in d) pinnedDids.push(d.did);
+    else {
+      try {
+        pinnedKeys.push((await loadPublicKey(d.publicKey, ['ML-DSA-65'])).publicKey);
+      } catch (err) {
+        throw new SetupError((err as Error).message);
+      }
+    }
+  }
+  const client = new RelayClient({
+    baseUrl: config.relay.url, apiKey, timeoutMs: config.relay.timeout,
+    ...(config.relay.ca !== undefined ? { fetch: pinnedFetch(await readPem(config.relay.ca)) } : {}),
+  });
+  const stateDir = path.resolve(config.stateDir);
+  const replay = await ReplayStore.open(stateDir, config.replay.window);
+  const log = await LogTrust.open({ client, relayPublicKey: relayKey.publicKey, stateFile: path.join(stateDir, 'witness.json'), ...(config.relay.origin !== undefined ? { origin: config.relay.origin } : {}) });
+  const trust = new DeviceTrust({ client, log, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
+  const sinks: Sink[] = [];
+  try {
+    for (const c of config.sinks) sinks.push(await makeSink(c, warn));
+    for (const sink of sinks) await sink.open();
+  } catch (err) {
+    for (const sink of sinks) await sink.close().catch(() => undefined);
+    await replay.close();
+    throw err;
+  }
+  const recipientKeyId = keyIdHex(recipientKey.alg, recipientKey.publicKey);
+  const receiver = new Receiver({
+    client, recipientKeyId, log, trust, replay, sinks, logger, stateDir,
+    recipient: { kemId: recipientKey.alg === 'X-Wing' ? KEM.XWING : KEM.MLKEM768, seed: recipientKey.seed, publicKey: recipientKey.publicKey },
+    maxAgeMs: config.replay.maxAge, maxFutureMs: config.replay.maxFuture,
+    waitMs: config.relay.wait, checkpointIntervalMs: config.relay.checkpointInterval,
+    retry: { initialMs: config.retry.initial, maxMs: config.retry.max },
+  });
+  logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length }, 'receiver started');
+  return {
+    receiver,
+    async close() {
+      for (const sink of sinks) await sink.close().catch(() => undefined);
+      await replay.close();
+      recipientKey.seed.fill(0);
+    },
+  };
+}

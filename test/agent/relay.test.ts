@@ -1,0 +1,107 @@
+/**
+ * The agent against a real relay process, a real Modbus TCP server and a real mosquitto broker:
+ * frames arrive and open with the receiver key; the relay never sees a plaintext value; a relay
+ * killed with SIGKILL and restarted loses no frame.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cleanupAll, startRelay } from '../relay/harness.js';
+import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
+import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from './harness.js';
+
+const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
+let modbus: ModbusTcpTestServer | undefined;
+let broker: MosquittoBroker | undefined;
+
+after(async () => {
+  killAllAgents();
+  await modbus?.stop();
+  await broker?.close();
+  await cleanupAll();
+});
+
+function taps(modbusPort: number, mqttUrl: string): unknown[] {
+  return [
+    {
+      name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', port: modbusPort, addressBase: 0, timeout: '200ms',
+      points: [
+        { name: 'flow', table: 'holding', address: 0, type: 'uint16', unit: 'm3/h' },
+        { name: 'energy', table: 'holding', address: 4, type: 'uint64', unit: 'Wh' },
+        { name: 'tag', table: 'holding', address: 10, type: 'string', length: 8 },
+      ],
+    },
+    { name: 'broker', type: 'mqtt', url: mqttUrl, points: [{ name: 'label', topic: 'plant/label', type: 'string' }, { name: 'temp', topic: 'plant/temp', unit: 'degC' }] },
+  ];
+}
+
+test('frames reach the receiver through a real relay, survive a relay SIGKILL, and never show plaintext to the relay', { timeout: 90_000 }, async () => {
+  const memory = new ModbusMemory();
+  memory.setRegisters('holding', 0, [1234]);
+  memory.setRegisters('holding', 4, [0xffff, 0xffff, 0xffff, 0xfffe]); // uint64 beyond 2^53: must stay exact
+  memory.setRegisters('holding', 10, [...Buffer.from('MB-' + MARKER.slice(0, 5))].reduce<number[]>((w, b, i, all) => (i % 2 ? w : [...w, (b << 8) | (all[i + 1] ?? 0)]), []));
+  modbus = await startModbusTcpServer(memory);
+  broker = await startMosquitto();
+  const publisher = await connectTestClient(broker.url);
+  await publisher.publishAsync('plant/label', MARKER, { retain: true, qos: 1 });
+  await publisher.publishAsync('plant/temp', '21.5', { retain: true, qos: 1 });
+  await publisher.endAsync();
+
+  const port = await freePort();
+  let relay = await startRelay({ listen: [`127.0.0.1:${port}`] });
+  const env = await makeAgentEnv(relay);
+  await writeAgentConfig(env, agentConfig(env, relay.url, taps(modbus.port, broker.url)));
+  const enrolled = await cli(['enroll', '--config', env.configFile]);
+  assert.equal(enrolled.code, 0, enrolled.stderr);
+  assert.match(enrolled.stdout, new RegExp(`enrolled ${env.did}`));
+
+  let receiver = env.receiver;
+  const rx = receiveLoop(() => receiver, env.devicePublicKey);
+  const agent = startAgent(env.configFile);
+  await agent.waitFor((l) => l.msg === 'device enrolled with the relay', 10_000, 'enrollment check');
+  await until(() => rx.received.length >= 3, 15_000, 'three frames');
+
+  // Readings: every point present, typed, with quality; the string point carries the marker.
+  const frame = rx.received.at(-1)!.frames[0]!;
+  const byName = new Map(frame.readings.map((r) => [`${r.tap}/${r.point}`, r]));
+  assert.deepEqual([...byName.keys()].sort(), ['broker/label', 'broker/temp', 'plc/energy', 'plc/flow', 'plc/tag']);
+  assert.equal(byName.get('plc/flow')!.value, 1234);
+  assert.equal(byName.get('plc/flow')!.unit, 'm3/h');
+  assert.equal(byName.get('plc/flow')!.quality, 'good');
+  assert.equal(byName.get('plc/energy')!.value, 0xfffffffffffffffen);
+  assert.equal(byName.get('broker/label')!.value, MARKER);
+  assert.equal(byName.get('broker/temp')!.value, 21.5);
+  assert.equal(frame.intervalMs, 400);
+  // Constant size on the wire: every envelope so far has the same length.
+  assert.equal(new Set(rx.received.map((r) => r.bytes)).size, 1);
+
+  // Kill the relay hard mid-run and bring it back on the same port and state directory.
+  const before = rx.received.length;
+  await relay.stop('SIGKILL');
+  const relayOutputBefore = relay.output();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
+  receiver = { ...env.receiver, client: env.receiver.client }; // same key: the relay kept its key hashes
+  await agent.waitFor((l) => l.msg === 'relay unreachable; frames are kept in the RAM backlog', 5_000, 'unreachable log');
+  await until(() => rx.received.length >= before + 6, 30_000, 'frames after the restart');
+
+  // Stop the agent: SIGTERM flushes; then wait until the receiver drained the relay.
+  assert.equal(await agent.stop('SIGTERM'), 0);
+  const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
+  assert.equal(stopped['flushed'], true);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await rx.stop();
+
+  const unique = dedupe(rx.received);
+  const sequences = frameSequences(unique);
+  assert.equal(new Set(sequences).size, sequences.length, 'no frame twice once exact duplicate envelopes are dropped');
+  const sorted = [...sequences].sort((a, b) => (a < b ? -1 : 1));
+  for (let i = 1; i < sorted.length; i++) assert.equal(sorted[i], sorted[i - 1]! + 1n, `frame ${sorted[i - 1]! + 1n} is missing`);
+  assert.equal(sorted[0], 1n, 'a fresh device starts at frame 1');
+  assert.ok(sorted.length >= before + 6);
+
+  // The relay only ever handled ciphertext: the marker is in no relay log line, nor in the agent's info log.
+  assert.ok(!relayOutputBefore.includes(MARKER) && !relay.output().includes(MARKER), 'relay log holds a plaintext value');
+  assert.ok(!agent.output().includes(MARKER), 'agent info log holds a reading value');
+  await relay.stop();
+});
