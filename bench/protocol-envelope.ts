@@ -10,7 +10,7 @@ import { AEAD, CONTENT_TYPE, DEFAULT_BUCKETS, KEM, SIGNATURE_CONTEXT, bucketCapa
 import { measure, type Row } from './table.js';
 
 const iterationsFor = (bucket: number, provider: string) => {
-  const base = bucket <= 65536 ? 30 : bucket <= 1048576 ? 8 : 4;
+  const base = bucket <= 65536 ? 30 : bucket <= 1048576 ? 10 : 8;
   return provider === 'noble' ? Math.max(2, Math.ceil(base / 3)) : base;
 };
 const warmupFor = (bucket: number) => (bucket <= 65536 ? 2 : 1);

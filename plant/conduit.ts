@@ -43,11 +43,15 @@ export interface ConduitOptions {
   sinks: Record<string, unknown>[];
   /** Extra relay.yaml settings (e.g. leaseTimeout). */
   relaySettings?: Record<string, unknown>;
+  /** How often the receiver fetches the checkpoint (default 5s). */
+  receiverCheckpointInterval?: string;
   /** Extra receiver.yaml settings, merged at the top level. */
   receiverSettings?: Record<string, unknown>;
   /** Extra agent.yaml settings, merged at the top level. */
   agentSettings?: Record<string, unknown>;
   logLevel?: string;
+  /** Start the roles in their own process groups (the demo: Ctrl-C reaches only it). */
+  detached?: boolean;
   /** Every output line of every role. */
   onLine?: (role: string, line: LogLine) => void;
 }
@@ -146,9 +150,10 @@ export class Conduit {
     return { ...this.keys, generated };
   }
 
-  private spawn(role: string, args: string[]): RoleProcess {
+  /** Any `ghostpipe` command as a role process of this conduit (logs in logs/<role>.log). */
+  spawn(role: string, args: string[]): RoleProcess {
     return new RoleProcess({
-      name: role, cli: this.o.cli, args, cwd: this.dir, logFile: path.join(this.paths.logs, `${role}.log`),
+      name: role, cli: this.o.cli, args, cwd: this.dir, logFile: path.join(this.paths.logs, `${role}.log`), detached: this.o.detached ?? false,
       ...(this.o.onLine ? { onLine: (line: LogLine) => this.o.onLine!(role, line) } : {}),
     });
   }
@@ -194,11 +199,17 @@ export class Conduit {
     return { issued };
   }
 
-  /** Writes agent.yaml for the plant and trusts the plant's OPC-UA certificate. */
+  /** Writes agent.yaml for the simulated plant and trusts the plant's OPC-UA certificate. */
   async writeAgentConfig(plant: PlantEndpoints, mqttStaleAfter?: string): Promise<void> {
     const trusted = path.join(this.paths.agentPki, 'trusted', 'certs');
     await fs.mkdir(trusted, { recursive: true, mode: 0o700 });
     await fs.copyFile(plant.opcuaCertificate, path.join(trusted, 'ghostpipe-plant.pem'));
+    await this.writeAgentConfigWithTaps(plantTaps(plant, this.paths.agentPki, mqttStaleAfter));
+  }
+
+  /** Writes agent.yaml with the given taps. */
+  async writeAgentConfigWithTaps(taps: Record<string, unknown>[]): Promise<void> {
+    await fs.mkdir(this.paths.agentState, { recursive: true, mode: 0o700 });
     const device = bundlePaths(this.paths.keys, 'device');
     await fs.writeFile(this.paths.agentConfig, yaml({
       device: { signKey: device.signKey, kemKey: device.kemKey },
@@ -208,7 +219,7 @@ export class Conduit {
       stateDir: this.paths.agentState,
       logLevel: this.o.logLevel ?? 'info',
       ...this.o.agentSettings,
-      taps: plantTaps(plant, this.paths.agentPki, mqttStaleAfter),
+      taps,
     }), { mode: 0o600 });
   }
 
@@ -222,7 +233,7 @@ export class Conduit {
 
   async writeReceiverConfig(): Promise<void> {
     await fs.writeFile(this.paths.receiverConfig, yaml({
-      relay: { url: this.relayUrl, apiKeyFile: this.paths.receiverApiKey, publicKey: this.paths.relayPub, wait: '5s', timeout: '10s', checkpointInterval: '5s' },
+      relay: { url: this.relayUrl, apiKeyFile: this.paths.receiverApiKey, publicKey: this.paths.relayPub, wait: '5s', timeout: '10s', checkpointInterval: this.o.receiverCheckpointInterval ?? '5s' },
       receiverKey: bundlePaths(this.paths.keys, 'receiver').kemKey,
       stateDir: this.paths.receiverState,
       trust: { devices: [{ did: this.keys!.did }], refresh: '1s' },

@@ -26,6 +26,11 @@ export interface RoleOptions {
   /** Every output line is appended here too (the demo keeps full logs in .demo/logs/). */
   logFile?: string;
   onLine?: (line: LogLine) => void;
+  /**
+   * Own process group: a Ctrl-C in the terminal then reaches only the parent, which stops the
+   * roles in order. The parent must kill its children on exit (killOnExit below does).
+   */
+  detached?: boolean;
 }
 
 export class RoleExitedError extends Error {
@@ -34,6 +39,12 @@ export class RoleExitedError extends Error {
     this.name = 'RoleExitedError';
   }
 }
+
+/** Detached children still running when this process exits are killed (no orphans). */
+const killOnExit = new Set<RoleProcess>();
+process.on('exit', () => {
+  for (const p of killOnExit) if (p.running()) p.child.kill('SIGKILL');
+});
 
 export class RoleProcess {
   readonly child: ChildProcess;
@@ -48,8 +59,11 @@ export class RoleProcess {
       cwd: options.cwd,
       env: options.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: options.detached ?? false,
     });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    if (options.detached) killOnExit.add(this);
+    void this.exited.then(() => killOnExit.delete(this));
     for (const stream of ['stdout', 'stderr'] as const) {
       createInterface({ input: this.child[stream]! }).on('line', (text) => this.take(stream, text));
     }

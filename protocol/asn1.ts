@@ -3,6 +3,7 @@
  * definite, minimal lengths only (DER), at most 4 length bytes, no reading past the end.
  * Pure: bytes in, bytes out.
  */
+import { concatBytes } from './bytes.js';
 
 export const TAG = {
   INTEGER: 0x02,
@@ -36,16 +37,6 @@ function encodeLength(length: number): Uint8Array {
   const bytes: number[] = [];
   for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
   return Uint8Array.of(0x80 | bytes.length, ...bytes);
-}
-
-export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 export function tlv(tag: number, content: Uint8Array): Uint8Array {

@@ -45,6 +45,10 @@ class LeafArena {
   }
 }
 
+function hashKey(hash: Uint8Array): number {
+  return Buffer.from(hash.buffer, hash.byteOffset, 6).readUIntBE(0, 6);
+}
+
 export interface LogOptions {
   origin: string;
   signer: NoteSigner;
@@ -57,8 +61,8 @@ export interface LogOptions {
 export class RelayLog {
   readonly tree = new MerkleTree();
   private readonly leaves = new LeafArena();
-  /** base64 leaf hash -> index. */
-  private readonly byHash = new Map<string, number>();
+  /** First 6 bytes of a leaf hash (as a number: no string per leaf) -> index, or indexes on a clash. */
+  private readonly byHash = new Map<number, number | number[]>();
   private file: fs.FileHandle | undefined;
   private pending: Uint8Array[] = [];
   private pendingSince = 0;
@@ -104,7 +108,10 @@ export class RelayLog {
   }
 
   indexOfLeafHash(hash: Uint8Array): number | undefined {
-    return this.byHash.get(Buffer.from(hash).toString('base64'));
+    if (hash.length !== 32) return undefined;
+    const found = this.byHash.get(hashKey(hash));
+    const candidates = found === undefined ? [] : typeof found === 'number' ? [found] : found;
+    return candidates.find((i) => Buffer.from(this.tree.leafHashAt(i)).equals(hash));
   }
 
   leafData(index: number): Uint8Array {
@@ -126,8 +133,11 @@ export class RelayLog {
     const hash = leafHash(data);
     const index = this.tree.append(hash);
     this.leaves.push(data);
-    const key = Buffer.from(hash).toString('base64');
-    if (!this.byHash.has(key)) this.byHash.set(key, index);
+    const key = hashKey(hash);
+    const found = this.byHash.get(key);
+    if (found === undefined) this.byHash.set(key, index);
+    else if (typeof found === 'number') this.byHash.set(key, [found, index]);
+    else found.push(index);
     return index;
   }
 

@@ -356,8 +356,7 @@ export class RelayServer {
       sendJson(res, 201, { id, leafIndex, size: bytes.length });
     } finally {
       if (!stored) {
-        bytes.fill(0);
-        this.state.store.unreserve(bytes.length);
+        this.state.store.discard(bytes);
       }
     }
   };
@@ -379,8 +378,7 @@ export class RelayServer {
         settled = true;
         cleanup();
         if (buffer) {
-          buffer.fill(0);
-          this.state.store.unreserve(buffer.length);
+          this.state.store.discard(buffer);
         }
         req.pause();
         reject(err);
@@ -413,10 +411,8 @@ export class RelayServer {
         if (declared > limit) return fail(tooLarge(limit, planName));
         if (contentLength !== undefined && contentLength !== declared) return fail(malformed(`Content-Length ${contentLength} differs from the envelope's declared length ${declared}`));
         if (received > declared) return fail(malformed(`body is longer than the declared envelope length ${declared}`));
-        if (!this.state.store.reserve(declared)) {
-          return fail(new HttpError(507, 'memory_full', 'relay memory is full; retry later', this.state.retryAfterMs()));
-        }
-        buffer = Buffer.allocUnsafeSlow(declared);
+        buffer = this.state.store.allocate(declared);
+        if (!buffer) return fail(new HttpError(507, 'memory_full', 'relay memory is full; retry later', this.state.retryAfterMs()));
         head.copy(buffer, 0);
         prefix = [];
       };

@@ -7,6 +7,7 @@
  * evicted before its TTL. Burn = overwrite the buffer with zeros, then drop every reference.
  */
 import { randomBytes } from 'node:crypto';
+import { BufferPool } from './buffer-pool.js';
 
 /** Bookkeeping bytes charged per held envelope (measured by bench/relay.ts, rounded up). */
 export const ENTRY_OVERHEAD = 512;
@@ -24,6 +25,21 @@ export interface Held {
   expiresAt: number;
   state: HeldState | FinalState;
   lease: Lease | undefined;
+}
+
+/** A class, so every held envelope has one fixed, compact shape. */
+class HeldEnvelope implements Held {
+  state: HeldState | FinalState = 'pending';
+  lease: Lease | undefined = undefined;
+  constructor(
+    readonly id: string,
+    public bytes: Buffer,
+    readonly recipient: string,
+    readonly uploaderKeyId: string,
+    readonly leafIndex: number,
+    readonly receivedAt: number,
+    readonly expiresAt: number,
+  ) {}
 }
 
 export interface Lease {
@@ -91,6 +107,7 @@ export class EnvelopeStore {
   /** Recently timed-out leases, so their holder gets 410 rather than 404. */
   private readonly expiredLeases = new Map<string, { receiverKeyId: string; at: number }>();
   private readonly tombstones = new Map<string, Tombstone>();
+  private readonly pool = new BufferPool();
   heldBytes = 0;
   inFlightBytes = 0;
   delivered = 0;
@@ -109,16 +126,21 @@ export class EnvelopeStore {
     return this.held.size;
   }
 
-  /** Reserves room for an upload of `size` bytes; false when memory is full. */
-  reserve(size: number): boolean {
-    if (this.heldBytes + this.inFlightBytes + size + ENTRY_OVERHEAD > this.capBytes) return false;
-    if (this.inFlightBytes + size > this.maxInFlightBytes) return false;
+  /**
+   * Reserves room for an upload of `size` bytes and returns the buffer to receive it into;
+   * undefined when memory is full. Give it back with add() or discard().
+   */
+  allocate(size: number): Buffer | undefined {
+    if (this.heldBytes + this.inFlightBytes + size + ENTRY_OVERHEAD > this.capBytes) return undefined;
+    if (this.inFlightBytes + size > this.maxInFlightBytes) return undefined;
     this.inFlightBytes += size;
-    return true;
+    return this.pool.allocate(size);
   }
 
-  unreserve(size: number): void {
-    this.inFlightBytes -= size;
+  /** An upload that was refused after allocate(): zeroed and returned. */
+  discard(bytes: Buffer): void {
+    this.inFlightBytes -= bytes.length;
+    this.pool.release(bytes);
   }
 
   /** Held or remembered (delivered/expired) by this relay. */
@@ -131,7 +153,7 @@ export class EnvelopeStore {
     this.inFlightBytes -= entry.bytes.length;
     const queue = this.queue(entry.recipient);
     // The queue's own key string: one copy per recipient, not one per envelope.
-    const held: Held = { ...entry, recipient: queue.recipient, receivedAt: now, expiresAt: now + this.ttlMs, state: 'pending', lease: undefined };
+    const held: Held = new HeldEnvelope(entry.id, entry.bytes, queue.recipient, entry.uploaderKeyId, entry.leafIndex, now, now + this.ttlMs);
     this.held.set(held.id, held);
     this.heldBytes += held.bytes.length + ENTRY_OVERHEAD;
     queue.push(held);
@@ -265,8 +287,8 @@ export class EnvelopeStore {
   }
 
   private burn(held: Held, state: FinalState): void {
-    held.bytes.fill(0);
     this.heldBytes -= held.bytes.length + ENTRY_OVERHEAD;
+    this.pool.release(held.bytes); // zeroes it
     held.bytes = EMPTY;
     held.lease = undefined;
     held.state = state;

@@ -4,6 +4,7 @@
  *   LabeledExpand(prk, label, info, L)   = Expand(prk, I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info, L)
  */
 import { createHmac } from 'node:crypto';
+import { concatBytes } from '../bytes.js';
 import { HpkeError } from './errors.js';
 
 export const KDF_HKDF_SHA256 = 0x0001;
@@ -16,7 +17,7 @@ export function i2osp(value: number, length: number): Uint8Array {
   return out;
 }
 
-export const concat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
+export const concat = concatBytes;
 export const ascii = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'latin1'));
 
 export function extract(salt: Uint8Array, ikm: Uint8Array): Uint8Array {

@@ -62,15 +62,22 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('--help on every command, and the top-level list', async () => {
+test('--help on every command the top-level list names, and unknown commands/options fail in one line', async () => {
   const top = await run(['--help']);
   assert.equal(top.code, 0);
-  for (const name of ['keygen', 'seal', 'open', 'inspect']) {
-    assert.match(top.stdout.toString(), new RegExp(`^  ${name} `, 'm'));
-    const r = await run([name, '--help']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout.toString(), new RegExp(`^Usage: ghostpipe ${name}`));
-  }
+  const names = [...top.stdout.toString().matchAll(/^  ([a-z][a-z0-9-]*)  /gm)].map((m) => m[1]!);
+  for (const name of ['keygen', 'seal', 'open', 'inspect']) assert.ok(names.includes(name), `top-level help lists ${name}`);
+  // Every listed command, issue 2's and the later ones alike: in parallel, since each is a process start.
+  const helps = await Promise.all(names.map((name) => run([name, '--help'])));
+  names.forEach((name, i) => {
+    assert.equal(helps[i]!.code, 0, `${name} --help: ${helps[i]!.stderr}`);
+    assert.match(helps[i]!.stdout.toString(), new RegExp(`^Usage: ghostpipe ${name}\\b`), `${name} --help prints its usage`);
+  });
+  const [unknownCommand, unknownOption] = await Promise.all([run(['frobnicate']), run(['seal', '--no-such-option'])]);
+  assertOneLineFailure(unknownCommand, /unknown command "frobnicate"/, 2);
+  assert.equal(unknownOption.code, 2);
+  assert.doesNotMatch(unknownOption.stderr, /\n\s+at /, 'no stack trace without --debug');
+  assert.match(unknownOption.stderr, /^ghostpipe: seal: .*no-such-option/);
 });
 
 test('keygen writes 0600 private and 0644 public PEM files, prints key ids and the DID, never the key', async () => {

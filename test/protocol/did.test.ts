@@ -1,19 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertThrowsCode } from './support.js';
 import { createHash } from 'node:crypto';
 import {
   DID_PREFIX, DidError, MAX_DID_LENGTH, base32Lower, base32LowerDecode, didDocument, didFromSigningKey, parseDid, readDidDocument,
 } from '../../protocol/did.js';
 import { generatePrivateKey, keyId, keyIdHex, spkiDer } from '../../protocol/keys.js';
 
-function assertDidError(fn: () => unknown, code: DidError['code'], pattern?: RegExp): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof DidError, `expected DidError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
-}
+const assertDidError = (fn: () => unknown, code: DidError['code'], pattern?: RegExp): void => assertThrowsCode(fn, DidError, code, pattern);
 
 test('base32 matches RFC 4648 test vectors (lower case, no padding)', () => {
   const cases: [string, string][] = [['', ''], ['f', 'my'], ['fo', 'mzxq'], ['foo', 'mzxw6'], ['foob', 'mzxw6yq'], ['fooba', 'mzxw6ytb'], ['foobar', 'mzxw6ytboi']];

@@ -6,6 +6,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { prng } from './support.js';
 import { randomBytes } from 'node:crypto';
 import { availableProviders } from '../../protocol/crypto/provider.js';
 import { getKem, openBase, sealBase } from '../../protocol/hpke/index.js';
@@ -20,18 +21,6 @@ import { pad, unpad } from '../../protocol/envelope/padding.js';
 const providers = availableProviders();
 const noble = providers.find((p) => p.name === 'noble')!;
 const fast = providers[0]!; // native when available
-
-/** mulberry32: small seeded PRNG so every mutation run is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function makeSender(): Sender {
   const seed = randomBytes(32);

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertThrowsCode } from './support.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
@@ -16,14 +17,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const fromHex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const readJson = (...parts: string[]): any => JSON.parse(readFileSync(path.join(vectorsDir, ...parts), 'utf8'));
 
-function assertKeyError(fn: () => unknown, code: KeyError['code'], pattern?: RegExp): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof KeyError, `expected KeyError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
-}
+const assertKeyError = (fn: () => unknown, code: KeyError['code'], pattern?: RegExp): void => assertThrowsCode(fn, KeyError, code, pattern);
 
 test('ML-DSA-65 SPKI and PKCS#8 match the Wycheproof encodings', () => {
   const sign = readJson('ml-dsa-65', 'wycheproof-mldsa_65_sign_seed_test.subset.json').testGroups[0];

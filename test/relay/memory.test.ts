@@ -13,7 +13,7 @@ after(cleanupAll);
 const MiB = 1024 * 1024;
 const CAP = 48 * MiB;
 /** What a relay process may use beyond the cap: the Node runtime, crypto, sockets, GC slack. */
-const OVERHEAD = 128 * MiB;
+const OVERHEAD = 160 * MiB;
 
 async function rss(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');

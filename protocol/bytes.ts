@@ -1,0 +1,12 @@
+/** Byte helpers shared across protocol/. */
+
+/** The parts joined into one new array: one allocation, one copy per part (envelopes reach 5 MiB). */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
