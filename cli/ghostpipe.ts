@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { CliError, parseCommandArgs } from './command.js';
-import { commands } from './commands/index.js';
+import { commandLoaders, loadAllCommands } from './commands/index.js';
 
-function topLevelHelp(): string {
+async function topLevelHelp(): Promise<string> {
+  const commands = await loadAllCommands();
   const width = Math.max(...commands.map((c) => c.name.length), 8);
   const lines = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`);
   return [
@@ -20,15 +21,16 @@ function topLevelHelp(): string {
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(topLevelHelp() + '\n');
+    process.stdout.write((await topLevelHelp()) + '\n');
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
     process.stdout.write('ghostpipe 0.1.0\n');
     return 0;
   }
-  const command = commands.find((c) => c.name === name);
-  if (!command) throw new CliError(`unknown command "${name}"; run \`ghostpipe --help\` for the list`, 2);
+  const load = Object.hasOwn(commandLoaders, name) ? commandLoaders[name] : undefined;
+  if (!load) throw new CliError(`unknown command "${name}"; run \`ghostpipe --help\` for the list`, 2);
+  const command = await load();
   const args = parseCommandArgs(command, rest);
   if (args.values.help) {
     process.stdout.write(command.usage + '\n');

@@ -1,17 +1,26 @@
 import type { Command } from '../command.js';
-import { keygen } from './keygen.js';
-import { seal } from './seal.js';
-import { open } from './open.js';
-import { inspect } from './inspect.js';
-import { relay } from './relay.js';
-import { keys } from './keys.js';
-import { agent } from './agent.js';
-import { enroll } from './enroll.js';
-import { doctor } from './doctor.js';
-import { receive } from './receive.js';
-import { audit } from './audit.js';
-import { plant } from './plant.js';
-import { demo } from './demo.js';
 
-/** Every `ghostpipe` subcommand, in the order `ghostpipe --help` lists them. */
-export const commands: Command[] = [keygen, seal, open, inspect, relay, keys, receive, audit, agent, enroll, doctor, plant, demo];
+/**
+ * Every `ghostpipe` subcommand, in the order `ghostpipe --help` lists them. Modules load on
+ * demand: `ghostpipe open` must not pay for the OPC-UA client or the relay server at start-up.
+ */
+export const commandLoaders: Record<string, () => Promise<Command>> = {
+  keygen: async () => (await import('./keygen.js')).keygen,
+  seal: async () => (await import('./seal.js')).seal,
+  open: async () => (await import('./open.js')).open,
+  inspect: async () => (await import('./inspect.js')).inspect,
+  relay: async () => (await import('./relay.js')).relay,
+  keys: async () => (await import('./keys.js')).keys,
+  receive: async () => (await import('./receive.js')).receive,
+  audit: async () => (await import('./audit.js')).audit,
+  agent: async () => (await import('./agent.js')).agent,
+  enroll: async () => (await import('./enroll.js')).enroll,
+  doctor: async () => (await import('./doctor.js')).doctor,
+  plant: async () => (await import('./plant.js')).plant,
+  demo: async () => (await import('./demo.js')).demo,
+};
+
+/** All commands, loaded (for the top-level help). */
+export async function loadAllCommands(): Promise<Command[]> {
+  return Promise.all(Object.values(commandLoaders).map((load) => load()));
+}

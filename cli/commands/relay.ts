@@ -1,8 +1,4 @@
 import { CliError, optionalString, type Command } from '../command.js';
-import { ConfigError } from '../../common/schema.js';
-import { createLogger } from '../../common/log.js';
-import { loadRelayConfig } from '../../relay/config.js';
-import { startRelay } from '../../relay/relay.js';
 
 export const relay: Command = {
   name: 'relay',
@@ -18,6 +14,10 @@ export const relay: Command = {
   ].join('\n'),
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
+    // Loaded here, not at the top: other commands should not pay for the relay's modules.
+    const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }] = await Promise.all([
+      import('../../common/schema.js'), import('../../common/log.js'), import('../../relay/config.js'), import('../../relay/relay.js'),
+    ]);
     let config;
     try {
       config = loadRelayConfig(optionalString(args, 'config'));
