@@ -26,6 +26,8 @@ export interface AgentOptions {
   logger: Logger;
   /** SIGTERM: how long to keep flushing to the relay before exiting. */
   flushMs?: number;
+  /** Do not schedule intervals; the caller runs runInterval() (benchmarks). */
+  manual?: boolean;
 }
 
 /** Settings a SIGHUP reload cannot change (they shape keys, state or the backlog): restart instead. */
@@ -46,6 +48,8 @@ export class Agent {
   private lastEnrollmentCheck = 0;
   private readonly onTapEvent;
   framesBuilt = 0;
+  /** Quality counts of the last frame built (doctor and benchmarks). */
+  lastQuality = { good: 0, uncertain: 0, bad: 0 };
 
   constructor(private readonly o: AgentOptions) {
     this.config = o.config;
@@ -83,7 +87,7 @@ export class Agent {
     await this.checkEnrollment(true);
     await this.startTaps(config);
     this.nextStart = Date.now();
-    this.schedule();
+    if (!this.o.manual) this.schedule();
   }
 
   private async checkEnrollment(atStart = false): Promise<void> {
@@ -153,6 +157,9 @@ export class Agent {
       const frame: Frame = { sequence: this.state.take('frame', config.streamId), time: start, intervalMs: config.interval, readings };
       const batch = encodeFrames([frame]);
       this.framesBuilt++;
+      const quality = { good: 0, uncertain: 0, bad: 0 };
+      for (const r of readings) quality[r.quality]++;
+      this.lastQuality = quality;
       this.delivery.enqueue({ sequence: frame.sequence, batch });
       if (!this.delivery.enabled && Date.now() - this.lastEnrollmentCheck >= config.relay.statusInterval) await this.checkEnrollment();
       await this.delivery.pump();

@@ -41,8 +41,8 @@ function complete(tap: Tap, readings: Reading[], now: number): Reading[] {
 
 function cached(s: ScheduledTap, now: number): Reading[] {
   if (s.last === undefined) return badReadings(s.tap.name, s.tap.points, 'not collected yet', now);
-  const stale = now - (s.lastAsked ?? 0) > s.intervalMs;
-  return s.last.map((r) => (stale ? { ...r, stale: true } : r));
+  // A repeated reading older than the tap's own interval is flagged, never passed off as fresh.
+  return s.last.map((r) => (now - r.readTime > s.intervalMs && r.stale !== true ? { ...r, stale: true } : r));
 }
 
 /**

@@ -45,7 +45,14 @@ export function formatFrame(records: RecordLike[]): string {
     byTap.set(r.tap, list);
   }
   const width = Math.max(...[...byTap.keys()].map((t) => t.length));
-  const lines = [...byTap].map(([tap, list]) => `  ${tap.padEnd(width)}  ${list.map((r) => `${r.point} ${formatValue(r)}`).join(' · ')}`);
+  const lines = [...byTap].map(([tap, list]) => {
+    // A tap that is down gives every point the same reason: say it once.
+    const reasons = new Set(list.map((r) => r.reason));
+    const text = list.length > 1 && list.every((r) => r.quality === 'bad') && reasons.size === 1
+      ? `✗ all ${list.length} points bad: ${list[0]!.reason ?? 'bad'}`
+      : list.map((r) => `${r.point} ${formatValue(r)}`).join(' · ');
+    return `  ${tap.padEnd(width)}  ${text}`;
+  });
   return [header, ...lines].join('\n');
 }
 

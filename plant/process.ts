@@ -43,7 +43,7 @@ export class RoleExitedError extends Error {
 /** Detached children still running when this process exits are killed (no orphans). */
 const killOnExit = new Set<RoleProcess>();
 process.on('exit', () => {
-  for (const p of killOnExit) if (p.running()) p.child.kill('SIGKILL');
+  for (const p of killOnExit) if (p.running()) p.killGroup();
 });
 
 export class RoleProcess {
@@ -151,7 +151,21 @@ export class RoleProcess {
 
   /** SIGKILL, as a crash or power cut would. */
   async kill(): Promise<void> {
-    if (this.running()) this.child.kill('SIGKILL');
+    if (this.running()) this.killGroup();
     await this.exited;
+  }
+
+  /** SIGKILL to the role and, when detached, its whole process group (the plant's mosquitto too). */
+  killGroup(): void {
+    const pid = this.child.pid;
+    if (this.options.detached && pid !== undefined) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+        return;
+      } catch {
+        // group already gone: fall through to the process itself
+      }
+    }
+    this.child.kill('SIGKILL');
   }
 }

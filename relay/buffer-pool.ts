@@ -1,31 +1,64 @@
 /**
  * Envelope buffers. Every envelope of one bucket and KEM has the same length, so small ones
- * (<= 256 KiB: the 4 KiB and 64 KiB buckets) are cut from 1 MiB slabs and reused: one
- * allocation per ~100 envelopes instead of one each (saves ~300 bytes of malloc and object
- * overhead per held envelope). Larger envelopes get their own buffer, freed when burned.
- * A released buffer is always zeroed first. Slabs are kept for reuse; how much of them is in
- * use is still bounded by the store's memory cap.
+ * (<= 256 KiB: the 4 KiB and 64 KiB buckets) are cut from 1 MiB slabs of that exact length:
+ * one allocation per ~100 envelopes instead of one each (saves ~300 bytes of malloc and object
+ * overhead per held envelope). A released slot is always zeroed first. A slab whose slots are
+ * all free is released, except one spare per length. Larger envelopes get their own buffer.
  */
 const SLAB_BYTES = 1024 * 1024;
 const MAX_POOLED = SLAB_BYTES / 4;
 
+interface Slab {
+  free: Buffer[];
+  used: number;
+}
+
+interface SizeClass {
+  /** Slabs with at least one free slot. */
+  available: Slab[];
+}
+
 export class BufferPool {
-  private readonly free = new Map<number, Buffer[]>();
+  private readonly classes = new Map<number, SizeClass>();
+  private readonly slabs = new Map<ArrayBufferLike, Slab>();
 
   allocate(size: number): Buffer {
     if (size > MAX_POOLED) return Buffer.allocUnsafeSlow(size);
-    let list = this.free.get(size);
-    if (!list) this.free.set(size, (list = []));
-    if (list.length === 0) {
+    let sizeClass = this.classes.get(size);
+    if (!sizeClass) this.classes.set(size, (sizeClass = { available: [] }));
+    let slab = sizeClass.available[sizeClass.available.length - 1];
+    if (!slab) {
       const count = Math.floor(SLAB_BYTES / size);
-      const slab = Buffer.alloc(count * size);
-      for (let i = count - 1; i >= 0; i--) list.push(slab.subarray(i * size, (i + 1) * size));
+      const memory = Buffer.alloc(count * size);
+      slab = { free: [], used: 0 };
+      for (let i = count - 1; i >= 0; i--) slab.free.push(memory.subarray(i * size, (i + 1) * size));
+      this.slabs.set(memory.buffer, slab);
+      sizeClass.available.push(slab);
     }
-    return list.pop()!;
+    const view = slab.free.pop()!;
+    slab.used++;
+    if (slab.free.length === 0) sizeClass.available.pop();
+    return view;
   }
 
   release(bytes: Buffer): void {
     bytes.fill(0);
-    if (bytes.length <= MAX_POOLED) this.free.get(bytes.length)?.push(bytes);
+    const slab = bytes.length <= MAX_POOLED ? this.slabs.get(bytes.buffer) : undefined;
+    if (!slab) return; // its own allocation: the GC frees it
+    const sizeClass = this.classes.get(bytes.length)!;
+    if (slab.free.length === 0) sizeClass.available.push(slab);
+    slab.free.push(bytes);
+    slab.used--;
+    if (slab.used === 0 && sizeClass.available.length > 1) {
+      sizeClass.available.splice(sizeClass.available.indexOf(slab), 1);
+      this.slabs.delete(bytes.buffer);
+    }
+  }
+
+  /** Bytes held in slabs (used and free), for stats. */
+  get slabBytes(): number {
+    let total = 0;
+    for (const [memory] of this.slabs) total += memory.byteLength;
+    return total;
   }
 }

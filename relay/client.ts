@@ -32,7 +32,7 @@ export interface Stats {
   memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number };
   envelopes: { pending: number; leased: number; delivered: number; expired: number };
   queues: Record<string, { pending: number; leased: number }>;
-  log: { size: number; origin: string };
+  log: { size: number; origin: string; checkpointLatencyMs: { last: number; max: number } };
   keys: { active: number; revoked: number };
   devices: { active: number; revoked: number };
 }

@@ -70,6 +70,9 @@ export class RelayLog {
   private lastFlush = -Infinity;
   signedSize = 0;
   checkpoint = '';
+  /** Append -> signed checkpoint latency of the latest batch and the worst since start, ms. */
+  lastCheckpointMs = 0;
+  maxCheckpointMs = 0;
 
   private constructor(private readonly options: LogOptions) {}
 
@@ -161,7 +164,9 @@ export class RelayLog {
         }
         this.sign(size);
         this.lastFlush = performance.now();
-        this.options.onCheckpoint?.(size, this.lastFlush - since);
+        this.lastCheckpointMs = this.lastFlush - since;
+        this.maxCheckpointMs = Math.max(this.maxCheckpointMs, this.lastCheckpointMs);
+        this.options.onCheckpoint?.(size, this.lastCheckpointMs);
       }
     } catch (err) {
       this.options.onError(err);

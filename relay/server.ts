@@ -29,6 +29,8 @@ const LEASE_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
 const MAX_PREFIX = 4096;
 /** Largest body discarded after a refusal before the connection is cut (a 5 MiB envelope and then some). */
 const MAX_DISCARD = 6 * 1024 * 1024;
+/** Envelopes up to this size come from the slab pool (relay/buffer-pool.ts). */
+const COPY_ON_SEND_BYTES = 256 * 1024;
 
 type Handler = (req: IncomingMessage, res: ServerResponse, parts: string[], query: URLSearchParams) => Promise<void>;
 
@@ -102,7 +104,12 @@ export class RelayServer {
     });
     try {
       if (this.stopping) throw new HttpError(503, 'shutting_down', 'relay is shutting down', 1000);
-      const url = new URL(req.url ?? '/', 'http://relay.invalid');
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://relay.invalid');
+      } catch {
+        throw badRequest('malformed request target');
+      }
       const parts = url.pathname.split('/').slice(1);
       const handler = this.route(req.method ?? 'GET', parts);
       await handler(req, res, parts, url.searchParams);
@@ -197,7 +204,10 @@ export class RelayServer {
       memory: { heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss() },
       envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired },
       queues: q.queues,
-      log: { size: this.state.log.signedSize, origin: this.state.origin },
+      log: {
+        size: this.state.log.signedSize, origin: this.state.origin,
+        checkpointLatencyMs: { last: Math.round(this.state.log.lastCheckpointMs), max: Math.round(this.state.log.maxCheckpointMs) },
+      },
       keys: { active: keys.filter((k) => k.revokedAt === undefined).length, revoked: keys.filter((k) => k.revokedAt !== undefined).length },
       devices: { active: devices.filter((d) => d.revokedAt === undefined).length, revoked: devices.filter((d) => d.revokedAt !== undefined).length },
     });
@@ -444,7 +454,7 @@ export class RelayServer {
     if (!Array.isArray(ids) || ids.length === 0 || ids.length > 1000 || !ids.every((id) => typeof id === 'string' && id.length <= 128)) {
       throw badRequest('ids must be a list of 1 to 1000 envelope id strings');
     }
-    const statuses: Record<string, string> = {};
+    const statuses: Record<string, string> = Object.create(null) as Record<string, string>;
     for (const id of ids as string[]) statuses[id] = ENVELOPE_ID_PATTERN.test(id) ? this.state.store.status(id, key.id) : 'unknown';
     sendJson(res, 200, { statuses });
   };
@@ -521,7 +531,9 @@ export class RelayServer {
       'ghostpipe-lease-expires': new Date(lease.expiresAt).toISOString(),
       'ghostpipe-received-at': new Date(held.receivedAt).toISOString(),
     });
-    res.end(held.bytes);
+    // Small envelopes live in reused slab slots: send a private copy, so a slow reader whose
+    // lease expires can never be handed a slot that was burned and reused meanwhile.
+    res.end(held.bytes.length <= COPY_ON_SEND_BYTES ? Buffer.from(held.bytes) : held.bytes);
   };
 
   private leaseAction(action: 'ack' | 'release'): Handler {

@@ -87,7 +87,8 @@ export const demo: Command = {
       if (verbose || level >= 40 || SHOWN.has(String(json['msg']))) say(formatLogLine(role, json));
     };
 
-    const conduit = new Conduit({ dir, cli: cliPath, intervalMs, sinks: [{ type: 'stdout' }, { type: 'file', path: path.join(dir, 'readings.jsonl') }], detached: true, onLine });
+    // plan pro allows 60 uploads a minute: enough from 1 s up; faster demos need enterprise.
+    const conduit = new Conduit({ dir, cli: cliPath, intervalMs, devicePlan: intervalMs < 1000 ? 'enterprise' : 'pro', sinks: [{ type: 'stdout' }, { type: 'file', path: path.join(dir, 'readings.jsonl') }], detached: true, onLine });
     let stopping: Promise<void> | undefined;
     let plant: ReturnType<Conduit['spawn']> | undefined;
     const stopAll = () => {
@@ -103,6 +104,8 @@ export const demo: Command = {
     const interrupted = new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
+      // stdout closed (e.g. `ghostpipe demo | head`): stop everything as on Ctrl-C.
+      process.stdout.on('error', () => resolve());
     });
 
     say(`Ghost Pipe demo — everything on 127.0.0.1, state in ${dir}`);

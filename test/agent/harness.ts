@@ -91,9 +91,13 @@ export interface AgentProcess {
 
 const agents = new Set<ChildProcess>();
 
-export function killAllAgents(): void {
+const loops = new Set<() => Promise<void>>();
+
+/** Kills every agent still running and stops every receive loop: call from test.after. */
+export async function killAllAgents(): Promise<void> {
   for (const child of agents) child.kill('SIGKILL');
   agents.clear();
+  await Promise.all([...loops].map((stop) => stop()));
 }
 
 export function startAgent(configFile: string): AgentProcess {
@@ -186,13 +190,13 @@ export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Arra
       }
     }
   })();
-  return {
-    received,
-    async stop() {
-      running = false;
-      await loop;
-    },
+  const stop = async () => {
+    running = false;
+    loops.delete(stop);
+    await loop;
   };
+  loops.add(stop);
+  return { received, stop };
 }
 
 /** What a receiver's replay window does: drop envelopes whose sequence was already seen. */
@@ -205,10 +209,10 @@ export function frameSequences(received: Received[]): bigint[] {
   return received.flatMap((r) => r.frames.map((f) => f.sequence));
 }
 
-export async function until(predicate: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function until(predicate: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!predicate()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

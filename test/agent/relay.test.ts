@@ -15,7 +15,7 @@ let modbus: ModbusTcpTestServer | undefined;
 let broker: MosquittoBroker | undefined;
 
 after(async () => {
-  killAllAgents();
+  await killAllAgents();
   await modbus?.stop();
   await broker?.close();
   await cleanupAll();
@@ -31,7 +31,7 @@ function taps(modbusPort: number, mqttUrl: string): unknown[] {
         { name: 'tag', table: 'holding', address: 10, type: 'string', length: 8 },
       ],
     },
-    { name: 'broker', type: 'mqtt', url: mqttUrl, points: [{ name: 'label', topic: 'plant/label', type: 'string' }, { name: 'temp', topic: 'plant/temp', unit: 'degC' }] },
+    { name: 'broker', type: 'mqtt', url: mqttUrl, staleAfter: '1h', points: [{ name: 'label', topic: 'plant/label', type: 'string' }, { name: 'temp', topic: 'plant/temp', unit: 'degC' }] },
   ];
 }
 
@@ -56,13 +56,14 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   assert.match(enrolled.stdout, new RegExp(`enrolled ${env.did}`));
 
   let receiver = env.receiver;
-  const rx = receiveLoop(() => receiver, env.devicePublicKey);
+  let rx = receiveLoop(() => receiver, env.devicePublicKey);
   const agent = startAgent(env.configFile);
   await agent.waitFor((l) => l.msg === 'device enrolled with the relay', 10_000, 'enrollment check');
-  await until(() => rx.received.length >= 3, 15_000, 'three frames');
+  const allGood = () => rx.received.find((r) => r.frames[0]!.readings.length === 5 && r.frames[0]!.readings.every((x) => x.quality === 'good'));
+  await until(() => allGood() !== undefined, 15_000, () => `a frame with every point good; last: ${JSON.stringify(rx.received.at(-1)?.frames[0]?.readings, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`);
 
   // Readings: every point present, typed, with quality; the string point carries the marker.
-  const frame = rx.received.at(-1)!.frames[0]!;
+  const frame = allGood()!.frames[0]!;
   const byName = new Map(frame.readings.map((r) => [`${r.tap}/${r.point}`, r]));
   assert.deepEqual([...byName.keys()].sort(), ['broker/label', 'broker/temp', 'plc/energy', 'plc/flow', 'plc/tag']);
   assert.equal(byName.get('plc/flow')!.value, 1234);
@@ -75,15 +76,22 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   // Constant size on the wire: every envelope so far has the same length.
   assert.equal(new Set(rx.received.map((r) => r.bytes)).size, 1);
 
-  // Kill the relay hard mid-run and bring it back on the same port and state directory.
-  const before = rx.received.length;
+  // Pause the receiver so the relay holds undelivered envelopes, then kill it hard: they are lost
+  // with its RAM. Bring it back on the same port and state directory; the agent must re-send them.
+  await rx.stop();
+  const earlier = rx.received;
+  const before = earlier.length;
+  await new Promise((resolve) => setTimeout(resolve, 1200));
   await relay.stop('SIGKILL');
   const relayOutputBefore = relay.output();
   await new Promise((resolve) => setTimeout(resolve, 1500));
   relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
   receiver = { ...env.receiver, client: env.receiver.client }; // same key: the relay kept its key hashes
   await agent.waitFor((l) => l.msg === 'relay unreachable; frames are kept in the RAM backlog', 5_000, 'unreachable log');
-  await until(() => rx.received.length >= before + 6, 30_000, 'frames after the restart');
+  const resent = await agent.waitFor((l) => l.msg.startsWith('relay no longer knows accepted envelopes'), 10_000, 're-send after the relay restart');
+  assert.ok((resent['envelopes'] as number) >= 1);
+  rx = receiveLoop(() => receiver, env.devicePublicKey);
+  await until(() => rx.received.length >= 6, 30_000, 'frames after the restart');
 
   // Stop the agent: SIGTERM flushes; then wait until the receiver drained the relay.
   assert.equal(await agent.stop('SIGTERM'), 0);
@@ -92,7 +100,7 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   await new Promise((resolve) => setTimeout(resolve, 1500));
   await rx.stop();
 
-  const unique = dedupe(rx.received);
+  const unique = dedupe([...earlier, ...rx.received]);
   const sequences = frameSequences(unique);
   assert.equal(new Set(sequences).size, sequences.length, 'no frame twice once exact duplicate envelopes are dropped');
   const sorted = [...sequences].sort((a, b) => (a < b ? -1 : 1));

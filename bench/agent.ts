@@ -1,0 +1,101 @@
+/**
+ * Agent benchmark against real local peers: 10 Modbus TCP servers x 50 registers, one OPC-UA
+ * server with 100 variables, mosquitto with 50 retained topics, and a real relay process.
+ *   - one interval end to end: poll every tap, build and encode the frame, seal, sign, upload
+ *   - Modbus requests per interval for that set (the request planner merges neighbours)
+ *   - RSS of a real `ghostpipe agent` process with all three tap kinds active
+ * Targets (docs/PERFORMANCE.md): interval <= 250 ms on x86, RSS <= 100 MB.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { measure, type Row } from './table.js';
+import { silentLogger } from '../common/log.js';
+import { validate } from '../common/schema.js';
+import { agentConfigSchema, loadAgentSecrets } from '../agent/config.js';
+import { Agent } from '../agent/agent.js';
+import { enrollDevice } from '../agent/enroll.js';
+import { RelayClient } from '../relay/client.js';
+import { cleanupAll, startRelay } from '../test/relay/harness.js';
+import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../test/helpers/modbus-server.js';
+import { connectTestClient, startMosquitto } from '../test/helpers/mosquitto.js';
+import { startOpcuaServer } from '../test/helpers/opcua-server.js';
+import { agentConfig, makeAgentEnv, startAgent, writeAgentConfig, killAllAgents } from '../test/agent/harness.js';
+
+const ITERATIONS = 20;
+
+export async function benchAgent(): Promise<Row[]> {
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'ghostpipe-agent-bench-'));
+  const modbus: ModbusTcpTestServer[] = [];
+  const opcuaNames = Array.from({ length: 100 }, (_, i) => `Node${i}`);
+  const opcua = await startOpcuaServer({ pkiDir: path.join(tmp, 'opcua-server'), variables: opcuaNames.map((name, i) => ({ name, value: i })), securityModes: ['None'], securityPolicies: ['None'] });
+  const broker = await startMosquitto();
+  const relay = await startRelay();
+  const rows: Row[] = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const memory = new ModbusMemory();
+      memory.setRegisters('holding', 0, Array.from({ length: 50 }, (_, j) => j * 10 + i));
+      modbus.push(await startModbusTcpServer(memory));
+    }
+    const publisher = await connectTestClient(broker.url);
+    for (let i = 0; i < 50; i++) await publisher.publishAsync(`bench/t${i}`, String(i * 1.5), { retain: true, qos: 1 });
+    await publisher.endAsync();
+
+    const taps = [
+      ...modbus.map((server, i) => ({
+        name: `plc${i}`, type: 'modbus', transport: 'tcp', host: '127.0.0.1', port: server.port, addressBase: 0, timeout: '1s', maxGap: 4,
+        points: Array.from({ length: 50 }, (_, j) => ({ name: `r${j}`, table: 'holding', address: j, type: 'uint16', unit: 'bar' })),
+      })),
+      { name: 'opcua', type: 'opcua', endpoint: opcua.endpoint, securityMode: 'None', pkiDir: path.join(tmp, 'opcua-client'), points: opcuaNames.map((name) => ({ name, nodeId: `ns=2;s=${name}` })) },
+      { name: 'mqtt', type: 'mqtt', url: broker.url, staleAfter: '1h', points: Array.from({ length: 50 }, (_, i) => ({ name: `t${i}`, topic: `bench/t${i}` })) },
+    ];
+    const env = await makeAgentEnv(relay);
+    const raw = agentConfig(env, relay.url, taps, { interval: '1s', deadline: 0.9 });
+    const config = validate(agentConfigSchema, raw);
+    const secrets = await loadAgentSecrets(config, 'bench', () => undefined);
+    await enrollDevice(new RelayClient({ baseUrl: relay.url, apiKey: secrets.apiKey }), secrets.device);
+
+    // In-process: time runInterval (collect by the deadline, encode, seal, sign, upload).
+    const agent = new Agent({ config, secrets, logger: silentLogger(), manual: true });
+    await agent.start();
+    for (let i = 0; i < 40 && !(await allGood(agent)); i++) await new Promise((resolve) => setTimeout(resolve, 250));
+    const timing = await measure(() => agent.runInterval(Date.now()), ITERATIONS, 2);
+    await agent.stop();
+    rows.push({ section: 'agent', name: 'one interval: poll + build + seal + upload (10x50 Modbus, 100 OPC-UA, 50 MQTT)', provider: process.version, ...timing, note: `target <= 250 ms on x86; ${agent.delivery.stats.uploaded} uploads` });
+
+    // A real agent process: RSS with all three tap kinds active after a few intervals.
+    await writeAgentConfig(env, { ...raw, stateDir: path.join(env.dir, 'state-rss') });
+    const child = startAgent(env.configFile);
+    await child.waitFor((l) => l.msg === 'device enrolled with the relay', 20_000, 'agent start');
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const requestsBefore = modbus.reduce((n, s) => n + s.requests.length, 0);
+    await new Promise((resolve) => setTimeout(resolve, 5_000)); // five 1 s intervals
+    const requests = (modbus.reduce((n, s) => n + s.requests.length, 0) - requestsBefore) / 5;
+    const rssKb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.child.pid}/status`, 'utf8'))?.[1] ?? NaN);
+    await child.stop();
+    rows.push({ section: 'agent', name: 'Modbus requests per interval (10 devices x 50 registers)', provider: 'modbus-serial 8.0.25', p50_ms: NaN, p95_ms: NaN, note: `${requests} requests (real agent, 1 s interval)` });
+    rows.push({ section: 'agent', name: 'agent process RSS, Modbus + OPC-UA + MQTT taps active', provider: process.version, p50_ms: NaN, p95_ms: NaN, note: `${(rssKb / 1024).toFixed(1)} MB (target <= 100 MB)` });
+  } finally {
+    await killAllAgents();
+    for (const server of modbus) await server.stop();
+    await opcua.stop();
+    await broker.close();
+    await cleanupAll();
+    await rm(tmp, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+async function allGood(agent: Agent): Promise<boolean> {
+  // A throwaway interval: the readings it built tell whether every tap is connected.
+  const before = agent.framesBuilt;
+  await agent.runInterval(Date.now());
+  return agent.framesBuilt > before && agent.lastQuality.bad === 0 && agent.lastQuality.uncertain === 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { formatTable } = await import('./table.js');
+  console.log(formatTable(await benchAgent()));
+}

@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfigText } from '../../common/config-file.js';
+import { ConfigError } from '../../common/schema.js';
+import { agentConfigSchema } from '../../agent/config.js';
+
+const BASE = `device:
+  signKey: /k/gw.sign.key
+  kemKey: /k/gw.kem.key
+relay:
+  url: http://127.0.0.1:8787
+  apiKeyFile: /k/api.key
+recipients:
+  - name: it
+    publicKey: /k/rx.kem.pub
+taps:
+  - name: plc
+    type: modbus
+    transport: tcp
+    host: 127.0.0.1
+    addressBase: 0
+    points:
+      - { name: flow, table: holding, address: 0, type: uint16 }
+      - { name: temp, table: input, address: 2, type: float32 }
+  - name: broker
+    type: mqtt
+    url: mqtt://127.0.0.1:1883
+    points:
+      - { name: label, topic: plant/label, type: string }
+`;
+
+const parse = (text: string) => parseConfigText(text, 'agent.yaml', agentConfigSchema);
+
+function errorOf(text: string): string {
+  try {
+    parse(text);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.message;
+  }
+  assert.fail('config should have been refused');
+}
+
+test('the base config is valid and gets every default', () => {
+  const config = parse(BASE);
+  assert.equal(config.interval, 15_000);
+  assert.equal(config.deadline, 0.75);
+  assert.equal(config.backlog.maxSize, 32 * 1024 * 1024);
+  assert.deepEqual(config.padding.buckets, [4096, 65536, 1048576, 5242880]);
+  assert.equal(config.aead, 'aes-256-gcm');
+  assert.equal(config.stateDir, '/var/lib/ghostpipe/agent');
+  assert.equal(config.taps.length, 2);
+});
+
+const CASES: [string, (text: string) => string, string][] = [
+  ['misspelt top-level key', (t) => t + 'intervall: 5s\n', 'agent.yaml:24:1: intervall: unknown key; allowed keys: device, relay, recipients, interval, deadline, streamId, padding, aead, kem, backlog, stateDir, logLevel, taps; did you mean "interval"?'],
+  ['interval without a unit', (t) => t + 'interval: 15\n', 'agent.yaml:24:11: interval: must be a duration from 100ms to 1d; found 15'],
+  ['unknown tap type', (t) => t.replace('type: mqtt', 'type: mqqt'), 'agent.yaml:20:11: taps[1].type: must be one of modbus, opcua, mqtt; found "mqqt"; did you mean "mqtt"?'],
+  ['bad point type', (t) => t.replace('type: uint16', 'type: uint61'), 'agent.yaml:17:57: taps[0].points[0].type: must be one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string, bit; found "uint61"; did you mean "uint16"?'],
+  ['duplicate tap name', (t) => t.replace('name: broker', 'name: plc'), 'agent.yaml:19:11: taps[1].name: duplicate tap name "plc" (also taps[0])'],
+  ['duplicate point name', (t) => t.replace('name: temp', 'name: flow'), 'agent.yaml:18:17: taps[0].points[1].name: duplicate point name "flow" (also points[0])'],
+  ['relay url scheme', (t) => t.replace('http://127.0.0.1:8787', 'ftp://relay'), 'agent.yaml:5:8: relay.url: must be a URL starting with http:// or https://; found "ftp://relay"'],
+  ['missing recipients', (t) => t.replace(/recipients:\n  - name: it\n    publicKey: \/k\/rx.kem.pub\n/, ''), 'agent.yaml:1:1: recipients: required'],
+  ['tap interval shorter than the agent interval', (t) => t.replace('    type: mqtt', '    type: mqtt\n    interval: 1s'), 'agent.yaml:21:15: taps[1].interval: must be at least the agent interval (15000 ms): one frame per interval; found 1000 ms'],
+  ['buckets not ascending', (t) => t + 'padding:\n  buckets: [64KiB, 4KiB]\n', 'agent.yaml:25:20: padding.buckets[1]: must be larger than the bucket before it (65536 bytes); found 4096'],
+  ['deadline out of range', (t) => t + 'deadline: 1.5\n', 'agent.yaml:24:11: deadline: must be a number from 0.1 to 0.9; found 1.5'],
+  ['backlog too small', (t) => t + 'backlog:\n  maxSize: 1KiB\n', 'agent.yaml:25:12: backlog.maxSize: must be a size from 64KiB to 1GiB; found "1KiB"'],
+  ['aead typo', (t) => t + 'aead: chacha20\n', 'agent.yaml:24:7: aead: must be one of aes-256-gcm, chacha20-poly1305; found "chacha20"'],
+  ['no taps', (t) => t.replace(/taps:[\s\S]*$/, 'taps: []\n'), 'agent.yaml:10:7: taps: must have at least 1 item; found 0'],
+];
+
+for (const [name, mutate, expected] of CASES) {
+  test(`refused: ${name}`, () => {
+    const message = errorOf(mutate(BASE));
+    assert.ok(message.split('\n').some((line) => line.startsWith(expected)), `expected a line starting with\n  ${expected}\ngot\n  ${message}`);
+  });
+}
+
+test('every problem is reported at once, sorted by position', () => {
+  const message = errorOf(BASE.replace('type: uint16', 'type: nope').replace('type: mqtt', 'type: x') + 'intervall: 5s\n');
+  const lines = message.split('\n');
+  assert.equal(lines.length, 3);
+  assert.match(lines[0]!, /^agent.yaml:17:\d+: taps\[0\]\.points\[0\]\.type: /);
+  assert.match(lines[1]!, /^agent.yaml:20:11: taps\[1\]\.type: /);
+  assert.match(lines[2]!, /^agent.yaml:24:1: intervall: unknown key/);
+});
+
+test('the shipped example config is valid', async () => {
+  const { loadAgentConfig } = await import('../../agent/config.js');
+  const { repoRoot } = await import('../helpers/paths.js');
+  const config = loadAgentConfig(`${repoRoot}/config/agent.example.yaml`);
+  assert.deepEqual(config.taps.map((t) => t.type).sort(), ['modbus', 'mqtt', 'opcua']);
+});
