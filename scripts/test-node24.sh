@@ -14,4 +14,4 @@ bash scripts/install-deps.sh
 npx tsc -p tsconfig.json
 mapfile -t files < <(find dist/test/protocol -name '*.test.js' | sort)
 echo "node24: $("$node24" --version) openssl $("$node24" -p process.versions.openssl)" >&2
-exec "$node24" --test --test-concurrency=2 "${files[@]}"
+exec "$node24" --test --test-timeout=180000 --test-concurrency=2 "${files[@]}"

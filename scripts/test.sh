@@ -10,4 +10,4 @@ if [ "$#" -gt 0 ]; then
 else
   mapfile -t files < <(find dist -name '*.test.js' -not -path 'dist/bench/*' | sort)
 fi
-exec node --test --test-concurrency="${GHOSTPIPE_TEST_CONCURRENCY:-2}" "${files[@]}"
+exec node --test --test-timeout="${GHOSTPIPE_TEST_TIMEOUT_MS:-180000}" --test-concurrency="${GHOSTPIPE_TEST_CONCURRENCY:-2}" "${files[@]}"
