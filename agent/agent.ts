@@ -13,7 +13,7 @@ import { Delivery } from './delivery.js';
 import { checkEnrollment, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
 import { createTap, tapEventLogger } from './taps.js';
-import type { Reading } from './tap.js';
+import { startTaps, type Reading } from './tap.js';
 
 function tapStatus(s: ScheduledTap): { state: 'up' | 'down'; reason?: string } {
   const status = s.tap.status();
@@ -114,14 +114,8 @@ export class Agent {
 
   private async startTaps(config: AgentConfig): Promise<void> {
     this.taps = config.taps.map((tc) => ({ tap: createTap(config, tc, { logger: this.logger, onEvent: this.onTapEvent }), intervalMs: tapInterval(config, tc) }));
-    await Promise.all(this.taps.map(async (s) => {
-      try {
-        await s.tap.start();
-      } catch (err) {
-        // start() should not reject for a dead peer; if it does, the tap reports bad readings.
-        this.logger.warn({ tap: s.tap.name, reason: (err as Error).message }, 'tap failed to start');
-      }
-    }));
+    // start() should not reject for a dead peer; if it does, the tap reports bad readings.
+    await startTaps(this.taps.map((s) => s.tap), (tap, err) => this.logger.warn({ tap: tap.name, reason: err.message }, 'tap failed to start'));
   }
 
   private async stopTaps(taps: ScheduledTap[]): Promise<void> {

@@ -30,9 +30,12 @@ export interface DoctorReport {
 const PROBE_DEADLINE_MS = 10_000;
 
 export async function runDoctor(config: AgentConfig, secrets: AgentSecrets, logger: Logger, probeMs = PROBE_DEADLINE_MS): Promise<DoctorReport> {
+  const created = config.taps.map((tc) => createTap(config, tc, { logger, onEvent: () => undefined }));
+  // Heavy imports first, so no probe's connect timer runs while node-opcua loads (see Tap.prepare).
+  await Promise.all(created.map((tap) => tap.prepare?.().catch(() => undefined)));
   const taps = await Promise.all(
-    config.taps.map(async (tc): Promise<TapProbe> => {
-      const tap = createTap(config, tc, { logger, onEvent: () => undefined });
+    config.taps.map(async (tc, i): Promise<TapProbe> => {
+      const tap = created[i]!;
       try {
         await tap.start();
         const start = Date.now();

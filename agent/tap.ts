@@ -45,6 +45,12 @@ export interface Tap {
   readonly kind: 'modbus' | 'opcua' | 'mqtt';
   /** Names of every configured point, so the core can mark them bad if the tap misses the deadline. */
   readonly points: readonly string[];
+  /**
+   * Optional: load the protocol library (node-opcua-client takes seconds of CPU to import).
+   * The core awaits every tap's prepare() before starting any tap, so one tap's import never
+   * blocks the event loop while another tap's connect or request timer is running.
+   */
+  prepare?(): Promise<void>;
   /** Begin connecting in the background; resolves quickly, never rejects because a peer is down. */
   start(): Promise<void>;
   /**
@@ -59,6 +65,12 @@ export interface Tap {
 
 /** Emitted by taps so the core can log up/down transitions with the reason (never values). */
 export type TapEventListener = (event: { tap: string; state: TapState; reason?: string }) => void;
+
+/** prepare() every tap (heavy imports first, see Tap.prepare), then start them all. */
+export async function startTaps(taps: readonly Tap[], onStartError: (tap: Tap, err: Error) => void): Promise<void> {
+  await Promise.all(taps.map((tap) => tap.prepare?.().catch((err: Error) => onStartError(tap, err))));
+  await Promise.all(taps.map((tap) => tap.start().catch((err: Error) => onStartError(tap, err))));
+}
 
 /** Readings for every point of a tap that failed as a whole. */
 export function badReadings(tap: string, points: readonly string[], reason: string, now = Date.now()): Reading[] {

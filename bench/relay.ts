@@ -22,6 +22,12 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const cliPath = path.join(here, '..', 'cli', 'ghostpipe.js');
 const MiB = 1024 * 1024;
 const HELD = 100_000;
+/**
+ * V8 flags for the relay process, as the systemd unit should run it (docs/RELAY.md): a 1 MiB
+ * semi-space keeps the young generation (and the socket chunks it keeps alive) small. Override
+ * with GP_RELAY_NODE_FLAGS="" to measure Node's defaults.
+ */
+const RELAY_FLAGS = (process.env['GP_RELAY_NODE_FLAGS'] ?? '--max-semi-space-size=1').split(' ').filter(Boolean);
 
 async function rssOf(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -47,7 +53,7 @@ async function startBenchRelay(): Promise<Bench> {
   // Production log level (info: every audit event is a line), written to a file, not a pipe.
   const logFile = path.join(dir, 'relay.log');
   const out = openSync(logFile, 'w');
-  const child = spawn(process.execPath, [cliPath, 'relay', '--config', config], { stdio: ['ignore', out, 'inherit'] });
+  const child = spawn(process.execPath, [...RELAY_FLAGS, cliPath, 'relay', '--config', config], { stdio: ['ignore', out, 'inherit'] });
   closeSync(out);
   const port = await new Promise<number>((resolve, reject) => {
     const deadline = Date.now() + 20_000;
@@ -145,7 +151,7 @@ export async function benchRelay(): Promise<Row[]> {
   try {
     await new Promise((r) => setTimeout(r, 500));
     const idle = await rssOf(relay.pid);
-    rows.push({ section: 'relay', name: 'idle RSS', provider, p50_ms: NaN, p95_ms: NaN, note: `${(idle / MiB).toFixed(1)} MB (target <= 60 MB)` });
+    rows.push({ section: 'relay', name: 'idle RSS', provider, p50_ms: NaN, p95_ms: NaN, note: `${(idle / MiB).toFixed(1)} MB (target <= 60 MB); node flags: ${RELAY_FLAGS.join(' ') || 'none'}` });
 
     const parties = await Promise.all(Array.from({ length: 16 }, () => makeParty(relay)));
     const plan: Record<number, [number, number]> = { 4096: [100, 8], 65536: [50, 4], 1048576: [20, 2], 5242880: [8, 1] };
@@ -211,7 +217,7 @@ export async function benchRelay(): Promise<Row[]> {
 /** Runs this file in a child with GP_BENCH_HELD_CHILD=1 and --expose-gc; returns its measurement. */
 function heldChild(): Promise<{ rssBefore: number; rssAfter: number; envelopeBytes: number; overheadPerEnvelope: number }> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url)], { env: { ...process.env, GP_BENCH_HELD_CHILD: '1' }, maxBuffer: 1 << 20 }, (err, stdout) => {
+    execFile(process.execPath, [...RELAY_FLAGS, '--expose-gc', fileURLToPath(import.meta.url)], { env: { ...process.env, GP_BENCH_HELD_CHILD: '1' }, maxBuffer: 1 << 20 }, (err, stdout) => {
       if (err) return reject(err);
       resolve(JSON.parse(stdout.trim().split('\n').pop()!));
     });

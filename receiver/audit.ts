@@ -5,9 +5,10 @@
  */
 import path from 'node:path';
 import { RelayClient } from '../relay/client.js';
-import { MerkleTree, sameHash } from '../protocol/tlog/index.js';
+import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { LogIntegrityError, LogTrust } from './log-trust.js';
+import { CompactRange, readEntries } from './log-scan.js';
 import { ensurePrivateDir } from './files.js';
 import { saveEvidence } from './state.js';
 
@@ -29,8 +30,6 @@ export interface AuditResult {
   entries?: Record<string, number>;
 }
 
-const PAGE = 1000;
-
 export async function audit(o: AuditOptions): Promise<AuditResult> {
   if (o.stateDir !== undefined) await ensurePrivateDir(o.stateDir);
   const log = await LogTrust.open({ client: o.client, relayPublicKey: o.relayPublicKey, ...(o.origin !== undefined ? { origin: o.origin } : {}), ...(o.stateDir !== undefined ? { stateFile: path.join(o.stateDir, 'witness.json') } : {}) });
@@ -47,25 +46,18 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
   const cp = log.trusted;
   const result: AuditResult = { origin: cp.origin, size: cp.size, root: Buffer.from(cp.root).toString('base64'), previousSize };
   if (o.full) {
-    const tree = new MerkleTree();
+    const range = new CompactRange();
     const counts: Record<string, number> = {};
-    for (let start = 0; start < cp.size; start += PAGE) {
-      const end = Math.min(cp.size, start + PAGE);
-      const entries = await o.client.entries(start, end);
-      if (entries.length !== end - start) throw new LogIntegrityError('bad_proof', `relay returned ${entries.length} entries for [${start}, ${end})`);
-      entries.forEach((e, i) => {
-        if (e.index !== start + i) throw new LogIntegrityError('bad_proof', `relay returned entry ${e.index} where ${start + i} was expected`);
-        tree.appendData(e.data);
-        let type = 'malformed';
-        try {
-          type = decodeLogEntry(e.data).type;
-        } catch (err) {
-          if (!(err instanceof LogEntryError)) throw err;
-        }
-        counts[type] = (counts[type] ?? 0) + 1;
-      });
-    }
-    if (!sameHash(tree.root(cp.size), cp.root)) {
+    await readEntries(o.client, range, cp.size, (_index, data) => {
+      let type = 'malformed';
+      try {
+        type = decodeLogEntry(data).type;
+      } catch (err) {
+        if (!(err instanceof LogEntryError)) throw err;
+      }
+      counts[type] = (counts[type] ?? 0) + 1;
+    });
+    if (!sameHash(range.root(), cp.root)) {
       throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`);
     }
     result.entries = counts;

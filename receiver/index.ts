@@ -10,6 +10,7 @@ import type { ReceiverConfig, SinkConfig } from './config.js';
 import { pinnedFetch } from './http-fetch.js';
 import { LogTrust } from './log-trust.js';
 import { DeviceTrust } from './trust.js';
+import { RevocationWatch } from './revocations.js';
 import { ReplayStore } from './state.js';
 import { Receiver } from './receiver.js';
 import type { Sink } from './sinks/sink.js';
@@ -98,12 +99,13 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
   }
   const client = new RelayClient({
     baseUrl: config.relay.url, apiKey, timeoutMs: config.relay.timeout,
-    ...(config.relay.ca !== undefined ? { fetch: pinnedFetch(await readPem(config.relay.ca)) } : {}),
+    fetch: pinnedFetch(config.relay.ca !== undefined ? await readPem(config.relay.ca) : undefined),
   });
   const stateDir = path.resolve(config.stateDir);
   const replay = await ReplayStore.open(stateDir, config.replay.window);
   const log = await LogTrust.open({ client, relayPublicKey: relayKey.publicKey, stateFile: path.join(stateDir, 'witness.json'), ...(config.relay.origin !== undefined ? { origin: config.relay.origin } : {}) });
-  const trust = new DeviceTrust({ client, log, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
+  const revocations = await RevocationWatch.open(client, log.witness.origin, path.join(stateDir, 'revocations.json'));
+  const trust = new DeviceTrust({ client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
   const sinks: Sink[] = [];
   try {
     for (const c of config.sinks) sinks.push(await makeSink(c, warn));
@@ -126,6 +128,7 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
     receiver,
     async close() {
       for (const sink of sinks) await sink.close().catch(() => undefined);
+      await revocations.save().catch(() => undefined);
       await replay.close();
       recipientKey.seed.fill(0);
     },

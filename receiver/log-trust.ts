@@ -7,6 +7,15 @@ import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../relay/client.js';
 import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { loadWitnessState, saveWitnessState } from './state.js';
+import { sleep } from '../common/backoff.js';
+
+/**
+ * How long proveIncluded waits for the relay to sign a checkpoint covering a fresh leaf. The relay
+ * signs within ~250 ms of an append (relay/log.ts); polling the tiny checkpoint a few times costs
+ * far less than releasing the lease and leasing it again after a backoff.
+ */
+const CHECKPOINT_WAIT_MS = 1500;
+const CHECKPOINT_POLL_MS = [5, 10, 20, 40, 80, 150, 250];
 
 /** The relay's log cannot be trusted any more: stop and tell the operator. Never retried automatically. */
 export type IntegrityCode = 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof';
@@ -95,6 +104,11 @@ export class LogTrust {
    */
   async proveIncluded(leafHash: Uint8Array, leafIndex: number): Promise<{ index: number; size: number }> {
     if (!(leafIndex < this.trusted.size)) await this.refresh();
+    const deadline = performance.now() + CHECKPOINT_WAIT_MS;
+    for (let i = 0; !(leafIndex < this.trusted.size) && performance.now() < deadline; i++) {
+      await sleep(CHECKPOINT_POLL_MS[Math.min(i, CHECKPOINT_POLL_MS.length - 1)]!);
+      await this.refresh();
+    }
     const cp = this.trusted;
     if (!(leafIndex < cp.size)) throw new NotYetLoggedError(`leaf ${leafIndex} is not yet in a signed checkpoint (size ${cp.size})`);
     let proof;

@@ -55,14 +55,22 @@ export interface ReceiverOptions {
   now?: () => number;
 }
 
+/**
+ * A leaf not yet in a signed checkpoint is normal for a few hundred ms after an upload; only when
+ * the relay keeps not signing for this long is it worth a warning (a stuck or misbehaving relay).
+ */
+export const NOT_YET_LOGGED_WARN_MS = 10_000;
+
 /** Exit codes of `ghostpipe receive`. */
 export const EXIT = { ok: 0, integrity: 3, relayAuth: 4 } as const;
 
 export class Receiver {
-  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, lateAcks: 0 };
+  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, notYetLogged: 0, lateAcks: 0 };
   readonly refusals: Partial<Record<RefusalCode, number>> = {};
   private readonly now: () => number;
   private readonly stopping = new AbortController();
+  /** Since when envelopes keep waiting for a signed checkpoint (undefined: none waiting). */
+  private notLoggedSince: number | undefined;
 
   constructor(private readonly o: ReceiverOptions) {
     this.now = o.now ?? Date.now;
@@ -153,6 +161,8 @@ export class Receiver {
       if (now - h.createdAt > this.o.maxAgeMs) throw new Refusal('too_old', `created ${new Date(h.createdAt).toISOString()}, older than ${this.o.maxAgeMs} ms`);
       if (h.createdAt - now > this.o.maxFutureMs) throw new Refusal('from_future', `created ${new Date(h.createdAt).toISOString()}, more than ${this.o.maxFutureMs} ms ahead of this clock`);
       await this.o.log.proveIncluded(transferLeaf(bytes).hash, lease.leafIndex);
+      this.notLoggedSince = undefined;
+      await this.o.trust.checkLogRevocation(h.senderKeyId);
 
       const key = streamKey(Buffer.from(h.senderKeyId).toString('hex'), h.streamId);
       const fp = fingerprint(id);
@@ -197,8 +207,17 @@ export class Receiver {
         await this.ack(lease, context);
         return 'refused';
       }
-      if (err instanceof SinkError || err instanceof NotYetLoggedError || (err instanceof RelayError && err.status !== 401 && err.status !== 403)) {
-        logger.warn({ ...context, reason: err instanceof SinkError ? 'sink_failed' : err instanceof NotYetLoggedError ? 'not_yet_logged' : err.code }, `envelope not delivered yet, will retry: ${err.message}`);
+      if (err instanceof NotYetLoggedError) {
+        this.counts.notYetLogged++;
+        this.notLoggedSince ??= this.now();
+        const waitedMs = this.now() - this.notLoggedSince;
+        const level = waitedMs >= NOT_YET_LOGGED_WARN_MS ? 'warn' : 'debug';
+        logger[level]({ ...context, reason: 'not_yet_logged', waitedMs, count: this.counts.notYetLogged }, `envelope not in a signed checkpoint yet, will retry: ${err.message}`);
+        await this.o.client.release(lease.leaseId).catch(() => undefined);
+        return 'retry';
+      }
+      if (err instanceof SinkError || (err instanceof RelayError && err.status !== 401 && err.status !== 403)) {
+        logger.warn({ ...context, reason: err instanceof SinkError ? 'sink_failed' : err.code }, `envelope not delivered yet, will retry: ${err.message}`);
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';
       }

@@ -5,6 +5,7 @@
  *   replay.json       anti-replay window snapshot, replaced atomically
  *   replay.journal    one JSON line per delivered envelope since the snapshot, appended + fsync'ed
  *                     before the ack; folded into replay.json every `compactEvery` lines
+ *   revocations.json  how far the verified log was read for revocation leaves (receiver/revocations.ts)
  *   evidence/         signed checkpoints that prove a fork, kept for the operator
  *
  * A torn last journal line (crash during append) is ignored: its envelope was never acknowledged.

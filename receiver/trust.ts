@@ -14,6 +14,7 @@ import { keyId } from '../protocol/keys.js';
 import { encodeLogEntry } from '../protocol/log-entries.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
 import type { LogTrust } from './log-trust.js';
+import type { RevocationWatch } from './revocations.js';
 
 export type TrustRefusal = 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration';
 
@@ -44,6 +45,8 @@ export interface DeviceTrustOptions {
   pinnedDids: string[];
   pinnedKeys: Uint8Array[];
   refreshMs: number;
+  /** Revocation leaves of the verified log: catches a relay that hides a revocation in its DID record. */
+  revocations: RevocationWatch;
   now?: () => number;
 }
 
@@ -77,6 +80,17 @@ export class DeviceTrust {
       if (err instanceof TrustError) this.cache.set(did, { refusal: err, checkedAt: this.now() });
       throw err;
     }
+  }
+
+  /**
+   * Refuses a sender whose revocation is in the verified log up to the trusted checkpoint, whatever
+   * the relay's DID record says. Call after the envelope's inclusion proof (the checkpoint then
+   * covers the envelope, so any revocation logged before it).
+   */
+  async checkLogRevocation(senderKeyId: Uint8Array): Promise<void> {
+    await this.o.revocations.sync(this.o.log.trusted);
+    const revoked = this.o.revocations.revocation(senderKeyId);
+    if (revoked) throw new TrustError('revoked_sender', `sender ${revoked.did} is revoked by log entry ${revoked.leafIndex} (the relay's DID record may say otherwise)`);
   }
 
   private async lookup(did: string): Promise<TrustedDevice> {

@@ -3,6 +3,7 @@
  * Every failure is a RelayError: HTTP refusals carry the status, the relay's stable code and
  * Retry-After; network failures and timeouts use status 0 and codes "network" / "timeout".
  */
+import type { AuditEvent } from './audit.js'; // type only: no server code is loaded
 
 export const ENVELOPE_MEDIA_TYPE = 'application/vnd.ghostpipe.envelope';
 /** ML-DSA-65 context of the enrollment proof of possession. */
@@ -73,16 +74,8 @@ export interface KeyInfo {
   recipients?: string[];
   usage?: { periodStart: string; transfers: number; quota: number };
 }
-export interface AuditEvent {
-  time: string;
-  event: string;
-  keyId?: string;
-  keyLabel?: string;
-  did?: string;
-  envelopeHash?: string;
-  size?: number;
-  outcome: string;
-}
+/** One audit event as the relay exports it. */
+export type { AuditEvent };
 export interface AuditQuery { from?: string | Date; to?: string | Date; key?: string }
 
 export interface RelayClientOptions {

@@ -43,7 +43,7 @@ export async function readJson(req: IncomingMessage): Promise<Record<string, unk
   if (declared > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', `JSON body over ${MAX_JSON_BYTES} bytes`);
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyChunks(req)) {
     total += chunk.length;
     if (total > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', `JSON body over ${MAX_JSON_BYTES} bytes`);
     chunks.push(chunk);
@@ -61,9 +61,19 @@ export async function readJson(req: IncomingMessage): Promise<Record<string, unk
 /** Drains (discards) a body we do not expect, up to a small limit. */
 export async function drain(req: IncomingMessage): Promise<void> {
   let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyChunks(req)) {
     total += chunk.length;
     if (total > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', 'unexpected request body');
+  }
+}
+
+/** The body's chunks; a client that closes before sending all it declared gets a typed 400. */
+async function* bodyChunks(req: IncomingMessage): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || req.destroyed) throw new HttpError(400, 'truncated_body', 'the connection closed before the whole body arrived');
+    throw err;
   }
 }
 

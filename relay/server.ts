@@ -2,9 +2,11 @@
  * The relay's HTTP server: routing, authentication, and every endpoint of docs/API.md.
  * State lives in RelayState (relay/state.ts); this file only speaks HTTP.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import type https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../common/log.js';
@@ -23,6 +25,13 @@ import type { RelayState } from './state.js';
 import type { RelayConfig } from './config.js';
 
 export const VERSION = '0.1.0';
+/**
+ * node:http through require, not `import`: on Node 24 an ESM import of node:http materialises
+ * every lazy export (WebSocket, ...), loading undici, http2, zlib and worker_threads: ~13 MB of
+ * idle RSS for nothing. node:https is loaded only when TLS is configured.
+ */
+const require = createRequire(import.meta.url);
+const nodeHttp = require('node:http') as typeof http;
 const RECIPIENT_PATTERN = /^[0-9a-f]{64}$/;
 const ENVELOPE_ID_PATTERN = /^[0-9a-f]{64}$/;
 const LEASE_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
@@ -41,6 +50,8 @@ export class RelayServer {
   /** Aborted at shutdown: ends every long-poll at once. */
   private readonly shutdownSignal = new AbortController();
   readonly startedAt = Date.now();
+  /** One signature verification per event-loop turn, so timers (the checkpoint signer) stay on time. */
+  private readonly cpuTurns = new CpuTurns();
 
   constructor(private readonly config: RelayConfig, private readonly state: RelayState, private readonly log: Logger) {}
 
@@ -56,7 +67,7 @@ export class RelayServer {
     const tls = this.config.tls ? { cert: readFileSync(this.config.tls.cert), key: readFileSync(this.config.tls.key) } : undefined;
     const bound: { host: string; port: number }[] = [];
     for (const address of this.config.listen) {
-      const server = tls ? https.createServer({ ...options, ...tls }) : http.createServer(options);
+      const server = tls ? (require('node:https') as typeof https).createServer({ ...options, ...tls }) : nodeHttp.createServer(options);
       server.maxConnections = limits.maxConnections;
       server.setTimeout(limits.idleTimeout); // no 'timeout' listener: idle sockets are destroyed
       server.on('request', (req, res) => void this.dispatch(req, res));
@@ -64,7 +75,7 @@ export class RelayServer {
         this.log.debug({ code: err.code }, 'client error');
         if (!socket.writable) return socket.destroy();
         const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        socket.end(`HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -117,7 +128,8 @@ export class RelayServer {
       if (err instanceof HttpError) {
         // Unread body: cut off oversized and unauthenticated senders; otherwise discard the rest
         // (bounded) so the client can read the answer instead of a reset connection.
-        const cutOff = !req.complete && (err.status === 413 || err.status === 401);
+        // A 507 body is not read either: reading megabytes only to drop them is what a full relay must avoid.
+        const cutOff = !req.complete && (err.status === 413 || err.status === 401 || err.status === 507);
         sendError(res, err, cutOff);
         if (cutOff) req.pause();
         else if (!req.complete) discardBody(req, MAX_DISCARD);
@@ -323,6 +335,8 @@ export class RelayServer {
     const lengthHeader = req.headers['content-length'];
     const contentLength = lengthHeader === undefined ? undefined : Number(lengthHeader);
     if (contentLength !== undefined && contentLength > limit) refuse(tooLarge(limit, key.plan));
+    // Full before the first byte: refuse now, read nothing (the connection is then cut off).
+    if (contentLength !== undefined && !this.state.store.canAllocate(contentLength)) refuse(memoryFull(this.state.retryAfterMs()));
 
     const bytes = await this.receiveEnvelope(req, limit, contentLength, key.plan).catch((err: unknown) => {
       if (err instanceof HttpError) refuse(err);
@@ -347,6 +361,7 @@ export class RelayServer {
         audit('wrong_signer', { did, size: bytes.length });
         throw new HttpError(403, 'wrong_signer', 'envelope sender is not the device bound to this key');
       }
+      await this.cpuTurns.next();
       if (!signatureValid(env, this.state.devices.signingKey(device!))) {
         audit('bad_signature', { did, size: bytes.length });
         throw new HttpError(403, 'bad_signature', 'envelope signature does not verify');
@@ -422,7 +437,7 @@ export class RelayServer {
         if (contentLength !== undefined && contentLength !== declared) return fail(malformed(`Content-Length ${contentLength} differs from the envelope's declared length ${declared}`));
         if (received > declared) return fail(malformed(`body is longer than the declared envelope length ${declared}`));
         buffer = this.state.store.allocate(declared);
-        if (!buffer) return fail(new HttpError(507, 'memory_full', 'relay memory is full; retry later', this.state.retryAfterMs()));
+        if (!buffer) return fail(memoryFull(this.state.retryAfterMs()));
         head.copy(buffer, 0);
         prefix = [];
       };
@@ -487,7 +502,7 @@ export class RelayServer {
     }
     if (res.destroyed) return;
     sendJson(res, 200, {
-      envelopes: items.map((h) => ({ id: h.id, size: h.bytes.length, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state })),
+      envelopes: items.map((h) => ({ id: h.id, size: h.size, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state })),
     });
   };
 
@@ -516,14 +531,14 @@ export class RelayServer {
     }
     const held = lease.held;
     const taken = lease;
-    this.state.audit.record({ event: 'lease', keyId: key.id, keyLabel: key.label, envelopeHash: held.id, size: held.bytes.length, outcome: 'ok' });
+    this.state.audit.record({ event: 'lease', keyId: key.id, keyLabel: key.label, envelopeHash: held.id, size: held.size, outcome: 'ok' });
     res.on('close', () => {
       // The receiver vanished before it got every byte: give the envelope back at once.
       if (!res.writableFinished && this.state.store.findLease(taken.id, key.id) === taken) this.state.store.release(taken);
     });
     res.writeHead(200, {
       'content-type': ENVELOPE_MEDIA_TYPE,
-      'content-length': held.bytes.length,
+      'content-length': held.size,
       'cache-control': 'no-store',
       'ghostpipe-envelope-id': held.id,
       'ghostpipe-lease-id': lease.id,
@@ -533,7 +548,8 @@ export class RelayServer {
     });
     // Small envelopes live in reused slab slots: send a private copy, so a slow reader whose
     // lease expires can never be handed a slot that was burned and reused meanwhile.
-    res.end(held.bytes.length <= COPY_ON_SEND_BYTES ? Buffer.from(held.bytes) : held.bytes);
+    const bytes = held.bytes;
+    res.end(bytes.length <= COPY_ON_SEND_BYTES ? Buffer.from(bytes) : bytes);
   };
 
   private leaseAction(action: 'ack' | 'release'): Handler {
@@ -544,8 +560,7 @@ export class RelayServer {
       const lease = LEASE_ID_PATTERN.test(leaseId) ? this.state.store.findLease(leaseId, key.id) : undefined;
       if (lease === undefined) throw notFound();
       if (lease === 'expired') throw new HttpError(410, 'lease_expired', 'the lease timed out; the envelope went back to the queue');
-      const { id, bytes } = lease.held;
-      const size = bytes.length;
+      const { id, size } = lease.held;
       if (action === 'ack') this.state.store.ack(lease);
       else this.state.store.release(lease);
       this.state.audit.record({ event: action, keyId: key.id, keyLabel: key.label, envelopeHash: id, size, outcome: 'ok' });
@@ -686,6 +701,36 @@ export class RelayServer {
   };
 }
 
+/**
+ * Hands out turns one per event-loop iteration. A burst of uploads would otherwise verify
+ * back to back in one poll phase (about 7 ms each with @noble/post-quantum), delaying the
+ * checkpoint timer past its 250 ms budget; between turns, timers and I/O run.
+ */
+class CpuTurns {
+  private readonly waiting: (() => void)[] = [];
+  private head = 0;
+  private scheduled = false;
+
+  next(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.head === this.waiting.length) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const resolve = this.waiting[this.head++]!;
+      if (this.head === this.waiting.length) this.waiting.length = this.head = 0;
+      resolve();
+      this.schedule();
+    });
+  }
+}
+
 function discardBody(req: IncomingMessage, maxBytes: number): void {
   let seen = 0;
   req.removeAllListeners('data');
@@ -702,6 +747,10 @@ function b64(bytes: Uint8Array): string {
 
 function pathOnly(url: string | undefined): string {
   return (url ?? '/').split('?')[0]!.slice(0, 200);
+}
+
+function memoryFull(retryAfterMs: number): HttpError {
+  return new HttpError(507, 'memory_full', 'relay memory is full; retry later', retryAfterMs);
 }
 
 function tooLarge(limit: number, plan: string): HttpError {

@@ -11,40 +11,62 @@ import { BufferPool } from './buffer-pool.js';
 
 /**
  * Bookkeeping bytes charged per held envelope, so the cap counts real memory: bench/relay.ts
- * measured 840 (Node 20) to 1,210 (Node 24) bytes of RSS per held 4 KiB envelope beyond its own
- * bytes, its log leaf and index included. Rounded up.
+ * measured ~430-500 bytes of RSS per held 4 KiB envelope beyond its own bytes (its log leaf and
+ * index included) with --max-semi-space-size=1. Rounded up with room for the tombstone it
+ * leaves behind.
  */
-export const ENTRY_OVERHEAD = 1280;
+export const ENTRY_OVERHEAD = 640;
 
 export type HeldState = 'pending' | 'leased';
 export type FinalState = 'delivered' | 'expired';
 
-export interface Held {
-  id: string;
-  bytes: Buffer;
-  recipient: string;
-  uploaderKeyId: string;
-  leafIndex: number;
-  receivedAt: number;
-  expiresAt: number;
-  state: HeldState | FinalState;
-  lease: Lease | undefined;
-}
-
-/** A class, so every held envelope has one fixed, compact shape. */
-class HeldEnvelope implements Held {
+/**
+ * One held envelope, kept compact (100,000 of them must cost <= 512 bytes each beyond their
+ * bytes): the id as 32 raw bytes in a one-byte string (not 64 hex digits), the payload as
+ * (ArrayBuffer, offset, size) rather than a Buffer object, the arrival time relative to the
+ * store's start (a small integer, no boxed double) and no stored expiry (arrival + TTL).
+ */
+export class Held {
   state: HeldState | FinalState = 'pending';
   lease: Lease | undefined = undefined;
   constructor(
-    readonly id: string,
-    public bytes: Buffer,
+    /** The envelope hash as 32 latin1 characters: the store's map key. */
+    readonly key: string,
+    private memory: ArrayBufferLike,
+    private offset: number,
+    public size: number,
     readonly recipient: string,
     readonly uploaderKeyId: string,
     readonly leafIndex: number,
-    readonly receivedAt: number,
-    readonly expiresAt: number,
+    /** ms since EPOCH. */
+    readonly arrival: number,
   ) {}
+
+  /** Envelope id: the SHA-256 of its bytes, 64 lowercase hex digits. */
+  get id(): string {
+    return Buffer.from(this.key, 'latin1').toString('hex');
+  }
+
+  /** A view of the held bytes (no copy); empty once burned. */
+  get bytes(): Buffer {
+    return Buffer.from(this.memory, this.offset, this.size);
+  }
+
+  get receivedAt(): number {
+    return EPOCH + this.arrival;
+  }
+
+  /** Drops the reference to the payload memory (after it was zeroed). */
+  forget(): void {
+    this.memory = EMPTY.buffer;
+    this.offset = 0;
+    this.size = 0;
+  }
 }
+
+/** Arrival times are kept relative to this (small integers for 24 days, then still correct). */
+const EPOCH = Date.now();
+const idKey = (id: string): string => Buffer.from(id, 'hex').toString('latin1');
 
 export interface Lease {
   id: string;
@@ -53,11 +75,12 @@ export interface Lease {
   expiresAt: number;
 }
 
-interface Tombstone {
-  state: FinalState;
-  uploaderKeyId: string;
-  at: number;
-}
+/**
+ * What a burned envelope leaves behind for status queries and duplicate refusal: one small
+ * integer, (uploader number << 1) | (1 when expired), under its 32-byte key. At most
+ * statusMemory of them are kept, oldest dropped first (~100 bytes each).
+ */
+const EXPIRED_BIT = 1;
 
 type Waiter = () => void;
 
@@ -110,7 +133,10 @@ export class EnvelopeStore {
   private readonly leases = new Map<string, Lease>();
   /** Recently timed-out leases, so their holder gets 410 rather than 404. */
   private readonly expiredLeases = new Map<string, { receiverKeyId: string; at: number }>();
-  private readonly tombstones = new Map<string, Tombstone>();
+  private readonly tombstones = new Map<string, number>();
+  /** Uploader key ids by number, for tombstones. */
+  private readonly uploaders: string[] = [];
+  private readonly uploaderNumbers = new Map<string, number>();
   private readonly pool = new BufferPool();
   heldBytes = 0;
   inFlightBytes = 0;
@@ -135,10 +161,14 @@ export class EnvelopeStore {
    * undefined when memory is full. Give it back with add() or discard().
    */
   allocate(size: number): Buffer | undefined {
-    if (this.heldBytes + this.inFlightBytes + size + ENTRY_OVERHEAD > this.capBytes) return undefined;
-    if (this.inFlightBytes + size > this.maxInFlightBytes) return undefined;
+    if (!this.canAllocate(size)) return undefined;
     this.inFlightBytes += size;
     return this.pool.allocate(size);
+  }
+
+  /** Whether allocate(size) would succeed now. */
+  canAllocate(size: number): boolean {
+    return this.heldBytes + this.inFlightBytes + size + ENTRY_OVERHEAD <= this.capBytes && this.inFlightBytes + size <= this.maxInFlightBytes;
   }
 
   /** An upload that was refused after allocate(): zeroed and returned. */
@@ -149,7 +179,8 @@ export class EnvelopeStore {
 
   /** Held or remembered (delivered/expired) by this relay. */
   seen(id: string): boolean {
-    return this.held.has(id) || this.tombstones.has(id);
+    const key = idKey(id);
+    return this.held.has(key) || this.tombstones.has(key);
   }
 
   /** Adds an envelope whose `size` bytes were reserved. */
@@ -157,9 +188,10 @@ export class EnvelopeStore {
     this.inFlightBytes -= entry.bytes.length;
     const queue = this.queue(entry.recipient);
     // The queue's own key string: one copy per recipient, not one per envelope.
-    const held: Held = new HeldEnvelope(entry.id, entry.bytes, queue.recipient, entry.uploaderKeyId, entry.leafIndex, now, now + this.ttlMs);
-    this.held.set(held.id, held);
-    this.heldBytes += held.bytes.length + ENTRY_OVERHEAD;
+    const { buffer, byteOffset, length } = entry.bytes;
+    const held = new Held(idKey(entry.id), buffer, byteOffset, length, queue.recipient, entry.uploaderKeyId, entry.leafIndex, now - EPOCH);
+    this.held.set(held.key, held);
+    this.heldBytes += length + ENTRY_OVERHEAD;
     queue.push(held);
     queue.pending++;
     this.wake(queue);
@@ -167,10 +199,12 @@ export class EnvelopeStore {
   }
 
   status(id: string, uploaderKeyId: string): HeldState | FinalState | 'unknown' {
-    const held = this.held.get(id);
+    const key = idKey(id);
+    const held = this.held.get(key);
     if (held) return held.uploaderKeyId === uploaderKeyId ? held.state : 'unknown';
-    const tomb = this.tombstones.get(id);
-    return tomb && tomb.uploaderKeyId === uploaderKeyId ? tomb.state : 'unknown';
+    const tomb = this.tombstones.get(key);
+    if (tomb === undefined || this.uploaders[tomb >> 1] !== uploaderKeyId) return 'unknown';
+    return tomb & EXPIRED_BIT ? 'expired' : 'delivered';
   }
 
   list(recipient: string, limit: number): Held[] {
@@ -250,13 +284,10 @@ export class EnvelopeStore {
       if (gone.at + 10 * 60_000 > now) break;
       this.expiredLeases.delete(id);
     }
-    for (const [id, tomb] of this.tombstones) {
-      if (tomb.at + this.ttlMs > now) break;
-      this.tombstones.delete(id);
-    }
+    const sinceEpoch = now - EPOCH;
     // Insertion order is arrival order and the TTL is fixed, so expiry order too.
     for (const held of this.held.values()) {
-      if (held.expiresAt > now) break;
+      if (held.arrival + this.ttlMs > sinceEpoch) break;
       if (held.lease) {
         this.leases.delete(held.lease.id);
         this.queue(held.recipient).leased--;
@@ -291,17 +322,26 @@ export class EnvelopeStore {
   }
 
   private burn(held: Held, state: FinalState): void {
-    this.heldBytes -= held.bytes.length + ENTRY_OVERHEAD;
+    this.heldBytes -= held.size + ENTRY_OVERHEAD;
     this.pool.release(held.bytes); // zeroes it
-    held.bytes = EMPTY;
+    held.forget();
     held.lease = undefined;
     held.state = state;
-    this.held.delete(held.id);
-    this.tombstones.set(held.id, { state, uploaderKeyId: held.uploaderKeyId, at: Date.now() });
+    this.held.delete(held.key);
+    this.tombstones.set(held.key, (this.uploaderNumber(held.uploaderKeyId) << 1) | (state === 'expired' ? EXPIRED_BIT : 0));
     if (this.tombstones.size > this.statusMemory) {
       const oldest = this.tombstones.keys().next();
       if (!oldest.done) this.tombstones.delete(oldest.value);
     }
+  }
+
+  private uploaderNumber(keyId: string): number {
+    let n = this.uploaderNumbers.get(keyId);
+    if (n === undefined) {
+      n = this.uploaders.push(keyId) - 1;
+      this.uploaderNumbers.set(keyId, n);
+    }
+    return n;
   }
 
   private queue(recipient: string): Queue {

@@ -150,9 +150,9 @@ export class ModbusLink {
     // modbus-serial has its own per-request timer (setTimeout on the client); this one is the
     // backstop for a connection that dies without the library noticing.
     const ms = this.options.timeoutMs;
-    let timer: NodeJS.Timeout | undefined;
+    let cancelTimer = () => undefined as void;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new RequestTimeoutError(ms)), ms + 50);
+      cancelTimer = ioFairTimer(ms + 50, () => reject(new RequestTimeoutError(ms)));
     });
     try {
       return await Promise.race([work, timeout]);
@@ -161,7 +161,7 @@ export class ModbusLink {
       if ((err as { name?: unknown } | null)?.name === 'TransactionTimedOutError') throw new RequestTimeoutError(ms);
       throw err;
     } finally {
-      clearTimeout(timer);
+      cancelTimer();
     }
   }
 
@@ -219,7 +219,9 @@ export class ModbusLink {
 
   private async connectOnce(): Promise<Client> {
     const client = new ModbusRTU();
-    client.setTimeout(this.options.timeoutMs);
+    // The request timeout is set only once connected: modbus-serial would also use it as the
+    // socket's connect timer, which is not I/O-fair (see ioFairTimer).
+
     // Errors are reported through the connect promise or the connection wait; never unhandled.
     client.on('error', () => undefined);
     const target = this.target;
@@ -234,21 +236,39 @@ export class ModbusLink {
     } else {
       connecting = client.connectTCP(target.host, { port: target.port });
     }
-    let timer: NodeJS.Timeout | undefined;
+    let cancelTimer = () => undefined as void;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`connect timeout after ${this.options.timeoutMs} ms to ${this.description}`)), this.options.timeoutMs);
+      cancelTimer = ioFairTimer(this.options.timeoutMs, () => reject(new Error(`connect timeout after ${this.options.timeoutMs} ms to ${this.description}`)));
     });
     try {
       await Promise.race([connecting, timeout]);
+      client.setTimeout(this.options.timeoutMs);
       return client;
     } catch (err) {
       connecting.catch(() => undefined);
       await closeClient(client);
       throw err;
     } finally {
-      clearTimeout(timer);
+      cancelTimer();
     }
   }
+}
+
+/**
+ * Calls onTimeout `ms` after now, but only after pending I/O had its turn. When the event loop
+ * was blocked (a large import, a first seal), Node runs due timers before it polls sockets, so
+ * a plain timer declares a timeout although the peer's answer is already waiting. setImmediate
+ * runs after the poll phase. Returns the cancel function.
+ */
+export function ioFairTimer(ms: number, onTimeout: () => void): () => void {
+  let immediate: NodeJS.Immediate | undefined;
+  const timer = setTimeout(() => {
+    immediate = setImmediate(onTimeout);
+  }, ms);
+  return () => {
+    clearTimeout(timer);
+    if (immediate) clearImmediate(immediate);
+  };
 }
 
 function closeClient(client: Client): Promise<void> {

@@ -1,11 +1,12 @@
 /** The Modbus tap against real Modbus TCP servers (modbus-serial ServerTCP) on 127.0.0.1. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { createLogger, silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { ModbusMemory, startModbusTcpServer, startSilentTcpServer } from '../../test/helpers/modbus-server.js';
-import { freeLoopbackPort } from '../../test/helpers/pty.js';
+import { freeLoopbackPort } from '../../test/helpers/port.js';
 import type { Reading, Tap } from '../tap.js';
 import { BYTE_ORDERS, encodeRegisters, type ByteOrder, type DecodedValue, type RegisterType } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';
@@ -391,4 +392,41 @@ test('logs: up/down with reasons at info/warn, values only at debug', async () =
     else assert.ok(lines.some((l) => l.msg === 'modbus reading' && l.level === 20 && text.includes('31337')));
   }
   await server.stop();
+});
+
+test('a blocked event loop right after connecting is not mistaken for a connect timeout', async () => {
+  // Importing node-opcua blocks the loop for seconds on a Pi; the kernel completes the TCP
+  // handshake meanwhile, and the tap must see that instead of its own overdue timer. A counting
+  // TCP relay in front of the server shows whether the tap gave up and dialled again.
+  const server = await startModbusTcpServer(new ModbusMemory());
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+  const front = createServer((sock) => {
+    accepted++;
+    const back = connect(server.port, '127.0.0.1');
+    for (const s of [sock, back]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => (sock.destroy(), back.destroy()));
+    }
+    sock.pipe(back).pipe(sock);
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const port = (front.address() as AddressInfo).port;
+  const tap = makeTap({ port, timeout: '200ms', points: [{ name: 'p', table: 'holding', address: 0, type: 'uint16' }] });
+  try {
+    await tap.start();
+    await new Promise((r) => process.nextTick(r)); // net issues connect() on the next tick
+    const end = Date.now() + 800;
+    while (Date.now() < end); // block the loop for 4x the timeout
+    await until('tap up', () => tap.status().state === 'up');
+    const [reading] = await tap.collect(Date.now() + 1000);
+    assert.equal(reading!.quality, 'good');
+    assert.equal(accepted, 1, 'one connection: the first connect was not abandoned as timed out');
+  } finally {
+    await tap.stop();
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => front.close(r));
+    await server.stop();
+  }
 });

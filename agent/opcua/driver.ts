@@ -94,6 +94,11 @@ class OpcuaTap implements Tap {
     });
   }
 
+  /** Imports node-opcua (seconds of CPU on a Pi) before the agent starts any tap's timers. */
+  async prepare(): Promise<void> {
+    await loadLibraries(this.deps.logger);
+  }
+
   async start(): Promise<void> {
     if (this.loop || this.stopping.signal.aborted) return;
     if (this.config.auth.type === 'username' && this.config.securityMode === 'None') {

@@ -113,6 +113,8 @@ describe('read mode', () => {
     const before = await tap.collect(Date.now() + 500);
     assert.equal(before.length, 7);
     assert.ok(before.every((r) => r.quality === 'bad' && r.reason === 'not started'), 'bad before start');
+    // The import of node-opcua (seconds on a loaded CI box) happens here, outside waitUp's budget.
+    await tap.prepare!();
     await tap.start();
     await waitUp(tap);
     assert.deepEqual(events.at(-1), { tap: 'plc', state: 'up', reason: undefined });

@@ -62,7 +62,14 @@ export const audit: Command = {
       throw err;
     }
     const ca = optionalString(args, 'ca');
-    const client = new RelayClient({ baseUrl: url, ...(ca !== undefined ? { fetch: pinnedFetch(await fs.readFile(ca)) } : {}) });
+    let pem: Buffer | undefined;
+    try {
+      pem = ca === undefined ? undefined : await fs.readFile(ca);
+    } catch (err) {
+      throw new CliError(`audit: --ca ${ca}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 2);
+    }
+    // Always node:http(s) with a response cap (receiver/http-fetch.ts), pinned when --ca is given.
+    const client = new RelayClient({ baseUrl: url, fetch: pinnedFetch(pem) });
     const stateDir = optionalString(args, 'state');
     const origin = optionalString(args, 'origin');
     try {

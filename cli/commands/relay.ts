@@ -20,7 +20,7 @@ export const relay: Command = {
     ]);
     let config;
     try {
-      config = loadRelayConfig(optionalString(args, 'config'));
+      config = await loadRelayConfig(optionalString(args, 'config'));
     } catch (err) {
       if (err instanceof ConfigError) throw new CliError(`relay: invalid config\n${err.message}`, 2);
       throw err;

@@ -16,13 +16,13 @@ after(async () => {
   await cleanupAll();
 });
 
-async function setup(payload: string, extra: Record<string, unknown>): Promise<{ env: AgentEnv; relay: RelayProcess; port: number }> {
+async function setup(payload: string, extra: Record<string, unknown>, relayConfig: Record<string, unknown> = {}): Promise<{ env: AgentEnv; relay: RelayProcess; port: number }> {
   broker ??= await startMosquitto();
   const publisher = await connectTestClient(broker.url);
   await publisher.publishAsync('big/value', payload, { retain: true, qos: 1 });
   await publisher.endAsync();
   const port = await freePort();
-  const relay = await startRelay({ listen: [`127.0.0.1:${port}`] });
+  const relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...relayConfig });
   const env = await makeAgentEnv(relay);
   await writeAgentConfig(env, agentConfig(env, relay.url, [{ name: 'mq', type: 'mqtt', url: broker.url, staleAfter: '1h', points: [{ name: 'v', topic: 'big/value', type: 'string' }] }], { interval: '200ms', ...extra }));
   const enrolled = await cli(['enroll', '--config', env.configFile]);
@@ -55,6 +55,26 @@ test('relay down: the backlog grows; relay back: drained in order, coalesced, no
   const all = frameSequences(dedupe(rx.received)).sort((a, b) => (a < b ? -1 : 1));
   assert.equal(all[0], 1n);
   for (let i = 1; i < all.length; i++) assert.equal(all[i], all[i - 1]! + 1n, `frame ${all[i - 1]! + 1n} lost`);
+  assert.deepEqual(droppedIn(agent.lines), []);
+  await relay.stop();
+});
+
+test('relay full (507): the agent keeps its backlog until the relay has room, then everything arrives once', { timeout: 60_000 }, async () => {
+  // A 1 MiB relay and 256 KiB envelopes: three undelivered envelopes fill it.
+  const { env, relay } = await setup('f', { padding: { buckets: ['256KiB'] } }, { memoryCap: '1MiB' });
+  const agent = startAgent(env.configFile);
+  const refused = await agent.waitFor((l) => l.msg.startsWith('relay refused the upload; keeping the backlog'), 20_000, 'a refusal');
+  assert.match(String(refused.msg), /507|full|memory/i);
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // more frames pile up while full
+  const rx = receiveLoop(() => env.receiver, env.devicePublicKey); // frees the relay
+  await until(() => rx.received.some((r) => r.frames.length > 1), 20_000, 'a coalesced envelope after the relay had room');
+  assert.equal(await agent.stop(), 0);
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  await rx.stop();
+  const all = frameSequences(dedupe(rx.received)).sort((a, b) => (a < b ? -1 : 1));
+  assert.equal(all[0], 1n);
+  for (let i = 1; i < all.length; i++) assert.equal(all[i], all[i - 1]! + 1n, `frame ${all[i - 1]! + 1n} lost`);
+  assert.equal(new Set(all).size, all.length, 'no frame twice');
   assert.deepEqual(droppedIn(agent.lines), []);
   await relay.stop();
 });

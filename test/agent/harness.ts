@@ -100,8 +100,9 @@ export async function killAllAgents(): Promise<void> {
   await Promise.all([...loops].map((stop) => stop()));
 }
 
-export function startAgent(configFile: string): AgentProcess {
-  const child = spawn(process.execPath, [cliPath, 'agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `nodeFlags`: V8/node options before the script, e.g. the systemd unit's memory flags (bench). */
+export function startAgent(configFile: string, nodeFlags: string[] = []): AgentProcess {
+  const child = spawn(process.execPath, [...nodeFlags, cliPath, 'agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   agents.add(child);
   const lines: LogLine[] = [];
   let output = '';

@@ -8,27 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Conduit, type ConduitOptions } from '../../plant/conduit.js';
 import { cliPath } from '../helpers/paths.js';
+import type { ReadingRecord } from '../../receiver/records.js';
 
 export const INTERVAL_MS = 400;
 
-export interface SinkRecord {
-  device: string;
-  tap: string;
-  point: string;
-  value: number | string | boolean | null;
-  type: string;
-  unit: string | null;
-  quality: string;
-  reason: string | null;
-  sourceTime: string | null;
-  readTime: string;
-  serverTime: string | null;
-  stale: boolean;
-  seq: string;
-  stream: number;
-  frame: string;
-  envelope: string;
-}
+/** One line of the file sink: the receiver's JSON record of one reading. */
+export type SinkRecord = ReadingRecord;
 
 export async function makeConduit(name: string, options: Partial<ConduitOptions> = {}): Promise<{ conduit: Conduit; dir: string; sinkFile: string }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `ghostpipe-e2e-${name}-`));

@@ -14,9 +14,9 @@
  * The server PKI lives in `<pkiDir>/server`; client certificates are accepted automatically.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freeLoopbackPort } from './port.js';
 
 export interface TestVariable {
   name: string;
@@ -61,20 +61,9 @@ type ChildCommand = { type: 'set'; id: number; name: string; value: number | nul
 export const testNamespaceUri = 'urn:ghostpipe:test';
 const selfPath = fileURLToPath(import.meta.url);
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startOpcuaServer(options: OpcuaServerOptions): Promise<OpcuaTestServer> {
-  const port = options.port ?? (await freePort());
+  const port = options.port ?? (await freeLoopbackPort());
   let child: ChildProcess | undefined;
   let certificateFile = '';
   let nextId = 1;

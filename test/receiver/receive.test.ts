@@ -3,7 +3,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../relay/harness.js';
 import { RelayError } from '../../relay/client.js';
@@ -197,4 +197,25 @@ test('malformed and unsafe configs are refused with file, line and reason', asyn
   const revoked = await startReceiverProcess(setup, receiverConfig(relay, setup), 'revoked');
   assert.equal(await revoked.exited, 4, revoked.output());
   assert.match(revoked.output(), /key_revoked|revoked/);
+});
+
+test('corrupt state files (witness.json, revocations.json) stop the receiver at start, naming the file', async () => {
+  const setup = await receiverSetup(relay);
+  const config = receiverConfig(relay, setup, {}, 'corrupt');
+  const stateDir = config['stateDir'] as string;
+  const cases: [string, string, number, RegExp][] = [
+    ['witness.json', '{"origin": 7', 3, /witness\.json: .*not valid JSON/],
+    ['witness.json', '"a string"', 3, /witness\.json: .*must be an object/],
+    ['revocations.json', '{"origin":"x","size":3,"subtrees":[],"revoked":{}}', 1, /revocations\.json: unreadable revocation state \(subtrees do not match size\)/],
+    ['revocations.json', 'x'.repeat(100), 1, /revocations\.json: unreadable revocation state/],
+    ['revocations.json', '{"origin":"x","size":0,"subtrees":[],"revoked":{"zz":{"did":"d","leafIndex":1}}}', 1, /revocations\.json: unreadable revocation state \(revoked entries\)/],
+  ];
+  for (const [name, text, code, expected] of cases) {
+    await rm(stateDir, { recursive: true, force: true });
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    await writeFile(path.join(stateDir, name), text, { mode: 0o600 });
+    const proc = await startReceiverProcess(setup, config, 'corrupt');
+    assert.equal(await proc.exited, code, proc.output());
+    assert.match(proc.output(), expected);
+  }
 });

@@ -9,6 +9,8 @@ import { ReplayStore, StateError } from '../../receiver/state.js';
 import { FileSink } from '../../receiver/sinks/file.js';
 import { isLoopbackHost, checkTransport, TransportError } from '../../receiver/config.js';
 import type { ReadingRecord } from '../../receiver/records.js';
+import { CompactRange } from '../../receiver/log-scan.js';
+import { MerkleTree, leafHash } from '../../protocol/tlog/merkle.js';
 
 test('replay window: new, duplicate, conflicting and too-old sequences', () => {
   const w = new ReplayWindow(4);
@@ -83,4 +85,18 @@ test('plain HTTP only to loopback', () => {
   assert.doesNotThrow(() => checkTransport('http://127.0.0.1:8787', 'relay.url'));
   assert.doesNotThrow(() => checkTransport('https://relay.example.net', 'relay.url'));
   assert.throws(() => checkTransport('http://relay.example.net', 'relay.url'), TransportError);
+});
+
+test('compact Merkle range (revocation scan) gives the RFC 9162 root for every size', () => {
+  const tree = new MerkleTree();
+  const range = new CompactRange();
+  assert.deepEqual(range.root(), tree.root());
+  for (let i = 0; i < 70; i++) {
+    const leaf = leafHash(new Uint8Array([i, i >> 8, 7]));
+    tree.append(leaf);
+    range.append(leaf);
+    assert.deepEqual(range.root(), tree.root(), `size ${i + 1}`);
+  }
+  assert.equal(range.size, 70);
+  assert.deepEqual(range.subtrees.map((s) => s.height), [6, 2, 1], '70 = 64 + 4 + 2');
 });

@@ -1,0 +1,119 @@
+/**
+ * Revocations as the verified log shows them, independent of what GET /v2/did/{did} claims: a
+ * relay that hides a revocation in its DID record is still caught, because the revocation leaf
+ * (protocol/log-entries.ts, type 0x03) is in the log it signed.
+ *
+ * The receiver reads every log entry once, in order, up to the trusted checkpoint, folding the leaf
+ * hashes into a compact Merkle range (the O(log n) perfect-subtree roots) and checking that the
+ * entries hash to the signed root before it believes any of them. State (revocations.json in the
+ * state directory): scanned size, the compact range, the revoked signing key ids.
+ */
+import type { RelayClient } from '../relay/client.js';
+import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
+import { CompactRange, readEntries } from './log-scan.js';
+import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
+import { LogIntegrityError } from './log-trust.js';
+import { readOptional, writeFileAtomic } from './files.js';
+import { StateError } from './state.js';
+
+/** Progress is saved at most this often (a restart re-reads at most this much of the log). */
+const SAVE_EVERY_MS = 30_000;
+
+export interface Revocation { did: string; leafIndex: number }
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+
+export class RevocationWatch {
+  private lastSave = 0;
+  private unsaved = false;
+
+  private constructor(
+    private readonly client: RelayClient,
+    private readonly file: string | undefined,
+    private readonly origin: string,
+    private range: CompactRange,
+    /** signing key id (hex) -> where the log revoked it */
+    private readonly revoked: Map<string, Revocation>,
+  ) {}
+
+  /** `origin`: the log's origin; progress saved for another log (a new RAM-only relay boot) is discarded. */
+  static async open(client: RelayClient, origin: string, file?: string): Promise<RevocationWatch> {
+    const text = file === undefined ? undefined : await readOptional(file);
+    const fresh = () => new RevocationWatch(client, file, origin, new CompactRange(), new Map());
+    if (text === undefined) return fresh();
+    try {
+      const state = JSON.parse(text) as { origin: string; size: number; subtrees: { height: number; hash: string }[]; revoked: Record<string, Revocation> };
+      if (typeof state.origin !== 'string' || !Number.isSafeInteger(state.size) || state.size < 0 || !Array.isArray(state.subtrees) || typeof state.revoked !== 'object' || state.revoked === null) throw new Error('fields');
+      const subtrees = state.subtrees.map((s) => {
+        const hash = Buffer.from(String(s.hash), 'base64');
+        if (!Number.isInteger(s.height) || s.height < 0 || s.height > 63 || hash.length !== 32) throw new Error('subtree');
+        return { height: s.height, hash: new Uint8Array(hash) };
+      });
+      // The subtree heights are exactly the set bits of size, largest first.
+      if (subtrees.reduce((n, s) => n + 2 ** s.height, 0) !== state.size || subtrees.some((s, i) => i > 0 && s.height >= subtrees[i - 1]!.height)) throw new Error('subtrees do not match size');
+      const revoked = Object.entries(state.revoked);
+      if (revoked.some(([k, r]) => !/^[0-9a-f]{64}$/.test(k) || typeof r?.did !== 'string' || !Number.isSafeInteger(r.leafIndex))) throw new Error('revoked entries');
+      if (state.origin !== origin) return fresh();
+      return new RevocationWatch(client, file, origin, new CompactRange(state.size, subtrees), new Map(revoked));
+    } catch (err) {
+      throw new StateError(file!, `unreadable revocation state (${(err as Error).message}); delete it to re-read the log from the start`);
+    }
+  }
+
+  get scannedSize(): number {
+    return this.range.size;
+  }
+
+  /** Where the verified log revoked this signing key id, if it did (call sync first). */
+  revocation(signingKeyId: Uint8Array): Revocation | undefined {
+    return this.revoked.get(hex(signingKeyId));
+  }
+
+  /**
+   * Reads the entries up to the trusted checkpoint and believes them only if they hash to its root.
+   * Throws LogIntegrityError when the served entries differ from the signed log.
+   */
+  async sync(cp: TrustedCheckpoint): Promise<void> {
+    if (cp.size < this.range.size) {
+      throw new LogIntegrityError('rollback', `the trusted checkpoint (size ${cp.size}) is smaller than the ${this.range.size} log entries already read (${this.file ?? 'revocation state'}); if witness.json was reset on purpose, delete that file too`);
+    }
+    if (cp.size === this.range.size) return this.maybeSave();
+    const range = this.range.clone();
+    const found: [string, Revocation][] = [];
+    await readEntries(this.client, range, cp.size, (index, data) => {
+      if (data[0] !== 0x03) return;
+      try {
+        const entry = decodeLogEntry(data);
+        if (entry.type === 'revocation') found.push([hex(entry.signingKeyId), { did: entry.did, leafIndex: index }]);
+      } catch (err) {
+        if (!(err instanceof LogEntryError)) throw err;
+      }
+    });
+    if (!same(range.root(), cp.root)) {
+      throw new LogIntegrityError('fork', `log entries [0, ${cp.size}) served by the relay do not hash to its signed root`);
+    }
+    this.range = range;
+    for (const [key, r] of found) if (!this.revoked.has(key)) this.revoked.set(key, r);
+    this.unsaved = true;
+    await this.maybeSave(found.length > 0);
+  }
+
+  private async maybeSave(now = false): Promise<void> {
+    if (this.file === undefined || !this.unsaved || (!now && Date.now() - this.lastSave < SAVE_EVERY_MS)) return;
+    await this.save();
+  }
+
+  async save(): Promise<void> {
+    if (this.file === undefined || !this.unsaved) return;
+    const state = {
+      origin: this.origin,
+      size: this.range.size,
+      subtrees: this.range.subtrees.map((s) => ({ height: s.height, hash: Buffer.from(s.hash).toString('base64') })),
+      revoked: Object.fromEntries(this.revoked),
+    };
+    await writeFileAtomic(this.file, JSON.stringify(state) + '\n');
+    this.lastSave = Date.now();
+    this.unsaved = false;
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The receiver over HTTPS with a pinned CA: a real relay serving TLS with a certificate made at
+ * test time (openssl CLI), a receiver pinning that CA delivers; one pinning another CA refuses to
+ * talk to the relay at all (exit 1, the TLS error named), before any key leaves the process.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { RelayClient } from '../../relay/client.js';
+import { pinnedFetch } from '../../receiver/http-fetch.js';
+import { getProvider } from '../../protocol/crypto/provider.js';
+import { generatePrivateKey } from '../../protocol/keys.js';
+import type { Device } from '../relay/harness.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from './helpers.js';
+
+/** A CA and a server certificate for IP 127.0.0.1 signed by it; returns the file paths. */
+function makeCa(dir: string, name: string): { ca: string; cert: string; key: string } {
+  const f = (n: string) => path.join(dir, `${name}-${n}`);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', `/CN=${name} test CA`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-keyout', f('ca.key'), '-out', f('ca.pem'));
+  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', f('relay.key'), '-out', f('relay.csr'));
+  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', f('relay.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f('ext.cnf'), '-out', f('relay.pem'));
+  return { ca: f('ca.pem'), cert: f('relay.pem'), key: f('relay.key') };
+}
+
+let relay: RelayProcess;
+let tls: { ca: string; cert: string; key: string };
+let otherCa: string;
+let httpsRelay: RelayProcess;
+
+before(async () => {
+  const dir = await tempDir();
+  tls = makeCa(dir, 'relay');
+  otherCa = makeCa(dir, 'other').ca;
+  relay = await startRelay({ tls: { cert: tls.cert, key: tls.key }, leaseTimeout: '2s' });
+  // The harness speaks plain HTTP; the same relay over HTTPS, trusting only the test CA.
+  const url = relay.url.replace('http://', 'https://');
+  const fetch = pinnedFetch(await readFile(tls.ca));
+  httpsRelay = { ...relay, url, operator: new RelayClient({ baseUrl: url, apiKey: relay.operatorKey, fetch }) };
+});
+
+after(async () => {
+  await killAllChildren();
+  await cleanupAll();
+});
+
+async function enrolledDevice(): Promise<Device> {
+  const fetch = pinnedFetch(await readFile(tls.ca));
+  const issued = await httpsRelay.operator.createKey({ role: 'device', plan: 'enterprise', label: 'https device' });
+  const client = new RelayClient({ baseUrl: httpsRelay.url, apiKey: issued.key, fetch });
+  const signing = generatePrivateKey('ML-DSA-65');
+  const kem = generatePrivateKey('X-Wing');
+  const reg = await client.enroll(signing.publicKey, kem.publicKey, (m, c) => getProvider().mlDsa65.sign(signing.seed, m, c));
+  return { client, apiKey: issued.key, apiKeyId: issued.id, signing, kem, did: reg.did, leafIndex: reg.leafIndex, seal: () => { throw new Error('unused'); } };
+}
+
+test('HTTPS relay, receiver pinning its CA: readings delivered', async () => {
+  assert.match(httpsRelay.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const device = await enrolledDevice();
+  const setup = await receiverSetup(httpsRelay);
+  await device.client.upload(seal(device, setup.keys, { seq: 1n }));
+  const base = receiverConfig(httpsRelay, setup, {}, 'https');
+  const proc = await startReceiverProcess(setup, { ...base, relay: { ...(base['relay'] as object), ca: tls.ca } }, 'https');
+  const lines = await waitFor('readings over HTTPS', () => readLines(path.join(setup.dir, 'https.jsonl')).length >= 2 && readLines(path.join(setup.dir, 'https.jsonl')), 20_000, proc.output);
+  assert.deepEqual(lines.map((l) => l['point']), ['temp-1', 'count-1']);
+  assert.equal(await proc.kill('SIGTERM'), 0);
+});
+
+test('HTTPS relay, receiver pinning another CA: exits 1 naming the certificate problem', async () => {
+  const setup = await receiverSetup(httpsRelay);
+  const base = receiverConfig(httpsRelay, setup, {}, 'wrong-ca');
+  const proc = await startReceiverProcess(setup, { ...base, relay: { ...(base['relay'] as object), ca: otherCa } }, 'wrong-ca');
+  assert.equal(await proc.exited, 1, proc.output());
+  assert.match(proc.output(), /cannot start: .*(certificate|self[- ]signed)/i);
+  assert.doesNotMatch(proc.output(), new RegExp(setup.keys.apiKey.slice(4)));
+});
+
+test('plain HTTP to the TLS port is not accepted as a relay', async () => {
+  const setup = await receiverSetup(httpsRelay);
+  const base = receiverConfig(relay, setup, {}, 'plain'); // http:// to the TLS listener
+  const proc = await startReceiverProcess(setup, base, 'plain');
+  assert.equal(await proc.exited, 1, proc.output());
+  assert.match(proc.output(), /cannot start: /);
+});
