@@ -3,6 +3,7 @@
  * API key). Every setting is shown with its default in config/agent.example.yaml.
  */
 import { promises as fs } from 'node:fs';
+import { isNode, LineCounter, parseDocument } from 'yaml';
 import { ConfigError, formatPath, s, type Infer, type RefineIssue } from '../common/schema.js';
 import { loadConfigFile } from '../common/config-file.js';
 import { loadDeviceKeys, loadPublicKey, type DeviceKeys, KeyFileError } from '../common/keyfile.js';
@@ -119,13 +120,15 @@ const API_KEY = /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/;
  * so `--check` reports them like any other config mistake. Never puts key material in a message.
  */
 export async function loadAgentSecrets(config: AgentConfig, configFile: string, onWarning: (message: string) => void): Promise<AgentSecrets> {
-  const issues: { path: string; message: string }[] = [];
-  const fail = (path: (string | number)[], err: unknown) => issues.push({ path: formatPath(path), message: err instanceof KeyFileError ? err.message : (err as Error).message });
+  const issues: { path: (string | number)[]; message: string }[] = [];
+  const fail = (path: (string | number)[], err: unknown) => issues.push({ path, message: err instanceof KeyFileError ? err.message : (err as Error).message });
   let device: DeviceKeys | undefined;
   try {
     device = await loadDeviceKeys({ signKey: config.device.signKey, kemKey: config.device.kemKey }, onWarning);
   } catch (err) {
-    fail(['device'], err);
+    // Point at the key the message names (it starts with that file's path).
+    const key = (err as Error).message.startsWith(config.device.kemKey) ? 'kemKey' : 'signKey';
+    fail(['device', key], err);
   }
   let apiKey = '';
   try {
@@ -147,6 +150,30 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
       fail(['recipients', i, 'publicKey'], err);
     }
   }
-  if (issues.length > 0 || device === undefined) throw new ConfigError(issues.map((issue) => ({ file: configFile, ...issue })));
+  if (issues.length > 0 || device === undefined) {
+    const at = await positionsIn(configFile, issues.map((issue) => issue.path));
+    throw new ConfigError(issues.map((issue, i) => ({ file: configFile, ...at[i], path: formatPath(issue.path), message: issue.message })));
+  }
   return { device, apiKey, recipients };
+}
+
+/**
+ * Line and column of each path's value in the config file, so key-file problems (found after the
+ * schema passed) point at the line to fix like every other config error. Best effort: a config
+ * built in code, or a file that changed meanwhile, gives no position.
+ */
+async function positionsIn(configFile: string, paths: (string | number)[][]): Promise<({ line: number; column: number } | undefined)[]> {
+  try {
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(await fs.readFile(configFile, 'utf8'), { lineCounter });
+    return paths.map((path) => {
+      const node = doc.getIn(path, true);
+      const offset = isNode(node) ? node.range?.[0] : undefined;
+      if (offset === undefined) return undefined;
+      const { line, col } = lineCounter.linePos(offset);
+      return { line, column: col };
+    });
+  } catch {
+    return paths.map(() => undefined);
+  }
 }

@@ -76,7 +76,8 @@ async function startBenchRelay(): Promise<Bench> {
         child.kill('SIGTERM');
         await new Promise((r) => child.once('exit', r));
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (process.env["GP_BENCH_KEEP"]) process.stderr.write(`relay log kept in ${dir}\n`);
+      else rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -88,22 +89,30 @@ async function cpuMs(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-function postEnvelope(url: string, apiKey: string, body: Uint8Array, agent: http.Agent): Promise<number> {
+/** One request over node:http keep-alive: a lean client, so the figures are the relay's, not fetch's. */
+function request(agent: http.Agent, method: string, url: string, apiKey: string, body?: Uint8Array): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${url}/v2/envelopes`, {
-      method: 'POST', agent,
-      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/vnd.ghostpipe.envelope', 'content-length': body.length },
-    }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
+    const headers: http.OutgoingHttpHeaders = { authorization: `Bearer ${apiKey}` };
+    if (body) Object.assign(headers, { 'content-type': 'application/vnd.ghostpipe.envelope', 'content-length': body.length });
+    const req = http.request(url, { method, agent, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
     });
     req.on('error', reject);
     req.end(body);
   });
 }
 
+async function postEnvelope(url: string, apiKey: string, body: Uint8Array, agent: http.Agent): Promise<number> {
+  return (await request(agent, 'POST', `${url}/v2/envelopes`, apiKey, body)).status;
+}
+
 interface Party {
   apiKey: string;
+  receiverKey: string;
+  agent: http.Agent;
+  url: string;
   device: RelayClient;
   receiver: RelayClient;
   recipientKeyId: string;
@@ -120,7 +129,7 @@ async function makeParty(relay: Bench): Promise<Party> {
   const signing = generatePrivateKey('ML-DSA-65');
   const device = new RelayClient({ baseUrl: relay.url, apiKey: dev.key });
   await device.enroll(signing.publicKey, generatePrivateKey('X-Wing').publicKey, (m, c) => getProvider().mlDsa65.sign(signing.seed, m, c));
-  return { apiKey: dev.key, device, receiver: new RelayClient({ baseUrl: relay.url, apiKey: rec.key }), recipientKeyId, signing, kem, sequence: 0n };
+  return { apiKey: dev.key, receiverKey: rec.key, agent: new http.Agent({ keepAlive: true, maxSockets: 2 }), url: relay.url, device, receiver: new RelayClient({ baseUrl: relay.url, apiKey: rec.key }), recipientKeyId, signing, kem, sequence: 0n };
 }
 
 function seal(party: Party, bucket: number): Uint8Array {
@@ -132,7 +141,20 @@ function seal(party: Party, bucket: number): Uint8Array {
   });
 }
 
+/** upload -> lease (bytes received) -> ack, over node:http keep-alive. */
 async function roundTrip(party: Party, envelope: Uint8Array): Promise<number> {
+  const t0 = performance.now();
+  const up = await request(party.agent, 'POST', `${party.url}/v2/envelopes`, party.apiKey, envelope);
+  if (up.status !== 201) throw new Error(`round trip: upload HTTP ${up.status} ${up.body.toString()}`);
+  const lease = await request(party.agent, 'POST', `${party.url}/v2/inbox/${party.recipientKeyId}/lease`, party.receiverKey);
+  if (lease.status !== 200 || lease.body.length !== envelope.length) throw new Error(`round trip: lease HTTP ${lease.status}`);
+  const ack = await request(party.agent, 'POST', `${party.url}/v2/leases/${String(lease.headers['ghostpipe-lease-id'])}/ack`, party.receiverKey);
+  if (ack.status !== 204) throw new Error(`round trip: ack HTTP ${ack.status}`);
+  return performance.now() - t0;
+}
+
+/** The same through RelayClient (fetch/undici), which adds ~1 ms per request on this machine. */
+async function roundTripFetch(party: Party, envelope: Uint8Array): Promise<number> {
   const t0 = performance.now();
   await party.device.upload(envelope);
   const lease = await party.receiver.lease(party.recipientKeyId);
@@ -148,12 +170,13 @@ export async function benchRelay(): Promise<Row[]> {
   const provider = getProvider().name;
   const rows: Row[] = [];
   const relay = await startBenchRelay();
+  let parties: Party[] = [];
   try {
     await new Promise((r) => setTimeout(r, 500));
     const idle = await rssOf(relay.pid);
     rows.push({ section: 'relay', name: 'idle RSS', provider, p50_ms: NaN, p95_ms: NaN, note: `${(idle / MiB).toFixed(1)} MB (target <= 60 MB); node flags: ${RELAY_FLAGS.join(' ') || 'none'}` });
 
-    const parties = await Promise.all(Array.from({ length: 16 }, () => makeParty(relay)));
+    parties = await Promise.all(Array.from({ length: 16 }, () => makeParty(relay)));
     const plan: Record<number, [number, number]> = { 4096: [100, 8], 65536: [50, 4], 1048576: [20, 2], 5242880: [8, 1] };
     for (const bucket of DEFAULT_BUCKETS) {
       const [single, perClient] = plan[bucket] ?? [10, 2];
@@ -165,6 +188,12 @@ export async function benchRelay(): Promise<Row[]> {
         if (i >= 3) samples.push(ms); // warm-up
       }
       rows.push({ section: 'relay', name: `round trip ${bucketName(bucket)}, 1 client`, provider, p50_ms: percentile(samples, 50), p95_ms: percentile(samples, 95), ops_per_s: 1000 / percentile(samples, 50), note: `${envelopes[0]!.length} B envelope; target p50 ${bucket === 4096 ? '<= 3 ms' : bucket === 5242880 ? '<= 60 ms' : 'n/a'}` });
+
+      if (bucket === 4096) {
+        const viaFetch: number[] = [];
+        for (let i = 0; i < single; i++) viaFetch.push(await roundTripFetch(lone, seal(lone, bucket)));
+        rows.push({ section: 'relay', name: 'round trip 4 KiB, 1 client, via RelayClient (fetch)', provider, p50_ms: percentile(viaFetch, 50), p95_ms: percentile(viaFetch, 95), ops_per_s: 1000 / percentile(viaFetch, 50), note: 'client-side fetch overhead included' });
+      }
 
       const batches = parties.map((p) => Array.from({ length: perClient }, () => seal(p, bucket)));
       const many: number[] = [];
@@ -204,6 +233,7 @@ export async function benchRelay(): Promise<Row[]> {
     rows.push({ section: 'relay', name: 'sustained 4 KiB uploads (verify + log)', provider, p50_ms: percentile(latencies, 50), p95_ms: percentile(latencies, 95), ops_per_s: count / seconds, note: `${count} uploads, 32 connections; relay CPU ${(relayCpu / count).toFixed(3)} ms/upload = ${Math.round((count * 1000) / relayCpu)}/s on one core (target >= 1500/s)` });
   } finally {
     await relay.stop();
+    for (const p of parties) p.agent.destroy();
   }
 
   const held = await heldChild();

@@ -7,7 +7,7 @@
  *   secrets/   device.apikey, receiver.apikey                       (issued by the relay, 0600)
  *   relay/     the relay's state directory (its signing key, operator.key, log, key hashes)
  *   agent/     agent state, agent/opcua-pki (the plant's certificate is trusted there)
- *   receiver/  witness and replay state
+ *   receiver/  witness, replay and revocation-scan state
  *   relay.yaml agent.yaml receiver.yaml, logs/<role>.log
  *
  * Keys and API keys are reused on later runs while the relay still knows them.

@@ -106,9 +106,13 @@ export function decodeLogEntry(data: Uint8Array): LogEntry {
 
 /** Leaf data and RFC 9162 leaf hash of a transfer, from the envelope bytes. */
 export function transferLeaf(envelopeBytes: Uint8Array): { data: Uint8Array; hash: Uint8Array; envelopeHash: Uint8Array } {
-  const envelopeHash = sha256(envelopeBytes);
+  return transferLeafFromHash(sha256(envelopeBytes));
+}
+
+/** The same from SHA-256(envelope), for callers that hashed the bytes as they streamed in. */
+export function transferLeafFromHash(envelopeHash: Uint8Array): { data: Uint8Array; hash: Uint8Array; envelopeHash: Uint8Array } {
   const data = encodeLogEntry({ type: 'transfer', envelopeHash });
-  return { data, hash: leafHash(data), envelopeHash };
+  return { data, hash: leafHash(data), envelopeHash: new Uint8Array(envelopeHash) };
 }
 
 /** Leaf data and hash of a firmware manifest. */

@@ -8,14 +8,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../common/log.js';
 import { HttpError, badRequest, drain, mediaType, notFound, queryInt, queryTime, queryWait, readJson, sendError, sendJson } from './http.js';
 import { KEY_ID_PATTERN, maskKey, type KeyRecord, type Role } from './api-keys.js';
 import { CHALLENGE_TTL_MS } from './devices.js';
 import { ENROLL_CONTEXT, ENVELOPE_MEDIA_TYPE, enrollmentMessage } from './client.js';
 import { EnvelopeError, peekEnvelopeLength, parseForRelay, signatureValid } from './envelope-check.js';
-import { transferLeaf, encodeLogEntry } from '../protocol/log-entries.js';
+import { transferLeafFromHash, encodeLogEntry } from '../protocol/log-entries.js';
 import { keyId, keyIdHex, encodePublicKeyPem } from '../protocol/keys.js';
 import { didDocument, didFromSigningKey, parseDid } from '../protocol/did.js';
 import { mlDsaVerifierKey } from '../protocol/tlog/note.js';
@@ -338,7 +338,7 @@ export class RelayServer {
     // Full before the first byte: refuse now, read nothing (the connection is then cut off).
     if (contentLength !== undefined && !this.state.store.canAllocate(contentLength)) refuse(memoryFull(this.state.retryAfterMs()));
 
-    const bytes = await this.receiveEnvelope(req, limit, contentLength, key.plan).catch((err: unknown) => {
+    const { bytes, sha256 } = await this.receiveEnvelope(req, limit, contentLength, key.plan).catch((err: unknown) => {
       if (err instanceof HttpError) refuse(err);
       throw err;
     });
@@ -366,7 +366,7 @@ export class RelayServer {
         audit('bad_signature', { did, size: bytes.length });
         throw new HttpError(403, 'bad_signature', 'envelope signature does not verify');
       }
-      const leaf = transferLeaf(bytes);
+      const leaf = transferLeafFromHash(sha256);
       const id = Buffer.from(leaf.envelopeHash).toString('hex');
       if (this.state.store.seen(id)) {
         audit('duplicate', { did, envelopeHash: id, size: bytes.length });
@@ -389,10 +389,12 @@ export class RelayServer {
   /**
    * Streams the body into one buffer of the declared envelope length. Refuses as soon as the
    * size is known to be wrong (413 over the limit, 400 inconsistent) or memory is full (507),
-   * without reading the rest. The returned buffer's length is reserved in the store.
+   * without reading the rest. The returned buffer's length is reserved in the store. Its
+   * SHA-256 (the envelope id) is computed chunk by chunk while the body streams in.
    */
-  private receiveEnvelope(req: IncomingMessage, limit: number, contentLength: number | undefined, planName: string): Promise<Buffer> {
+  private receiveEnvelope(req: IncomingMessage, limit: number, contentLength: number | undefined, planName: string): Promise<{ bytes: Buffer; sha256: Uint8Array }> {
     return new Promise((resolve, reject) => {
+      const hash = createHash('sha256');
       let prefix: Buffer[] = [];
       let prefixLength = 0;
       let buffer: Buffer | undefined;
@@ -413,6 +415,7 @@ export class RelayServer {
         if (settled) return;
         received += chunk.length;
         if (received > limit) return fail(tooLarge(limit, planName));
+        hash.update(chunk);
         if (buffer) {
           if (received > buffer.length) return fail(malformed(`body is longer than the declared envelope length ${buffer.length}`));
           chunk.copy(buffer, received - chunk.length);
@@ -446,7 +449,7 @@ export class RelayServer {
         if (!buffer || received < buffer.length) return fail(malformed(`envelope truncated: ${received} bytes received${buffer ? ` of ${buffer.length}` : ''}`));
         settled = true;
         cleanup();
-        resolve(buffer);
+        resolve({ bytes: buffer, sha256: hash.digest() });
       };
       const onClose = (): void => {
         if (!settled) fail(malformed('connection closed before the envelope was complete'));

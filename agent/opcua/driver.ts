@@ -135,6 +135,8 @@ class OpcuaTap implements Tap {
     const results = new Map<number, Reading>();
     if (readable.length > 0) {
       const budget = Math.max(0, deadline - started);
+      // No time left: a read sent now could only race a 0 ms timer (and win on a fast loopback).
+      if (budget === 0) return badReadings(this.name, this.points, 'timeout after 0 ms');
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), budget)));
       this.requests++;

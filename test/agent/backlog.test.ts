@@ -60,8 +60,9 @@ test('relay down: the backlog grows; relay back: drained in order, coalesced, no
 });
 
 test('relay full (507): the agent keeps its backlog until the relay has room, then everything arrives once', { timeout: 60_000 }, async () => {
-  // A 1 MiB relay and 256 KiB envelopes: three undelivered envelopes fill it.
-  const { env, relay } = await setup('f', { padding: { buckets: ['256KiB'] } }, { memoryCap: '1MiB' });
+  // A 2 MiB relay and 64 KiB envelopes (a 40 kB reading): about 30 undelivered envelopes fill it.
+  // The relay's Retry-After for 507 follows its leaseTimeout (1 s here); the agent honours it.
+  const { env, relay } = await setup('f'.repeat(40_000), {}, { memoryCap: '2MiB', leaseTimeout: '1s' });
   const agent = startAgent(env.configFile);
   const refused = await agent.waitFor((l) => l.msg.startsWith('relay refused the upload; keeping the backlog'), 20_000, 'a refusal');
   assert.match(String(refused.msg), /507|full|memory/i);

@@ -40,7 +40,7 @@ test('agent --check validates config and key files without touching a sensor', {
   await writeAgentConfig(env, agentConfig(env, relay.url, [plcTap(modbus.port)], { recipients: [{ name: 'it', publicKey: env.dir + '/missing.pub' }] }));
   const missing = await cli(['agent', '--config', env.configFile, '--check']);
   assert.equal(missing.code, 1);
-  assert.match(missing.stderr, /recipients\[0\]\.publicKey: .*missing\.pub: read key file: no such file or directory/);
+  assert.match(missing.stderr, /agent\.yaml:\d+:\d+: recipients\[0\]\.publicKey: .*missing\.pub: read key file: no such file or directory/);
 
   // Starting with a broken config exits non-zero before any sensor is touched.
   await writeFile(env.configFile, 'taps: 3\n');
@@ -127,4 +127,27 @@ test('doctor prints every point with value, quality and latency; exit code says 
   const noRelay = await cli(['doctor', '--config', env.configFile]);
   assert.equal(noRelay.code, 1);
   assert.match(noRelay.stdout, /relay http:\/\/127\.0\.0\.1:\d+: UNREACHABLE/);
+});
+
+test('log level debug: one summary line per interval, and reading values only in debug lines', { timeout: 60_000 }, async () => {
+  modbus ??= await startModbusTcpServer(new ModbusMemory());
+  modbus.memory.setRegisters('holding', 5, [31337]); // a value no other field would contain
+  const relay = await startRelay();
+  const env = await makeAgentEnv(relay);
+  await writeAgentConfig(env, agentConfig(env, relay.url, [plcTap(modbus.port, 'plc', 5)], { logLevel: 'debug' }));
+  assert.equal((await cli(['enroll', '--config', env.configFile])).code, 0);
+  const agent = startAgent(env.configFile);
+  await agent.waitFor((l) => l.msg === 'readings' && JSON.stringify(l).includes('31337'), 15_000, 'a debug readings line with the value');
+  await agent.waitFor((l) => l.msg === 'interval' && l['good'] === 2, 5_000, 'an interval summary with both points good');
+  assert.equal(await agent.stop(), 0);
+  const summaries = agent.lines.filter((l) => l.msg === 'interval');
+  assert.ok(summaries.length >= 2);
+  for (const l of summaries) {
+    assert.equal(l.level, 20, 'the summary is at debug');
+    for (const field of ['frame', 'readings', 'good', 'uncertain', 'bad', 'bytes', 'tookMs', 'backlogBytes']) assert.ok(field in l, `summary has ${field}`);
+    assert.ok(!JSON.stringify(l).includes('31337'), 'the summary carries counts, not values');
+  }
+  const withValue = agent.lines.filter((l) => JSON.stringify(l).includes('31337'));
+  assert.ok(withValue.length > 0 && withValue.every((l) => (l.level as number) <= 20), 'reading values appear only at debug level');
+  await relay.stop();
 });

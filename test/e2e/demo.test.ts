@@ -79,6 +79,15 @@ describe('ghostpipe plant: bad arguments', () => {
   }
 });
 
+test('ghostpipe demo --duration soon / --interval 10ms -> exit 2 before starting anything', async () => {
+  for (const [args, message] of [[['--duration', 'soon'], /demo: --duration: /], [['--interval', '10ms'], /--interval must be 300ms\.\.1m/]] as const) {
+    const p = run(['demo', '--dir', path.join(os.tmpdir(), 'gp-demo-never-created'), ...args]);
+    assert.equal(await p.exit, 2, p.out());
+    assert.match(p.out(), message);
+    assert.doesNotMatch(p.out(), /starting the simulated plant/);
+  }
+});
+
 describe('ghostpipe demo', () => {
   const dir = path.join(os.tmpdir(), `ghostpipe-e2e-demo-${process.pid}`);
   const children: ChildProcess[] = [];
@@ -138,8 +147,16 @@ describe('ghostpipe demo', () => {
     const readings = (await fs.readFile(path.join(dir, 'readings.jsonl'), 'utf8')).trim().split('\n');
     assert.ok(readings.length >= 11);
 
-    const second = run(['demo', '--dir', dir, '--interval', '500ms', '--duration', '4s']);
+    // No fixed --duration: on a loaded machine the agent may need seconds before its first frame.
+    const second = run(['demo', '--dir', dir, '--interval', '500ms']);
     children.push(second.child);
+    const again = Date.now();
+    while (!/frame \d+ · /.test(second.out())) {
+      assert.equal(second.child.exitCode, null, `second demo exited early:\n${second.out()}`);
+      assert.ok(Date.now() - again < 60_000, `no frame within 60 s on the second run:\n${second.out()}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    second.child.kill('SIGINT');
     assert.equal(await second.exit, 0, second.out());
     assert.match(second.out(), /reusing keys in/);
     assert.match(second.out(), /reusing the device and receiver API keys/);

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { cleanupAll, makeDevice, startRelay, type RelayProcess } from '../relay/harness.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, seal, startReceiverProcess, waitFor, type ReceiverSetup } from './helpers.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, type ReceiverSetup } from './helpers.js';
 
 interface Answer { status: number; headers: Record<string, string>; body: Buffer }
 /** Returns a replacement answer, or undefined to pass the relay's answer through. */
@@ -103,6 +103,10 @@ test('log entries that do not hash to the signed root (a revocation leaf swapped
   assert.equal(await proc.exited, 3, proc.output());
   assert.ok(proc.logs().some((l) => l['level'] === 60 && l['reason'] === 'fork' && /do not hash to its signed root/.test(String(l['msg']))), proc.output());
   assert.equal(readLines(sink).length, 0);
+  // `ghostpipe audit --full` through the same lying relay says so too.
+  const audit = run(['audit', '--relay', proxy.url, '--relay-key', setup.relayPubFile, '--full']);
+  assert.equal(await audit.exited, 1, audit.output());
+  assert.match(audit.output(), /FORK: .*do not hash to the signed root/);
 });
 
 test('a garbage inclusion proof stops the receiver before anything is opened', async () => {

@@ -1,8 +1,9 @@
-/** Lease expiry and requeue, long-poll, two competing receivers without double delivery. */
+/** Lease expiry and requeue, long-poll, two competing receivers without double delivery, SIGTERM. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { RelayClient, RelayError } from '../../relay/client.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, type RelayProcess, type Device, type Receiver } from './harness.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from './harness.js';
 
 let relay: RelayProcess;
 let device: Device;
@@ -79,3 +80,40 @@ test('two receivers sharing one queue: every envelope delivered exactly once', a
 async function makeReceiverSameKey(relay: RelayProcess, like: Receiver): Promise<Receiver> {
   return makeReceiver(relay, like.kem);
 }
+
+test('SIGTERM: an upload in flight finishes, long-polls end, new connections are refused, everything held is burned, exit 0', async () => {
+  const closing = await startRelay({ limits: { shutdownGrace: '5s' } });
+  const sender = await makeDevice(closing);
+  const reader = await makeReceiver(closing);
+  await sender.client.upload(sender.seal(markedPlaintext('held at shutdown'), reader));
+  const other = await makeReceiver(closing);
+  const longPoll = other.client.lease(other.recipientKeyId, { waitMs: 30_000 });
+
+  // Half an upload on the wire when the signal arrives; the rest follows 300 ms later.
+  const envelope = sender.seal(markedPlaintext('in flight'), reader);
+  const socket = net.connect(closing.port, '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
+  const closed = new Promise((resolve) => socket.on('close', resolve));
+  socket.write(`POST /v2/envelopes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${sender.apiKey}\r\ncontent-type: application/vnd.ghostpipe.envelope\r\ncontent-length: ${envelope.length}\r\n\r\n`);
+  socket.write(envelope.subarray(0, 1000));
+  await new Promise((r) => setTimeout(r, 200));
+  const exited = closing.stop('SIGTERM');
+  const started = Date.now();
+  assert.equal(await longPoll, null, 'the long-poll ends at once with nothing');
+  assert.ok(Date.now() - started < 3000);
+  await new Promise((r) => setTimeout(r, 300));
+  const refused = await new Promise<string>((resolve) => {
+    const probe = net.connect(closing.port, '127.0.0.1', () => resolve('connected'));
+    probe.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+  assert.equal(refused, 'ECONNREFUSED', 'no new connections while stopping');
+  // A request on a connection that was already open is answered 503 shutting_down.
+  const late = await rawRequest(`${closing.url}/healthz`, {}).catch(() => undefined);
+  assert.ok(late === undefined || late.status === 503, `late request: ${late?.status}`);
+  socket.end(envelope.subarray(1000));
+  await closed;
+  assert.match(answer, /^HTTP\/1\.1 201 /, 'the in-flight upload completed');
+  assert.equal(await exited, 0);
+  assert.match(closing.output(), /"burned":2/, 'both held envelopes burned');
+});

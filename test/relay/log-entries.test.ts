@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { LogEntryError, decodeLogEntry, encodeLogEntry, firmwareLeaf, transferLeaf } from '../../protocol/log-entries.js';
+import { LogEntryError, decodeLogEntry, encodeLogEntry, firmwareLeaf, transferLeaf, transferLeafFromHash } from '../../protocol/log-entries.js';
 import { leafHash } from '../../protocol/tlog/merkle.js';
 
 const h = () => new Uint8Array(randomBytes(32));
@@ -17,6 +17,17 @@ test('transfer leaf is 0x01 || SHA-256(envelope) and its RFC 9162 leaf hash', ()
   assert.deepEqual(decodeLogEntry(leaf.data), { type: 'transfer', envelopeHash: leaf.envelopeHash });
   assert.deepEqual(firmwareLeaf(envelope).hash, leafHash(firmwareLeaf(envelope).data));
   assert.equal(firmwareLeaf(envelope).data[0], 0x04);
+  // The relay hashes while the body streams in: the same leaf from the hash alone.
+  assert.deepEqual(transferLeafFromHash(createHash('sha256').update(envelope).digest()), leaf);
+});
+
+test('the worked example of docs/protocol/log-entries.md', () => {
+  const leaf = transferLeaf(new TextEncoder().encode('abc'));
+  assert.equal(Buffer.from(leaf.data).toString('hex'), '01ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  assert.equal(Buffer.from(leaf.hash).toString('hex'), 'c92815fcf19255004da2eadb9811bff92bcc424c7150b01cd64281b71c872f94');
+  const registration = encodeLogEntry({ type: 'registration', signingKeyId: new Uint8Array(32).fill(0x11), kemKeyId: new Uint8Array(32).fill(0x22), did: 'did:ghostpipe:example' });
+  assert.equal(registration.length, 86);
+  assert.equal(Buffer.from(leafHash(registration)).toString('hex'), '6852857de773929f7e4fd464c9af654a1e35cd6a8b6bb97c17a7ec65f45c3f75');
 });
 
 test('registration and revocation round trip', () => {
