@@ -27,7 +27,6 @@ export type FinalState = 'delivered' | 'expired';
  * store's start (a small integer, no boxed double) and no stored expiry (arrival + TTL).
  */
 export class Held {
-  state: HeldState | FinalState = 'pending';
   lease: Lease | undefined = undefined;
   constructor(
     /** The envelope hash as 32 latin1 characters: the store's map key. */
@@ -50,6 +49,11 @@ export class Held {
   /** A view of the held bytes (no copy); empty once burned. */
   get bytes(): Buffer {
     return Buffer.from(this.memory, this.offset, this.size);
+  }
+
+  /** Derived, not stored (one field less per envelope): burned ones have no bytes left. */
+  get state(): HeldState | 'burned' {
+    return this.size === 0 ? 'burned' : this.lease ? 'leased' : 'pending';
   }
 
   get receivedAt(): number {
@@ -201,7 +205,7 @@ export class EnvelopeStore {
   status(id: string, uploaderKeyId: string): HeldState | FinalState | 'unknown' {
     const key = idKey(id);
     const held = this.held.get(key);
-    if (held) return held.uploaderKeyId === uploaderKeyId ? held.state : 'unknown';
+    if (held) return held.uploaderKeyId === uploaderKeyId ? (held.lease ? 'leased' : 'pending') : 'unknown';
     const tomb = this.tombstones.get(key);
     if (tomb === undefined || this.uploaders[tomb >> 1] !== uploaderKeyId) return 'unknown';
     return tomb & EXPIRED_BIT ? 'expired' : 'delivered';
@@ -217,7 +221,6 @@ export class EnvelopeStore {
     const held = queue?.shift();
     if (!queue || !held) return undefined;
     const lease: Lease = { id: randomBytes(16).toString('base64url'), held, receiverKeyId, expiresAt: now + this.leaseMs };
-    held.state = 'leased';
     held.lease = lease;
     queue.pending--;
     queue.leased++;
@@ -247,7 +250,6 @@ export class EnvelopeStore {
     this.leases.delete(lease.id);
     const held = lease.held;
     held.lease = undefined;
-    held.state = 'pending';
     const queue = this.queue(held.recipient);
     queue.leased--;
     queue.pending++;
@@ -326,7 +328,6 @@ export class EnvelopeStore {
     this.pool.release(held.bytes); // zeroes it
     held.forget();
     held.lease = undefined;
-    held.state = state;
     this.held.delete(held.key);
     this.tombstones.set(held.key, (this.uploaderNumber(held.uploaderKeyId) << 1) | (state === 'expired' ? EXPIRED_BIT : 0));
     if (this.tombstones.size > this.statusMemory) {

@@ -4,6 +4,7 @@
  * opens and decodes envelopes as the real receiver would.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -216,4 +217,36 @@ export async function until(predicate: () => boolean, timeoutMs: number, what: s
     if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * Whether `needle` occurs in the readable private memory of a running process (heap, anonymous
+ * mappings), read through /proc/PID/mem: for "the relay's RAM never holds plaintext". The test
+ * process may read its own children's memory. Regions that cannot be read are skipped.
+ */
+export function processMemoryContains(pid: number, needle: string): boolean {
+  const pattern = Buffer.from(needle, 'latin1'); // V8 keeps ASCII strings one byte per character
+  const chunk = Buffer.alloc(1 << 20);
+  const fd = openSync(`/proc/${pid}/mem`, 'r');
+  try {
+    for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) r..p \S+ \S+ \d+\s*(.*)$/.exec(line);
+      if (!m || (m[3] !== '' && m[3] !== '[heap]')) continue; // private anonymous memory only
+      const start = parseInt(m[1]!, 16);
+      const end = parseInt(m[2]!, 16);
+      for (let at = start; at < end; at += chunk.length - pattern.length) {
+        let n: number;
+        try {
+          n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at);
+        } catch {
+          break;
+        }
+        if (chunk.subarray(0, n).includes(pattern)) return true;
+        if (n < chunk.length) break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return false;
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cleanupAll, startRelay } from '../relay/harness.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from './harness.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, processMemoryContains } from './harness.js';
 
 const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
 let modbus: ModbusTcpTestServer | undefined;
@@ -111,5 +111,8 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   // The relay only ever handled ciphertext: the marker is in no relay log line, nor in the agent's info log.
   assert.ok(!relayOutputBefore.includes(MARKER) && !relay.output().includes(MARKER), 'relay log holds a plaintext value');
   assert.ok(!agent.output().includes(MARKER), 'agent info log holds a reading value');
+  // Nor in its RAM: the scan finds the device's DID (which the relay does hold), never the marker.
+  assert.ok(processMemoryContains(relay.child.pid!, env.did), 'the memory scan works: the DID is found');
+  assert.ok(!processMemoryContains(relay.child.pid!, MARKER), 'relay memory holds a plaintext value');
   await relay.stop();
 });
