@@ -20,6 +20,11 @@ export type TapConfig = Infer<typeof tapSchema>;
 
 const AEADS = { 'aes-256-gcm': AEAD.AES256GCM, 'chacha20-poly1305': AEAD.CHACHA20POLY1305 } as const;
 
+/** A padding bucket relays accept: any other size would be refused at upload, one frame at a time. */
+const relayBucket = s.refine(s.size({ min: MIN_BUCKET, max: MAX_BUCKET }), (bytes) =>
+  DEFAULT_BUCKETS.includes(bytes) ? undefined : `must be one of 4KiB, 64KiB, 1MiB, 5MiB (the buckets relays accept); found ${bytes} bytes`,
+);
+
 const agentObject = s.object({
   device: s.object({
     /** ML-DSA-65 signing key (NAME.sign.key from `ghostpipe keygen device`). */
@@ -44,7 +49,7 @@ const agentObject = s.object({
   /** Envelope stream id of the readings (u32). */
   streamId: s.withDefault(s.integer({ min: 0, max: 0xffff_ffff }), 1),
   padding: s.withDefault(
-    s.object({ buckets: s.withDefault(s.array(s.size({ min: MIN_BUCKET, max: MAX_BUCKET }), { minItems: 1, maxItems: 16 }), [...DEFAULT_BUCKETS]) }),
+    s.object({ buckets: s.withDefault(s.array(relayBucket, { minItems: 1, maxItems: 4 }), [...DEFAULT_BUCKETS]) }),
     { buckets: [...DEFAULT_BUCKETS] },
   ),
   aead: s.withDefault(s.enum(['aes-256-gcm', 'chacha20-poly1305'] as const), 'aes-256-gcm'),

@@ -62,6 +62,7 @@ const CASES: [string, (text: string) => string, string][] = [
   ['relay url scheme', (t) => t.replace('http://127.0.0.1:8787', 'ftp://relay'), 'agent.yaml:5:8: relay.url: must be a URL starting with http:// or https://; found "ftp://relay"'],
   ['missing recipients', (t) => t.replace(/recipients:\n  - name: it\n    publicKey: \/k\/rx.kem.pub\n/, ''), 'agent.yaml:1:1: recipients: required'],
   ['tap interval shorter than the agent interval', (t) => t.replace('    type: mqtt', '    type: mqtt\n    interval: 1s'), 'agent.yaml:21:15: taps[1].interval: must be at least the agent interval (15000 ms): one frame per interval; found 1000 ms'],
+  ['bucket relays refuse', (t) => t + 'padding:\n  buckets: [4KiB, 16KiB]\n', 'agent.yaml:25:19: padding.buckets[1]: must be one of 4KiB, 64KiB, 1MiB, 5MiB (the buckets relays accept); found 16384 bytes'],
   ['buckets not ascending', (t) => t + 'padding:\n  buckets: [64KiB, 4KiB]\n', 'agent.yaml:25:20: padding.buckets[1]: must be larger than the bucket before it (65536 bytes); found 4096'],
   ['deadline out of range', (t) => t + 'deadline: 1.5\n', 'agent.yaml:24:11: deadline: must be a number from 0.1 to 0.9; found 1.5'],
   ['backlog too small', (t) => t + 'backlog:\n  maxSize: 1KiB\n', 'agent.yaml:25:12: backlog.maxSize: must be a size from 64KiB to 1GiB; found "1KiB"'],
