@@ -20,7 +20,7 @@ import { didFromSigningKey } from '../protocol/did.js';
 import { keyIdHex } from '../protocol/keys.js';
 import { RelayClient, RelayError } from '../relay/client.js';
 import { OPCUA, OPCUA_NAMESPACE, MQTT_TOPICS, MODBUS } from './points.js';
-import { freeLoopbackPort } from './ports.js';
+import { freeLoopbackPort } from '../common/ports.js';
 import { RoleProcess, type LogLine } from './process.js';
 
 export interface PlantEndpoints {

@@ -6,7 +6,7 @@ import ModbusSerial from 'modbus-serial';
 import type { PlantState } from './model.js';
 import { pumpedLitresU32 } from './model.js';
 import { MODBUS, float32Words, levelMm, uint32WordsCdab, uint64Words } from './points.js';
-import { freeLoopbackPort } from './ports.js';
+import { freeLoopbackPort } from '../common/ports.js';
 
 type ServerTCP = InstanceType<typeof ModbusSerial.ServerTCP>;
 type Callback = (err: Error | null, values: number[]) => void;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { PlantState } from './model.js';
 import { MQTT_TOPICS, roundTo } from './points.js';
-import { freeLoopbackPort } from './ports.js';
+import { freeLoopbackPort } from '../common/ports.js';
 
 const CANDIDATES = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto', '/usr/local/bin/mosquitto'];
 

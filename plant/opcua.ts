@@ -12,7 +12,7 @@ import { format } from 'node:util';
 import type { Logger } from '../common/log.js';
 import { statusText, type PlantState } from './model.js';
 import { OPCUA, OPCUA_NAMESPACE, OPCUA_PATH, roundTo } from './points.js';
-import { freeLoopbackPort } from './ports.js';
+import { freeLoopbackPort } from '../common/ports.js';
 
 export interface PlantOpcua {
   port: number;

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import { createLogger, silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { ModbusMemory, startModbusTcpServer, startSilentTcpServer } from '../../test/helpers/modbus-server.js';
-import { freeLoopbackPort } from '../../test/helpers/port.js';
+import { freeLoopbackPort } from '../../common/ports.js';
 import type { Reading, Tap } from '../tap.js';
 import { BYTE_ORDERS, encodeRegisters, type ByteOrder, type DecodedValue, type RegisterType } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';

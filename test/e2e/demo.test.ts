@@ -10,7 +10,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ALARM_SET_M, PUMP_OFF_M, PUMP_ON_M, initialState, prng, pumpedLitresU32, step } from '../../plant/model.js';
+import { prng } from '../../common/prng.js';
+import { ALARM_SET_M, PUMP_OFF_M, PUMP_ON_M, initialState, pumpedLitresU32, step } from '../../plant/model.js';
 import { float32Words, uint32WordsCdab, uint64Words } from '../../plant/points.js';
 import { cliPath } from '../helpers/paths.js';
 

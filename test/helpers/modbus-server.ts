@@ -5,7 +5,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import ModbusSerial from 'modbus-serial';
-import { freeLoopbackPort } from './port.js';
+import { freeLoopbackPort } from '../../common/ports.js';
 
 type RegisterTable = 'holding' | 'input';
 type BitTable = 'coil' | 'discrete';

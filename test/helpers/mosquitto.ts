@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { freeLoopbackPort as freePort } from './port.js';
+import { freeLoopbackPort as freePort } from '../../common/ports.js';
 
 const run = promisify(execFile);
 

@@ -16,7 +16,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freeLoopbackPort } from './port.js';
+import { freeLoopbackPort } from '../../common/ports.js';
 
 export interface TestVariable {
   name: string;

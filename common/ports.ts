@@ -1,4 +1,4 @@
-/** Free loopback ports, for servers that cannot listen on port 0 themselves (ServerTCP, mosquitto). */
+/** Free loopback ports, for servers that cannot listen on port 0 themselves (modbus-serial ServerTCP, mosquitto): the demo plant and the tests. */
 import { createServer } from 'node:net';
 
 /** A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read it, close). */
