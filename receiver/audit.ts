@@ -9,7 +9,7 @@ import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { LogIntegrityError, LogTrust } from './log-trust.js';
 import { CompactRange, readEntries } from './log-scan.js';
-import { ensurePrivateDir } from './files.js';
+import { ensurePrivateDir } from '../common/atomic-file.js';
 import { saveEvidence } from './state.js';
 
 export interface AuditOptions {

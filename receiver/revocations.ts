@@ -13,7 +13,7 @@ import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { CompactRange, readEntries } from './log-scan.js';
 import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { LogIntegrityError } from './log-trust.js';
-import { readOptional, writeFileAtomic } from './files.js';
+import { readOptional, writeFileAtomic } from '../common/atomic-file.js';
 import { StateError } from './state.js';
 
 /** Progress is saved at most this often (a restart re-reads at most this much of the log). */

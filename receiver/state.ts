@@ -13,7 +13,7 @@
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ReplayWindow } from './replay-window.js';
-import { ensurePrivateDir, readOptional, syncDir, writeFileAtomic } from './files.js';
+import { ensurePrivateDir, readOptional, syncDir, writeFileAtomic } from '../common/atomic-file.js';
 
 export class StateError extends Error {
   constructor(readonly file: string, message: string) {

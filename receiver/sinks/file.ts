@@ -11,7 +11,7 @@ import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { ReadingRecord } from '../records.js';
 import { SinkError, type Sink } from './sink.js';
-import { syncDir } from '../files.js';
+import { syncDir } from '../../common/atomic-file.js';
 
 const TAIL_BYTES = 1024 * 1024;
 

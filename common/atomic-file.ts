@@ -1,27 +1,36 @@
-/** Small file helpers for the receiver's state: atomic replace and durable append. */
+/**
+ * Small durable-file helpers for control-plane state (never payloads): relay key hashes and log,
+ * receiver witness and replay window. A crash leaves the old or the new file, never half of one.
+ */
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 
-/** temp file + fsync + rename + fsync of the folder: a crash leaves the old or the new file, never half. */
+/** temp file (exclusive, 0600 by default) + fsync + rename + fsync of the folder. */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const temp = `${file}.tmp-${process.pid}`;
-  const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, mode);
+  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
   try {
     await handle.writeFile(data);
     await handle.sync();
   } finally {
     await handle.close();
   }
-  await fs.rename(temp, file);
+  try {
+    await fs.rename(temp, file);
+  } catch (err) {
+    await fs.rm(temp, { force: true });
+    throw err;
+  }
   await syncDir(path.dirname(file));
 }
 
+/** Makes a rename or a new file in `dir` durable. */
 export async function syncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, 'r');
   try {
     await handle.sync();
   } catch {
-    // some file systems refuse fsync on a folder; the rename is still atomic
+    // Some file systems refuse fsync on a directory; the rename is still atomic.
   } finally {
     await handle.close();
   }
