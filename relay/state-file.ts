@@ -2,47 +2,14 @@
  * Control-plane files (never payloads): written atomically (temp file + fsync + rename + fsync of
  * the folder), so a crash leaves either the old or the new version, never half of one.
  */
-import { constants, promises as fs } from 'node:fs';
-import path from 'node:path';
+import { readOptional } from '../common/atomic-file.js';
 
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await fs.rename(temp, file);
-  } catch (err) {
-    await fs.rm(temp, { force: true });
-    throw err;
-  }
-  await syncDir(path.dirname(file));
-}
-
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } catch {
-    // Some file systems refuse fsync on a directory; the rename is still atomic.
-  } finally {
-    await handle.close();
-  }
-}
+export { writeFileAtomic } from '../common/atomic-file.js';
 
 /** Reads a JSON file; undefined when it does not exist. */
 export async function readJson(file: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = await readOptional(file);
+  if (text === undefined) return undefined;
   try {
     return JSON.parse(text);
   } catch (err) {
