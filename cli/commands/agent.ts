@@ -14,6 +14,16 @@ export async function loadAgent(file: string, onWarning: (message: string) => vo
   return { config, secrets };
 }
 
+/** loadAgent for a command start: an invalid config is a one-line-per-issue CliError, exit 1. */
+export async function loadAgentOrExit(command: string, file: string, onWarning: (message: string) => void): Promise<{ config: AgentConfig; secrets: AgentSecrets }> {
+  try {
+    return await loadAgent(file, onWarning);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(`${command}: invalid config\n${err.message}`, 1);
+    throw err;
+  }
+}
+
 function countPoints(config: AgentConfig): number {
   return config.taps.reduce((n, tap) => n + tap.points.length, 0);
 }
@@ -34,14 +44,7 @@ export const agent: Command = {
   async run(args) {
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
     const warnings: string[] = [];
-    let loaded;
-    try {
-      loaded = await loadAgent(file, (message) => warnings.push(message));
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CliError(`agent: invalid config\n${err.message}`, 1);
-      throw err;
-    }
-    const { config, secrets } = loaded;
+    const { config, secrets } = await loadAgentOrExit('agent', file, (message) => warnings.push(message));
     if (args.values.check) {
       for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(`${file}: config OK: ${config.taps.length} taps, ${countPoints(config)} points, ${secrets.recipients.length} recipients, device ${secrets.device.did}\n`);

@@ -1,8 +1,7 @@
-import { CliError, optionalString, type Command } from '../command.js';
-import { ConfigError } from '../../common/schema.js';
+import { optionalString, type Command } from '../command.js';
 import { createLogger, silentLogger } from '../../common/log.js';
 import { formatDoctorReport, runDoctor } from '../../agent/doctor.js';
-import { DEFAULT_AGENT_CONFIG, loadAgent } from './agent.js';
+import { DEFAULT_AGENT_CONFIG, loadAgentOrExit } from './agent.js';
 
 export const doctor: Command = {
   name: 'doctor',
@@ -18,13 +17,7 @@ export const doctor: Command = {
   options: { config: { type: 'string', short: 'c' }, verbose: { type: 'boolean' } },
   async run(args) {
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
-    let loaded;
-    try {
-      loaded = await loadAgent(file, (message) => process.stderr.write(`warning: ${message}\n`));
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CliError(`doctor: invalid config\n${err.message}`, 1);
-      throw err;
-    }
+    const loaded = await loadAgentOrExit('doctor', file, (message) => process.stderr.write(`warning: ${message}\n`));
     process.stdout.write(`${file}: config OK\n`);
     const logger = args.values.verbose ? createLogger('doctor', 'debug', process.stderr) : silentLogger();
     const report = await runDoctor(loaded.config, loaded.secrets, logger);

@@ -1,9 +1,8 @@
 import { CliError, optionalString, type Command } from '../command.js';
-import { ConfigError } from '../../common/schema.js';
 import { RelayClient, RelayError } from '../../relay/client.js';
 import { enrollDevice } from '../../agent/enroll.js';
 import { AgentState } from '../../agent/state.js';
-import { DEFAULT_AGENT_CONFIG, loadAgent } from './agent.js';
+import { DEFAULT_AGENT_CONFIG, loadAgentOrExit } from './agent.js';
 
 export const enroll: Command = {
   name: 'enroll',
@@ -18,13 +17,7 @@ export const enroll: Command = {
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
-    let loaded;
-    try {
-      loaded = await loadAgent(file, (message) => process.stderr.write(`warning: ${message}\n`));
-    } catch (err) {
-      if (err instanceof ConfigError) throw new CliError(`enroll: invalid config\n${err.message}`, 1);
-      throw err;
-    }
+    const loaded = await loadAgentOrExit('enroll', file, (message) => process.stderr.write(`warning: ${message}\n`));
     const { config, secrets } = loaded;
     const client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
     let result;
