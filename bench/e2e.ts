@@ -21,8 +21,9 @@ import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
 import { RelayClient } from '../relay/client.js';
 import { pinnedFetch } from '../receiver/http-fetch.js';
+import { enrollParty } from './party.js';
 import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';
-import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
+import type { PrivateKey } from '../protocol/keys.js';
 import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, bucketCapacity, openEnvelope, parseEnvelope, sealEnvelope } from '../protocol/envelope/index.js';
 
 const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'ghostpipe.js');
@@ -93,15 +94,9 @@ interface Party {
 }
 
 async function makeParty(relay: BenchRelay, provider: CryptoProvider): Promise<Party> {
-  const deviceKey = await relay.operator.createKey({ role: 'device', plan: 'bench', label: `bench device ${provider.name}` });
-  const kem = generatePrivateKey('X-Wing');
-  const recipientKeyId = keyIdHex('X-Wing', kem.publicKey);
-  const receiverKey = await relay.operator.createKey({ role: 'receiver', plan: 'bench', label: `bench receiver ${provider.name}`, recipients: [recipientKeyId] });
-  const signing = generatePrivateKey('ML-DSA-65');
-  const device = new RelayClient({ baseUrl: relay.url, apiKey: deviceKey.key });
-  await device.enroll(signing.publicKey, generatePrivateKey('X-Wing').publicKey, (m, c) => provider.mlDsa65.sign(signing.seed, m, c));
+  const { receiverKey, recipientKeyId, signing, kem, device } = await enrollParty(relay.url, relay.operator, provider, `bench ${provider.name}`);
   // Each side talks HTTP the way its daemon does: the agent with fetch, the receiver with node:http (receiver/http-fetch.ts).
-  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey.key, fetch: pinnedFetch() });
+  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey, fetch: pinnedFetch() });
   return { device, receiver, recipientKeyId, signing, kem, sequence: 0n };
 }
 

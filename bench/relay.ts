@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
 import { RelayClient } from '../relay/client.js';
 import { getProvider } from '../protocol/crypto/provider.js';
-import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
+import { generatePrivateKey, type PrivateKey } from '../protocol/keys.js';
+import { enrollParty } from './party.js';
 import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, sealEnvelope } from '../protocol/envelope/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -124,14 +125,9 @@ interface Party {
 }
 
 async function makeParty(relay: Bench): Promise<Party> {
-  const dev = await relay.operator.createKey({ role: 'device', plan: 'bench', label: 'bench device' });
-  const kem = generatePrivateKey('X-Wing');
-  const recipientKeyId = keyIdHex('X-Wing', kem.publicKey);
-  const rec = await relay.operator.createKey({ role: 'receiver', plan: 'bench', label: 'bench receiver', recipients: [recipientKeyId] });
-  const signing = generatePrivateKey('ML-DSA-65');
-  const device = new RelayClient({ baseUrl: relay.url, apiKey: dev.key });
-  await device.enroll(signing.publicKey, generatePrivateKey('X-Wing').publicKey, (m, c) => getProvider().mlDsa65.sign(signing.seed, m, c));
-  return { apiKey: dev.key, receiverKey: rec.key, agent: new http.Agent({ keepAlive: true, maxSockets: 2 }), url: relay.url, device, receiver: new RelayClient({ baseUrl: relay.url, apiKey: rec.key }), recipientKeyId, signing, kem, sequence: 0n };
+  const { deviceKey, receiverKey, recipientKeyId, signing, kem, device } = await enrollParty(relay.url, relay.operator, getProvider(), 'bench');
+  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey });
+  return { apiKey: deviceKey, receiverKey, agent: new http.Agent({ keepAlive: true, maxSockets: 2 }), url: relay.url, device, receiver, recipientKeyId, signing, kem, sequence: 0n };
 }
 
 function seal(party: Party, bucket: number): Uint8Array {
