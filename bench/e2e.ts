@@ -20,7 +20,6 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
 import { RelayClient } from '../relay/client.js';
-import { pinnedFetch } from '../receiver/http-fetch.js';
 import { enrollParty } from './party.js';
 import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';
 import type { PrivateKey } from '../protocol/keys.js';
@@ -95,8 +94,8 @@ interface Party {
 
 async function makeParty(relay: BenchRelay, provider: CryptoProvider): Promise<Party> {
   const { receiverKey, recipientKeyId, signing, kem, device } = await enrollParty(relay.url, relay.operator, provider, `bench ${provider.name}`);
-  // Each side talks HTTP the way its daemon does: the agent with fetch, the receiver with node:http (receiver/http-fetch.ts).
-  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey, fetch: pinnedFetch() });
+  // Both sides talk HTTP the way their daemons do: RelayClient over node:http keep-alive (common/http-client.ts).
+  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey });
   return { device, receiver, recipientKeyId, signing, kem, sequence: 0n };
 }
 
@@ -132,7 +131,7 @@ export async function benchEndToEnd(): Promise<Row[]> {
   const relay = await startRelay();
   try {
     // Baseline: one bare HTTP round trip to the relay process (a trip makes three: upload, lease, ack).
-    const ping = new RelayClient({ baseUrl: relay.url, fetch: pinnedFetch() });
+    const ping = new RelayClient({ baseUrl: relay.url });
     const pings: number[] = [];
     for (let i = 0; i < 100; i++) {
       const t = performance.now();

@@ -92,7 +92,7 @@ async function cpuMs(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** One request over node:http keep-alive: a lean client, so the figures are the relay's, not fetch's. */
+/** One request over node:http keep-alive: a lean client, so the figures are the relay's. */
 function request(agent: http.Agent, method: string, url: string, apiKey: string, body?: Uint8Array): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const headers: http.OutgoingHttpHeaders = { authorization: `Bearer ${apiKey}` };
@@ -151,8 +151,8 @@ async function roundTrip(party: Party, envelope: Uint8Array): Promise<number> {
   return performance.now() - t0;
 }
 
-/** The same through RelayClient (fetch/undici), which adds ~1 ms per request on this machine. */
-async function roundTripFetch(party: Party, envelope: Uint8Array): Promise<number> {
+/** The same through RelayClient (common/http-client.ts: JSON parsing, error mapping), as the daemons do. */
+async function roundTripClient(party: Party, envelope: Uint8Array): Promise<number> {
   const t0 = performance.now();
   await party.device.upload(envelope);
   const lease = await party.receiver.lease(party.recipientKeyId);
@@ -189,9 +189,9 @@ export async function benchRelay(): Promise<Row[]> {
       rows.push({ section: 'relay', name: `round trip ${bucketName(bucket)}, 1 client`, provider, p50_ms: percentile(samples, 50), p95_ms: percentile(samples, 95), ops_per_s: 1000 / percentile(samples, 50), note: `${envelopes[0]!.length} B envelope; target p50 ${bucket === 4096 ? '<= 3 ms' : bucket === 5242880 ? '<= 60 ms' : 'n/a'}` });
 
       if (bucket === 4096) {
-        const viaFetch: number[] = [];
-        for (let i = 0; i < single; i++) viaFetch.push(await roundTripFetch(lone, seal(lone, bucket)));
-        rows.push({ section: 'relay', name: 'round trip 4 KiB, 1 client, via RelayClient (fetch)', provider, p50_ms: percentile(viaFetch, 50), p95_ms: percentile(viaFetch, 95), ops_per_s: 1000 / percentile(viaFetch, 50), note: 'client-side fetch overhead included' });
+        const viaClient: number[] = [];
+        for (let i = 0; i < single; i++) viaClient.push(await roundTripClient(lone, seal(lone, bucket)));
+        rows.push({ section: 'relay', name: 'round trip 4 KiB, 1 client, via RelayClient', provider, p50_ms: percentile(viaClient, 50), p95_ms: percentile(viaClient, 95), ops_per_s: 1000 / percentile(viaClient, 50), note: 'client-side overhead included' });
       }
 
       const batches = parties.map((p) => Array.from({ length: perClient }, () => seal(p, bucket)));

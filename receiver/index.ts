@@ -7,7 +7,6 @@ import { RelayClient } from '../relay/client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
 import type { ReceiverConfig, SinkConfig } from './config.js';
-import { pinnedFetch } from './http-fetch.js';
 import { LogTrust } from './log-trust.js';
 import { DeviceTrust } from './trust.js';
 import { RevocationWatch } from './revocations.js';
@@ -63,7 +62,7 @@ async function makeSink(c: SinkConfig, warn: (m: string) => void): Promise<Sink>
     case 'webhook': {
       const headers = { ...c.headers };
       if (c.bearerTokenFile !== undefined) headers['authorization'] = `Bearer ${await readSecretFile(c.bearerTokenFile, warn)}`;
-      return new WebhookSink({ url: c.url, timeoutMs: c.timeout, retries: c.retries, headers, ...(c.ca !== undefined ? { fetch: pinnedFetch(await readPem(c.ca)) } : {}) });
+      return new WebhookSink({ url: c.url, timeoutMs: c.timeout, retries: c.retries, headers, ...(c.ca !== undefined ? { ca: await readPem(c.ca) } : {}) });
     }
   }
 }
@@ -99,7 +98,7 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
   }
   const client = new RelayClient({
     baseUrl: config.relay.url, apiKey, timeoutMs: config.relay.timeout,
-    fetch: pinnedFetch(config.relay.ca !== undefined ? await readPem(config.relay.ca) : undefined),
+    ...(config.relay.ca !== undefined ? { ca: await readPem(config.relay.ca) } : {}),
   });
   const stateDir = path.resolve(config.stateDir);
   const replay = await ReplayStore.open(stateDir, config.replay.window);

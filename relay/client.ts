@@ -1,9 +1,10 @@
 /**
- * Typed client for the relay's HTTP API (docs/API.md). fetch-based, no dependencies.
+ * Typed client for the relay's HTTP API (docs/API.md), over node:http(s) (common/http-client.ts).
  * Every failure is a RelayError: HTTP refusals carry the status, the relay's stable code and
  * Retry-After; network failures and timeouts use status 0 and codes "network" / "timeout".
  */
 import type { AuditEvent } from './audit.js'; // type only: no server code is loaded
+import { HttpClient, HttpClientError, type HttpResponse } from '../common/http-client.js';
 
 export const ENVELOPE_MEDIA_TYPE = 'application/vnd.ghostpipe.envelope';
 /** ML-DSA-65 context of the enrollment proof of possession. */
@@ -85,7 +86,10 @@ export interface RelayClientOptions {
   apiKey?: string;
   /** Per-request timeout in ms, on top of any long-poll wait (default 30 s). */
   timeoutMs?: number;
-  fetch?: typeof fetch;
+  /** PEM CA bundle or certificate to trust for an https relay instead of the system CAs. */
+  ca?: string | Buffer;
+  /** Share connections with another client of the same relay (see withKey). */
+  http?: HttpClient;
 }
 
 /** The message a device signs to prove possession at enrollment: challenge (32 B) || ML-DSA pk || X-Wing pk. */
@@ -98,8 +102,8 @@ function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
 }
 
-function retryAfterMs(header: string | null): number | undefined {
-  if (header === null) return undefined;
+function retryAfterMs(header: string | undefined): number | undefined {
+  if (header === undefined) return undefined;
   const seconds = Number(header);
   if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
   const date = Date.parse(header);
@@ -114,18 +118,23 @@ export class RelayClient {
   readonly baseUrl: string;
   private readonly apiKey: string | undefined;
   private readonly timeoutMs: number;
-  private readonly fetchImpl: typeof fetch;
+  private readonly http: HttpClient;
 
   constructor(options: RelayClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.apiKey = options.apiKey;
     this.timeoutMs = options.timeoutMs ?? 30_000;
-    this.fetchImpl = options.fetch ?? fetch;
+    this.http = options.http ?? new HttpClient(options.ca !== undefined ? { ca: options.ca } : {});
   }
 
   /** Same relay, another key. */
   withKey(apiKey: string): RelayClient {
-    return new RelayClient({ baseUrl: this.baseUrl, apiKey, timeoutMs: this.timeoutMs, fetch: this.fetchImpl });
+    return new RelayClient({ baseUrl: this.baseUrl, apiKey, timeoutMs: this.timeoutMs, http: this.http });
+  }
+
+  /** Closes idle kept-alive connections (the process can also just exit: they do not hold it open). */
+  close(): void {
+    this.http.close();
   }
 
   // ---- health ----
@@ -182,8 +191,8 @@ export class RelayClient {
     const response = await this.request('POST', `/v2/inbox/${encodeURIComponent(recipientKeyId)}/lease${query ? '?' + query : ''}`, undefined, options.waitMs);
     if (response.status === 204) return null;
     const header = (name: string): string => {
-      const value = response.headers.get(name);
-      if (value === null) throw new RelayError(response.status, 'bad_response', `lease response lacks ${name}`);
+      const value = response.header(name);
+      if (value === undefined) throw new RelayError(response.status, 'bad_response', `lease response lacks ${name}`);
       return value;
     };
     const lease = {
@@ -193,7 +202,7 @@ export class RelayClient {
       expiresAt: header('ghostpipe-lease-expires'),
       receivedAt: header('ghostpipe-received-at'),
     };
-    const bytes = new Uint8Array(await this.body(response));
+    const bytes = new Uint8Array(response.body.buffer, response.body.byteOffset, response.body.byteLength);
     return { ...lease, bytes };
   }
   async ack(leaseId: string): Promise<void> {
@@ -205,8 +214,7 @@ export class RelayClient {
 
   // ---- log ----
   async checkpoint(): Promise<string> {
-    const response = await this.request('GET', '/v2/log/checkpoint');
-    return Buffer.from(await this.body(response)).toString('utf8');
+    return (await this.request('GET', '/v2/log/checkpoint')).body.toString('utf8');
   }
   logKey(): Promise<LogKey> {
     return this.json('GET', '/v2/log/key');
@@ -242,30 +250,20 @@ export class RelayClient {
     return (await this.json<{ events: AuditEvent[] }>('GET', `/v2/audit?${auditQuery(query, 'json')}`)).events;
   }
   async auditCsv(query: AuditQuery = {}): Promise<string> {
-    const response = await this.request('GET', `/v2/audit?${auditQuery(query, 'csv')}`);
-    return Buffer.from(await this.body(response)).toString('utf8');
+    return (await this.request('GET', `/v2/audit?${auditQuery(query, 'csv')}`)).body.toString('utf8');
   }
 
   // ---- plumbing ----
   private async json<T>(method: string, path: string, body?: unknown, waitMs?: number): Promise<T> {
     const response = await this.request(method, path, body, waitMs);
-    const text = Buffer.from(await this.body(response)).toString('utf8');
     try {
-      return JSON.parse(text) as T;
+      return JSON.parse(response.body.toString('utf8')) as T;
     } catch {
       throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not JSON`);
     }
   }
 
-  private async body(response: Response): Promise<ArrayBuffer> {
-    try {
-      return await response.arrayBuffer();
-    } catch (err) {
-      throw new RelayError(0, 'network', `reading response body failed: ${(err as Error).message}`);
-    }
-  }
-
-  private async request(method: string, path: string, body?: unknown, waitMs = 0): Promise<Response> {
+  private async request(method: string, path: string, body?: unknown, waitMs = 0): Promise<HttpResponse> {
     const headers: Record<string, string> = {};
     if (this.apiKey !== undefined) headers['authorization'] = `Bearer ${this.apiKey}`;
     let payload: string | Uint8Array | undefined;
@@ -276,32 +274,27 @@ export class RelayClient {
       headers['content-type'] = 'application/json';
       payload = JSON.stringify(body);
     }
-    const signal = AbortSignal.timeout(this.timeoutMs + waitMs);
-    let response: Response | undefined;
-    for (let attempt = 0; response === undefined; attempt++) {
-      try {
-        response = await this.fetchImpl(this.baseUrl + path, { method, headers, body: payload, signal });
-      } catch (err) {
-        const timedOut = (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError';
-        const cause = (err as { cause?: Error & { code?: string } }).cause;
-        // Usually a kept-alive connection the relay closed while this process was busy (the request
-        // never left). One immediate retry is safe even otherwise: a repeated upload answers 409
-        // duplicate, a repeated ack 404.
-        if (!timedOut && attempt === 0 && cause?.code === 'UND_ERR_SOCKET') continue;
-        throw new RelayError(0, timedOut ? 'timeout' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : (cause?.message ?? (err as Error).message)}`);
-      }
+    let response: HttpResponse;
+    try {
+      // A repeated request after a lost answer is safe: a repeated upload answers 409 duplicate,
+      // a repeated ack 404.
+      response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs });
+    } catch (err) {
+      if (!(err instanceof HttpClientError)) throw err;
+      const timedOut = err.failure === 'timeout';
+      throw new RelayError(0, timedOut ? 'timeout' : err.failure === 'too_large' ? 'bad_response' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : err.message}`);
     }
-    if (response.ok) return response;
+    if (response.status >= 200 && response.status < 300) return response;
     let code = `http_${response.status}`;
     let message = `${method} ${path}: HTTP ${response.status}`;
     try {
-      const parsed = (await response.json()) as { error?: unknown; message?: unknown };
+      const parsed = JSON.parse(response.body.toString('utf8')) as { error?: unknown; message?: unknown };
       if (typeof parsed.error === 'string') code = parsed.error;
       if (typeof parsed.message === 'string') message = `${method} ${path}: ${parsed.message}`;
     } catch {
       // Non-JSON refusals (431/408 from node itself): keep the generic code.
     }
-    throw new RelayError(response.status, code, message, retryAfterMs(response.headers.get('retry-after')));
+    throw new RelayError(response.status, code, message, retryAfterMs(response.header('retry-after')));
   }
 }
 

@@ -6,7 +6,6 @@ import { RelayClient, RelayError } from '../../relay/client.js';
 import { audit as runAudit } from '../../receiver/audit.js';
 import { checkTransport, TransportError } from '../../receiver/config.js';
 import { LogIntegrityError } from '../../receiver/log-trust.js';
-import { pinnedFetch } from '../../receiver/http-fetch.js';
 
 const WHAT: Record<string, string> = {
   fork: 'FORK: the relay signed two different histories',
@@ -68,8 +67,8 @@ export const audit: Command = {
     } catch (err) {
       throw new CliError(`audit: --ca ${ca}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 2);
     }
-    // Always node:http(s) with a response cap (receiver/http-fetch.ts), pinned when --ca is given.
-    const client = new RelayClient({ baseUrl: url, fetch: pinnedFetch(pem) });
+    // node:http(s) with a response cap (common/http-client.ts), pinned when --ca is given.
+    const client = new RelayClient({ baseUrl: url, ...(pem !== undefined ? { ca: pem } : {}) });
     const stateDir = optionalString(args, 'state');
     const origin = optionalString(args, 'origin');
     try {

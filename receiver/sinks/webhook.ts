@@ -6,6 +6,7 @@
 import type { ReadingRecord } from '../records.js';
 import { Backoff, sleep } from '../../common/backoff.js';
 import { SinkError, type Sink } from './sink.js';
+import { HttpClient, HttpClientError } from '../../common/http-client.js';
 
 export interface WebhookSinkOptions {
   url: string;
@@ -13,18 +14,19 @@ export interface WebhookSinkOptions {
   retries: number;
   headers: Record<string, string>;
   backoff?: { initialMs: number; maxMs: number };
-  fetch?: typeof fetch;
+  /** PEM CA bundle or certificate to trust for an https URL instead of the system CAs. */
+  ca?: string | Buffer;
 }
 
 export class WebhookSink implements Sink {
   readonly name: string;
-  private readonly fetchImpl: typeof fetch;
+  private readonly http: HttpClient;
   private readonly stop = new AbortController();
 
   constructor(private readonly o: WebhookSinkOptions) {
     const u = new URL(o.url);
     this.name = `webhook ${u.protocol}//${u.host}${u.pathname}`; // no query (may hold a token) and no userinfo
-    this.fetchImpl = o.fetch ?? fetch;
+    this.http = new HttpClient(o.ca !== undefined ? { ca: o.ca } : {});
   }
 
   async open(): Promise<void> {}
@@ -37,18 +39,18 @@ export class WebhookSink implements Sink {
       if (attempt > 0) await sleep(backoff.next(), this.stop.signal);
       if (this.stop.signal.aborted) break;
       try {
-        const response = await this.fetchImpl(this.o.url, {
+        const response = await this.http.request(this.o.url, {
           method: 'POST',
           headers: { ...this.o.headers, 'content-type': 'application/json' },
           body,
-          signal: AbortSignal.timeout(this.o.timeoutMs),
+          timeoutMs: this.o.timeoutMs,
+          signal: this.stop.signal,
         });
-        await response.arrayBuffer().catch(() => undefined);
         if (response.status >= 200 && response.status < 300) return;
         last = `HTTP ${response.status}`;
       } catch (err) {
-        const e = err as Error;
-        last = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${this.o.timeoutMs} ms` : ((e as { cause?: Error }).cause?.message ?? e.message);
+        if (!(err instanceof HttpClientError)) throw err;
+        last = err.failure === 'timeout' ? `no answer within ${this.o.timeoutMs} ms` : err.message;
       }
     }
     throw new SinkError(this.name, `not accepted after ${this.o.retries + 1} attempts (last: ${last})`);
@@ -56,5 +58,6 @@ export class WebhookSink implements Sink {
 
   async close(): Promise<void> {
     this.stop.abort();
+    this.http.close();
   }
 }

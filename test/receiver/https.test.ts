@@ -11,7 +11,6 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
 import { RelayClient } from '../../relay/client.js';
-import { pinnedFetch } from '../../receiver/http-fetch.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import type { Device } from '../relay/harness.js';
@@ -41,8 +40,8 @@ before(async () => {
   relay = await startRelay({ tls: { cert: tls.cert, key: tls.key }, leaseTimeout: '2s' });
   // The harness speaks plain HTTP; the same relay over HTTPS, trusting only the test CA.
   const url = relay.url.replace('http://', 'https://');
-  const fetch = pinnedFetch(await readFile(tls.ca));
-  httpsRelay = { ...relay, url, operator: new RelayClient({ baseUrl: url, apiKey: relay.operatorKey, fetch }) };
+  const ca = await readFile(tls.ca);
+  httpsRelay = { ...relay, url, operator: new RelayClient({ baseUrl: url, apiKey: relay.operatorKey, ca }) };
 });
 
 after(async () => {
@@ -51,9 +50,9 @@ after(async () => {
 });
 
 async function enrolledDevice(): Promise<Device> {
-  const fetch = pinnedFetch(await readFile(tls.ca));
+  const ca = await readFile(tls.ca);
   const issued = await httpsRelay.operator.createKey({ role: 'device', plan: 'enterprise', label: 'https device' });
-  const client = new RelayClient({ baseUrl: httpsRelay.url, apiKey: issued.key, fetch });
+  const client = new RelayClient({ baseUrl: httpsRelay.url, apiKey: issued.key, ca });
   const signing = generatePrivateKey('ML-DSA-65');
   const kem = generatePrivateKey('X-Wing');
   const reg = await client.enroll(signing.publicKey, kem.publicKey, (m, c) => getProvider().mlDsa65.sign(signing.seed, m, c));

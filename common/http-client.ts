@@ -1,0 +1,153 @@
+/**
+ * A small HTTP/1.1 client over node:http and node:https for the relay API and webhooks.
+ *
+ * Why not the global fetch: on the 512 MB gateway every megabyte counts, and fetch loads undici
+ * and compiles its WebAssembly HTTP parser (~11 MB of RSS on Node 20 and 24, measured in
+ * docs/AGENT.md "Memory"); node:http is already there. It also gives what fetch lacks: a pinned CA
+ * per client (Node 20's fetch has no per-request CA) and a cap on every response body, so a
+ * hostile or broken server cannot make us buffer without bound.
+ */
+import { createRequire } from 'node:module';
+import type http from 'node:http';
+import type https from 'node:https';
+
+/** Responses larger than this are cut off with an error (the largest envelope is about 5 MiB). */
+export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Loaded with require, not `import`: on Node 24 an ESM import of node:http materialises every lazy
+ * export (WebSocket, ...), which loads undici, http2 and zlib (relay/server.ts has the figures).
+ */
+const require = createRequire(import.meta.url);
+
+export interface HttpResponse {
+  status: number;
+  /** Header value by lower-case name; repeated headers joined with ", ". */
+  header(name: string): string | undefined;
+  body: Buffer;
+}
+
+export interface HttpRequest {
+  method: string;
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+  /** Whole request, response body included. */
+  timeoutMs: number;
+  /** Aborts the request early (e.g. on shutdown); rejects with an HttpClientError "aborted". */
+  signal?: AbortSignal;
+}
+
+export type HttpFailure = 'timeout' | 'network' | 'too_large' | 'aborted';
+
+export class HttpClientError extends Error {
+  constructor(readonly failure: HttpFailure, message: string) {
+    super(message);
+    this.name = 'HttpClientError';
+  }
+}
+
+export interface HttpClientOptions {
+  /** PEM CA bundle or certificate to trust instead of the system CAs (https only). */
+  ca?: string | Buffer;
+  maxResponseBytes?: number;
+}
+
+export class HttpClient {
+  private readonly maxResponseBytes: number;
+  private httpAgent: http.Agent | undefined;
+  private httpsAgent: https.Agent | undefined;
+
+  constructor(private readonly options: HttpClientOptions = {}) {
+    this.maxResponseBytes = options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
+  }
+
+  request(url: string | URL, request: HttpRequest): Promise<HttpResponse> {
+    const target = new URL(url);
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      return Promise.reject(new HttpClientError('network', `unsupported protocol ${target.protocol}`));
+    }
+    return this.attempt(target, request, false);
+  }
+
+  /** Closes idle kept-alive connections. */
+  close(): void {
+    this.httpAgent?.destroy();
+    this.httpsAgent?.destroy();
+  }
+
+  private agentFor(target: URL): { module: typeof http | typeof https; agent: http.Agent } {
+    if (target.protocol === 'https:') {
+      const module = require('node:https') as typeof https;
+      this.httpsAgent ??= new module.Agent({ keepAlive: true, ...(this.options.ca !== undefined ? { ca: this.options.ca } : {}) });
+      return { module, agent: this.httpsAgent };
+    }
+    const module = require('node:http') as typeof http;
+    this.httpAgent ??= new module.Agent({ keepAlive: true });
+    return { module, agent: this.httpAgent };
+  }
+
+  private attempt(target: URL, request: HttpRequest, retried: boolean): Promise<HttpResponse> {
+    const { module, agent } = this.agentFor(target);
+    const headers: Record<string, string> = { ...request.headers };
+    const body = request.body === undefined ? undefined : typeof request.body === 'string' ? Buffer.from(request.body) : request.body;
+    if (body !== undefined) headers['content-length'] = String(body.byteLength);
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      let req: http.ClientRequest | undefined;
+      const fail = (err: HttpClientError): void => {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        req?.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(() => fail(new HttpClientError('timeout', `no complete answer within ${request.timeoutMs} ms`)), request.timeoutMs);
+      const onAbort = (): void => fail(new HttpClientError('aborted', 'request aborted'));
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        request.signal?.removeEventListener('abort', onAbort);
+      };
+      if (request.signal?.aborted) return fail(new HttpClientError('aborted', 'request aborted'));
+      request.signal?.addEventListener('abort', onAbort, { once: true });
+
+      req = module.request(target, { method: request.method, headers, agent }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > this.maxResponseBytes) fail(new HttpClientError('too_large', `response larger than ${this.maxResponseBytes} bytes`));
+          else chunks.push(chunk);
+        });
+        res.on('error', (err) => fail(new HttpClientError('network', err.message)));
+        res.on('end', () => {
+          if (settled) return;
+          settled = true;
+          cleanup();
+          const raw = res.headers;
+          resolve({
+            status: res.statusCode ?? 0,
+            header: (name) => {
+              const value = raw[name.toLowerCase()];
+              return Array.isArray(value) ? value.join(', ') : value;
+            },
+            body: Buffer.concat(chunks),
+          });
+        });
+      });
+      const sent = req;
+      sent.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled) return;
+        // A kept-alive socket the server closed just as we reused it: the request never arrived
+        // (Node's documented retry case), so one immediate retry is safe.
+        if (!retried && sent.reusedSocket && err.code === 'ECONNRESET') {
+          settled = true;
+          cleanup();
+          this.attempt(target, request, true).then(resolve, reject);
+          return;
+        }
+        fail(new HttpClientError('network', err.message));
+      });
+      sent.end(body);
+    });
+  }
+}
