@@ -68,6 +68,7 @@ export class Agent {
       aeadId: aeadId(config),
       maxBytes: config.backlog.maxSize,
       statusIntervalMs: config.relay.statusInterval,
+      quotaRetryMs: config.relay.quotaRetry,
       nextEnvelopeSequence: () => this.state.take('envelope', config.streamId),
       logger: this.logger,
     });

@@ -40,6 +40,11 @@ const agentObject = s.object({
     timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 10_000),
     /** How often held envelopes are checked for delivery (POST /v2/envelopes/status). */
     statusInterval: s.withDefault(s.duration({ min: 100, max: 3_600_000 }), 15_000),
+    /**
+     * How often to try again while the relay reports the plan's quota used up (402). Not the
+     * relay's Retry-After (the period end, maybe weeks away): an operator may raise the quota any time.
+     */
+    quotaRetry: s.withDefault(s.duration({ min: 1_000, max: 86_400_000 }), 60_000),
   }),
   /** Every frame is sealed to each recipient (one envelope each). */
   recipients: s.array(s.object({ name: s.string({ minLength: 1, maxLength: 64 }), publicKey: file }), { minItems: 1, maxItems: 16 }),

@@ -50,6 +50,8 @@ export interface DeliveryOptions {
   aeadId: number;
   maxBytes: number;
   statusIntervalMs: number;
+  /** How often to try again while the relay reports the quota used up (402); at most its Retry-After. */
+  quotaRetryMs: number;
   /** Hands out envelope sequence numbers (AgentState.take('envelope', stream)). */
   nextEnvelopeSequence: () => bigint;
   logger: Logger;
@@ -71,6 +73,10 @@ export interface DeliveryStats {
 }
 
 const DUPLICATE = new Set(['duplicate', 'duplicate_envelope']);
+/** Shortest wait after a 402, whatever the relay or the config says: never a tight loop. */
+const MIN_QUOTA_WAIT_MS = 1_000;
+/** 429s less than this apart are one rate-limited spell, logged at warn once (uploads succeed in between). */
+const RATE_LIMIT_SPELL_MS = 60_000;
 const THRESHOLDS = [90, 75, 50];
 
 export class Delivery {
@@ -81,6 +87,10 @@ export class Delivery {
   private lastStatusCheck = 0;
   private pumping: Promise<void> | undefined;
   private level = 0;
+  /** A 402 was logged at warn and no upload was accepted since: repeats go to debug (not a warn a minute for days). */
+  private quotaRefusalLogged = false;
+  /** When the last 429 came; see RATE_LIMIT_SPELL_MS. */
+  private lastRateLimitedAt: number | undefined;
   /** Frames go out only while this is true (the device is enrolled). */
   enabled = false;
   /** Largest joined batch for a coalesced envelope; shrinks if the relay refuses a size (413). */
@@ -184,6 +194,8 @@ export class Delivery {
     }
     this.reachable(true);
     this.backoff.reset();
+    if (this.quotaRefusalLogged) this.o.logger.info({ recipient: lane.recipient.name }, 'relay accepts uploads again (quota available)');
+    this.quotaRefusalLogged = false;
     if (resend) this.stats.resent++;
     else this.stats.uploaded++;
     this.o.logger.debug({ recipient: lane.recipient.name, envelope: sealed.id, frames: sealed.frames.map(String), bytes: sealed.bytes.length, resend }, 'envelope uploaded');
@@ -193,10 +205,20 @@ export class Delivery {
   private refused(lane: RecipientLane, sealed: Sealed, err: unknown): false {
     if (!(err instanceof RelayError)) throw err;
     const base = { recipient: lane.recipient.name, status: err.status, code: err.code };
-    if (err.status === 0 || err.status >= 500 || err.status === 429 || err.status === 402) {
+    if (err.status === 402 || err.status === 429) {
+      this.reachable(true);
+      // Quota: retry every quotaRetry (the quota may be raised any time), sooner if the period ends sooner.
+      // Rate: the relay says when a token is back; backoff keeps a crowd of agents from retrying in step.
+      const wait = err.status === 402
+        ? Math.max(MIN_QUOTA_WAIT_MS, Math.min(err.retryAfterMs ?? Infinity, this.o.quotaRetryMs))
+        : Math.max(err.retryAfterMs ?? 0, this.backoff.next());
+      this.notBefore = this.now() + wait;
+      this.o.logger[this.continuesRefusal(err.status) ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
+      return false;
+    }
+    if (err.status === 0 || err.status >= 500) {
       if (err.status === 0 || err.status === 503) this.reachable(false, err.message);
-      const quota = err.status === 402;
-      const wait = Math.max(err.retryAfterMs ?? 0, quota ? 60_000 : 0, this.backoff.next());
+      const wait = Math.max(err.retryAfterMs ?? 0, this.backoff.next());
       this.notBefore = this.now() + wait;
       this.o.logger[err.status === 0 ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
       return false;
@@ -222,6 +244,19 @@ export class Delivery {
     this.notBefore = this.now() + Math.max(wait, 5_000);
     this.o.logger.error({ ...base, retryIn: formatDuration(Math.max(wait, 5_000)) }, `relay refused the device: ${err.message}`);
     return false;
+  }
+
+  /** True when this 402/429 continues one already logged at warn; records it either way. */
+  private continuesRefusal(status: number): boolean {
+    if (status === 402) {
+      const logged = this.quotaRefusalLogged;
+      this.quotaRefusalLogged = true;
+      return logged;
+    }
+    const now = this.now();
+    const previous = this.lastRateLimitedAt;
+    this.lastRateLimitedAt = now;
+    return previous !== undefined && now - previous < RATE_LIMIT_SPELL_MS;
   }
 
   private async resendUnknown(lane: RecipientLane): Promise<boolean> {

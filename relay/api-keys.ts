@@ -114,6 +114,11 @@ export class ApiKeys {
     return plan.quota === 0 || record.usage.transfers < plan.quota;
   }
 
+  /** Ms until the key's current quota period rolls over (call after quotaAllows rolled it forward). */
+  quotaResetsInMs(record: KeyRecord, plan: Plan, now = Date.now()): number {
+    return Math.max(0, record.usage.periodStart + plan.period - now);
+  }
+
   countTransfer(record: KeyRecord): void {
     record.usage.transfers++;
   }

@@ -329,7 +329,7 @@ export class RelayServer {
     };
     const wait = this.state.keys.takeRateToken(key, plan.plan);
     if (wait > 0) refuse(new HttpError(429, 'rate_limited', `plan "${key.plan}" allows ${plan.plan.ratePerMinute} uploads per minute`, wait));
-    if (!this.state.keys.quotaAllows(key, plan.plan)) refuse(new HttpError(402, 'quota_exceeded', `plan "${key.plan}" quota of ${plan.plan.quota} transfers for this period is used up`));
+    if (!this.state.keys.quotaAllows(key, plan.plan)) refuse(quotaExceeded(key.plan, plan.plan.quota, this.state.keys.quotaResetsInMs(key, plan.plan)));
     if (mediaType(req) !== ENVELOPE_MEDIA_TYPE) refuse(new HttpError(415, 'unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
     const limit = plan.envelopeLimit;
     const lengthHeader = req.headers['content-length'];
@@ -754,6 +754,11 @@ function pathOnly(url: string | undefined): string {
 
 function memoryFull(retryAfterMs: number): HttpError {
   return new HttpError(507, 'memory_full', 'relay memory is full; retry later', retryAfterMs);
+}
+
+/** Retry-After: when the quota period rolls over (an operator may raise the quota sooner). */
+function quotaExceeded(plan: string, quota: number, resetsInMs: number): HttpError {
+  return new HttpError(402, 'quota_exceeded', `plan "${plan}" quota of ${quota} transfers for this period is used up`, resetsInMs);
 }
 
 function tooLarge(limit: number, plan: string): HttpError {

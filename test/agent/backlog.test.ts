@@ -5,6 +5,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine } from './harness.js';
@@ -16,18 +17,37 @@ after(async () => {
   await cleanupAll();
 });
 
-async function setup(payload: string, extra: Record<string, unknown>, relayConfig: Record<string, unknown> = {}): Promise<{ env: AgentEnv; relay: RelayProcess; port: number }> {
+/** `plan`: the device key's plan; `agentRelay`: merged into the agent's `relay:` section. */
+async function setup(payload: string, extra: Record<string, unknown>, relayConfig: Record<string, unknown> = {}, options: { plan?: string; agentRelay?: Record<string, unknown> } = {}): Promise<{ env: AgentEnv; relay: RelayProcess; port: number }> {
   broker ??= await startMosquitto();
   const publisher = await connectTestClient(broker.url);
   await publisher.publishAsync('big/value', payload, { retain: true, qos: 1 });
   await publisher.endAsync();
   const port = await freePort();
   const relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...relayConfig });
-  const env = await makeAgentEnv(relay);
-  await writeAgentConfig(env, agentConfig(env, relay.url, [{ name: 'mq', type: 'mqtt', url: broker.url, staleAfter: '1h', points: [{ name: 'v', topic: 'big/value', type: 'string' }] }], { interval: '200ms', ...extra }));
+  const env = await makeAgentEnv(relay, options.plan);
+  const config = agentConfig(env, relay.url, [{ name: 'mq', type: 'mqtt', url: broker.url, staleAfter: '1h', points: [{ name: 'v', topic: 'big/value', type: 'string' }] }], { interval: '200ms', ...extra });
+  Object.assign(config['relay'] as Record<string, unknown>, options.agentRelay);
+  await writeAgentConfig(env, config);
   const enrolled = await cli(['enroll', '--config', env.configFile]);
   assert.equal(enrolled.code, 0, enrolled.stderr);
   return { env, relay, port };
+}
+
+/** `plans:` replaces the relay's defaults: keep the plans the harness issues keys on, add "gateway". */
+const UNLIMITED = { quota: 0, ratePerMinute: 600_000, burst: 100_000, maxBlob: '5MiB' };
+const withGatewayPlan = (gateway: Record<string, unknown>): Record<string, unknown> => ({ plans: { enterprise: UNLIMITED, pro: UNLIMITED, gateway: { ...UNLIMITED, ...gateway } } });
+
+const WARN = 40;
+const DEBUG = 20;
+const refusalsIn = (lines: LogLine[], code: string): LogLine[] => lines.filter((l) => l.code === code && l.msg.startsWith('relay refused the upload; keeping the backlog'));
+const sorted = (values: bigint[]): bigint[] => [...values].sort((a, b) => (a < b ? -1 : 1));
+const apiKeyId = async (env: AgentEnv): Promise<string> => (await readFile(env.apiKeyFile, 'utf8')).trim().slice(4, 16);
+
+function assertAllOnceInOrder(frames: bigint[]): void {
+  const all = sorted(frames);
+  assert.equal(all[0], 1n);
+  for (let i = 1; i < all.length; i++) assert.equal(all[i], all[i - 1]! + 1n, `frame ${all[i - 1]! + 1n} lost or twice`);
 }
 
 const droppedIn = (lines: LogLine[]): bigint[] =>
@@ -130,5 +150,81 @@ test('sequence numbers continue across agent restarts (also after SIGKILL) with 
     const previousMax = seen[boot - 1]!.reduce((a, b) => (a > b ? a : b));
     assert.ok(seen[boot]!.every((s) => s > previousMax), `boot ${boot} continues above ${previousMax}`);
   }
+  await relay.stop();
+});
+
+test('quota used up (402): backlog kept, retried every relay.quotaRetry; quota raised: everything arrives once, in order', { timeout: 60_000 }, async () => {
+  // 5 transfers per 10 minutes: the 6th frame is refused; the relay's Retry-After (~10 min) is
+  // longer than quotaRetry (1 s), so the agent asks again every second.
+  let { env, relay, port } = await setup('q', { logLevel: 'debug' }, withGatewayPlan({ quota: 5, period: '10m' }), { plan: 'gateway', agentRelay: { quotaRetry: '1s' } });
+  const keyId = await apiKeyId(env);
+  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const agent = startAgent(env.configFile);
+  const first = await agent.waitFor((l) => l.code === 'quota_exceeded', 15_000, 'a 402 refusal');
+  assert.equal(first.level, WARN);
+  assert.equal(first['status'], 402);
+  assert.equal(first['retryIn'], '1s', 'min(Retry-After, quotaRetry)');
+  await until(() => refusalsIn(agent.lines, 'quota_exceeded').length >= 4, 10_000, '3 more 402s');
+  const quotaLines = refusalsIn(agent.lines, 'quota_exceeded');
+  assert.deepEqual(quotaLines.slice(1).map((l) => l.level), quotaLines.slice(1).map(() => DEBUG), 'repeated 402s are logged at debug');
+  // The relay saw the retries about quotaRetry apart, not in a tight loop and not 60 s apart.
+  const refusedAt = (await relay.operator.audit({ key: keyId })).filter((e) => e.outcome === 'quota_exceeded').map((e) => Date.parse(e.time));
+  for (let i = 1; i < refusedAt.length; i++) assert.ok(refusedAt[i]! - refusedAt[i - 1]! >= 950, `402 retries ${refusedAt[i]! - refusedAt[i - 1]!} ms apart`);
+  await until(() => rx.received.length >= 5, 5_000, 'the 5 envelopes within the quota');
+  assert.equal(frameSequences(dedupe(rx.received)).length, 5, 'nothing beyond the quota was accepted');
+  const usage = (await relay.operator.listKeys()).find((k) => k.id === keyId)!.usage!;
+  assert.deepEqual([usage.transfers, usage.quota], [5, 5]);
+  const queued = agent.lines.filter((l) => l.msg === 'interval').at(-1)!['queuedFrames'] as number;
+  assert.ok(queued >= 10, `backlog while refused: ${queued} frames`);
+
+  // The operator raises the quota (a relay restart on the same state; it loses the envelopes it held).
+  await relay.stop();
+  relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...withGatewayPlan({ quota: 1000, period: '10m' }) }, { dir: relay.dir });
+  await agent.waitFor((l) => l.msg === 'relay accepts uploads again (quota available)', 10_000, 'uploads accepted again');
+  await until(() => rx.received.some((r) => r.frames.length > 1) && frameSequences(rx.received).length >= 25, 15_000, 'the coalesced backlog and later frames');
+  assert.equal(await agent.stop(), 0);
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  await rx.stop();
+
+  assertAllOnceInOrder(frameSequences(dedupe(rx.received)));
+  const coalesced = rx.received.find((r) => r.frames.length > 1)!.frames.map((f) => f.sequence);
+  assert.deepEqual(coalesced, sorted(coalesced), 'frames inside a coalesced envelope are in order');
+  assert.deepEqual(droppedIn(agent.lines), []);
+  assert.equal(refusalsIn(agent.lines, 'quota_exceeded').filter((l) => l.level === WARN).length, 1, 'one warn line for the whole refusal');
+  // Key usage survives a relay restart (keys.json): transfers = every accepted upload on both runs.
+  const accepted = (await relay.operator.audit({ key: keyId })).filter((e) => e.event === 'upload' && e.outcome === 'ok').length;
+  assert.equal((await relay.operator.listKeys()).find((k) => k.id === keyId)!.usage!.transfers, accepted);
+  await relay.stop();
+});
+
+test('rate limited (429): the agent honours Retry-After, coalesces to keep up; every frame arrives once, in order', { timeout: 60_000 }, async () => {
+  // 1 upload a second (burst 2) against 5 frames a second: each accepted upload carries what waited.
+  const { env, relay } = await setup('r', { logLevel: 'debug' }, withGatewayPlan({ ratePerMinute: 60, burst: 2 }), { plan: 'gateway' });
+  const keyId = await apiKeyId(env);
+  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const agent = startAgent(env.configFile);
+  const first = await agent.waitFor((l) => l.code === 'rate_limited', 15_000, 'a 429 refusal');
+  assert.equal(first.level, WARN);
+  await until(() => refusalsIn(agent.lines, 'rate_limited').length >= 5, 15_000, '5 rate-limited uploads');
+  assert.equal(await agent.stop(), 0);
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  await rx.stop();
+
+  const rateLines = refusalsIn(agent.lines, 'rate_limited');
+  assert.deepEqual(rateLines.map((l) => l.level), [WARN, ...rateLines.slice(1).map(() => DEBUG)], 'one warn for the rate-limited spell, then debug');
+  // Retry-After (1 s) honoured: after every 429 the next attempt came at least ~1 s later.
+  const uploads = (await relay.operator.audit({ key: keyId })).filter((e) => e.event === 'upload');
+  uploads.forEach((e, i) => {
+    if (e.outcome !== 'rate_limited' || i + 1 >= uploads.length) return;
+    const gap = Date.parse(uploads[i + 1]!.time) - Date.parse(e.time);
+    assert.ok(gap >= 950, `next upload ${gap} ms after a 429`);
+  });
+  const queued = agent.lines.filter((l) => l.msg === 'interval').map((l) => l['queuedFrames'] as number);
+  assert.ok(Math.max(...queued) <= 12, `the backlog stays small (keeps up): at most ${Math.max(...queued)} frames queued`);
+  assert.ok(rx.received.some((r) => r.frames.length > 1), 'the backlog went out coalesced');
+  const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
+  assert.equal(stopped['flushed'], true);
+  assertAllOnceInOrder(frameSequences(dedupe(rx.received)));
+  assert.deepEqual(droppedIn(agent.lines), []);
   await relay.stop();
 });

@@ -49,6 +49,7 @@ test('the base config is valid and gets every default', () => {
   assert.deepEqual(config.padding.buckets, [4096, 65536, 1048576, 5242880]);
   assert.equal(config.aead, 'aes-256-gcm');
   assert.equal(config.stateDir, '/var/lib/ghostpipe/agent');
+  assert.equal(config.relay.quotaRetry, 60_000);
   assert.equal(config.taps.length, 2);
 });
 
@@ -64,6 +65,7 @@ const CASES: [string, (text: string) => string, string][] = [
   ['tap interval shorter than the agent interval', (t) => t.replace('    type: mqtt', '    type: mqtt\n    interval: 1s'), 'agent.yaml:21:15: taps[1].interval: must be at least the agent interval (15000 ms): one frame per interval; found 1000 ms'],
   ['bucket relays refuse', (t) => t + 'padding:\n  buckets: [4KiB, 16KiB]\n', 'agent.yaml:25:19: padding.buckets[1]: must be one of 4KiB, 64KiB, 1MiB, 5MiB (the buckets relays accept); found 16384 bytes'],
   ['buckets not ascending', (t) => t + 'padding:\n  buckets: [64KiB, 4KiB]\n', 'agent.yaml:25:20: padding.buckets[1]: must be larger than the bucket before it (65536 bytes); found 4096'],
+  ['quota retry too short', (t) => t.replace('  url: http://127.0.0.1:8787\n', '  url: http://127.0.0.1:8787\n  quotaRetry: 500ms\n'), 'agent.yaml:6:15: relay.quotaRetry: must be a duration from 1s to 1d; found "500ms"'],
   ['deadline out of range', (t) => t + 'deadline: 1.5\n', 'agent.yaml:24:11: deadline: must be a number from 0.1 to 0.9; found 1.5'],
   ['backlog too small', (t) => t + 'backlog:\n  maxSize: 1KiB\n', 'agent.yaml:25:12: backlog.maxSize: must be a size from 64KiB to 1GiB; found "1KiB"'],
   ['aead typo', (t) => t + 'aead: chacha20\n', 'agent.yaml:24:7: aead: must be one of aes-256-gcm, chacha20-poly1305; found "chacha20"'],

@@ -216,7 +216,10 @@ test('plans: quota (402), rate (429 + Retry-After), size (413), oversized body c
   const tiny = await makeDevice(relay, 'tiny');
   await tiny.client.upload(tiny.seal(markedPlaintext('q1'), receiver));
   await tiny.client.upload(tiny.seal(markedPlaintext('q2'), receiver));
-  await refused(tiny.client.upload(tiny.seal(markedPlaintext('q3'), receiver)), 402, 'quota_exceeded');
+  const overQuota = await refused(tiny.client.upload(tiny.seal(markedPlaintext('q3'), receiver)), 402, 'quota_exceeded');
+  // Retry-After = until the key's period (30 days by default, started when the key was issued) rolls over.
+  const period = 30 * 86_400_000;
+  assert.ok(overQuota.retryAfterMs !== undefined && overQuota.retryAfterMs > period - 120_000 && overQuota.retryAfterMs <= period, `402 Retry-After ${String(overQuota.retryAfterMs)} ms`);
 
   const slow = await makeDevice(relay, 'slow');
   await slow.client.upload(slow.seal(markedPlaintext('r1'), receiver));
