@@ -104,7 +104,7 @@ class ModbusTap implements Tap {
     private readonly deps: ModbusTapDeps,
   ) {
     this.name = config.name;
-    this.log = deps.logger.child({ tap: config.name, kind: 'modbus' });
+    this.log = deps.logger.child({ kind: 'modbus' }); // createTap() binds the tap name
     this.addressBase = config.addressBase;
     this.retries = config.retries ?? MODBUS_DEFAULTS.retries;
     const { points, issues } = resolvePoints(config.points, {

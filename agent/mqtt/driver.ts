@@ -233,7 +233,7 @@ export class MqttTap implements Tap {
       this.setState('down', reason);
       if (wasUp) backoff.reset(); // a working link that dropped: retry soon, then slow down
       const delay = backoff.next();
-      this.deps.logger.debug({ tap: this.name, delayMs: delay }, 'mqtt reconnect scheduled');
+      this.deps.logger.debug({ delayMs: delay }, 'mqtt reconnect scheduled');
       await sleep(delay, this.abort.signal);
     }
     this.state = 'down';
@@ -255,6 +255,9 @@ export class MqttTap implements Tap {
       queueQoSZero: false,
       resubscribe: false,
       rejectUnauthorized: true,
+      // mqtt-packet otherwise pre-builds 65,536 two-byte Buffers (one per packet id) on the first
+      // packet: ~7 MB of heap the gateway cannot spare (docs/AGENT.md, "Memory").
+      writeCache: false,
     };
     if (version === 5) {
       options.properties = {
@@ -326,7 +329,7 @@ export class MqttTap implements Tap {
         if (!err || client !== this.client) return;
         const reason = `broker refused subscription to ${filter}: ${err.message.replace(/^Subscribe error: /, '')}`;
         this.refused.set(filter, reason);
-        this.deps.logger.warn({ tap: this.name, topic: filter, reason }, 'mqtt subscription refused');
+        this.deps.logger.warn({ topic: filter, reason }, 'mqtt subscription refused');
       });
     }
   }
@@ -341,12 +344,12 @@ export class MqttTap implements Tap {
         : decodePayload(point.spec, topic, payload);
       point.last = { receivedAt, topic, decoded };
       if (decoded.ok) {
-        this.deps.logger.debug({ tap: this.name, point: point.name, topic, retained: packet.retain, value: decoded.value }, 'mqtt value');
-        if (point.loggedReason) this.deps.logger.info({ tap: this.name, point: point.name, topic }, 'mqtt point recovered');
+        this.deps.logger.debug({ point: point.name, topic, retained: packet.retain, value: decoded.value }, 'mqtt value');
+        if (point.loggedReason) this.deps.logger.info({ point: point.name, topic }, 'mqtt point recovered');
         point.loggedReason = undefined;
       } else if (point.loggedReason !== decoded.reason) {
         point.loggedReason = decoded.reason;
-        this.deps.logger.warn({ tap: this.name, point: point.name, topic, reason: decoded.reason }, 'mqtt point bad');
+        this.deps.logger.warn({ point: point.name, topic, reason: decoded.reason }, 'mqtt point bad');
       }
     }
   }
@@ -357,8 +360,8 @@ export class MqttTap implements Tap {
     this.state = state;
     if (reason !== undefined) this.reason = reason;
     if (!changed) return;
-    if (state === 'up') this.deps.logger.info({ tap: this.name, broker: this.brokerUrl, clientId: this.clientId }, 'mqtt tap up');
-    else this.deps.logger.warn({ tap: this.name, broker: this.brokerUrl, reason: this.reason }, 'mqtt tap down');
+    if (state === 'up') this.deps.logger.info({ broker: this.brokerUrl, clientId: this.clientId }, 'mqtt tap up');
+    else this.deps.logger.warn({ broker: this.brokerUrl, reason: this.reason }, 'mqtt tap down');
     this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' ? { reason: this.reason } : {}) });
   }
 }

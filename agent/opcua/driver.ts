@@ -85,7 +85,7 @@ class OpcuaTap implements Tap {
   constructor(private readonly config: OpcuaTapConfig, private readonly deps: OpcuaTapDeps) {
     this.name = config.name;
     this.points = config.points.map((p) => p.name);
-    this.log = deps.logger.child({ tap: config.name, kind: 'opcua' });
+    this.log = deps.logger.child({ kind: 'opcua' }); // createTap() binds the tap name
     this.parsed = config.points.map((p) => {
       const id = parseNodeId(p.nodeId);
       // The schema already rejects bad ids; this guards direct callers.

@@ -44,6 +44,7 @@ export class MqttSink implements Sink {
       connectTimeout: this.o.timeoutMs,
       queueQoSZero: false,
       clean: true,
+      writeCache: false, // no 65,536-Buffer number cache in mqtt-packet (~7 MB of heap)
       ...(this.o.username !== undefined ? { username: this.o.username } : {}),
       ...(this.o.password !== undefined ? { password: this.o.password } : {}),
       ...(this.o.ca !== undefined ? { ca: this.o.ca } : {}),

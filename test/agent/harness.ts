@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { cliPath } from '../helpers/paths.js';
+import { underWxorX } from '../helpers/wxorx.js';
 import { makeReceiver, tempDir, type Receiver, type RelayProcess } from '../relay/harness.js';
 import { loadReceiverKey, writeKeyBundle, bundlePaths } from '../../common/keyfile.js';
 import { openEnvelope, parseEnvelope } from '../../protocol/envelope/index.js';
@@ -101,9 +102,14 @@ export async function killAllAgents(): Promise<void> {
   await Promise.all([...loops].map((stop) => stop()));
 }
 
-/** `nodeFlags`: V8/node options before the script, e.g. the systemd unit's memory flags (bench). */
-export function startAgent(configFile: string, nodeFlags: string[] = []): AgentProcess {
-  const child = spawn(process.execPath, [...nodeFlags, cliPath, 'agent', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `nodeFlags`: node options before the script, e.g. the systemd unit's (test/helpers/systemd-unit.ts).
+ * `wxorx`: run under kernel-enforced W^X, as MemoryDenyWriteExecute=yes does (test/helpers/wxorx.ts).
+ */
+export function startAgent(configFile: string, nodeFlags: string[] = [], options: { wxorx?: boolean } = {}): AgentProcess {
+  const argv = [...nodeFlags, cliPath, 'agent', '--config', configFile];
+  const [command, args] = options.wxorx ? underWxorX(process.execPath, argv) : [process.execPath, argv];
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   agents.add(child);
   const lines: LogLine[] = [];
   let output = '';
