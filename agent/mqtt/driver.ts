@@ -70,7 +70,8 @@ interface PointState {
   filter: string;
   unit?: string;
   spec: DecodeSpec;
-  last?: { receivedAt: number; topic: string; decoded: Decoded };
+  /** The last message; `connection` numbers the broker connection it arrived on. */
+  last?: { receivedAt: number; topic: string; decoded: Decoded; connection: number };
   /** Last problem logged for this point, so a repeated bad payload is logged once. */
   loggedReason?: string;
 }
@@ -123,6 +124,10 @@ export class MqttTap implements Tap {
   private readonly subscriptions = new Map<string, QoS>();
   /** Topic filter → why the broker refused it in the current connection. */
   private readonly refused = new Map<string, string>();
+  /** Topic filters the broker granted (SUBACK) in the current connection. */
+  private readonly granted = new Set<string>();
+  /** Numbers connection attempts, so a value from before a reconnect is told apart. */
+  private connectionNumber = 0;
   private readonly staleAfter: number;
   private readonly maxMessageSize: number;
   private readonly clientId: string;
@@ -186,31 +191,58 @@ export class MqttTap implements Tap {
   async collect(deadline: number): Promise<Reading[]> {
     void deadline; // a snapshot of what the subscription delivered: ready at once
     const now = Date.now();
-    const down = this.state === 'down' ? `; broker down: ${this.reason}` : '';
-    return this.pointStates.map((point) => this.readingOf(point, now, down));
+    return this.pointStates.map((point) => this.readingOf(point, now));
   }
 
-  private readingOf(point: PointState, now: number, down: string): Reading {
+  /**
+   * Why this point cannot get messages right now (broker not connected, filter refused or not
+   * yet granted), or undefined when it is subscribed. Such a point is bad whatever it held before.
+   */
+  private unavailableReason(point: PointState): string | undefined {
+    if (this.state === 'down') return `broker down: ${this.reason}`;
+    const refused = this.refused.get(point.filter);
+    if (refused) return refused;
+    if (!this.granted.has(point.filter)) return `not subscribed yet to ${point.filter} (waiting for SUBACK)`;
+    return undefined;
+  }
+
+  private readingOf(point: PointState, now: number): Reading {
     const base = { tap: this.name, point: point.name, ...(point.unit ? { unit: point.unit } : {}) };
     const last = point.last;
-    if (!last) {
-      const refused = this.refused.get(point.filter);
-      const reason = refused ?? `no value received yet on ${point.filter}${down}`;
-      return { ...base, value: null, quality: 'bad', reason, readTime: now };
-    }
+    const unavailable = this.unavailableReason(point);
+    if (unavailable) return this.badReading(base, point, now, unavailable);
+    if (!last) return { ...base, value: null, quality: 'bad', reason: `no value received yet on ${point.filter}`, readTime: now };
     if (!last.decoded.ok) return { ...base, value: null, quality: 'bad', reason: last.decoded.reason, readTime: last.receivedAt };
     const { value, sourceTime, warning } = last.decoded;
     const age = now - Math.min(last.receivedAt, sourceTime ?? last.receivedAt);
     const reading: Reading = { ...base, value, quality: 'good', readTime: last.receivedAt, stale: false };
     if (sourceTime !== undefined) reading.sourceTime = sourceTime;
-    if (age > this.staleAfter) {
+    if (last.connection !== this.connectionNumber) {
+      // Messages published while we were away are lost (clean start): this value may be outdated.
       reading.quality = 'uncertain';
       reading.stale = true;
-      reading.reason = `stale: no new value within ${this.staleAfter} ms (last ${age} ms ago on topic ${last.topic})${down}`;
+      reading.reason = `stale: no new value since the broker connection was re-established (last ${now - last.receivedAt} ms ago on topic ${last.topic})`;
+    } else if (age > this.staleAfter) {
+      reading.quality = 'uncertain';
+      reading.stale = true;
+      reading.reason = `stale: no new value within ${this.staleAfter} ms (last ${age} ms ago on topic ${last.topic})`;
     } else if (warning) {
       reading.quality = 'uncertain';
       reading.reason = warning;
     }
+    return reading;
+  }
+
+  /**
+   * A point the tap cannot currently receive: bad, value null like every bad reading (Modbus,
+   * OPC-UA, docs/RECEIVER.md). readTime and sourceTime stay those of the last message, so the
+   * receiver still sees when the point was last heard of; the reason says how long ago.
+   */
+  private badReading(base: Pick<Reading, 'tap' | 'point' | 'unit'>, point: PointState, now: number, cause: string): Reading {
+    const last = point.last;
+    if (!last) return { ...base, value: null, quality: 'bad', reason: `${cause}; no value received yet on ${point.filter}`, readTime: now };
+    const reading: Reading = { ...base, value: null, quality: 'bad', reason: `${cause}; last message ${now - last.receivedAt} ms ago on topic ${last.topic}`, readTime: last.receivedAt };
+    if (last.decoded.ok && last.decoded.sourceTime !== undefined) reading.sourceTime = last.decoded.sourceTime;
     return reading;
   }
 
@@ -289,6 +321,8 @@ export class MqttTap implements Tap {
     }
     if (this.abort.signal.aborted) return { reason: 'stopped', wasUp: false };
     this.refused.clear();
+    this.granted.clear();
+    this.connectionNumber++;
     this.requests++; // CONNECT
     const client = mqtt.connect(this.config.url, options);
     this.client = client;
@@ -326,7 +360,11 @@ export class MqttTap implements Tap {
       // rh 0: the broker sends retained messages on every subscribe, so a value is there at once.
       const options = v5 ? { qos, rh: 0, rap: false, nl: false } : { qos };
       client.subscribe(filter, options, (err) => {
-        if (!err || client !== this.client) return;
+        if (client !== this.client) return;
+        if (!err) {
+          this.granted.add(filter);
+          return;
+        }
         const reason = `broker refused subscription to ${filter}: ${err.message.replace(/^Subscribe error: /, '')}`;
         this.refused.set(filter, reason);
         this.deps.logger.warn({ topic: filter, reason }, 'mqtt subscription refused');
@@ -342,7 +380,7 @@ export class MqttTap implements Tap {
       const decoded: Decoded = payload.length > this.maxMessageSize
         ? { ok: false, reason: `message on topic ${topic} is ${payload.length} bytes, over the ${this.maxMessageSize} byte limit (maxMessageSize)` }
         : decodePayload(point.spec, topic, payload);
-      point.last = { receivedAt, topic, decoded };
+      point.last = { receivedAt, topic, decoded, connection: this.connectionNumber };
       if (decoded.ok) {
         this.deps.logger.debug({ point: point.name, topic, retained: packet.retain, value: decoded.value }, 'mqtt value');
         if (point.loggedReason) this.deps.logger.info({ point: point.name, topic }, 'mqtt point recovered');

@@ -67,7 +67,7 @@ export const mqttTapSchema = s.refine(
     qos: s.withDefault(qos, 1),
     keepalive: s.withDefault(s.duration({ min: 1000, max: 65_535_000 }), 30_000),
     connectTimeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 10_000),
-    /** A value older than this is reported stale (uncertain). Default: the tap's interval. */
+    /** While connected, a value older than this is reported stale (uncertain); while down, points are bad. Default: the tap's interval. */
     staleAfter: s.optional(s.duration({ min: 1 })),
     maxMessageSize: s.withDefault(s.size({ min: 16, max: 64 * MIB }), 256 * 1024),
     reconnect: s.withDefault(

@@ -167,6 +167,41 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
     await publish('r/boiler/state', '', true);
   });
 
+  test('retained messages are there right after subscribing (MQTT 5), an old one is stale at once', async () => {
+    const publishedAt = Date.now() - 3_600_000;
+    await publish('r5/boiler/pressure', '{"bar": 4.5}', true);
+    await publish('r5/boiler/state', 'idle', true);
+    await publish('r5/boiler/old', JSON.stringify({ v: 9, ts: publishedAt }), true);
+    const startedAt = Date.now();
+    const t = await makeTap({
+      url: broker.url,
+      protocolVersion: 5,
+      staleAfter: '60s',
+      points: [
+        { name: 'pressure', topic: 'r5/+/pressure', json: '$.bar' },
+        { name: 'state', topic: 'r5/boiler/state', type: 'string' },
+        { name: 'old', topic: 'r5/boiler/old', json: '$.v', timestamp: '$.ts' },
+        { name: 'none', topic: 'r5/boiler/none' },
+      ],
+    });
+    await waitUp(t);
+    // Nothing is published after the subscription: these values can only be retained ones.
+    const pressure = await waitValue(t, 'pressure', 4.5);
+    assert.deepEqual([pressure.quality, pressure.stale, pressure.reason], ['good', false, undefined]);
+    assert.ok(pressure.readTime >= startedAt, 'readTime is when the retained message arrived');
+    const state = await waitValue(t, 'state', 'idle');
+    assert.equal(state.quality, 'good');
+    const old = await waitValue(t, 'old', 9);
+    assert.deepEqual([old.quality, old.stale, old.sourceTime], ['uncertain', true, publishedAt]);
+    assert.match(old.reason ?? '', /^stale: no new value within 60000 ms \(last \d+ ms ago on topic r5\/boiler\/old\)$/);
+    const none = await t.read('none');
+    assert.deepEqual([none.quality, none.value, none.reason], ['bad', null, 'no value received yet on r5/boiler/none']);
+    await publish('r5/boiler/pressure', '{"bar": 5}');
+    await waitValue(t, 'pressure', 5);
+    await t.tap.stop();
+    for (const topic of ['r5/boiler/pressure', 'r5/boiler/state', 'r5/boiler/old']) await publish(topic, '', true);
+  });
+
   test('stale marking: an old value turns uncertain and stale, a new one is good again', async () => {
     const t = await makeTap({ url: broker.url, staleAfter: '300ms', points: [{ name: 'level', topic: 's/level' }] });
     await waitUp(t);
@@ -235,7 +270,8 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
     const before = Date.now();
     const reading = await t.read('p');
     assert.ok(Date.now() - before < 500);
-    assert.match(reading.reason ?? '', /^no value received yet on u\/p; broker down: connect ECONNREFUSED 127\.0\.0\.1:1$/);
+    assert.deepEqual([reading.quality, reading.value], ['bad', null]);
+    assert.match(reading.reason ?? '', /^broker down: connect ECONNREFUSED 127\.0\.0\.1:1; no value received yet on u\/p$/);
     await t.tap.stop();
   });
 });
@@ -247,47 +283,85 @@ describe('mqtt tap, broker restart', () => {
     await broker?.close();
   });
 
-  test('points go stale/bad while the broker is down; backoff reconnect; values flow again', async () => {
+  test('points are bad while the broker is down, even fresh ones; backoff reconnect; good again after retained re-delivery', async () => {
     broker = await startMosquitto();
     const t = await makeTap({
       url: broker.url,
-      staleAfter: '200ms',
+      clientId: 'ghostpipe-restart-test',
+      staleAfter: '60s', // nothing turns stale by age in this test: only the outage makes points bad
       reconnect: { initial: '100ms', max: '400ms' },
       points: [
-        { name: 'seen', topic: 'b/seen' },
+        { name: 'seen', topic: 'b/seen', json: '$.v', timestamp: '$.ts', unit: 'bar' },
         { name: 'never', topic: 'b/never' },
       ],
     });
     await waitUp(t);
     await delay(50);
     let publisher = await connectTestClient(broker.url);
-    await publisher.publishAsync('b/seen', '1', { qos: 1 });
-    await waitValue(t, 'seen', 1);
+    const firstSourceTime = Date.now() - 1000;
+    await publisher.publishAsync('b/seen', JSON.stringify({ v: 1, ts: firstSourceTime }), { qos: 1 });
+    const good = await waitValue(t, 'seen', 1);
+    assert.deepEqual([good.quality, good.stale], ['good', false]);
     await publisher.endAsync(true);
 
     await broker.stop();
     const down = await waitFor('down', () => (t.tap.status().state === 'down' ? t.tap.status() : undefined));
     assert.ok(down.reason, 'down with a reason');
     const requestsAtDown = t.tap.status().requests;
-    const seen = await waitReason(t, 'seen', /^stale: .*; broker down: /);
-    assert.deepEqual([seen.quality, seen.stale, seen.value], ['uncertain', true, 1]);
+    // The value is 1 s old with staleAfter 60 s, yet the tap is down: bad, value null, and the
+    // times of the last message stay so the receiver sees since when the point is unknown.
+    const seen = await t.read('seen');
+    assert.deepEqual([seen.quality, seen.value, seen.unit], ['bad', null, 'bar']);
+    assert.match(seen.reason ?? '', /^broker down: .+; last message \d+ ms ago on topic b\/seen$/);
+    assert.equal(seen.readTime, good.readTime);
+    assert.equal(seen.sourceTime, firstSourceTime);
     const never = await t.read('never');
-    assert.match(never.reason ?? '', /^no value received yet on b\/never; broker down: /);
+    assert.deepEqual([never.quality, never.value], ['bad', null]);
+    assert.match(never.reason ?? '', /^broker down: .+; no value received yet on b\/never$/);
     // Backoff 100, 200, 400, 400 ms (±20 %): about 4 attempts in 1.3 s, not dozens.
     await delay(1300);
     const attempts = t.tap.status().requests - requestsAtDown;
     assert.ok(attempts >= 2 && attempts <= 7, `reconnect attempts in 1.3 s: ${attempts}`);
     assert.match(t.logs(), /"msg":"mqtt tap down"/);
+    // Still bad after many failed attempts, with the current reason.
+    assert.match((await t.read('seen')).reason ?? '', /^broker down: connect ECONNREFUSED 127\.0\.0\.1:\d+; last message/);
 
     await broker.start();
     await waitUp(t);
     assert.deepEqual(t.events.map((e) => e.state), ['up', 'down', 'up']);
-    await delay(50);
+    // Connected again, but what was published during the outage is lost: the old value comes
+    // back uncertain and stale (not good) until a new message arrives.
+    const resumed = await waitFor('seen subscribed again', async () => {
+      const reading = await t.read('seen');
+      return reading.quality !== 'bad' ? reading : undefined;
+    });
+    assert.deepEqual([resumed.quality, resumed.stale, resumed.value], ['uncertain', true, 1]);
+    assert.match(resumed.reason ?? '', /^stale: no new value since the broker connection was re-established \(last \d+ ms ago on topic b\/seen\)$/);
+
     publisher = await connectTestClient(broker.url);
-    await publisher.publishAsync('b/seen', '2', { qos: 1 });
+    await publisher.publishAsync('b/seen', JSON.stringify({ v: 2, ts: Date.now() }), { qos: 1, retain: true });
     await publisher.publishAsync('b/never', '3', { qos: 1 });
-    await waitValue(t, 'seen', 2);
-    await waitValue(t, 'never', 3);
+    assert.equal((await waitValue(t, 'seen', 2)).quality, 'good');
+    assert.equal((await waitValue(t, 'never', 3)).quality, 'good');
+
+    // Another client takes over the tap's client id: the broker drops the tap (mosquitto 2.0
+    // just closes the socket). On reconnect the retained value is delivered again: good.
+    const takeoverAt = Date.now();
+    const takeover = await connectTestClient(broker.url, { clientId: 'ghostpipe-restart-test' });
+    await takeover.endAsync(true);
+    const kicked = await waitFor('takeover down', () => t.events.slice(3).find((e) => e.state === 'down'));
+    assert.match(kicked.reason ?? '', /^(connection to mqtt:\/\/127\.0\.0\.1:\d+ closed|broker sent DISCONNECT \(reason code 142.*\))$/);
+    await waitFor('up after takeover', () => t.events.slice(4).some((e) => e.state === 'up'));
+    const redelivered = await waitFor('seen re-delivered', async () => {
+      const reading = await t.read('seen');
+      return reading.readTime > takeoverAt && reading.quality !== 'bad' ? reading : undefined;
+    });
+    assert.deepEqual([redelivered.quality, redelivered.stale, redelivered.value, redelivered.reason], ['good', false, 2, undefined]);
+    // "never" had no retained message: its value is from the earlier connection.
+    const notRetained = await t.read('never');
+    assert.deepEqual([notRetained.quality, notRetained.stale, notRetained.value], ['uncertain', true, 3]);
+
+    await publisher.publishAsync('b/seen', '', { qos: 1, retain: true });
     await publisher.endAsync(true);
     await t.tap.stop();
   });
@@ -364,7 +438,7 @@ test('a tap that is never started or stopped twice does not hang', async () => {
   const tap = createMqttTap(validate(mqttTapSchema, { name: 'idle', type: 'mqtt', url: 'mqtt://127.0.0.1:1', points: [{ name: 'p', topic: 'a' }] }), { logger: silentLogger() });
   assert.deepEqual(tap.status(), { state: 'down', reason: 'not started', requests: 0 });
   const [reading] = await tap.collect(Date.now());
-  assert.equal(reading?.quality, 'bad');
+  assert.deepEqual([reading?.quality, reading?.value, reading?.reason], ['bad', null, 'broker down: not started; no value received yet on a']);
   await tap.stop();
   await tap.stop();
 });
