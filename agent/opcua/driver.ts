@@ -11,12 +11,12 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { format } from 'node:util';
-import type { ClientSession, ClientSubscription, OPCUAClient, UserIdentityInfo } from 'node-opcua-client';
+import type { ClientSession, ClientSubscription, NodeId, OPCUAClient, UserIdentityInfo } from 'node-opcua-client';
 import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
 import { Backoff, sleep } from '../../common/backoff.js';
 import type { Logger } from '../../common/log.js';
 import { badReadings, type Reading, type Tap, type TapEventListener, type TapState, type TapStatus } from '../tap.js';
-import { formatNodeId, parseNodeId, type ParsedNodeId } from './node-id.js';
+import { parseNodeId, type ParsedNodeId } from './node-id.js';
 import type { OpcuaPointConfig, OpcuaTapConfig } from './schema.js';
 import { readingOf, type DataValueLike } from './values.js';
 
@@ -37,7 +37,7 @@ interface Connection {
   subscription?: ClientSubscription;
   certificateManager: OPCUACertificateManager;
   /** Per point: the node id node-opcua reads, or the reason it cannot be read. */
-  targets: ({ nodeId: string } | { error: string })[];
+  targets: ({ nodeId: NodeId } | { error: string })[];
   /** Resolves with the reason once the connection is unusable; `lose` triggers it. */
   lost: Promise<string>;
   lose(reason: string): void;
@@ -317,9 +317,9 @@ class OpcuaTap implements Tap {
       namespaces = await ua.readNamespaceArray(session);
     }
     return this.parsed.map((id) => {
-      if (typeof id.namespace === 'number') return { nodeId: formatNodeId(id, id.namespace) };
+      if (typeof id.namespace === 'number') return { nodeId: toNodeId(ua, id, id.namespace) };
       const index = namespaces!.indexOf(id.namespace);
-      return index < 0 ? { error: `namespace URI ${id.namespace} is not in the server's NamespaceArray` } : { nodeId: formatNodeId(id, index) };
+      return index < 0 ? { error: `namespace URI ${id.namespace} is not in the server's NamespaceArray` } : { nodeId: toNodeId(ua, id, index) };
     });
   }
 
@@ -350,7 +350,7 @@ class OpcuaTap implements Tap {
       const deadband = config.points[indices[0]!]!.deadband;
       this.requests++;
       const group = await subscription.monitorItems(
-        indices.map((i) => ({ nodeId: (connection.targets[i] as { nodeId: string }).nodeId, attributeId: ua.AttributeIds.Value })),
+        indices.map((i) => ({ nodeId: (connection.targets[i] as { nodeId: NodeId }).nodeId, attributeId: ua.AttributeIds.Value })),
         { samplingInterval: config.samplingInterval, queueSize: config.queueSize, discardOldest: true, filter: dataChangeFilter(ua, deadband) },
         ua.TimestampsToReturn.Both,
       );
@@ -460,4 +460,18 @@ function messageOf(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   // node-opcua messages can span many lines (hex dumps); the first line names the problem.
   return message.split('\n')[0]!.trim().slice(0, 300);
+}
+
+/**
+ * A NodeId object built from our own parse, never a string handed back to node-opcua: its string
+ * parser misreads an s= identifier that contains ";ns=3;i=4" (legal: everything after "s=" is
+ * the identifier) as that numeric id.
+ */
+function toNodeId(ua: ClientModule, id: ParsedNodeId, namespace: number): NodeId {
+  switch (id.kind) {
+    case 'i': return new ua.NodeId(ua.NodeId.NodeIdType.NUMERIC, Number(id.value), namespace);
+    case 's': return new ua.NodeId(ua.NodeId.NodeIdType.STRING, id.value, namespace);
+    case 'g': return new ua.NodeId(ua.NodeId.NodeIdType.GUID, id.value, namespace);
+    case 'b': return new ua.NodeId(ua.NodeId.NodeIdType.BYTESTRING, Buffer.from(id.value, 'base64'), namespace);
+  }
 }

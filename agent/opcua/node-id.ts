@@ -62,8 +62,3 @@ export function parseNodeId(text: string): ParsedNodeId | string {
       return `node id must be [ns=<index>;|nsu=<uri>;] followed by i=, s=, g= or b=; found "${text}"`;
   }
 }
-
-/** The ns=<index> string form node-opcua accepts, once any namespace URI is resolved to an index. */
-export function formatNodeId(id: ParsedNodeId, namespaceIndex: number): string {
-  return namespaceIndex === 0 ? `${id.kind}=${id.value}` : `ns=${namespaceIndex};${id.kind}=${id.value}`;
-}

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
-import { startOpcuaServer, type OpcuaTestServer } from '../../test/helpers/opcua-server.js';
+import { startOpcuaServer, type OpcuaTestServer, type ServerSessionInfo } from '../../test/helpers/opcua-server.js';
 import type { Reading, Tap, TapState } from '../tap.js';
 import { createOpcuaTap, opcuaTapSchema } from './index.js';
 
@@ -21,10 +21,19 @@ let tmp: string;
 let server: OpcuaTestServer;
 /** One client PKI shared by the tests that trust the server (client certificate made once). */
 let clientPki: string;
+/** X509 user identities: one the server trusts, one it has never seen. */
+let trustedUser: UserCertificate;
+let strangerUser: UserCertificate;
 const taps: Tap[] = [];
+
+/** The node ids of the non-string forms, as registered on the server (GUID in upper case on purpose). */
+const guid = '09087E75-8E5E-499B-954F-F2A9603DB28A';
+const opaque = 'TWFjaGluZTE='; // base64 of "Machine1"
 
 before(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'ghostpipe-opcua-'));
+  trustedUser = makeUserCertificate('trusted-user');
+  strangerUser = makeUserCertificate('stranger');
   server = await startOpcuaServer({
     pkiDir: tmp,
     variables: [
@@ -34,8 +43,17 @@ before(async () => {
       { name: 'Flow', value: 10 },
       { name: 'Broken', value: 0, status: 'BadSensorFailure' },
       { name: 'Drifting', value: 3, status: 'UncertainLastUsableValue' },
+      { name: 'GuidTank', value: 11.5, nodeId: `g=${guid}` },
+      { name: 'OpaqueValve', value: 12.5, nodeId: `b=${opaque}` },
+      { name: 'NumericFlow', value: 13.5, nodeId: 'i=4242' },
+      // The same numeric identifier in the server's own namespace (ns=1), with another value.
+      { name: 'ServerCounter', value: 14.5, nodeId: 'i=4242', namespace: 'server' },
+      { name: 'Burst', value: 0 },
+      // A string id that looks like another node id after "s=": legal, and a trap for parsers.
+      { name: 'TrickyString', value: 15.5, nodeId: 's=Tank;ns=1;i=4242' },
     ],
     users: [{ username: 'operator', password: 'correct horse' }],
+    trustedUserCertificates: [trustedUser.certificateFile],
   });
   clientPki = path.join(tmp, 'client-pki');
   trustServer(clientPki);
@@ -46,6 +64,31 @@ after(async () => {
   await server?.stop();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
+
+interface UserCertificate { certificateFile: string; privateKeyFile: string }
+
+/** A self-signed X509 user certificate (RSA 2048, PEM) made with openssl. */
+function makeUserCertificate(name: string): UserCertificate {
+  const certificateFile = path.join(tmp, `${name}.pem`);
+  const privateKeyFile = path.join(tmp, `${name}.key`);
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
+    '-addext', 'keyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment,dataEncipherment',
+    '-addext', `subjectAltName=URI:urn:ghostpipe:${name}`,
+    '-keyout', privateKeyFile, '-out', certificateFile,
+  ], { stdio: 'ignore' });
+  return { certificateFile, privateKeyFile };
+}
+
+/** The server's view of the session a tap opened (the tap names it ghostpipe-<tap name><n>). */
+async function serverSessionOf(tapName: string): Promise<ServerSessionInfo> {
+  const pattern = new RegExp(`^ghostpipe-${tapName.replace(/[.]/g, '\\.')}\\d+$`); // node-opcua appends a counter
+  return waitFor(`server session of ${tapName}`, async () => {
+    const sessions = (await server.sessions()).filter((s) => pattern.test(s.name));
+    assert.ok(sessions.length <= 1, `one live session per tap, found ${sessions.length}`);
+    return sessions[0];
+  });
+}
 
 function trustServer(pkiDir: string) {
   mkdirSync(path.join(pkiDir, 'trusted', 'certs'), { recursive: true });
@@ -199,9 +242,71 @@ describe('read mode', () => {
   });
 });
 
+describe('node id forms', () => {
+  const points = [
+    { name: 'guid', nodeId: `ns=2;g=${guid.toLowerCase()}` },
+    { name: 'guid-by-uri', nodeId: `nsu=urn:ghostpipe:test;g=${guid}` },
+    { name: 'opaque', nodeId: `ns=2;b=${opaque}` },
+    { name: 'numeric-ns2', nodeId: 'ns=2;i=4242' },
+    { name: 'numeric-ns1', nodeId: 'ns=1;i=4242' },
+    { name: 'unknown-guid', nodeId: 'ns=2;g=00000000-0000-0000-0000-000000000001' },
+    { name: 'unknown-opaque', nodeId: 'ns=2;b=AAAA' },
+    { name: 'tricky-string', nodeId: 'ns=2;s=Tank;ns=1;i=4242' },
+  ];
+
+  function assertInitialValues(r: Record<string, Reading>) {
+    assert.deepEqual(
+      ['guid', 'guid-by-uri', 'opaque', 'numeric-ns2', 'numeric-ns1', 'tricky-string'].map((p) => [p, r[p]!.quality, r[p]!.value]),
+      [['guid', 'good', 11.5], ['guid-by-uri', 'good', 11.5], ['opaque', 'good', 12.5], ['numeric-ns2', 'good', 13.5], ['numeric-ns1', 'good', 14.5], ['tricky-string', 'good', 15.5]],
+    );
+    assert.deepEqual([r['unknown-guid']!.quality, r['unknown-opaque']!.quality], ['bad', 'bad']);
+    assert.match(r['unknown-guid']!.reason!, /BadNodeIdUnknown/);
+    assert.match(r['unknown-opaque']!.reason!, /BadNodeIdUnknown/);
+  }
+
+  test('read mode: GUID, ByteString and numeric ids (ns=1 and ns=2) reach the right variables', async () => {
+    const { tap } = makeTap({ points });
+    await tap.start();
+    await waitUp(tap);
+    assertInitialValues(await collectNow(tap));
+    await server.set('GuidTank', 31.5);
+    await server.set('OpaqueValve', 32.5);
+    const r = await collectNow(tap);
+    assert.deepEqual([r.guid!.value, r['guid-by-uri']!.value, r.opaque!.value, r['numeric-ns1']!.value], [31.5, 31.5, 32.5, 14.5]);
+    await server.set('GuidTank', 11.5);
+    await server.set('OpaqueValve', 12.5);
+    await tap.stop();
+  });
+
+  test('subscribe mode: the same ids are monitored and their changes arrive', async () => {
+    const { tap } = makeTap({ name: 'ids', mode: 'subscribe', samplingInterval: '50ms', points });
+    await tap.start();
+    await waitUp(tap);
+    assertInitialValues(await waitFor('initial notifications', async () => {
+      const r = await collectNow(tap);
+      return r.guid!.quality === 'good' && r.opaque!.quality === 'good' && r['numeric-ns1']!.quality === 'good' ? r : undefined;
+    }));
+    const monitored = (await serverSessionOf('ids')).subscriptions[0]!.items.map((i) => i.nodeId).sort();
+    assert.deepEqual(monitored, [`ns=1;i=4242`, `ns=2;b=${opaque}`, `ns=2;g=${guid}`, `ns=2;g=${guid}`, 'ns=2;i=4242', 'ns=2;s=Tank;ns=1;i=4242'].sort(), 'the server monitors exactly the known nodes');
+    await server.set('GuidTank', 41.5);
+    await server.set('OpaqueValve', 42.5);
+    await server.set('NumericFlow', 43.5);
+    const r = await waitFor('changes by subscription', async () => {
+      const r = await collectNow(tap);
+      return r.guid!.value === 41.5 && r.opaque!.value === 42.5 && r['numeric-ns2']!.value === 43.5 ? r : undefined;
+    });
+    assert.deepEqual([r['guid-by-uri']!.value, r['numeric-ns1']!.value], [41.5, 14.5]);
+    await server.set('GuidTank', 11.5);
+    await server.set('OpaqueValve', 12.5);
+    await server.set('NumericFlow', 13.5);
+    await tap.stop();
+  });
+});
+
 describe('subscribe mode', () => {
   test('values arrive by subscription; absolute and percent deadbands suppress small changes', async () => {
     const { tap } = makeTap({
+      name: 'deadbands',
       mode: 'subscribe',
       samplingInterval: '50ms',
       points: [
@@ -222,6 +327,13 @@ describe('subscribe mode', () => {
     assert.deepEqual([first.broken!.quality, first.broken!.reason], ['bad', 'BadSensorFailure']);
     assert.equal(first.missing!.quality, 'bad');
     assert.match(first.missing!.reason!, /BadNodeIdUnknown/);
+    // What the server granted: one subscription, the deadbands and the default queue of 1.
+    const [subscription, ...others] = (await serverSessionOf('deadbands')).subscriptions;
+    assert.equal(others.length, 0);
+    const granted = Object.fromEntries(subscription!.items.map(({ nodeId, ...rest }) => [nodeId, rest]));
+    assert.deepEqual(granted['ns=2;s=Level'], { samplingInterval: 50, queueSize: 1, discardOldest: true, deadband: { type: 'absolute', value: 5 } });
+    assert.deepEqual(granted['ns=2;s=Flow'], { samplingInterval: 50, queueSize: 1, discardOldest: true, deadband: { type: 'percent', value: 10 } });
+    assert.deepEqual(granted['ns=2;s=Temperature'], { samplingInterval: 50, queueSize: 1, discardOldest: true });
 
     const requests = tap.status().requests;
     // Inside the deadbands: no notification, the old values stay.
@@ -261,18 +373,91 @@ describe('subscribe mode', () => {
   });
 });
 
+describe('subscribe mode: queue', () => {
+  test('several changes between two collects: queued values all reach the tap, which reports the last one', async () => {
+    // A server that publishes slower than it samples (1 s vs 50 ms), as many do: values queue up
+    // on the server between publish responses, and queueSize decides how many survive.
+    await server.setMinimumPublishingInterval(1000);
+    try {
+      const points = [{ name: 'burst', nodeId: 'ns=2;s=Burst' }];
+      const queued = makeTap({ name: 'queue-of-5', mode: 'subscribe', samplingInterval: '50ms', queueSize: 5, points });
+      const latestOnly = makeTap({ name: 'queue-of-1', mode: 'subscribe', samplingInterval: '50ms', points });
+      for (const { tap } of [queued, latestOnly]) await tap.start();
+      for (const { tap } of [queued, latestOnly]) {
+        await waitFor('initial value', async () => ((await collectNow(tap)).burst!.value === 0 ? true : undefined));
+      }
+      const queuedSession = await serverSessionOf('queue-of-5');
+      const latestSession = await serverSessionOf('queue-of-1');
+      assert.deepEqual(queuedSession.subscriptions[0]!.items, [{ nodeId: 'ns=2;s=Burst', samplingInterval: 50, queueSize: 5, discardOldest: true }]);
+      assert.equal(queuedSession.subscriptions[0]!.publishingInterval, 1000, 'the server revised 50 ms to its 1 s minimum');
+      assert.equal(latestSession.subscriptions[0]!.items[0]!.queueSize, 1);
+
+      const burst = [61, 62, 63, 64, 65];
+      const started = Date.now();
+      await server.burst('Burst', burst, 200); // 4 sampling intervals apart: the server sees every value
+      for (const { tap } of [queued, latestOnly]) {
+        const r = await waitFor('last value of the burst', async () => {
+          const r = await collectNow(tap);
+          return r.burst!.value === 65 ? r : undefined;
+        });
+        assert.equal(r.burst!.quality, 'good');
+        assert.ok(r.burst!.sourceTime! >= started + 4 * 200 - 50, 'the source timestamp is the one of the last change');
+      }
+      const notified = async (name: string, before: ServerSessionInfo) =>
+        (await serverSessionOf(name)).subscriptions[0]!.dataChangeNotifications - before.subscriptions[0]!.dataChangeNotifications;
+      // queueSize 5: every value of the burst was sent to the agent, and the tap kept only the last.
+      assert.equal(await notified('queue-of-5', queuedSession), burst.length);
+      // queueSize 1: the server overwrote the values queued between publish responses.
+      const sentWithQueueOfOne = await notified('queue-of-1', latestSession);
+      assert.ok(sentWithQueueOfOne >= 1 && sentWithQueueOfOne < burst.length, `queue of 1 sent ${sentWithQueueOfOne} of ${burst.length}`);
+      for (const { tap } of [queued, latestOnly]) await tap.stop();
+    } finally {
+      await server.setMinimumPublishingInterval(50);
+      await server.set('Burst', 0);
+    }
+  });
+});
+
 describe('security', () => {
-  for (const policy of ['Basic256Sha256', 'Aes128_Sha256_RsaOaep', 'Aes256_Sha256_RsaPss'] as const) {
-    test(`SignAndEncrypt with ${policy} and a trusted server certificate`, async () => {
-      const { tap, lines } = makeTap({ securityMode: 'SignAndEncrypt', securityPolicy: policy, points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
-      await tap.start();
-      await waitUp(tap);
-      assert.equal((await collectNow(tap)).temp!.value, 21.5);
-      const up = lines.find((l) => l.msg === 'opcua tap up');
-      assert.equal(up?.securityPolicy, policy);
-      await tap.stop();
-    });
+  for (const securityMode of ['Sign', 'SignAndEncrypt'] as const) {
+    for (const policy of ['Basic256Sha256', 'Aes128_Sha256_RsaOaep', 'Aes256_Sha256_RsaPss'] as const) {
+      test(`${securityMode} with ${policy} and a trusted server certificate`, async () => {
+        const name = `${securityMode}-${policy}`;
+        const { tap, lines } = makeTap({ name, securityMode, securityPolicy: policy, points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }] });
+        await tap.start();
+        await waitUp(tap);
+        assert.equal((await collectNow(tap)).temp!.value, 21.5);
+        const up = lines.find((l) => l.msg === 'opcua tap up');
+        assert.deepEqual([up?.securityMode, up?.securityPolicy], [securityMode, policy]);
+        const session = await serverSessionOf(name);
+        assert.deepEqual([session.securityMode, session.securityPolicy, session.userTokenType], [securityMode, policy, 'Anonymous'], 'the server saw this channel');
+        await tap.stop();
+      });
+    }
   }
+
+  test('certificate login: a user certificate the server trusts logs in, an unknown one is refused and the reason says so', async () => {
+    const points = [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }];
+    const trusted = makeTap({ name: 'x509-trusted', securityMode: 'Sign', auth: { type: 'certificate', ...trustedUser }, points });
+    const stranger = makeTap({ name: 'x509-stranger', securityMode: 'Sign', auth: { type: 'certificate', ...strangerUser }, points });
+    await trusted.tap.start();
+    await stranger.tap.start();
+
+    await waitUp(trusted.tap);
+    assert.equal((await collectNow(trusted.tap)).temp!.value, 21.5);
+    assert.equal((await serverSessionOf('x509-trusted')).userTokenType, 'Certificate', 'the session is the certificate user, not anonymous');
+
+    const reason = await waitFor('certificate login refused', () => (/Bad/.test(stranger.tap.status().reason ?? '') ? stranger.tap.status().reason : undefined));
+    assert.match(reason!, /BadIdentityTokenRejected/);
+    const refused = await collectNow(stranger.tap);
+    assert.equal(refused.temp!.quality, 'bad');
+    assert.match(refused.temp!.reason!, /BadIdentityTokenRejected/, 'the point names the refusal');
+    assert.ok(stranger.events.some((e) => e.state === 'down' && /BadIdentityTokenRejected/.test(e.reason ?? '')));
+    assert.ok(!stranger.events.some((e) => e.state === 'up'), 'never up with an untrusted user certificate');
+    await Promise.all([trusted.tap.stop(), stranger.tap.stop()]);
+    const logged = JSON.stringify([...trusted.lines, ...stranger.lines]);
+    assert.ok(!logged.includes('PRIVATE KEY'), 'no private key in any log line');
+  });
 
   test('an unknown server certificate is refused, the log says which file to move where, and trusting it recovers', async () => {
     const pkiDir = path.join(tmp, 'fresh-pki');
