@@ -228,7 +228,10 @@ export class Delivery {
       // Too big for the plan (or the relay): put the frames back and coalesce smaller.
       this.coalesceLimit = Math.max(1024, Math.floor(this.coalesceLimit / 4));
       if (lane.head === sealed) lane.head = undefined;
-      lane.queue.unshift(...sealed.batches);
+      // A refused re-send (the plan shrank across a relay restart) must not be re-sent again, and
+      // several of them re-split in turn must not land ahead of each other: merge by sequence.
+      lane.unconfirmed.delete(sealed.id);
+      lane.queue = [...sealed.batches, ...lane.queue].sort((a, b) => (a.sequence < b.sequence ? -1 : a.sequence > b.sequence ? 1 : 0));
       this.o.logger.warn({ ...base, coalesceLimit: formatSize(this.coalesceLimit) }, 'relay refused a coalesced envelope; coalescing smaller');
       return false;
     }

@@ -1,6 +1,7 @@
 /**
- * Exponential backoff with full-range jitter, bounded. Every reconnecting driver uses it so a
- * plant full of gateways does not hammer a recovering server in lockstep.
+ * Exponential backoff with proportional jitter (±20 % of the delay by default), never above maxMs.
+ * Every reconnecting driver uses it so a plant full of gateways does not hammer a recovering
+ * server in lockstep.
  */
 export interface BackoffOptions {
   /** First delay, ms. */
@@ -34,7 +35,8 @@ export class Backoff {
     const base = Math.min(this.maxMs, this.initialMs * this.factor ** this.attempt);
     this.attempt++;
     const spread = base * this.jitter;
-    return Math.max(0, Math.round(base - spread + this.random() * 2 * spread));
+    // Clamped after jitter: maxMs is a promise to the operator (reconnect.max), not a midpoint.
+    return Math.min(this.maxMs, Math.max(0, Math.round(base - spread + this.random() * 2 * spread)));
   }
 
   /** Attempts made since the last reset. */

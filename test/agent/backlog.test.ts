@@ -133,6 +133,7 @@ test('sequence numbers continue across agent restarts (also after SIGKILL) with 
   const { env, relay } = await setup('z', {});
   const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
   const seen: bigint[][] = [];
+  const envelopesSeen: bigint[][] = [];
   for (const signal of ['SIGTERM', 'SIGKILL', 'SIGTERM'] as const) {
     const from = rx.received.length;
     const agent = startAgent(env.configFile);
@@ -142,6 +143,7 @@ test('sequence numbers continue across agent restarts (also after SIGKILL) with 
     assert.equal(writes.length, 1, `state writes this boot: ${writes.map((l) => l.msg).join('; ')}`);
     await new Promise((resolve) => setTimeout(resolve, 500));
     seen.push(frameSequences(rx.received.slice(from)));
+    envelopesSeen.push(rx.received.slice(from).map((r) => r.envelopeSequence));
   }
   await rx.stop();
   const all = seen.flat();
@@ -149,6 +151,13 @@ test('sequence numbers continue across agent restarts (also after SIGKILL) with 
   for (let boot = 1; boot < seen.length; boot++) {
     const previousMax = seen[boot - 1]!.reduce((a, b) => (a > b ? a : b));
     assert.ok(seen[boot]!.every((s) => s > previousMax), `boot ${boot} continues above ${previousMax}`);
+  }
+  // The receiver's replay window keys on envelope sequences: a repeat after a reboot would be dropped as a replay.
+  const envelopes = envelopesSeen.flat();
+  assert.equal(new Set(envelopes).size, envelopes.length, 'no envelope sequence ever repeats');
+  for (let boot = 1; boot < envelopesSeen.length; boot++) {
+    const previousMax = envelopesSeen[boot - 1]!.reduce((a, b) => (a > b ? a : b));
+    assert.ok(envelopesSeen[boot]!.every((s) => s > previousMax), `boot ${boot}: envelope sequences continue above ${previousMax}`);
   }
   await relay.stop();
 });
