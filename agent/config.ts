@@ -1,8 +1,9 @@
 /**
  * The agent's YAML config: schema, cross-field checks, and loading of the files it names (keys,
- * API key). Every setting is shown with its default in config/agent.example.yaml.
+ * API key, recipient keys; the taps' credential and certificate files are checked to exist and
+ * be readable). Every setting is shown with its default in config/agent.example.yaml.
  */
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import { ConfigError, formatPath, s, type Infer, type RefineIssue } from '../common/schema.js';
 import { loadConfigFile } from '../common/config-file.js';
@@ -92,7 +93,39 @@ function crossCheck(config: Infer<typeof agentObject>): RefineIssue[] | undefine
       issues.push({ path: ['taps', i, 'interval'], message: `must be at least the agent interval (${config.interval} ms): one frame per interval; found ${tap.interval} ms` });
     }
   });
+  issues.push(...serialLineConflicts(config.taps));
   return issues.length > 0 ? issues : undefined;
+}
+
+const SERIAL_LINE_SETTINGS = ['baudRate', 'parity', 'dataBits', 'stopBits'] as const;
+
+/**
+ * RTU taps on one serial device share one bus (agent/modbus/link.ts): they must agree on its
+ * line settings. Caught here so `--check` names the line in the file, not a tap failing at start.
+ */
+function serialLineConflicts(taps: readonly TapConfig[]): RefineIssue[] {
+  const issues: RefineIssue[] = [];
+  const firstOnPath = new Map<string, number>();
+  taps.forEach((tap, i) => {
+    if (tap.type !== 'modbus' || tap.transport !== 'rtu' || tap.serial === undefined) return;
+    const first = firstOnPath.get(tap.serial.path);
+    if (first === undefined) {
+      firstOnPath.set(tap.serial.path, i);
+      return;
+    }
+    const other = taps[first] as typeof tap;
+    for (const setting of SERIAL_LINE_SETTINGS) {
+      const theirs = other.serial![setting];
+      const ours = tap.serial[setting];
+      if (ours !== theirs) {
+        issues.push({
+          path: ['taps', i, 'serial', setting],
+          message: `must match tap "${other.name}" (taps[${first}]), which uses the same serial line ${tap.serial.path} with ${setting} ${theirs}; found ${ours}`,
+        });
+      }
+    }
+  });
+  return issues;
 }
 
 export const agentConfigSchema = s.refine(agentObject, crossCheck);
@@ -148,8 +181,7 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
     apiKey = (await fs.readFile(config.relay.apiKeyFile, 'utf8')).trim();
     if (!API_KEY.test(apiKey)) throw new Error(`${config.relay.apiKeyFile}: does not hold a device API key (pgp_ followed by 55 characters)`);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    fail(['relay', 'apiKeyFile'], code === 'ENOENT' ? new Error(`${config.relay.apiKeyFile}: no such file`) : code === 'EACCES' ? new Error(`${config.relay.apiKeyFile}: permission denied`) : err);
+    fail(['relay', 'apiKeyFile'], fileProblem(config.relay.apiKeyFile, err));
   }
   const recipients: Recipient[] = [];
   for (const [i, r] of config.recipients.entries()) {
@@ -160,11 +192,80 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
       fail(['recipients', i, 'publicKey'], err);
     }
   }
+  for (const named of tapFiles(config)) {
+    try {
+      await checkTapFile(named, onWarning);
+    } catch (err) {
+      fail(named.path, fileProblem(named.file, err));
+    }
+  }
   if (issues.length > 0 || device === undefined) {
     const at = await positionsIn(configFile, issues.map((issue) => issue.path));
     throw new ConfigError(issues.map((issue, i) => ({ file: configFile, ...at[i], path: formatPath(issue.path), message: issue.message })));
   }
   return { device, apiKey, recipients };
+}
+
+/** The errors an operator can act on, in a few words; anything else keeps its own message. */
+function fileProblem(file: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new Error(`${file}: no such file`);
+  if (code === 'EACCES' || code === 'EPERM') return new Error(`${file}: permission denied`);
+  return err as Error;
+}
+
+/** A file a tap reads when it connects: credentials, certificates. */
+interface TapFile {
+  tap: string;
+  /** Setting within the tap, e.g. "auth.passwordFile". */
+  setting: string;
+  /** Config path of the setting, e.g. ['taps', 2, 'auth', 'passwordFile']. */
+  path: (string | number)[];
+  file: string;
+  /** A password or private key: warn when group or others may read it. */
+  secret: boolean;
+}
+
+/** Every file the taps name. The drivers read them at each connect; `--check` reads them now. */
+function tapFiles(config: AgentConfig): TapFile[] {
+  return config.taps.flatMap((tap, i): TapFile[] => {
+    const at = (...setting: string[]) => ({ tap: tap.name, setting: setting.join('.'), path: ['taps', i, ...setting] });
+    if (tap.type === 'opcua') {
+      const auth = tap.auth;
+      if (auth.type === 'username' && auth.passwordFile !== undefined) return [{ ...at('auth', 'passwordFile'), file: auth.passwordFile, secret: true }];
+      if (auth.type === 'certificate') {
+        return [
+          { ...at('auth', 'certificateFile'), file: auth.certificateFile, secret: false },
+          { ...at('auth', 'privateKeyFile'), file: auth.privateKeyFile, secret: true },
+        ];
+      }
+      return [];
+    }
+    if (tap.type === 'mqtt') {
+      const files: TapFile[] = [];
+      if (tap.passwordFile !== undefined) files.push({ ...at('passwordFile'), file: tap.passwordFile, secret: true });
+      if (tap.tls?.caFile !== undefined) files.push({ ...at('tls', 'caFile'), file: tap.tls.caFile, secret: false });
+      if (tap.tls?.certFile !== undefined) files.push({ ...at('tls', 'certFile'), file: tap.tls.certFile, secret: false });
+      if (tap.tls?.keyFile !== undefined) files.push({ ...at('tls', 'keyFile'), file: tap.tls.keyFile, secret: true });
+      return files;
+    }
+    return [];
+  });
+}
+
+/** Opens the file for reading (so permissions are checked as this user) and checks it is a regular file. */
+async function checkTapFile(named: TapFile, onWarning: (message: string) => void): Promise<void> {
+  // O_NONBLOCK: a FIFO named by mistake must fail the regular-file check, not hang --check.
+  const handle = await fs.open(named.file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new Error(`${named.file}: not a regular file`);
+    if (named.secret && stat.mode & 0o077) {
+      onWarning(`tap "${named.tap}" ${named.setting} ${named.file} is readable by group or others (mode 0${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${named.file}`);
+    }
+  } finally {
+    await handle.close();
+  }
 }
 
 /**

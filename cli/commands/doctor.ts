@@ -9,8 +9,9 @@ export const doctor: Command = {
   usage: [
     `Usage: ghostpipe doctor [--config ${DEFAULT_AGENT_CONFIG}] [--verbose]`,
     '',
-    'Validates the config, starts each tap, collects once, stops it, and prints every point with',
-    'its value, quality and latency; then checks that the relay answers and the device is enrolled.',
+    'Validates the config, starts each tap, collects once (MQTT and OPC-UA subscribe taps: until',
+    'every point has had a first value, at most 10 s), stops it, and prints every point with its',
+    'value, quality and latency; then checks that the relay answers and the device is enrolled.',
     'Exit 0 when everything is good, 1 when anything is not (bad point, relay down, not enrolled).',
     '  --verbose  driver logs (JSON) on stderr',
   ].join('\n'),
