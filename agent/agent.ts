@@ -13,11 +13,18 @@ import { Delivery } from './delivery.js';
 import { checkEnrollment, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
 import { createTap, tapEventLogger } from './taps.js';
-import { startTaps, type Reading } from './tap.js';
+import { startTaps, type Reading, type TapEventListener, type TapState } from './tap.js';
 
 function tapStatus(s: ScheduledTap): { state: 'up' | 'down'; reason?: string } {
   const status = s.tap.status();
   return status.state === 'up' ? { state: 'up' } : { state: 'down', reason: status.reason ?? 'down' };
+}
+
+interface BuiltFrame {
+  frame: Frame;
+  /** Encoded size. */
+  bytes: number;
+  start: number;
 }
 
 export interface AgentOptions {
@@ -33,6 +40,22 @@ export interface AgentOptions {
 /** Settings a SIGHUP reload cannot change (they shape keys, state or the backlog): restart instead. */
 const RESTART_ONLY = ['device', 'relay', 'recipients', 'streamId', 'padding', 'aead', 'kem', 'backlog', 'stateDir'] as const;
 
+/**
+ * SIGTERM bounds, so a stop fits systemd's TimeoutStopSec=30s whatever the interval and however
+ * hung the relay: the running collection gets at most this long before uploading starts ...
+ */
+const STOP_COLLECTION_MAX_MS = 20_000;
+/** ... uploading gets flushMs (5 s default), then the taps this long to close. */
+const STOP_TAPS_MAX_MS = 2_000;
+
+function sleep(ms: number): { done: Promise<void>; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const done = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, ms));
+  });
+  return { done, cancel: () => clearTimeout(timer) };
+}
+
 export class Agent {
   private config: AgentConfig;
   private readonly logger: Logger;
@@ -41,12 +64,21 @@ export class Agent {
   readonly delivery: Delivery;
   private taps: ScheduledTap[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** The running interval's collection, build and queueing (not its upload); its end schedules the next one. */
   private current: Promise<void> | undefined;
+  /** When the running interval's collection ends at the latest (its deadline). */
+  private collectionEnd = 0;
   private stopping = false;
+  /** A SIGHUP reload is swapping the taps: no interval may start. */
+  private reloading = false;
+  /** Start of the next interval on the cadence grid (start + k × interval). */
   private nextStart = 0;
   private enrollment: Enrollment;
   private lastEnrollmentCheck = 0;
-  private readonly onTapEvent;
+  /** An enrollment check in flight (at most one, however slow the relay). */
+  private enrollmentCheck: Promise<void> | undefined;
+  private readonly tapTransitions: TapTransitions;
+  private readonly onTapEvent: TapEventListener;
   framesBuilt = 0;
   /** Quality counts of the last frame built (doctor and benchmarks). */
   lastQuality = { good: 0, uncertain: 0, bad: 0 };
@@ -54,7 +86,8 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     this.config = o.config;
     this.logger = o.logger;
-    this.onTapEvent = tapEventLogger(o.logger);
+    this.tapTransitions = new TapTransitions(o.logger);
+    this.onTapEvent = this.tapTransitions.onEvent;
     const { config, secrets } = o;
     this.state = new AgentState(config.stateDir, undefined, (reason, writes) => this.logger.info({ file: this.state?.path, writes }, `state saved: ${reason}`));
     this.client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
@@ -86,7 +119,7 @@ export class Agent {
       'agent starting',
     );
     await this.checkEnrollment(true);
-    await this.startTaps(config);
+    this.taps = await this.startTaps(config);
     this.nextStart = Date.now();
     if (!this.o.manual) this.schedule();
   }
@@ -113,37 +146,78 @@ export class Agent {
     this.enrollment = result;
   }
 
-  private async startTaps(config: AgentConfig): Promise<void> {
-    this.taps = config.taps.map((tc) => ({ tap: createTap(config, tc, { logger: this.logger, onEvent: this.onTapEvent }), intervalMs: tapInterval(config, tc) }));
+  /**
+   * Creates and starts the taps of `config`. Creating one can fail (e.g. two taps open one serial
+   * line with different settings): the ones already created are stopped and the error names the tap.
+   */
+  private async startTaps(config: AgentConfig): Promise<ScheduledTap[]> {
+    const taps: ScheduledTap[] = [];
+    for (const [i, tc] of config.taps.entries()) {
+      try {
+        taps.push({ tap: createTap(config, tc, { logger: this.logger, onEvent: this.onTapEvent }), intervalMs: tapInterval(config, tc) });
+      } catch (err) {
+        await this.stopTaps(taps);
+        throw new Error(`taps[${i}] "${tc.name}": ${(err as Error).message}`);
+      }
+    }
     // start() should not reject for a dead peer; if it does, the tap reports bad readings.
-    await startTaps(this.taps.map((s) => s.tap), (tap, err) => this.logger.warn({ tap: tap.name, reason: err.message }, 'tap failed to start'));
+    await startTaps(taps.map((s) => s.tap), (tap, err) => this.logger.warn({ tap: tap.name, reason: err.message }, 'tap failed to start'));
+    return taps;
   }
 
   private async stopTaps(taps: ScheduledTap[]): Promise<void> {
     await Promise.all(taps.map((s) => s.tap.stop().catch((err: unknown) => this.logger.warn({ tap: s.tap.name, reason: (err as Error).message }, 'tap failed to stop'))));
   }
 
+  /**
+   * Arms the one timer for the next interval. Not while stopping or reloading, and not while an
+   * interval is collecting (its end calls this): so there is never more than one timer loop.
+   */
   private schedule(): void {
-    if (this.stopping) return;
+    if (this.stopping || this.reloading || this.current || this.o.manual) return;
+    this.clearTimer();
     const now = Date.now();
     // Skip interval starts that already passed (an overloaded interval): never two frames at once.
-    while (this.nextStart < now - this.config.interval / 2) this.nextStart += this.config.interval;
+    let skipped = 0;
+    while (this.nextStart < now - this.config.interval / 2) {
+      this.nextStart += this.config.interval;
+      skipped++;
+    }
+    if (skipped > 0) this.logger.warn({ skipped, interval: formatDuration(this.config.interval) }, 'interval starts skipped: the agent fell behind (the frame times show the gap)');
     this.timer = setTimeout(() => {
+      this.timer = undefined;
       const start = this.nextStart;
       this.nextStart += this.config.interval;
-      this.current = this.runInterval(start).finally(() => {
-        this.current = undefined;
-        this.schedule();
-      });
+      this.current = this.collectAndQueue(start)
+        .then((built) => {
+          // Uploads go on in the background: a slow or hung relay never delays the next interval.
+          if (built) void this.deliver(built);
+        })
+        .finally(() => {
+          this.current = undefined;
+          this.schedule();
+        });
     }, Math.max(0, this.nextStart - now));
   }
 
-  /** One interval: collect by the deadline, build, queue, deliver. Never throws. */
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One whole interval: collect by the deadline, build, queue, deliver (benchmarks). Never throws. */
   async runInterval(start: number): Promise<void> {
+    const built = await this.collectAndQueue(start);
+    if (built) await this.deliver(built);
+  }
+
+  /** Collects by the deadline, builds the frame and queues it for every recipient. Never throws. */
+  private async collectAndQueue(start: number): Promise<BuiltFrame | undefined> {
     try {
       const { config } = this;
       const deadline = start + Math.round(config.interval * config.deadline);
       const taps = this.taps;
+      this.collectionEnd = deadline;
       const { readings, outcomes } = await collectInterval(taps, start, deadline);
       for (const [i, o] of outcomes.entries()) {
         if (o.outcome === 'late' || o.outcome === 'failed') this.onTapEvent({ tap: o.tap, state: 'down', reason: o.reason ?? o.outcome });
@@ -156,11 +230,26 @@ export class Agent {
       for (const r of readings) quality[r.quality]++;
       this.lastQuality = quality;
       this.delivery.enqueue({ sequence: frame.sequence, batch });
-      if (!this.delivery.enabled && Date.now() - this.lastEnrollmentCheck >= config.relay.statusInterval) await this.checkEnrollment();
-      await this.delivery.pump();
-      this.summary(frame, batch.length, readings, start);
+      return { frame, bytes: batch.length, start };
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'interval failed');
+      return undefined;
+    }
+  }
+
+  /** Uploads what waits (one pump at a time; Delivery coalesces). Never throws. */
+  private async deliver(built: BuiltFrame): Promise<void> {
+    try {
+      if (!this.delivery.enabled && !this.enrollmentCheck && Date.now() - this.lastEnrollmentCheck >= this.config.relay.statusInterval) {
+        this.enrollmentCheck = this.checkEnrollment().finally(() => {
+          this.enrollmentCheck = undefined;
+        });
+      }
+      await this.enrollmentCheck;
+      await this.delivery.pump();
+      this.summary(built.frame, built.bytes, built.frame.readings, built.start);
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'delivery failed');
     }
   }
 
@@ -174,35 +263,117 @@ export class Agent {
   }
 
   /**
-   * SIGHUP: a new, already validated config. Replaces the taps (stop old, start new) and the
-   * interval; the sequence counters and the backlog stay. Settings that need a restart are named.
+   * SIGHUP: a new, already validated config. Replaces the taps (stop old, start new), interval,
+   * deadline and log level; the sequence counters and the backlog stay. Settings that need a
+   * restart are named. No interval starts during the swap; the next one keeps the cadence grid
+   * (next start = last start + old interval, then steps of the new interval). If the new taps
+   * cannot be created, the error is logged and the running config's taps are started again.
+   * Rejects only if even those cannot be restarted (the agent has no taps left: the caller exits).
    */
   async reload(next: AgentConfig): Promise<void> {
+    if (this.stopping) return;
     const ignored = RESTART_ONLY.filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.config[key]));
     if (ignored.length > 0) this.logger.warn({ settings: ignored }, 'these settings change only on restart; keeping the running values');
     const applied: AgentConfig = { ...next };
     for (const key of RESTART_ONLY) (applied as Record<string, unknown>)[key] = this.config[key];
-    await this.current; // never swap taps in the middle of a collection
-    const old = this.taps;
-    this.taps = [];
-    await this.stopTaps(old);
-    this.config = applied;
-    this.logger.level = applied.logLevel;
-    await this.startTaps(applied);
-    if (this.timer) clearTimeout(this.timer);
-    this.nextStart = Date.now();
-    this.schedule();
-    this.logger.info({ taps: applied.taps.length, interval: formatDuration(applied.interval) }, 'config reloaded');
+    this.reloading = true;
+    this.clearTimer();
+    let resume = true;
+    try {
+      await this.current; // never swap taps in the middle of a collection (an upload may go on)
+      await this.stopTaps(this.taps);
+      this.taps = [];
+      this.tapTransitions.forget();
+      try {
+        this.taps = await this.startTaps(applied);
+      } catch (err) {
+        this.logger.error({ reason: (err as Error).message }, 'config reload failed while starting the new taps; the running config stays in effect');
+        try {
+          this.taps = await this.startTaps(this.config);
+        } catch (restartErr) {
+          resume = false;
+          throw new Error(`cannot restart the running taps after a failed reload: ${(restartErr as Error).message}`);
+        }
+        return;
+      }
+      this.config = applied;
+      this.logger.level = applied.logLevel;
+      this.logger.info({ taps: applied.taps.length, interval: formatDuration(applied.interval) }, 'config reloaded');
+    } finally {
+      this.reloading = false;
+      if (resume) this.schedule();
+    }
   }
 
-  /** SIGTERM: finish the current interval, flush what the relay accepts within flushMs, stop taps. */
+  /**
+   * SIGTERM, bounded: the running interval finishes its collection (by its deadline, at most
+   * STOP_COLLECTION_MAX_MS), then uploading (its own and the flush) gets flushMs; after that every
+   * relay request is aborted. The taps get STOP_TAPS_MAX_MS to close. Frames the relay has not
+   * accepted by then are lost with the RAM backlog: the last log line counts them.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.current;
-    const flushed = this.delivery.enabled ? await this.delivery.flush(this.o.flushMs ?? 5_000) : this.delivery.drained;
-    await this.stopTaps(this.taps);
+    this.clearTimer();
+    const now = Date.now();
+    const collectionEnd = this.current ? Math.min(Math.max(now, this.collectionEnd), now + STOP_COLLECTION_MAX_MS) : now;
+    const uploadEnd = collectionEnd + (this.o.flushMs ?? 5_000);
+    // From uploadEnd on every relay request fails at once: a hung relay cannot stretch the stop.
+    const budget = sleep(uploadEnd - now);
+    void budget.done.then(() => this.client.abort());
+    const finished = this.current === undefined || (await Promise.race([this.current.then(() => true), budget.done.then(() => false)]));
+    if (!finished) this.logger.warn('the running interval did not finish within the stop budget; its frame is lost');
+    const flushed = this.delivery.enabled ? await this.delivery.flush(Math.max(0, uploadEnd - Date.now())) : this.delivery.drained;
+    budget.cancel();
+    this.client.abort();
+    await this.stopTapsWithin(STOP_TAPS_MAX_MS);
     const stats = this.delivery.stats;
-    this.logger.info({ flushed, queuedFrames: stats.queuedFrames, unconfirmed: stats.unconfirmed, droppedFrames: stats.droppedFrames, stateWrites: this.state.writes }, flushed ? 'agent stopped' : 'agent stopped; frames still in the RAM backlog are lost');
+    const unflushedFrames = stats.queuedFrames + (finished ? 0 : 1);
+    const fields = { flushed: flushed && finished, unflushedFrames, unconfirmed: stats.unconfirmed, droppedFrames: stats.droppedFrames, expiredEnvelopes: stats.expired, stoppedInMs: Date.now() - now, stateWrites: this.state.writes };
+    if (unflushedFrames === 0) this.logger.info(fields, 'agent stopped');
+    else this.logger.warn(fields, `agent stopped; ${unflushedFrames} frame(s) the relay did not accept are lost with the RAM backlog`);
+  }
+
+  private async stopTapsWithin(ms: number): Promise<void> {
+    const limit = sleep(ms);
+    const closed = await Promise.race([this.stopTaps(this.taps).then(() => true), limit.done.then(() => false)]);
+    limit.cancel();
+    if (!closed) this.logger.warn({ waitedMs: ms }, 'taps did not close in time; exiting anyway');
+  }
+}
+
+/** The drivers' reason while a tap's first connection attempt is still under way. */
+const CONNECTING = /(^|: )connecting$/;
+
+/**
+ * Logs a tap's up/down transitions once each ('tap down' with the reason, 'tap up'), not every
+ * interval: a dead peer reports several reasons in turn (connect refused, not connected, ...);
+ * a new reason while the tap stays down goes to debug. A freshly started tap that is still
+ * connecting is not down yet: that is logged only if it is still connecting an interval later.
+ */
+class TapTransitions {
+  private readonly states = new Map<string, TapState | 'starting'>();
+  private readonly logTransition: TapEventListener;
+
+  constructor(private readonly logger: Logger) {
+    this.logTransition = tapEventLogger(logger);
+  }
+
+  readonly onEvent: TapEventListener = (event) => {
+    const previous = this.states.get(event.tap);
+    if (previous === undefined && event.state === 'down' && CONNECTING.test(event.reason ?? '')) {
+      this.states.set(event.tap, 'starting');
+      return;
+    }
+    if (previous === event.state) {
+      if (event.state === 'down') this.logger.debug({ tap: event.tap, reason: event.reason }, 'tap still down');
+      return;
+    }
+    this.states.set(event.tap, event.state);
+    this.logTransition(event);
+  };
+
+  /** New tap instances (a reload) start over: their first 'connecting' is not an outage. */
+  forget(): void {
+    this.states.clear();
   }
 }

@@ -1,8 +1,10 @@
 /**
  * Typed client for the relay's HTTP API (docs/API.md), over node:http(s) (common/http-client.ts).
  * Every failure is a RelayError: HTTP refusals carry the status, the relay's stable code and
- * Retry-After; network failures and timeouts use status 0 and codes "network" / "timeout".
+ * Retry-After; network failures, timeouts and abort() use status 0 and codes "network" /
+ * "timeout" / "aborted".
  */
+import { setMaxListeners } from 'node:events';
 import type { AuditEvent } from './audit.js'; // type only: no server code is loaded
 import { HttpClient, HttpClientError, type HttpResponse } from '../common/http-client.js';
 
@@ -14,7 +16,7 @@ export class RelayError extends Error {
   constructor(
     /** HTTP status; 0 when no response arrived. */
     readonly status: number,
-    /** Stable code: the relay's "error" field, or "network", "timeout", "bad_response", "http_<status>". */
+    /** Stable code: the relay's "error" field, or "network", "timeout", "aborted", "bad_response", "http_<status>". */
     readonly code: string,
     message: string,
     /** From Retry-After (429, 507, 503), in ms. */
@@ -119,12 +121,16 @@ export class RelayClient {
   private readonly apiKey: string | undefined;
   private readonly timeoutMs: number;
   private readonly http: HttpClient;
+  /** Aborted by abort(): every request in flight and every later one fails at once. */
+  private readonly aborter = new AbortController();
 
   constructor(options: RelayClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.apiKey = options.apiKey;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.http = options.http ?? new HttpClient(options.ca !== undefined ? { ca: options.ca } : {});
+    // One abort listener per request in flight: many concurrent requests are normal, not a leak.
+    setMaxListeners(0, this.aborter.signal);
   }
 
   /** Same relay, another key. */
@@ -135,6 +141,14 @@ export class RelayClient {
   /** Closes idle kept-alive connections (the process can also just exit: they do not hold it open). */
   close(): void {
     this.http.close();
+  }
+
+  /**
+   * Fails every request in flight and every later one with RelayError(0, "aborted"): for a
+   * shutdown that must not wait out a hung relay's request timeout. Final for this client.
+   */
+  abort(): void {
+    this.aborter.abort();
   }
 
   // ---- health ----
@@ -278,9 +292,10 @@ export class RelayClient {
     try {
       // A repeated request after a lost answer is safe: a repeated upload answers 409 duplicate,
       // a repeated ack 404.
-      response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs });
+      response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs, signal: this.aborter.signal });
     } catch (err) {
       if (!(err instanceof HttpClientError)) throw err;
+      if (err.failure === 'aborted') throw new RelayError(0, 'aborted', `${method} ${path}: aborted (client shut down)`);
       const timedOut = err.failure === 'timeout';
       throw new RelayError(0, timedOut ? 'timeout' : err.failure === 'too_large' ? 'bad_response' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : err.message}`);
     }

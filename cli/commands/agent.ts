@@ -43,57 +43,118 @@ export const agent: Command = {
   options: { config: { type: 'string', short: 'c' }, check: { type: 'boolean' } },
   async run(args) {
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
+    // --check prints warnings at once, so they show also when the config then fails; the daemon
+    // logs them once its logger exists.
     const warnings: string[] = [];
-    const { config, secrets } = await loadAgentOrExit('agent', file, (message) => warnings.push(message));
+    const { config, secrets } = await loadAgentOrExit('agent', file, (message) => (args.values.check ? process.stderr.write(`warning: ${message}\n`) : warnings.push(message)));
     if (args.values.check) {
-      for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       process.stdout.write(`${file}: config OK: ${config.taps.length} taps, ${countPoints(config)} points, ${secrets.recipients.length} recipients, device ${secrets.device.did}\n`);
       return 0;
     }
     const logger = createLogger('agent', config.logLevel);
     for (const w of warnings) logger.warn(w);
+    exitOnUnhandledRejection(logger);
     let running: Agent;
     try {
       running = new Agent({ config, secrets, logger });
-      await running.start();
     } catch (err) {
       if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, 1);
       throw err;
     }
-    return serve(running, file, logger);
+    // Signals are handled from here on, queued behind the start: a SIGHUP during a slow start
+    // (an unreachable relay) must not kill the process, which is SIGHUP's default action.
+    const started = running.start();
+    const lifecycle = handleSignals(running, started, file, logger);
+    try {
+      await started;
+    } catch (err) {
+      lifecycle.dispose();
+      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, 1);
+      throw err;
+    }
+    return lifecycle.stopped;
   },
 };
 
-function serve(running: Agent, file: string, logger: Logger): Promise<number> {
-  let reloading = Promise.resolve();
+/** EX_SOFTWARE: the agent hit a bug; systemd (Restart=always) starts it again. */
+const EXIT_FATAL = 70;
+
+/** Last resort: a promise rejection nobody handled is a bug; log it at fatal and exit non-zero. */
+function exitOnUnhandledRejection(logger: Logger): void {
+  if (process.listenerCount('unhandledRejection') > 0) return;
+  process.on('unhandledRejection', (reason) => {
+    logger.fatal({ err: reason instanceof Error ? reason.message : String(reason) }, 'unhandled promise rejection; exiting so systemd restarts the agent');
+    process.exit(EXIT_FATAL);
+  });
+}
+
+/** SIGHUP: reload the config file. A bad file, or taps that cannot be created, keep the running config. */
+async function reloadFrom(running: Agent, file: string, logger: Logger): Promise<void> {
+  logger.info({ file }, 'SIGHUP: reloading the config');
+  let next;
+  try {
+    next = await loadAgent(file, (message) => logger.warn(message));
+  } catch (err) {
+    const lines = err instanceof ConfigError ? err.issues.length : 1;
+    logger.error({ file, problems: lines, errors: (err as Error).message.split('\n') }, 'config reload failed; the running config stays in effect');
+    return;
+  }
+  await running.reload(next.config);
+}
+
+/**
+ * SIGHUP reloads and SIGTERM/SIGINT stops, one at a time and only after `started`. `stopped`
+ * resolves with the exit code; nothing here can reject unhandled.
+ */
+function handleSignals(running: Agent, started: Promise<void>, file: string, logger: Logger): { stopped: Promise<number>; dispose(): void } {
+  // Settles when the start did; a failed start is reported by the caller, not here.
+  let startedOk = false;
+  let queue: Promise<void> = started.then(() => {
+    startedOk = true;
+  }, () => undefined);
+  let resolveStopped!: (code: number) => void;
+  const stopped = new Promise<number>((resolve) => {
+    resolveStopped = resolve;
+  });
+  let stopping = false;
   const onHup = () => {
-    reloading = reloading.then(async () => {
-      logger.info({ file }, 'SIGHUP: reloading the config');
-      let next;
-      try {
-        next = await loadAgent(file, (message) => logger.warn(message));
-      } catch (err) {
-        const lines = err instanceof ConfigError ? err.issues.length : 1;
-        logger.error({ file, problems: lines, errors: (err as Error).message.split('\n') }, 'config reload failed; the running config stays in effect');
-        return;
-      }
-      await running.reload(next.config);
+    // Kept while stopping: SIGHUP's default action would kill the process mid-flush.
+    if (stopping) return void logger.warn('SIGHUP ignored: the agent is stopping');
+    queue = queue.then(() => (startedOk ? reloadFrom(running, file, logger) : undefined)).catch((err: unknown) => {
+      // Only when even the running taps could not be restarted: without taps, exit and let systemd restart us.
+      logger.fatal({ err: (err as Error).message }, 'config reload left the agent without taps; exiting');
+      process.exit(EXIT_FATAL);
     });
   };
+  const onStop = (signal: NodeJS.Signals) => {
+    stopping = true;
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
+    logger.info({ signal }, 'stopping: finishing the current interval and flushing');
+    queue = queue.then(() => (startedOk ? running.stop() : undefined)).then(
+      () => exitSoon(startedOk ? 0 : 1, resolveStopped),
+      (err: unknown) => {
+        logger.error({ err: (err as Error).message }, 'shutdown failed');
+        exitSoon(1, resolveStopped);
+      },
+    );
+  };
+  const dispose = () => {
+    process.off('SIGHUP', onHup);
+    process.off('SIGTERM', onStop);
+    process.off('SIGINT', onStop);
+  };
   process.on('SIGHUP', onHup);
-  return new Promise<number>((resolve) => {
-    const onStop = (signal: string) => {
-      logger.info({ signal }, 'stopping: finishing the current interval and flushing');
-      process.off('SIGHUP', onHup);
-      void reloading.then(() => running.stop()).then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err: (err as Error).message }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.once('SIGTERM', onStop);
-    process.once('SIGINT', onStop);
-  });
+  process.once('SIGTERM', onStop);
+  process.once('SIGINT', onStop);
+  return { stopped, dispose };
+}
+
+/**
+ * Resolves the exit code; the process then ends when nothing is left to run. Should a handle
+ * still hold it (a tap that did not close), the unref'd timer ends it a second later anyway.
+ */
+function exitSoon(code: number, resolve: (code: number) => void): void {
+  setTimeout(() => process.exit(code), 1_000).unref();
+  resolve(code);
 }

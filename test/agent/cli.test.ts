@@ -139,9 +139,10 @@ test('log level debug: one summary line per interval, and reading values only in
   const agent = startAgent(env.configFile);
   await agent.waitFor((l) => l.msg === 'readings' && JSON.stringify(l).includes('31337'), 15_000, 'a debug readings line with the value');
   await agent.waitFor((l) => l.msg === 'interval' && l['good'] === 2, 5_000, 'an interval summary with both points good');
+  await until(() => agent.lines.filter((l) => l.msg === 'interval').length >= 2, 5_000, 'a second interval summary');
   assert.equal(await agent.stop(), 0);
   const summaries = agent.lines.filter((l) => l.msg === 'interval');
-  assert.ok(summaries.length >= 2);
+  assert.equal(new Set(summaries.map((l) => l['frame'])).size, summaries.length, 'one summary per interval (frame)');
   for (const l of summaries) {
     assert.equal(l.level, 20, 'the summary is at debug');
     for (const field of ['frame', 'readings', 'good', 'uncertain', 'bad', 'bytes', 'tookMs', 'backlogBytes']) assert.ok(field in l, `summary has ${field}`);
