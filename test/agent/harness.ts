@@ -181,8 +181,10 @@ export interface Received {
 /**
  * Leases, verifies, opens, decodes and acknowledges everything pending for the receiver, as the
  * real receiver does. Relay errors (a relay being restarted) are swallowed; the loop goes on.
+ * `ackedOnly`: count an envelope only once its ack succeeded (a lease the relay's TTL burned in
+ * between is then not a delivery; the agent will see it expired).
  */
-export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Array): { received: Received[]; stop(): Promise<void> } {
+export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Array, options: { ackedOnly?: boolean } = {}): { received: Received[]; stop(): Promise<void> } {
   const received: Received[] = [];
   let running = true;
   const loop = (async () => {
@@ -190,9 +192,12 @@ export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Arra
       try {
         const lease = await receiver().client.lease(receiver().recipientKeyId, { waitMs: 200 });
         if (!lease) continue;
-        const plaintext = openEnvelope(parseEnvelope(lease.bytes), { kemId: 0x647a, seed: receiver().kem.seed, publicKey: receiver().kem.publicKey }, devicePublicKey);
-        received.push({ envelopeSequence: parseEnvelope(lease.bytes).header.sequence, frames: decodeFrames(plaintext), bytes: lease.bytes.length });
+        const envelope = parseEnvelope(lease.bytes);
+        const plaintext = openEnvelope(envelope, { kemId: 0x647a, seed: receiver().kem.seed, publicKey: receiver().kem.publicKey }, devicePublicKey);
+        const item = { envelopeSequence: envelope.header.sequence, frames: decodeFrames(plaintext), bytes: lease.bytes.length };
+        if (!options.ackedOnly) received.push(item);
         await receiver().client.ack(lease.leaseId);
+        if (options.ackedOnly) received.push(item);
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }

@@ -7,17 +7,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { cleanupAll, startRelay, type Receiver, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { envelopeLimit } from '../../relay/envelope-check.js';
-import { openEnvelope, parseEnvelope } from '../../protocol/envelope/index.js';
-import { decodeFrames } from '../../protocol/frame.js';
 import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess, type LogLine, type Received } from './harness.js';
 
 let broker: MosquittoBroker | undefined;
-const ackedLoops = new Set<() => Promise<void>>();
 after(async () => {
-  await Promise.all([...ackedLoops].map((stop) => stop()));
   await killAllAgents();
   await broker?.close();
   await cleanupAll();
@@ -78,36 +74,6 @@ function assertAccountedFor(arrived: bigint[], lost: bigint[], what: string): vo
   for (let s = 1n; s <= max; s++) assert.ok(arrivedSet.has(s) || lostSet.has(s), `frame ${s} neither arrived nor was reported ${what}`);
 }
 
-/**
- * Like the harness receiveLoop, but counts an envelope only once its ack succeeded: a lease the
- * relay's TTL burned in between (ack refused) is not a delivery, and the agent will see "expired".
- */
-function receiveAcked(receiver: () => Receiver, devicePublicKey: Uint8Array): { received: Received[]; stop(): Promise<void> } {
-  const received: Received[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      try {
-        const lease = await receiver().client.lease(receiver().recipientKeyId, { waitMs: 200 });
-        if (!lease) continue;
-        const envelope = parseEnvelope(lease.bytes);
-        const plaintext = openEnvelope(envelope, { kemId: 0x647a, seed: receiver().kem.seed, publicKey: receiver().kem.publicKey }, devicePublicKey);
-        const item = { envelopeSequence: envelope.header.sequence, frames: decodeFrames(plaintext), bytes: lease.bytes.length };
-        await receiver().client.ack(lease.leaseId);
-        received.push(item);
-      } catch {
-        await pause(100);
-      }
-    }
-  })();
-  const stop = async (): Promise<void> => {
-    running = false;
-    ackedLoops.delete(stop);
-    await loop;
-  };
-  ackedLoops.add(stop);
-  return { received, stop };
-}
 
 test('413 for a coalesced envelope: the agent coalesces smaller and delivers every frame once, in order', { timeout: 90_000 }, async () => {
   // 10 kB readings: one frame fits the plan's 64 KiB bucket, a backlog of a dozen coalesced needs
@@ -219,7 +185,7 @@ test('envelopes the relay expired (TTL) before a receiver took them are logged a
   const keyId = await apiKeyId(env);
   const agent = startAgent(env.configFile);
   await until(() => agent.lines.filter((l) => l.msg === EXPIRED).length >= 3, 15_000, '3 expired envelopes without a receiver');
-  const rx = receiveAcked(() => env.receiver, env.devicePublicKey);
+  const rx = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
   await until(() => rx.received.length >= 5, 15_000, 'frames once a receiver takes them');
   await pause(1_500); // the agent's status checks catch up with the last expiries
   assert.equal(await agent.stop(), 0);

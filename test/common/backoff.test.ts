@@ -1,18 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Backoff, sleep } from '../../common/backoff.js';
-
-/** A small seeded generator (mulberry32): the statistical checks see the same draws on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng as seededRandom } from '../../common/prng.js'; // the statistical checks see the same draws on every run
 
 const draws = (backoff: Backoff, n: number): number[] => Array.from({ length: n }, () => backoff.next());
 
