@@ -76,6 +76,11 @@ for u in ghostpipe-relay ghostpipe-agent ghostpipe-receiver ghostpipe-audit; do
   exists "/etc/systemd/system/$u.service" && ok "unit installed: $u.service" || bad "unit missing: $u.service"
 done
 exists /usr/lib/systemd/system/ghostpipe-keygen.service && ok "unit installed: ghostpipe-keygen.service (first boot)" || bad "unit missing: ghostpipe-keygen.service"
+# The agent runs node without a JIT under W^X (docs/AGENT.md, "Memory"): both node lines carry --jitless.
+dumpf /etc/systemd/system/ghostpipe-agent.service "$TMP/agent.service"
+if grep -qx 'MemoryDenyWriteExecute=yes' "$TMP/agent.service" && grep -q '^ExecStartPre=/usr/bin/node --jitless ' "$TMP/agent.service" && grep -q '^ExecStart=/usr/bin/node --jitless ' "$TMP/agent.service"; then
+  ok "ghostpipe-agent.service: node --jitless (ExecStartPre and ExecStart) with MemoryDenyWriteExecute=yes"
+else bad "ghostpipe-agent.service: expected --jitless on both node lines and MemoryDenyWriteExecute=yes"; fi
 W=/etc/systemd/system/multi-user.target.wants
 for u in ghostpipe-relay ghostpipe-agent ghostpipe-keygen systemd-networkd; do
   l=$(link_of "$W/$u.service"); [ -n "$l" ] && ok "enabled: $u.service -> $l" || bad "not enabled: $u.service"
@@ -147,9 +152,12 @@ if grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || [ "$(uname -m)" 
       modes=$(stat -c '%n %a' "$C"/tmp/vk/keys/* | sed "s#$C##" | tr '\n' ' ')
       echo "$modes" | grep -q 'device.sign.key 600' && ok "ghostpipe keygen in the image (scratch dir, not kept): $modes" || bad "keygen modes: $modes"
     else bad "ghostpipe keygen failed in the image: $out"; fi
+    # The agent's protocol libraries load in the image's node without a JIT, as the unit runs it.
+    out=$(cd "$C" && chroot "$C" /usr/bin/node --jitless -e "for (const m of ['node-opcua-client', 'mqtt', 'modbus-serial', 'pino']) require('/opt/ghostpipe/node_modules/' + m); console.log('ok')" 2>&1)
+    echo "$out" | grep -qx ok && ok "image node --jitless loads node-opcua-client, mqtt, modbus-serial, pino" || bad "image node --jitless: $(echo "$out" | tail -2)"
     # agent --check with the seeded config, keys pointed at the scratch keys (the real ones do not exist yet).
     sed -e 's#/etc/ghostpipe/keys/device\.#/tmp/vk/keys/device.#g' "$C/etc/ghostpipe/agent.yaml" > "$C/tmp/vk/agent.yaml"
-    out=$(chroot "$C" /usr/bin/node /opt/ghostpipe/dist/cli/ghostpipe.js agent --config /tmp/vk/agent.yaml --check 2>&1); rc=$?
+    out=$(chroot "$C" /usr/bin/node --jitless /opt/ghostpipe/dist/cli/ghostpipe.js agent --config /tmp/vk/agent.yaml --check 2>&1); rc=$?
     echo "note agent --check on the seeded agent.yaml (exit $rc): $(echo "$out" | head -3 | tr '\n' ' ' | cut -c1-300)"
     out=$(chroot "$C" /usr/bin/node -e "require('/opt/ghostpipe/node_modules/@serialport/bindings-cpp').autoDetect(); console.log('ok')" 2>&1)
     echo "$out" | grep -qx ok && ok "@serialport/bindings-cpp native addon loads on arm64" || bad "@serialport/bindings-cpp does not load: $(echo "$out" | tail -2)"
