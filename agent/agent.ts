@@ -4,6 +4,7 @@
  * changed or not, so the wire shows a constant cadence. See docs/AGENT.md.
  */
 import type { Logger } from '../common/log.js';
+import { sleep } from '../common/backoff.js';
 import { formatDuration, formatSize } from '../common/duration.js';
 import { RelayClient } from '../relay/client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
@@ -47,14 +48,6 @@ const RESTART_ONLY = ['device', 'relay', 'recipients', 'streamId', 'padding', 'a
 const STOP_COLLECTION_MAX_MS = 20_000;
 /** ... uploading gets flushMs (5 s default), then the taps this long to close. */
 const STOP_TAPS_MAX_MS = 2_000;
-
-function sleep(ms: number): { done: Promise<void>; cancel(): void } {
-  let timer: NodeJS.Timeout | undefined;
-  const done = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, Math.max(0, ms));
-  });
-  return { done, cancel: () => clearTimeout(timer) };
-}
 
 export class Agent {
   private config: AgentConfig;
@@ -318,13 +311,14 @@ export class Agent {
     const collectionEnd = this.current ? Math.min(Math.max(now, this.collectionEnd), now + STOP_COLLECTION_MAX_MS) : now;
     const uploadEnd = collectionEnd + (this.o.flushMs ?? 5_000);
     // From uploadEnd on every relay request fails at once: a hung relay cannot stretch the stop.
-    const budget = sleep(uploadEnd - now);
-    void budget.done.then(() => this.client.abort());
-    const finished = this.current === undefined || (await Promise.race([this.current.then(() => true), budget.done.then(() => false)]));
+    // (Ending the budget early below also aborts: the client is done either way.)
+    const endBudget = new AbortController();
+    const budget = sleep(Math.max(0, uploadEnd - now), endBudget.signal).then(() => this.client.abort());
+    const finished = this.current === undefined || (await Promise.race([this.current.then(() => true), budget.then(() => false)]));
     if (!finished) this.logger.warn('the running interval did not finish within the stop budget; its frame is lost');
     const flushed = this.delivery.enabled ? await this.delivery.flush(Math.max(0, uploadEnd - Date.now())) : this.delivery.drained;
-    budget.cancel();
-    this.client.abort();
+    endBudget.abort();
+    await budget;
     await this.stopTapsWithin(STOP_TAPS_MAX_MS);
     const stats = this.delivery.stats;
     const unflushedFrames = stats.queuedFrames + (finished ? 0 : 1);
@@ -334,9 +328,9 @@ export class Agent {
   }
 
   private async stopTapsWithin(ms: number): Promise<void> {
-    const limit = sleep(ms);
-    const closed = await Promise.race([this.stopTaps(this.taps).then(() => true), limit.done.then(() => false)]);
-    limit.cancel();
+    const endLimit = new AbortController();
+    const closed = await Promise.race([this.stopTaps(this.taps).then(() => true), sleep(ms, endLimit.signal).then(() => false)]);
+    endLimit.abort();
     if (!closed) this.logger.warn({ waitedMs: ms }, 'taps did not close in time; exiting anyway');
   }
 }

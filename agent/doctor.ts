@@ -4,6 +4,7 @@
  * exception (MQTT, OPC-UA subscribe) are given time for their first values before the collect.
  */
 import type { Logger } from '../common/log.js';
+import { sleep } from '../common/backoff.js';
 import { RelayClient } from '../relay/client.js';
 import { tapInterval, type AgentConfig, type AgentSecrets, type TapConfig } from './config.js';
 import { checkEnrollment, type Enrollment } from './enroll.js';
@@ -119,8 +120,6 @@ async function watchFirstValues(tap: Tap, until: number): Promise<{ first: Map<s
   }
   return { first, latencyMs: Date.now() - started };
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function show(value: Reading['value']): string {
   if (value === null) return '-';

@@ -138,11 +138,6 @@ export class RelayClient {
     return new RelayClient({ baseUrl: this.baseUrl, apiKey, timeoutMs: this.timeoutMs, http: this.http });
   }
 
-  /** Closes idle kept-alive connections (the process can also just exit: they do not hold it open). */
-  close(): void {
-    this.http.close();
-  }
-
   /**
    * Fails every request in flight and every later one with RelayError(0, "aborted"): for a
    * shutdown that must not wait out a hung relay's request timeout. Final for this client.
