@@ -6,12 +6,12 @@
 import type { Logger } from '../common/log.js';
 import { sleep } from '../common/backoff.js';
 import { formatDuration, formatSize } from '../common/duration.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient, RelayError } from '../relay/client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
-import { aeadId, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
+import { aeadId, readApiKeyFile, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
 import { collectInterval, type ScheduledTap } from './collect.js';
 import { Delivery } from './delivery.js';
-import { checkEnrollment, type Enrollment } from './enroll.js';
+import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
 import { createTap, tapEventLogger } from './taps.js';
 import { startTaps, type Reading, type TapEventListener, type TapState } from './tap.js';
@@ -54,6 +54,10 @@ export class Agent {
   private readonly logger: Logger;
   private readonly state: AgentState;
   private readonly client: RelayClient;
+  /** The key the client sends; replaced when the key file changed (re-read on 401). */
+  private apiKey: string;
+  /** Why the key file could not be re-read, last logged (one warn per reason). */
+  private keyFileProblem: string | undefined;
   readonly delivery: Delivery;
   private taps: ScheduledTap[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -83,6 +87,7 @@ export class Agent {
     this.onTapEvent = this.tapTransitions.onEvent;
     const { config, secrets } = o;
     this.state = new AgentState(config.stateDir, undefined, (reason, writes) => this.logger.info({ file: this.state?.path, writes }, `state saved: ${reason}`));
+    this.apiKey = secrets.apiKey;
     this.client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
     this.enrollment = { state: 'unknown', did: secrets.device.did, reason: 'not checked yet' };
     this.delivery = new Delivery({
@@ -96,8 +101,52 @@ export class Agent {
       statusIntervalMs: config.relay.statusInterval,
       quotaRetryMs: config.relay.quotaRetry,
       nextEnvelopeSequence: () => this.state.take('envelope', config.streamId),
+      onAuthRefusal: (err) => (err.status === 401 ? this.rereadApiKey() : this.bindRotatedKey(err)),
       logger: this.logger,
     });
+  }
+
+  /**
+   * The relay refused the key (401): an operator may have rotated it. Re-reads the key file and
+   * switches to the key in it if it changed (true). The key itself is never logged, only its id.
+   */
+  private async rereadApiKey(): Promise<boolean> {
+    const file = this.config.relay.apiKeyFile;
+    let key: string;
+    try {
+      key = await readApiKeyFile(file, (message) => this.logger.debug(message));
+    } catch (err) {
+      const reason = (err as Error).message;
+      if (reason !== this.keyFileProblem) this.logger.warn({ file, reason }, 'cannot re-read the API key file; keeping the current key');
+      this.keyFileProblem = reason;
+      return false;
+    }
+    this.keyFileProblem = undefined;
+    if (key === this.apiKey) return false;
+    this.apiKey = key;
+    this.client.useApiKey(key);
+    this.logger.info({ file, keyId: key.slice(4, 16) }, 'API key file changed; using the new key');
+    return true;
+  }
+
+  /**
+   * 403 device_not_enrolled although the relay knows this device: the key is new (rotated) and not
+   * bound yet. Binds it with the enrollment proof of possession (the relay allows this only once
+   * the former key is revoked). Never enrolls a device the relay does not know: that stays
+   * `ghostpipe enroll`, an operator's step.
+   */
+  private async bindRotatedKey(err: RelayError): Promise<boolean> {
+    const enrollment = await checkEnrollment(this.client, this.did);
+    if (enrollment.state !== 'enrolled') return false;
+    try {
+      const bound = await enrollDevice(this.client, this.o.secrets.device);
+      this.logger.info({ did: bound.did, keyId: this.apiKey.slice(4, 16), leafIndex: bound.leafIndex }, 'bound the new API key to this device (key rotation)');
+      return true;
+    } catch (bindErr) {
+      const reason = bindErr instanceof RelayError ? `${bindErr.code}: ${bindErr.message}` : (bindErr as Error).message;
+      this.logger.debug({ reason, refusal: err.code }, 'cannot bind the API key to this device');
+      return false;
+    }
   }
 
   get did(): string {
@@ -302,7 +351,7 @@ export class Agent {
    * SIGTERM, bounded: the running interval finishes its collection (by its deadline, at most
    * STOP_COLLECTION_MAX_MS), then uploading (its own and the flush) gets flushMs; after that every
    * relay request is aborted. The taps get STOP_TAPS_MAX_MS to close. Frames the relay has not
-   * accepted by then are lost with the RAM backlog: the last log line counts them.
+   * accepted or not delivered by then are lost with the RAM backlog: the last log line counts them.
    */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -317,14 +366,22 @@ export class Agent {
     const finished = this.current === undefined || (await Promise.race([this.current.then(() => true), budget.then(() => false)]));
     if (!finished) this.logger.warn('the running interval did not finish within the stop budget; its frame is lost');
     const flushed = this.delivery.enabled ? await this.delivery.flush(Math.max(0, uploadEnd - Date.now())) : this.delivery.drained;
+    // Envelopes a receiver took meanwhile are not lost: one last look, within the same budget.
+    if (this.delivery.enabled && Date.now() < uploadEnd) await this.delivery.confirmDelivered();
     endBudget.abort();
     await budget;
     await this.stopTapsWithin(STOP_TAPS_MAX_MS);
     const stats = this.delivery.stats;
     const unflushedFrames = stats.queuedFrames + (finished ? 0 : 1);
-    const fields = { flushed: flushed && finished, unflushedFrames, unconfirmed: stats.unconfirmed, droppedFrames: stats.droppedFrames, expiredEnvelopes: stats.expired, stoppedInMs: Date.now() - now, stateWrites: this.state.writes };
-    if (unflushedFrames === 0) this.logger.info(fields, 'agent stopped');
-    else this.logger.warn(fields, `agent stopped; ${unflushedFrames} frame(s) the relay did not accept are lost with the RAM backlog`);
+    // Accepted but not delivered is lost too: the relay holds it in RAM only, and once this
+    // process is gone nobody can re-send it if the relay loses it.
+    const lostWithBacklog = unflushedFrames + stats.unconfirmedFrames;
+    const fields = {
+      flushed: flushed && finished, lostWithBacklog, unflushedFrames, undeliveredFrames: stats.unconfirmedFrames, undeliveredEnvelopes: stats.unconfirmed,
+      droppedFrames: stats.droppedFrames, expiredEnvelopes: stats.expired, stoppedInMs: Date.now() - now, stateWrites: this.state.writes,
+    };
+    if (lostWithBacklog === 0) this.logger.info(fields, 'agent stopped');
+    else this.logger.warn(fields, `agent stopped; ${lostWithBacklog} frame(s) are lost with the RAM backlog: ${unflushedFrames} the relay did not accept, ${stats.unconfirmedFrames} it accepted but had not delivered`);
   }
 
   private async stopTapsWithin(ms: number): Promise<void> {

@@ -175,13 +175,9 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
   }
   let apiKey = '';
   try {
-    const stat = await fs.stat(config.relay.apiKeyFile);
-    if (!stat.isFile() || stat.size > 1024) throw new Error(`${config.relay.apiKeyFile}: not a small regular file`);
-    if (stat.mode & 0o077) onWarning(`API key file ${config.relay.apiKeyFile} is readable by group or others (mode 0${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${config.relay.apiKeyFile}`);
-    apiKey = (await fs.readFile(config.relay.apiKeyFile, 'utf8')).trim();
-    if (!API_KEY.test(apiKey)) throw new Error(`${config.relay.apiKeyFile}: does not hold a device API key (pgp_ followed by 55 characters)`);
+    apiKey = await readApiKeyFile(config.relay.apiKeyFile, onWarning);
   } catch (err) {
-    fail(['relay', 'apiKeyFile'], fileProblem(config.relay.apiKeyFile, err));
+    fail(['relay', 'apiKeyFile'], err);
   }
   const recipients: Recipient[] = [];
   for (const [i, r] of config.recipients.entries()) {
@@ -204,6 +200,23 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
     throw new ConfigError(issues.map((issue, i) => ({ file: configFile, ...at[i], path: formatPath(issue.path), message: issue.message })));
   }
   return { device, apiKey, recipients };
+}
+
+/**
+ * The device API key in `file` (at start, and again when the relay answers 401: an operator may
+ * have rotated it). Errors name the file, never the key.
+ */
+export async function readApiKeyFile(file: string, onWarning: (message: string) => void): Promise<string> {
+  try {
+    const stat = await fs.stat(file);
+    if (!stat.isFile() || stat.size > 1024) throw new Error(`${file}: not a small regular file`);
+    if (stat.mode & 0o077) onWarning(`API key file ${file} is readable by group or others (mode 0${(stat.mode & 0o777).toString(8)}); run: chmod 600 ${file}`);
+    const apiKey = (await fs.readFile(file, 'utf8')).trim();
+    if (!API_KEY.test(apiKey)) throw new Error(`${file}: does not hold a device API key (pgp_ followed by 55 characters)`);
+    return apiKey;
+  } catch (err) {
+    throw fileProblem(file, err);
+  }
 }
 
 /** The errors an operator can act on, in a few words; anything else keeps its own message. */

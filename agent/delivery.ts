@@ -7,6 +7,11 @@
  *   unconfirmed  accepted envelopes (exact bytes) kept until the relay reports them delivered;
  *                re-uploaded when the relay reports them unknown (it restarted and lost them)
  *
+ * Order: before any newer envelope goes out, the relay is asked whether it still holds the
+ * newest accepted one. If not (it restarted), everything it lost is re-sent first, oldest first,
+ * so a receiver sees each stream in sequence order. (Asking only after uploading, as the periodic
+ * status check does, put the re-sends behind the newer frames.)
+ *
  * When several frames wait, they are coalesced into one envelope (a frame batch) in order. The
  * whole backlog is RAM only and bounded: on overflow the oldest item goes, counted and logged.
  */
@@ -54,6 +59,12 @@ export interface DeliveryOptions {
   quotaRetryMs: number;
   /** Hands out envelope sequence numbers (AgentState.take('envelope', stream)). */
   nextEnvelopeSequence: () => bigint;
+  /**
+   * The relay refused the key (401) or bound it to no enrolled device (403 device_not_enrolled):
+   * the agent re-reads its key file and re-binds after a rotation. True when something changed
+   * and the request is worth repeating at once.
+   */
+  onAuthRefusal?: (err: RelayError) => Promise<boolean>;
   logger: Logger;
   now?: () => number;
 }
@@ -61,6 +72,8 @@ export interface DeliveryOptions {
 export interface DeliveryStats {
   queuedFrames: number;
   unconfirmed: number;
+  /** Frames inside the unconfirmed envelopes (the relay holds them; lost with the backlog if it loses them). */
+  unconfirmedFrames: number;
   backlogBytes: number;
   maxBytes: number;
   uploaded: number;
@@ -91,6 +104,8 @@ export class Delivery {
   private quotaRefusalLogged = false;
   /** When the last 429 came; see RATE_LIMIT_SPELL_MS. */
   private lastRateLimitedAt: number | undefined;
+  /** A 401 was logged at warn and no upload was accepted since: one warn per spell. */
+  private keyRefusalLogged = false;
   /** Frames go out only while this is true (the device is enrolled). */
   enabled = false;
   /** Largest joined batch for a coalesced envelope; shrinks if the relay refuses a size (413). */
@@ -101,7 +116,7 @@ export class Delivery {
     this.lanes = o.recipients.map((recipient) => ({ recipient, queue: [], unconfirmed: new Map() }));
     this.now = o.now ?? Date.now;
     this.coalesceLimit = bucketCapacity(o.buckets[o.buckets.length - 1]!);
-    this.stats = { queuedFrames: 0, unconfirmed: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
+    this.stats = { queuedFrames: 0, unconfirmed: 0, unconfirmedFrames: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
   }
 
   /** Queues a frame for every recipient and enforces the backlog bound. */
@@ -110,9 +125,9 @@ export class Delivery {
     this.enforceBound();
   }
 
-  /** True when nothing is waiting for upload (unconfirmed envelopes may remain). */
+  /** True when nothing is waiting for upload or re-upload (unconfirmed envelopes the relay holds may remain). */
   get drained(): boolean {
-    return this.lanes.every((lane) => lane.queue.length === 0 && lane.head === undefined);
+    return this.lanes.every((lane) => lane.queue.length === 0 && lane.head === undefined && ![...lane.unconfirmed.values()].some((sealed) => sealed.resend));
   }
 
   /** Uploads what it can now and polls delivery status when due. Never throws; one run at a time. */
@@ -137,6 +152,7 @@ export class Delivery {
   private async run(): Promise<void> {
     if (!this.enabled || this.now() < this.notBefore) return;
     try {
+      if (!(await this.relayStillHolds())) return;
       for (const lane of this.lanes) {
         if (!(await this.resendUnknown(lane))) return;
         while (lane.queue.length > 0 || lane.head) {
@@ -146,7 +162,9 @@ export class Delivery {
           lane.head = undefined;
         }
       }
-      if (this.now() - this.lastStatusCheck >= this.o.statusIntervalMs) await this.checkStatus();
+      if (this.now() - this.lastStatusCheck >= this.o.statusIntervalMs && (await this.checkStatus())) {
+        for (const lane of this.lanes) if (!(await this.resendUnknown(lane))) return;
+      }
     } catch (err) {
       // A bug here must not stop the interval loop; the backlog keeps everything for the next run.
       this.o.logger.error({ err: (err as Error).message }, 'delivery failed unexpectedly');
@@ -181,10 +199,67 @@ export class Delivery {
     return { id: envelopeId(bytes), bytes, frames: take.map((f) => f.sequence), batches: take };
   }
 
+  /**
+   * Before anything newer goes out: does the relay still hold the newest envelope it accepted
+   * (one id per recipient)? If it forgot it, it restarted since: a full check flags every lost
+   * envelope for re-sending, which run() does before the newer ones. False: stop pumping for now.
+   */
+  private async relayStillHolds(): Promise<boolean> {
+    const newest: string[] = [];
+    for (const lane of this.lanes) {
+      let last: string | undefined;
+      for (const sealed of lane.unconfirmed.values()) if (!sealed.resend) last = sealed.id;
+      if (last !== undefined) newest.push(last);
+    }
+    if (newest.length === 0) return true;
+    const statuses = await this.statusOf(newest);
+    if (statuses === undefined) return false;
+    if (newest.every((id) => statuses[id] !== 'unknown' && statuses[id] !== undefined)) return true;
+    return this.checkStatus();
+  }
+
+  /** POST /v2/envelopes/status; undefined when it failed (logged, and a backoff set for an outage). */
+  private async statusOf(ids: string[]): Promise<Record<string, EnvelopeStatus> | undefined> {
+    try {
+      const statuses = await this.authorized(() => this.o.client.status(ids));
+      this.reachable(true);
+      return statuses;
+    } catch (err) {
+      if (!(err instanceof RelayError)) throw err;
+      if (err.status === 0 || err.status >= 500) this.reachable(false, err.message);
+      if (err.status === 401) this.keyRefused(err);
+      else this.o.logger.debug({ err: err.message }, 'delivery status check failed');
+      // An outage or a refused key: the next upload would fail the same way; wait as after a failed upload.
+      this.notBefore = this.now() + Math.max(err.retryAfterMs ?? 0, this.backoff.next());
+      return undefined;
+    }
+  }
+
+  /** Runs a request, repeating it when the agent could act on a key refusal (see onAuthRefusal). */
+  private async authorized<T>(request: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await request();
+      } catch (err) {
+        // Two fixes may be needed in turn: a new key (401), then binding it to the device (403).
+        const authRefusal = err instanceof RelayError && (err.status === 401 || (err.status === 403 && err.code === 'device_not_enrolled'));
+        if (authRefusal && attempt <= 2 && this.o.onAuthRefusal && (await this.o.onAuthRefusal(err))) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** 401: logged at warn once per spell (until an upload is accepted); the backlog stays whole. */
+  private keyRefused(err: RelayError): void {
+    const logged = this.keyRefusalLogged;
+    this.keyRefusalLogged = true;
+    this.o.logger[logged ? 'debug' : 'warn']({ status: err.status, code: err.code }, `relay refused the API key; keeping the backlog and re-reading the key file at each retry: ${err.message}`);
+  }
+
   /** Uploads; true when the relay holds it (201 or 409 duplicate). False: stop pumping for now. */
   private async upload(lane: RecipientLane, sealed: Sealed, resend: boolean): Promise<boolean> {
     try {
-      await this.o.client.upload(sealed.bytes);
+      await this.authorized(() => this.o.client.upload(sealed.bytes));
     } catch (err) {
       if (err instanceof RelayError && err.status === 409 && DUPLICATE.has(err.code)) {
         this.o.logger.debug({ envelope: sealed.id }, 'relay already holds the envelope');
@@ -196,6 +271,7 @@ export class Delivery {
     this.backoff.reset();
     if (this.quotaRefusalLogged) this.o.logger.info({ recipient: lane.recipient.name }, 'relay accepts uploads again (quota available)');
     this.quotaRefusalLogged = false;
+    this.keyRefusalLogged = false;
     if (resend) this.stats.resent++;
     else this.stats.uploaded++;
     this.o.logger.debug({ recipient: lane.recipient.name, envelope: sealed.id, frames: sealed.frames.map(String), bytes: sealed.bytes.length, resend }, 'envelope uploaded');
@@ -242,10 +318,12 @@ export class Delivery {
       this.dropped(sealed, `relay refused the envelope for good (${err.code})`);
       return false;
     }
-    // 401/403: key revoked, device not enrolled or revoked. Keep everything; an operator must act.
-    const wait = this.backoff.next();
-    this.notBefore = this.now() + Math.max(wait, 5_000);
-    this.o.logger.error({ ...base, retryIn: formatDuration(Math.max(wait, 5_000)) }, `relay refused the device: ${err.message}`);
+    // 401/403: key revoked, device not enrolled or revoked. Keep everything; an operator must act
+    // (a rotated key file is picked up at the next retry).
+    const wait = Math.max(this.backoff.next(), 5_000);
+    this.notBefore = this.now() + wait;
+    if (err.status === 401) this.keyRefused(err);
+    else this.o.logger.error({ ...base, retryIn: formatDuration(wait) }, `relay refused the device: ${err.message}`);
     return false;
   }
 
@@ -271,20 +349,14 @@ export class Delivery {
     return true;
   }
 
-  private async checkStatus(): Promise<void> {
+  /** Asks the status of every unconfirmed envelope; flags the ones the relay lost. False when a request failed. */
+  private async checkStatus(): Promise<boolean> {
     this.lastStatusCheck = this.now();
     const all = this.lanes.flatMap((lane) => [...lane.unconfirmed.values()].map((sealed) => ({ lane, sealed })));
     for (let i = 0; i < all.length; i += 1000) {
       const chunk = all.slice(i, i + 1000);
-      let statuses: Record<string, EnvelopeStatus>;
-      try {
-        statuses = await this.o.client.status(chunk.map((c) => c.sealed.id));
-      } catch (err) {
-        if (err instanceof RelayError && (err.status === 0 || err.status >= 500)) this.reachable(false, err.message);
-        this.o.logger.debug({ err: (err as Error).message }, 'delivery status check failed');
-        return;
-      }
-      this.reachable(true);
+      const statuses = await this.statusOf(chunk.map((c) => c.sealed.id));
+      if (statuses === undefined) return false;
       let unknown = 0;
       for (const { lane, sealed } of chunk) {
         const status = statuses[sealed.id];
@@ -300,9 +372,24 @@ export class Delivery {
           unknown++;
         }
       }
-      if (unknown > 0) this.o.logger.warn({ envelopes: unknown }, 'relay no longer knows accepted envelopes (restarted?); re-sending the same bytes');
+      if (unknown > 0) this.o.logger.warn({ envelopes: unknown }, 'relay no longer knows accepted envelopes (restarted?); re-sending the same bytes, oldest first, before newer frames');
     }
-    if (all.some((c) => c.sealed.resend)) await Promise.all(this.lanes.map((lane) => this.resendUnknown(lane)));
+    return true;
+  }
+
+  /**
+   * At stop: one last status check so envelopes a receiver took meanwhile are not counted as lost.
+   * Best effort within the caller's budget (its abort ends it).
+   */
+  async confirmDelivered(): Promise<void> {
+    if (this.stats.unconfirmed === 0 && this.lanes.every((lane) => lane.unconfirmed.size === 0)) return;
+    try {
+      if (await this.checkStatus()) for (const lane of this.lanes) if (!(await this.resendUnknown(lane))) break;
+    } catch (err) {
+      this.o.logger.debug({ err: (err as Error).message }, 'last delivery status check failed');
+    } finally {
+      this.updateCounts();
+    }
   }
 
   private reachable(up: boolean, reason?: string): void {
@@ -360,6 +447,7 @@ export class Delivery {
     this.stats.backlogBytes = this.bytesUsed();
     this.stats.queuedFrames = this.lanes.reduce((n, lane) => n + lane.queue.length + (lane.head?.frames.length ?? 0), 0);
     this.stats.unconfirmed = this.lanes.reduce((n, lane) => n + lane.unconfirmed.size, 0);
+    this.stats.unconfirmedFrames = this.lanes.reduce((n, lane) => n + [...lane.unconfirmed.values()].reduce((m, sealed) => m + sealed.frames.length, 0), 0);
     const percent = (this.stats.backlogBytes / this.o.maxBytes) * 100;
     const level = THRESHOLDS.find((t) => percent >= t) ?? 0;
     if (level !== this.level) {

@@ -6,7 +6,10 @@
  * After a crash the numbers between the last one used and `reservedUpTo` are skipped, never
  * reused: uniqueness needs only that nothing above the persisted reservation was ever sent.
  */
+import { lstatSync } from 'node:fs';
+import path from 'node:path';
 import Conf from 'conf';
+import { EXIT_STATE_BAD, EXIT_STATE_IO, describeFileError, stateExitCode } from '../common/state-errors.js';
 
 export const SEQUENCE_BLOCK = 10_000n;
 
@@ -19,12 +22,16 @@ interface StoredState {
   enrollment?: { did: string; relay: string; leafIndex: number; checkedAt: string };
 }
 
+/** A state file problem; `exitCode` is from common/state-errors.ts (65 bad file, 74 I/O failure). */
 export class StateError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly exitCode: number = EXIT_STATE_BAD) {
     super(message);
     this.name = 'StateError';
   }
 }
+
+/** What an operator must not do with this file: it is the only guard against repeated sequence numbers. */
+const KEEP_IT = 'it holds the sequence reservation: never delete or reset it (numbers would repeat); recover it as docs/RELIABILITY.md says';
 
 const MAX_U64 = (1n << 64n) - 1n;
 
@@ -35,22 +42,43 @@ export class AgentState {
   private readonly next = new Map<string, bigint>();
   /** Writes of the state file since this process started. */
   writes = 0;
+  /** Set once a write failed: from then on no number is handed out (it could exceed what is on disk). */
+  private failed: StateError | undefined;
+  /**
+   * Told once when a write fails after start. The CLI owns the process and stops it (exit 74):
+   * the agent must not keep sealing frames whose sequence numbers are not durably reserved.
+   */
+  static onWriteFailure: ((err: StateError) => void) | undefined;
 
   constructor(
     readonly dir: string,
     private readonly block = SEQUENCE_BLOCK,
     private readonly onWrite?: (reason: string, writes: number) => void,
   ) {
+    const file = path.join(dir, 'agent-state.json');
+    let existed: boolean;
+    try {
+      lstatSync(file); // lstat: a dangling symlink counts as present (and then fails the layout check)
+      existed = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new StateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
+      existed = false;
+    }
     try {
       this.conf = new Conf<StoredState>({ cwd: dir, configName: 'agent-state', configFileMode: 0o600, clearInvalidConfig: false, accessPropertiesByDotNotation: false });
       this.stored = this.conf.store;
     } catch (err) {
-      throw new StateError(`agent state in ${dir}/agent-state.json cannot be read (${(err as Error).message}); it holds the sequence reservation: fix or restore it, never delete it while receivers keep replay state for this device`);
+      throw new StateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
     }
-    if (this.stored.version === undefined) this.stored = { version: 1, reservedUpTo: {} };
-    if (this.stored.version !== 1 || typeof this.stored.reservedUpTo !== 'object') throw new StateError(`agent state in ${dir}/agent-state.json has an unknown layout`);
+    // Only a missing file means "first boot": an empty object (`{}`, `null`, `[]` all read as one)
+    // in an existing file is a damaged file, and starting from 1 would repeat sequence numbers.
+    if (!existed) this.stored = { version: 1, reservedUpTo: {} };
+    const layout = this.stored as Partial<StoredState>;
+    if (layout.version !== 1 || typeof layout.reservedUpTo !== 'object' || layout.reservedUpTo === null || Array.isArray(layout.reservedUpTo)) {
+      throw new StateError(`state file ${file}: unknown layout (expected {"version":1,"reservedUpTo":{…}}); ${KEEP_IT}`);
+    }
     for (const [key, value] of Object.entries(this.stored.reservedUpTo)) {
-      if (typeof value !== 'string' || !/^\d{1,20}$/.test(value) || BigInt(value) > MAX_U64) throw new StateError(`agent state in ${dir}/agent-state.json: reservedUpTo.${key} is not a u64`);
+      if (typeof value !== 'string' || !/^\d{1,20}$/.test(value) || BigInt(value) > MAX_U64) throw new StateError(`state file ${file}: reservedUpTo.${key} is not a u64; ${KEEP_IT}`);
     }
   }
 
@@ -64,6 +92,7 @@ export class AgentState {
    * whenever the current one is used up.
    */
   take(counter: Counter, stream: number): bigint {
+    if (this.failed) throw this.failed;
     const key = `${counter}:${stream}`;
     let next = this.next.get(key);
     const reserved = BigInt(this.stored.reservedUpTo[key] ?? '0');
@@ -80,6 +109,7 @@ export class AgentState {
 
   /** Reserves a block for each counter now (at boot), so the first interval needs no write. */
   reserve(stream: number, counters: readonly Counter[] = ['frame', 'envelope']): void {
+    if (this.failed) throw this.failed;
     const upTo: Record<string, string> = { ...this.stored.reservedUpTo };
     for (const counter of counters) {
       const key = `${counter}:${stream}`;
@@ -106,8 +136,23 @@ export class AgentState {
     this.save(record ? 'recorded enrollment' : 'cleared enrollment');
   }
 
+  /**
+   * Writes `this.stored`. On failure the in-memory state goes back to what is on disk and every later
+   * take() throws, so no number above the persisted reservation is ever handed out.
+   */
   private save(reason: string): void {
-    this.conf.store = this.stored;
+    try {
+      this.conf.store = this.stored;
+    } catch (err) {
+      this.failed = new StateError(`state file ${this.conf.path}: write failed: ${describeFileError(err)}; stopping so that no sequence number is used beyond the saved reservation`, EXIT_STATE_IO); // a failed write is always an I/O failure, whatever errno
+      try {
+        this.stored = this.conf.store;
+      } catch {
+        // Unreadable too: `failed` already stops every later take().
+      }
+      AgentState.onWriteFailure?.(this.failed);
+      throw this.failed;
+    }
     this.writes++;
     this.onWrite?.(reason, this.writes);
   }

@@ -256,14 +256,14 @@ function heldChild(): Promise<{ rssBefore: number; rssAfter: number; envelopeByt
 async function measureHeld(): Promise<void> {
   const { EnvelopeStore } = await import('../relay/store.js');
   const { RelayLog } = await import('../relay/log.js');
-  const { mlDsaNoteSigner } = await import('../protocol/tlog/note.js');
+  const { mlDsaNoteSigner, mlDsaNoteVerifier } = await import('../protocol/tlog/note.js');
   const { transferLeaf } = await import('../protocol/log-entries.js');
   const { envelopeLength } = await import('../protocol/envelope/index.js');
   const gc = (globalThis as { gc?: () => void }).gc!;
   const size = envelopeLength(4096, KEM.XWING);
   const store = new EnvelopeStore(64 * 1024 * MiB, 64 * 1024 * MiB, 86_400_000, 30_000, 1_000_000, { onExpired: () => undefined, onLeaseExpired: () => undefined });
   const key = generatePrivateKey('ML-DSA-65');
-  const log = await RelayLog.open({ origin: 'bench', signer: mlDsaNoteSigner('bench', key.seed), dir: undefined, onError: (e) => { throw e; } });
+  const log = await RelayLog.open({ origin: 'bench', signer: mlDsaNoteSigner('bench', key.seed), verifier: mlDsaNoteVerifier('bench', key.publicKey), dir: undefined, onError: (e) => { throw e; } });
   const recipients = Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(64, '0'));
   gc();
   await new Promise((r) => setTimeout(r, 100));

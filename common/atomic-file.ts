@@ -12,9 +12,13 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   try {
     await handle.writeFile(data);
     await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (err) {
+    // A full disk: leave no half-written temp file behind (it would hold the space and confuse an operator).
+    await handle.close().catch(() => undefined);
+    await fs.rm(temp, { force: true }).catch(() => undefined);
+    throw err;
   }
+  await handle.close();
   try {
     await fs.rename(temp, file);
   } catch (err) {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { RelayClient } from '../relay/client.js';
 import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
-import { LogIntegrityError, LogTrust } from './log-trust.js';
+import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from './log-trust.js';
 import { CompactRange, readEntries } from './log-scan.js';
 import { ensurePrivateDir } from '../common/atomic-file.js';
 import { saveEvidence } from './state.js';
@@ -19,6 +19,8 @@ export interface AuditOptions {
   /** Folder for the witness state; undefined = this run only (signature check, no history). */
   stateDir?: string;
   full: boolean;
+  /** A relay that rebooted into a new epoch of its log (same pinned key): default accept. */
+  newEpoch?: NewEpochPolicy;
 }
 
 export interface AuditResult {
@@ -26,15 +28,23 @@ export interface AuditResult {
   size: number;
   root: string;
   previousSize: number;
+  /** Set when this run moved to a new epoch: the origin left and its last trusted size. */
+  newEpoch?: { from: string; to: string; previousSize: number };
   /** With full: entry counts by type. */
   entries?: Record<string, number>;
 }
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
   if (o.stateDir !== undefined) await ensurePrivateDir(o.stateDir);
-  const log = await LogTrust.open({ client: o.client, relayPublicKey: o.relayPublicKey, ...(o.origin !== undefined ? { origin: o.origin } : {}), ...(o.stateDir !== undefined ? { stateFile: path.join(o.stateDir, 'witness.json') } : {}) });
-  const previousSize = log.trusted.size;
+  let epoch: EpochChange | undefined;
+  let log: LogTrust;
+  let previousSize = 0;
   try {
+    log = await LogTrust.open({
+      client: o.client, relayPublicKey: o.relayPublicKey, newEpoch: o.newEpoch ?? 'accept', onNewEpoch: (change) => (epoch = change),
+      ...(o.origin !== undefined ? { origin: o.origin } : {}), ...(o.stateDir !== undefined ? { stateFile: path.join(o.stateDir, 'witness.json') } : {}),
+    });
+    previousSize = log.trusted.size; // what the last run trusted (0 when open() just moved to a new epoch)
     await log.refresh();
   } catch (err) {
     if (err instanceof LogIntegrityError && err.evidence && o.stateDir !== undefined) {
@@ -44,7 +54,12 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     throw err;
   }
   const cp = log.trusted;
-  const result: AuditResult = { origin: cp.origin, size: cp.size, root: Buffer.from(cp.root).toString('base64'), previousSize };
+  const change = epoch as EpochChange | undefined;
+  if (change) previousSize = 0;
+  const result: AuditResult = {
+    origin: cp.origin, size: cp.size, root: Buffer.from(cp.root).toString('base64'), previousSize,
+    ...(change ? { newEpoch: { from: change.from, to: change.to, previousSize: change.previous.size } } : {}),
+  };
   if (o.full) {
     const range = new CompactRange();
     const counts: Record<string, number> = {};

@@ -49,8 +49,10 @@ export const receiverConfigSchema = s.object({
     apiKeyFile: file,
     /** The relay's ML-DSA-65 public key (relay.sign.pub): verifies checkpoints. */
     publicKey: file,
-    /** Expected log origin; default: the origin the relay announces for that key. */
+    /** Expected log origin (or the base of its epochs); default: the origin the relay announces for that key. */
     origin: s.optional(s.string({ minLength: 1, maxLength: 200 })),
+    /** A relay that reboots into a new log epoch (same pinned key, "<origin>/epoch/<n>"): carry on (accept) or stop (refuse). */
+    newEpoch: s.withDefault(s.enum(['accept', 'refuse'] as const), 'accept'),
     /** Long-poll wait per lease request. */
     wait: s.withDefault(s.duration({ min: 0, max: 60_000 }), 20_000),
     timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 30_000),

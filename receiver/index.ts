@@ -102,7 +102,12 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
   });
   const stateDir = path.resolve(config.stateDir);
   const replay = await ReplayStore.open(stateDir, config.replay.window);
-  const log = await LogTrust.open({ client, relayPublicKey: relayKey.publicKey, stateFile: path.join(stateDir, 'witness.json'), ...(config.relay.origin !== undefined ? { origin: config.relay.origin } : {}) });
+  const log = await LogTrust.open({
+    client, relayPublicKey: relayKey.publicKey, stateFile: path.join(stateDir, 'witness.json'), newEpoch: config.relay.newEpoch,
+    ...(config.relay.origin !== undefined ? { origin: config.relay.origin } : {}),
+    // Envelopes the relay held in the old epoch are gone with its RAM; the agent re-sends what was not delivered.
+    onNewEpoch: ({ from, to, previous }) => logger.warn({ from, to, previousSize: previous.size }, 'the relay started a new log epoch (same pinned key); following it'),
+  });
   const revocations = await RevocationWatch.open(client, log.witness.origin, path.join(stateDir, 'revocations.json'));
   const trust = new DeviceTrust({ client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
   const sinks: Sink[] = [];

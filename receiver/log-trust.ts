@@ -2,10 +2,16 @@
  * The relay's transparency log as the receiver and `ghostpipe audit` see it: a Witness (protocol/tlog)
  * holding the last checkpoint we trusted, persisted in the state directory, moved forward only
  * with a consistency proof; inclusion proofs are checked against that trusted checkpoint.
+ *
+ * Epochs (docs/RECEIVER.md "Relay reboots: new epochs"): a RAM-only relay restarts its log at every
+ * boot under "<base>/epoch/<n+1>", signed by the same key. When the relay announces such an origin
+ * for the pinned key, the witness moves to it (newEpoch: accept, logged at warn with both origins)
+ * or stops with 'new_epoch' (newEpoch: refuse). Another key, another base origin, an older epoch,
+ * and a rollback or fork within one origin are refused as before.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../relay/client.js';
-import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
+import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { loadWitnessState, saveWitnessState } from './state.js';
 import { sleep } from '../common/backoff.js';
 
@@ -18,7 +24,17 @@ const CHECKPOINT_WAIT_MS = 1500;
 const CHECKPOINT_POLL_MS = [5, 10, 20, 40, 80, 150, 250];
 
 /** The relay's log cannot be trusted any more: stop and tell the operator. Never retried automatically. */
-export type IntegrityCode = 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof';
+export type IntegrityCode = 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof' | 'new_epoch';
+
+/** What to do when the relay (same pinned key) starts a new epoch of its log. */
+export type NewEpochPolicy = 'accept' | 'refuse';
+
+export interface EpochChange {
+  from: string;
+  to: string;
+  /** The last checkpoint trusted in the epoch that ended. */
+  previous: TrustedCheckpoint;
+}
 
 export class LogIntegrityError extends Error {
   constructor(readonly code: IntegrityCode, message: string, readonly evidence?: { trusted: string | undefined; offered: string }) {
@@ -43,10 +59,26 @@ export interface LogTrustOptions {
   origin?: string;
   /** Where the witness state lives; undefined = in memory only. */
   stateFile?: string;
+  /** Default 'accept'. */
+  newEpoch?: NewEpochPolicy;
+  /** Called after the witness moved to a new epoch (and its state was saved). */
+  onNewEpoch?: (change: EpochChange) => void;
 }
 
 export class LogTrust {
-  private constructor(private readonly client: RelayClient, readonly witness: Witness, private readonly stateFile: string | undefined) {}
+  private constructor(
+    private readonly client: RelayClient,
+    private current: Witness,
+    private readonly o: LogTrustOptions,
+  ) {}
+
+  get witness(): Witness {
+    return this.current;
+  }
+
+  private get stateFile(): string | undefined {
+    return this.o.stateFile;
+  }
 
   static async open(o: LogTrustOptions): Promise<LogTrust> {
     const announced = await o.client.logKey();
@@ -54,18 +86,26 @@ export class LogTrust {
     if (announcedKey.length !== o.relayPublicKey.length || !timingSafeEqual(announcedKey, o.relayPublicKey)) {
       throw new LogIntegrityError('key_mismatch', 'the relay announces a checkpoint key other than the pinned relay public key');
     }
-    const origin = o.origin ?? announced.origin;
-    if (origin !== announced.origin) throw new LogIntegrityError('wrong_origin', `the relay announces origin ${JSON.stringify(announced.origin)}, expected ${JSON.stringify(origin)}`);
-    const verifiers = [mlDsaNoteVerifier(origin, o.relayPublicKey)];
+    checkConfiguredOrigin(o.origin, announced.origin);
     const saved = o.stateFile === undefined ? undefined : await loadWitnessState(o.stateFile);
     let witness: Witness;
     try {
-      witness = saved === undefined ? new Witness(origin, verifiers) : Witness.fromJSON(saved, verifiers);
+      if (saved === undefined) {
+        witness = new Witness(announced.origin, [mlDsaNoteVerifier(announced.origin, o.relayPublicKey)]);
+      } else {
+        // The saved origin's verifier: a relay that rebooted into a new epoch is handled by refresh().
+        const savedOrigin = (JSON.parse(saved) as { origin?: unknown }).origin;
+        const name = typeof savedOrigin === 'string' && savedOrigin !== '' ? savedOrigin : announced.origin;
+        witness = Witness.fromJSON(saved, [mlDsaNoteVerifier(name, o.relayPublicKey)]);
+      }
     } catch (err) {
       if (err instanceof WitnessError) throw new LogIntegrityError(err.code, `${o.stateFile}: ${err.message}`);
+      if (err instanceof SyntaxError) throw new LogIntegrityError('malformed', `${o.stateFile}: witness state is not valid JSON`);
       throw err;
     }
-    return new LogTrust(o.client, witness, o.stateFile);
+    const trust = new LogTrust(o.client, witness, o);
+    if (witness.origin !== announced.origin) await trust.refresh();
+    return trust;
   }
 
   get trusted(): TrustedCheckpoint {
@@ -76,11 +116,13 @@ export class LogTrust {
   async refresh(): Promise<{ size: number; changed: boolean }> {
     const note = await this.client.checkpoint();
     let size: number;
+    let origin: string;
     try {
-      size = parseCheckpoint(parseNote(note).text).size;
+      ({ size, origin } = parseCheckpoint(parseNote(note).text));
     } catch (err) {
       throw new LogIntegrityError('malformed', `relay checkpoint: ${(err as Error).message}`);
     }
+    if (origin !== this.witness.origin) return this.changeEpoch(note, origin, size);
     const from = this.witness.checkpoint.size;
     const proof = from > 0 && size > from ? (await this.client.consistencyProof(from, size)).proof : [];
     let changed: boolean;
@@ -96,6 +138,41 @@ export class LogTrust {
     }
     if (changed && this.stateFile !== undefined) await saveWitnessState(this.stateFile, this.witness.toJSON());
     return { size, changed };
+  }
+
+  /**
+   * The relay serves a checkpoint of another origin. Moves to it only when it is a newer epoch of
+   * our log, announced for the pinned key, signed by that key, and the policy accepts epochs.
+   */
+  private async changeEpoch(note: string, origin: string, size: number): Promise<{ size: number; changed: boolean }> {
+    const old = this.witness;
+    const trusted = old.checkpoint;
+    const announced = await this.client.logKey();
+    const announcedKey = Buffer.from(announced.publicKey, 'base64');
+    if (announcedKey.length !== this.o.relayPublicKey.length || !timingSafeEqual(announcedKey, this.o.relayPublicKey)) {
+      throw new LogIntegrityError('key_mismatch', `the relay now announces a checkpoint key other than the pinned relay public key (origin ${JSON.stringify(announced.origin)}, trusted ${JSON.stringify(old.origin)})`);
+    }
+    if (announced.origin !== origin) {
+      throw new LogIntegrityError('wrong_origin', `the relay serves a checkpoint of origin ${JSON.stringify(origin)} but announces ${JSON.stringify(announced.origin)}`);
+    }
+    checkConfiguredOrigin(this.o.origin, origin);
+    let next: Witness;
+    try {
+      next = old.nextEpoch(origin, [mlDsaNoteVerifier(origin, this.o.relayPublicKey)]);
+      next.update(note, []); // an empty witness trusts any checkpoint its verifier accepts
+    } catch (err) {
+      if (err instanceof WitnessError) {
+        throw new LogIntegrityError(err.code, `relay log: ${err.message}`, { trusted: trusted.note, offered: note });
+      }
+      throw err;
+    }
+    if ((this.o.newEpoch ?? 'accept') === 'refuse') {
+      throw new LogIntegrityError('new_epoch', `the relay started a new log epoch ${JSON.stringify(origin)} (trusted: ${JSON.stringify(old.origin)} at size ${trusted.size}); relay.newEpoch is refuse`, { trusted: trusted.note, offered: note });
+    }
+    if (this.stateFile !== undefined) await saveWitnessState(this.stateFile, next.toJSON());
+    this.current = next;
+    this.o.onNewEpoch?.({ from: old.origin, to: origin, previous: trusted });
+    return { size, changed: true };
   }
 
   /**
@@ -120,15 +197,34 @@ export class LogTrust {
         await this.refresh();
         throw new NotYetLoggedError(`relay refused an inclusion proof at size ${cp.size}: ${err.message}`);
       }
-      if (err instanceof RelayError && err.status === 404) throw new NotYetLoggedError(`relay has no leaf with this hash at size ${cp.size}`);
+      if (err instanceof RelayError && err.status === 404) {
+        await this.refresh(); // a relay that rebooted into a new epoch no longer has the old leaves
+        throw new NotYetLoggedError(`relay has no leaf with this hash at size ${cp.size}`);
+      }
       throw err;
     }
     try {
       verifyInclusion(leafHash, proof.leafIndex, cp.size, proof.proof, cp.root);
     } catch (err) {
-      if (err instanceof ProofError) throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${proof.leafIndex} at size ${cp.size}: ${err.message}`);
+      if (err instanceof ProofError) {
+        // The relay may have rebooted into a new epoch between our checkpoint and this proof:
+        // then the proof belongs to the new log, and the envelope is retried against it.
+        const epoch = this.witness.origin;
+        await this.refresh();
+        if (this.witness.origin !== epoch) throw new NotYetLoggedError(`the relay started a new log epoch while proving leaf ${proof.leafIndex}`);
+        throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${proof.leafIndex} at size ${cp.size}: ${err.message}`);
+      }
       throw err;
     }
     return { index: proof.leafIndex, size: cp.size };
   }
+}
+
+/**
+ * A configured origin (receiver relay.origin, audit --origin) pins the log: the relay's origin must
+ * be it, or an epoch of it ("<configured>/epoch/<n>").
+ */
+function checkConfiguredOrigin(configured: string | undefined, origin: string): void {
+  if (configured === undefined || origin === configured || parseEpochOrigin(origin).base === configured) return;
+  throw new LogIntegrityError('wrong_origin', `the relay announces origin ${JSON.stringify(origin)}, expected ${JSON.stringify(configured)} or an epoch of it`);
 }

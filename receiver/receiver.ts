@@ -21,7 +21,7 @@ import { fingerprint, streamKey } from './replay-window.js';
 import type { ReplayStore } from './state.js';
 import { toRecords } from './records.js';
 import { SinkError, type Sink } from './sinks/sink.js';
-import { saveEvidence } from './state.js';
+import { StateError, saveEvidence } from './state.js';
 
 export type RefusalCode =
   | 'id_mismatch' | 'malformed' | 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration'
@@ -69,6 +69,8 @@ export class Receiver {
   readonly refusals: Partial<Record<RefusalCode, number>> = {};
   private readonly now: () => number;
   private readonly stopping = new AbortController();
+  /** Why run() stopped on a local write failure (for the CLI's one-line error). */
+  stoppedBy: string | undefined;
   /** Since when envelopes keep waiting for a signed checkpoint (undefined: none waiting). */
   private notLoggedSince: number | undefined;
 
@@ -104,6 +106,13 @@ export class Receiver {
         }
       } catch (err) {
         if (err instanceof LogIntegrityError) return this.integrityFailure(err);
+        if (err instanceof StateError || (err instanceof SinkError && err.localFailure)) {
+          // A local write failed (full disk): the in-memory state is ahead of the disk, so stop (docs/RELIABILITY.md).
+          const exitCode = err instanceof StateError ? err.exitCode : err.localFailure!.exitCode;
+          logger.fatal({ exitCode }, `${err.message}; stopping`);
+          this.stoppedBy = err.message;
+          return exitCode;
+        }
         if (err instanceof RelayError && (err.status === 401 || err.status === 403 || (err.status === 404 && err.code === 'not_found'))) {
           logger.fatal({ reason: err.code, status: err.status }, `the relay refuses this receiver: ${err.message}`);
           return EXIT.relayAuth;
@@ -216,7 +225,7 @@ export class Receiver {
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';
       }
-      if (err instanceof SinkError || (err instanceof RelayError && err.status !== 401 && err.status !== 403)) {
+      if ((err instanceof SinkError && !err.localFailure) || (err instanceof RelayError && err.status !== 401 && err.status !== 403)) {
         logger.warn({ ...context, reason: err instanceof SinkError ? 'sink_failed' : err.code }, `envelope not delivered yet, will retry: ${err.message}`);
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';

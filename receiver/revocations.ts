@@ -14,7 +14,7 @@ import { CompactRange, readEntries } from './log-scan.js';
 import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { LogIntegrityError } from './log-trust.js';
 import { readOptional, writeFileAtomic } from '../common/atomic-file.js';
-import { StateError } from './state.js';
+import { StateError, onFile } from './state.js';
 
 /** Progress is saved at most this often (a restart re-reads at most this much of the log). */
 const SAVE_EVERY_MS = 30_000;
@@ -31,15 +31,15 @@ export class RevocationWatch {
   private constructor(
     private readonly client: RelayClient,
     private readonly file: string | undefined,
-    private readonly origin: string,
+    private origin: string,
     private range: CompactRange,
     /** signing key id (hex) -> where the log revoked it */
     private readonly revoked: Map<string, Revocation>,
   ) {}
 
-  /** `origin`: the log's origin; progress saved for another log (a new RAM-only relay boot) is discarded. */
+  /** `origin`: the log's origin; scan progress saved for another origin (an earlier epoch) is discarded, its revocations kept. */
   static async open(client: RelayClient, origin: string, file?: string): Promise<RevocationWatch> {
-    const text = file === undefined ? undefined : await readOptional(file);
+    const text = file === undefined ? undefined : await onFile(file, 'read', () => readOptional(file));
     const fresh = () => new RevocationWatch(client, file, origin, new CompactRange(), new Map());
     if (text === undefined) return fresh();
     try {
@@ -54,7 +54,8 @@ export class RevocationWatch {
       if (subtrees.reduce((n, s) => n + 2 ** s.height, 0) !== state.size || subtrees.some((s, i) => i > 0 && s.height >= subtrees[i - 1]!.height)) throw new Error('subtrees do not match size');
       const revoked = Object.entries(state.revoked);
       if (revoked.some(([k, r]) => !/^[0-9a-f]{64}$/.test(k) || typeof r?.did !== 'string' || !Number.isSafeInteger(r.leafIndex))) throw new Error('revoked entries');
-      if (state.origin !== origin) return fresh();
+      // Another origin (a new epoch of a RAM-only relay): read its log from the start, keep what was revoked before.
+      if (state.origin !== origin) return new RevocationWatch(client, file, origin, new CompactRange(), new Map(revoked));
       return new RevocationWatch(client, file, origin, new CompactRange(state.size, subtrees), new Map(revoked));
     } catch (err) {
       throw new StateError(file!, `unreadable revocation state (${(err as Error).message}); delete it to re-read the log from the start`);
@@ -75,6 +76,13 @@ export class RevocationWatch {
    * Throws LogIntegrityError when the served entries differ from the signed log.
    */
   async sync(cp: TrustedCheckpoint): Promise<void> {
+    if (cp.origin !== this.origin) {
+      // A new epoch (the witness accepted it): its log starts empty. Revocations read in earlier
+      // epochs stay in force; the relay logs its revoked devices again at the start of each epoch.
+      this.origin = cp.origin;
+      this.range = new CompactRange();
+      this.unsaved = true;
+    }
     if (cp.size < this.range.size) {
       throw new LogIntegrityError('rollback', `the trusted checkpoint (size ${cp.size}) is smaller than the ${this.range.size} log entries already read (${this.file ?? 'revocation state'}); if witness.json was reset on purpose, delete that file too`);
     }
@@ -112,7 +120,8 @@ export class RevocationWatch {
       subtrees: this.range.subtrees.map((s) => ({ height: s.height, hash: Buffer.from(s.hash).toString('base64') })),
       revoked: Object.fromEntries(this.revoked),
     };
-    await writeFileAtomic(this.file, JSON.stringify(state) + '\n');
+    const file = this.file;
+    await onFile(file, 'write', () => writeFileAtomic(file, JSON.stringify(state) + '\n'));
     this.lastSave = Date.now();
     this.unsaved = false;
   }

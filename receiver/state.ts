@@ -14,11 +14,23 @@ import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ReplayWindow } from './replay-window.js';
 import { ensurePrivateDir, readOptional, syncDir, writeFileAtomic } from '../common/atomic-file.js';
+import { EXIT_STATE_BAD, EXIT_STATE_IO, describeFileError, stateExitCode } from '../common/state-errors.js';
 
+/** A state file problem naming the file; `exitCode` per common/state-errors.ts (65 bad file, 74 I/O failure). */
 export class StateError extends Error {
-  constructor(readonly file: string, message: string) {
+  constructor(readonly file: string, message: string, readonly exitCode: number = EXIT_STATE_BAD) {
     super(`${file}: ${message}`);
     this.name = 'StateError';
+  }
+}
+
+/** Runs one file operation; an OS error becomes a StateError naming `file` (writes are always 74). */
+export async function onFile<T>(file: string, doing: 'read' | 'write', op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof StateError) throw err;
+    throw new StateError(file, `${doing} failed: ${describeFileError(err)}`, doing === 'write' ? EXIT_STATE_IO : stateExitCode(err));
   }
 }
 
@@ -31,9 +43,9 @@ export class ReplayStore {
   private constructor(readonly dir: string, readonly window: ReplayWindow, private readonly compactEvery: number) {}
 
   static async open(dir: string, windowSize: number, compactEvery = 1000): Promise<ReplayStore> {
-    await ensurePrivateDir(dir);
+    await onFile(dir, 'read', () => ensurePrivateDir(dir));
     const snapshotFile = path.join(dir, 'replay.json');
-    const text = await readOptional(snapshotFile);
+    const text = await onFile(snapshotFile, 'read', () => readOptional(snapshotFile));
     let window = new ReplayWindow(windowSize);
     if (text !== undefined) {
       try {
@@ -44,7 +56,7 @@ export class ReplayStore {
     }
     const store = new ReplayStore(dir, window, compactEvery);
     const journalFile = path.join(dir, 'replay.journal');
-    const journal = (await readOptional(journalFile)) ?? '';
+    const journal = (await onFile(journalFile, 'read', () => readOptional(journalFile))) ?? '';
     const lines = journal.split('\n');
     const complete = lines.slice(0, -1); // the part after the last newline is a torn append, if any
     complete.forEach((line, i) => {
@@ -58,7 +70,7 @@ export class ReplayStore {
       window.mark(entry.k, BigInt(entry.s), entry.f);
     });
     if (complete.length > 0 || journal.length > 0) await store.compact();
-    store.journal = await fs.open(journalFile, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+    store.journal = await onFile(journalFile, 'write', () => fs.open(journalFile, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600));
     return store;
   }
 
@@ -66,21 +78,28 @@ export class ReplayStore {
   async record(key: string, seq: bigint, fp: string): Promise<void> {
     this.window.mark(key, seq, fp);
     if (this.journal === undefined) throw new Error('replay store is closed');
-    await this.journal.appendFile(JSON.stringify({ k: key, s: seq.toString(), f: fp }) + '\n');
-    await this.journal.datasync();
+    const journal = this.journal;
+    await onFile(path.join(this.dir, 'replay.journal'), 'write', async () => {
+      await journal.appendFile(JSON.stringify({ k: key, s: seq.toString(), f: fp }) + '\n');
+      await journal.datasync();
+    });
     if (++this.journalLines >= this.compactEvery) await this.compact();
   }
 
   /** Snapshot first, then empty the journal: a crash in between only replays lines already in the snapshot. */
   async compact(): Promise<void> {
-    await writeFileAtomic(path.join(this.dir, 'replay.json'), JSON.stringify(this.window));
-    if (this.journal) {
-      await this.journal.truncate(0);
-      await this.journal.sync();
-    } else {
-      await fs.writeFile(path.join(this.dir, 'replay.journal'), '', { mode: 0o600 });
-      await syncDir(this.dir);
-    }
+    const snapshotFile = path.join(this.dir, 'replay.json');
+    await onFile(snapshotFile, 'write', () => writeFileAtomic(snapshotFile, JSON.stringify(this.window)));
+    const journalFile = path.join(this.dir, 'replay.journal');
+    await onFile(journalFile, 'write', async () => {
+      if (this.journal) {
+        await this.journal.truncate(0);
+        await this.journal.sync();
+      } else {
+        await fs.writeFile(journalFile, '', { mode: 0o600 });
+        await syncDir(this.dir);
+      }
+    });
     this.journalLines = 0;
   }
 
@@ -92,12 +111,25 @@ export class ReplayStore {
   }
 }
 
+/**
+ * The saved witness state, checked to be a JSON object (garbled or truncated: StateError, exit 65);
+ * what it says is then checked by the Witness (a checkpoint that does not verify is an integrity failure).
+ */
 export async function loadWitnessState(file: string): Promise<string | undefined> {
-  return readOptional(file);
+  const text = await onFile(file, 'read', () => readOptional(file));
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new StateError(file, `${text === '' ? 'empty file' : describeFileError(err)}; it holds the last trusted checkpoint: restore it, or delete it only to trust the relay's log anew (trust on first use)`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new StateError(file, 'not a witness state object; it holds the last trusted checkpoint: restore it');
+  return text;
 }
 
 export async function saveWitnessState(file: string, state: unknown): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(state) + '\n');
+  await onFile(file, 'write', () => writeFileAtomic(file, JSON.stringify(state) + '\n'));
 }
 
 /** Keeps the two signed notes that prove a fork or a rollback; returns the file written. */

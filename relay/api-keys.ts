@@ -31,6 +31,12 @@ const DUMMY_HASH = Buffer.alloc(32);
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();
 
+/** The public id part of an "Authorization: Bearer …" key when it has the key format (never the secret part), for auditing failures. */
+export function presentedKeyId(header: string | undefined): string | undefined {
+  const match = header === undefined ? null : /^Bearer +(\S+)$/i.exec(header);
+  return match ? KEY_PATTERN.exec(match[1]!)?.[2] : undefined;
+}
+
 export function maskKey(record: KeyRecord): string {
   return `${record.role === 'operator' ? 'plk' : 'pgp'}_${record.id}…`;
 }

@@ -79,7 +79,7 @@ export interface KeyInfo {
 }
 /** One audit event as the relay exports it. */
 export type { AuditEvent };
-export interface AuditQuery { from?: string | Date; to?: string | Date; key?: string }
+export interface AuditQuery { from?: string | Date; to?: string | Date; key?: string; /** newest rows kept, at most 100,000 */ limit?: number }
 
 export interface RelayClientOptions {
   /** e.g. "http://127.0.0.1:8787" */
@@ -118,7 +118,7 @@ function waitParam(waitMs: number | undefined): string {
 
 export class RelayClient {
   readonly baseUrl: string;
-  private readonly apiKey: string | undefined;
+  private apiKey: string | undefined;
   private readonly timeoutMs: number;
   private readonly http: HttpClient;
   /** Aborted by abort(): every request in flight and every later one fails at once. */
@@ -131,6 +131,11 @@ export class RelayClient {
     this.http = options.http ?? new HttpClient(options.ca !== undefined ? { ca: options.ca } : {});
     // One abort listener per request in flight: many concurrent requests are normal, not a leak.
     setMaxListeners(0, this.aborter.signal);
+  }
+
+  /** Every later request carries this key (the agent re-read a rotated key file); requests in flight keep theirs. */
+  useApiKey(apiKey: string): void {
+    this.apiKey = apiKey;
   }
 
   /** Same relay, another key. */
@@ -314,5 +319,6 @@ function auditQuery(query: AuditQuery, format: 'json' | 'csv'): string {
   if (query.from !== undefined) params.set('from', iso(query.from));
   if (query.to !== undefined) params.set('to', iso(query.to));
   if (query.key !== undefined) params.set('key', query.key);
+  if (query.limit !== undefined) params.set('limit', String(query.limit));
   return params.toString();
 }

@@ -43,25 +43,44 @@ const limits = s.object({
   shutdownGrace: s.withDefault(s.duration({ min: 0, max: 120_000 }), 5_000),
 });
 
+/** docs/RELAY.md "Audit trail": disk use is at most keepFiles × maxFileSize. */
+const auditTrail = s.object({
+  /** audit.jsonl is rotated (to audit.jsonl.1, …) before a line would take it past this size. */
+  maxFileSize: s.withDefault(s.size({ min: 4096, max: 1024 * MiB }), 16 * MiB),
+  /** Files kept, the active one included; the oldest is deleted at rotation. */
+  keepFiles: s.withDefault(s.integer({ min: 2, max: 1000 }), 8),
+  /** Distinct (source address, key id, reason) auth_failed counters per minute; the rest share one "other" counter. */
+  authFailureBuckets: s.withDefault(s.integer({ min: 1, max: 100_000 }), 64),
+});
+
 export const relayConfigSchema = s.object({
   /** host:port to listen on; one or more. Port 0 picks a free port (logged). */
   listen: s.withDefault(s.array(s.hostPort({ allowPortZero: true }), { minItems: 1, maxItems: 16 }), [{ host: '127.0.0.1', port: 8787 }]),
   tls: s.optional(s.object({ cert: s.string({ minLength: 1 }), key: s.string({ minLength: 1 }) })),
   /** Control-plane state (relay key, operator key, key hashes, devices, log). Ignored when ramOnly. */
   stateDir: s.withDefault(s.string({ minLength: 1 }), './.ghostpipe/relay'),
-  /** Air-gap mode: nothing written except the operator key file; each boot is a new log under a new origin. */
+  /** Air-gap mode: payloads, the log and the audit trail in RAM only; each boot starts a new log epoch. */
   ramOnly: s.withDefault(s.boolean(), false),
+  /**
+   * ramOnly only: the provisioned identity (relay.sign.key, keys.json, devices.json, epoch.json,
+   * operator.key; no payload, no log). Read at every boot, written back on key and device changes
+   * (docs/RELAY.md "Air-gap mode"). Without it every boot is a new relay (new key, no keys, no devices).
+   */
+  identityDir: s.optional(s.string({ minLength: 1 })),
   /** Where the first operator key is written in ramOnly mode (default: a fresh 0700 folder under the OS temp dir). */
   operatorKeyFile: s.optional(s.string({ minLength: 1 })),
   /** Log origin line; default "ghostpipe-relay/<first 16 hex digits of the relay key id>". */
   origin: s.optional(s.string({ minLength: 1, maxLength: 200, pattern: /^[\x21-\x7e]+$/ })),
   memoryCap: s.withDefault(s.size({ min: MiB }), 512 * MiB),
+  /** ramOnly: RAM for the log's full tiles and bundles (about 68 B per leaf); past it the oldest are pruned. */
+  ramOnlyLogBytes: s.withDefault(s.size({ min: MiB }), 64 * MiB),
   ttl: s.withDefault(s.duration({ min: 1_000 }), 86_400_000),
   leaseTimeout: s.withDefault(s.duration({ min: 100, max: 3_600_000 }), 30_000),
   /** Delivered/expired states remembered for status queries (at most this many, oldest dropped). */
   statusMemory: s.withDefault(s.integer({ min: 0, max: 100_000_000 }), 1_000_000),
   plans: s.withDefault(s.record(plan), DEFAULT_PLANS),
   limits: s.withDefault(limits, limits.parse({}, [], { issues: [] })),
+  audit: s.withDefault(auditTrail, auditTrail.parse({}, [], { issues: [] })),
   logLevel: s.withDefault(s.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const), 'info'),
   /** Addresses of reverse proxies whose X-Forwarded-For is believed (for logs and audit). */
   trustedProxies: s.withDefault(s.array(s.string({ minLength: 1 })), []),

@@ -14,6 +14,11 @@ export interface DeviceRecord {
   signingKeyId: string;
   /** The device API key id it is bound to. */
   apiKeyId: string;
+  /**
+   * Keys it was bound to before (newest last, at most FORMER_KEYS_KEPT): envelopes uploaded with
+   * them still answer its status requests after a key rotation (docs/AGENT.md).
+   */
+  formerApiKeyIds?: string[];
   registeredAt: number;
   leafIndex: number;
   revokedAt?: number;
@@ -21,6 +26,8 @@ export interface DeviceRecord {
 }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
+/** A rotation retires one key; a few kept cover undelivered envelopes of quick successive rotations. */
+export const FORMER_KEYS_KEPT = 4;
 const MAX_CHALLENGES_PER_KEY = 16;
 const MAX_CHALLENGES = 100_000;
 

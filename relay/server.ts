@@ -11,16 +11,19 @@ import type { AddressInfo } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../common/log.js';
 import { HttpError, badRequest, drain, mediaType, notFound, queryInt, queryTime, queryWait, readJson, sendError, sendJson } from './http.js';
-import { KEY_ID_PATTERN, maskKey, type KeyRecord, type Role } from './api-keys.js';
-import { CHALLENGE_TTL_MS } from './devices.js';
+import { KEY_ID_PATTERN, maskKey, presentedKeyId, type KeyRecord, type Role } from './api-keys.js';
+import { CHALLENGE_TTL_MS, FORMER_KEYS_KEPT } from './devices.js';
 import { ENROLL_CONTEXT, ENVELOPE_MEDIA_TYPE, enrollmentMessage } from './client.js';
 import { EnvelopeError, peekEnvelopeLength, parseForRelay, signatureValid } from './envelope-check.js';
 import { transferLeafFromHash, encodeLogEntry } from '../protocol/log-entries.js';
 import { keyId, keyIdHex, encodePublicKeyPem } from '../protocol/keys.js';
 import { didDocument, didFromSigningKey, parseDid } from '../protocol/did.js';
 import { mlDsaVerifierKey } from '../protocol/tlog/note.js';
+import { parseTilePath, tilePath, TileError } from '../protocol/tlog/tiles.js';
+import { LogCorruptError, LogPrunedError } from './log.js';
+import { gzipSync } from 'node:zlib';
 import { getProvider } from '../protocol/crypto/provider.js';
-import { toCsv } from './audit.js';
+import { MAX_EXPORT_ROWS, sendAuditExport } from './audit.js';
 import type { RelayState } from './state.js';
 import type { RelayConfig } from './config.js';
 
@@ -124,7 +127,13 @@ export class RelayServer {
       const parts = url.pathname.split('/').slice(1);
       const handler = this.route(req.method ?? 'GET', parts);
       await handler(req, res, parts, url.searchParams);
-    } catch (err) {
+    } catch (caught) {
+      let err = caught;
+      if (err instanceof LogPrunedError) err = new HttpError(410, 'log_pruned', err.message);
+      else if (err instanceof LogCorruptError) {
+        this.log.error({ err: err.message }, 'transparency log file damaged; request refused');
+        err = new HttpError(500, 'log_corrupt', 'a transparency log file is damaged; the relay operator has been told');
+      }
       if (err instanceof HttpError) {
         // Unread body: cut off oversized and unauthenticated senders; otherwise discard the rest
         // (bounded) so the client can read the answer instead of a reset connection.
@@ -162,6 +171,7 @@ export class RelayServer {
       if (is('GET', 'v2', 'log', 'proof', 'inclusion')) return this.inclusion;
       if (is('GET', 'v2', 'log', 'proof', 'consistency')) return this.consistency;
       if (is('GET', 'v2', 'log', 'entries')) return this.entries;
+      if (p[1] === 'log' && p[2] === 'tile' && p.length > 3) return method === 'GET' ? this.tile : async () => { throw new HttpError(405, 'method_not_allowed', `${method} is not allowed here`); };
       if (is('POST', 'v2', 'keys')) return this.createKey;
       if (is('GET', 'v2', 'keys')) return this.listKeys;
       if (is('DELETE', 'v2', 'keys', null)) return this.revokeKey;
@@ -180,8 +190,12 @@ export class RelayServer {
     const result = this.state.keys.authenticate(req.headers.authorization);
     if (typeof result === 'string') {
       const message = { missing_key: 'Authorization: Bearer <key> is required', invalid_key: 'unknown or malformed API key', key_revoked: 'this API key was revoked' }[result];
-      this.state.audit.record({ event: 'auth_failed', outcome: result });
-      this.log.warn({ ip: this.clientIp(req), path: pathOnly(req.url), reason: result }, 'authentication failed');
+      const ip = this.clientIp(req);
+      const keyId = presentedKeyId(req.headers.authorization);
+      // Counted per (ip, key id, reason) and minute (relay/audit.ts); only the first of each is logged now, so a flood cannot fill journald.
+      if (this.state.audit.authFailed({ ip, keyId, outcome: result })) {
+        this.log.warn({ ip, path: pathOnly(req.url), reason: result, ...(keyId ? { keyId } : {}) }, 'authentication failed (further failures like it this minute are counted in the audit trail)');
+      }
       throw new HttpError(401, result, message);
     }
     if (!roles.includes(result.role)) throw new HttpError(403, 'forbidden', `a ${result.role} key may not use this endpoint`);
@@ -257,7 +271,11 @@ export class RelayServer {
     }
     const did = didFromSigningKey(signingPublicKey);
     const existing = this.state.devices.get(did);
-    if ((key.did !== undefined && key.did !== did) || (existing && existing.apiKeyId !== key.id)) {
+    // Key rotation: once the operator revoked the key a device is bound to, an unbound device key
+    // may take its place with the same proof of possession. No log entry: DID and keys are unchanged.
+    const boundKey = existing ? this.state.keys.get(existing.apiKeyId) : undefined;
+    const rebind = existing !== undefined && existing.apiKeyId !== key.id && key.did === undefined && (boundKey === undefined || boundKey.revokedAt !== undefined);
+    if ((key.did !== undefined && key.did !== did) || (existing && existing.apiKeyId !== key.id && !rebind)) {
       audit('already_bound', did);
       throw new HttpError(409, 'already_bound', 'this key is bound to another device, or this device to another key');
     }
@@ -265,11 +283,21 @@ export class RelayServer {
     if (existing) {
       if (existing.revokedAt !== undefined) throw new HttpError(403, 'device_revoked', 'this device was revoked');
       if (existing.kemPublicKey !== Buffer.from(kemPublicKey).toString('base64')) throw new HttpError(409, 'already_bound', 'this device is registered with another KEM key');
-      audit('ok', did);
+      if (rebind) {
+        existing.formerApiKeyIds = [...(existing.formerApiKeyIds ?? []), existing.apiKeyId].slice(-FORMER_KEYS_KEPT);
+        existing.apiKeyId = key.id;
+        key.did = did;
+        await this.state.save();
+        this.log.info({ did, keyId: key.id, formerKeyId: existing.formerApiKeyIds.at(-1) }, 'device bound to a new API key (the former one is revoked)');
+      }
+      audit(rebind ? 'rebound' : 'ok', did);
       sendJson(res, 200, { did, document, leafIndex: existing.leafIndex });
       return;
     }
     const leafIndex = this.state.log.append(encodeLogEntry({ type: 'registration', signingKeyId: keyId('ML-DSA-65', signingPublicKey), kemKeyId: keyId('X-Wing', kemPublicKey), did }));
+    // The device record names its leaf: the leaf must be durable first, or a crash could leave
+    // the record pointing at a position a different leaf takes after the restart.
+    await this.state.log.flush();
     this.state.devices.add({
       did, signingPublicKey: Buffer.from(signingPublicKey).toString('base64'), kemPublicKey: Buffer.from(kemPublicKey).toString('base64'),
       signingKeyId: keyIdHex('ML-DSA-65', signingPublicKey), apiKeyId: key.id, registeredAt: Date.now(), leafIndex,
@@ -308,6 +336,7 @@ export class RelayServer {
     if (!device) throw notFound();
     if (device.revokedAt === undefined) {
       device.revocationLeafIndex = this.state.log.append(encodeLogEntry({ type: 'revocation', signingKeyId: Buffer.from(device.signingKeyId, 'hex'), did: device.did }));
+      await this.state.log.flush();
       device.revokedAt = Date.now();
       await this.state.save();
       this.state.audit.record({ event: 'device_revoked', keyId: operator.id, keyLabel: operator.label, did: device.did, outcome: 'ok' });
@@ -372,7 +401,8 @@ export class RelayServer {
         audit('duplicate', { did, envelopeHash: id, size: bytes.length });
         throw new HttpError(409, 'duplicate', 'this envelope is already held or was already delivered');
       }
-      const leafIndex = this.state.log.indexOfLeafHash(leaf.hash) ?? this.state.log.append(leaf.data);
+      // A re-upload of a recent envelope (held ones are refused above) keeps its leaf.
+      const leafIndex = (await this.state.log.indexOfLeafHash(leaf.hash)) ?? this.state.log.append(leaf.data);
       this.state.store.add({ id, bytes, recipient: Buffer.from(env.header.recipientKeyId).toString('hex'), uploaderKeyId: key.id, leafIndex });
       stored = true;
       this.state.keys.countTransfer(key);
@@ -473,7 +503,16 @@ export class RelayServer {
       throw badRequest('ids must be a list of 1 to 1000 envelope id strings');
     }
     const statuses: Record<string, string> = Object.create(null) as Record<string, string>;
-    for (const id of ids as string[]) statuses[id] = ENVELOPE_ID_PATTERN.test(id) ? this.state.store.status(id, key.id) : 'unknown';
+    // A key bound to no device uploaded nothing; "unknown" would tell a freshly rotated agent to re-send everything.
+    if (key.did === undefined) throw new HttpError(403, 'device_not_enrolled', 'this key is not bound to an enrolled device; register first');
+    // After a key rotation the device still learns the fate of what it uploaded with its former keys.
+    const former = this.state.devices.get(key.did)?.formerApiKeyIds ?? [];
+    const statusOf = (id: string): string => {
+      let status: string = this.state.store.status(id, key.id);
+      for (let i = former.length - 1; status === 'unknown' && i >= 0; i--) status = this.state.store.status(id, former[i]!);
+      return status;
+    };
+    for (const id of ids as string[]) statuses[id] = ENVELOPE_ID_PATTERN.test(id) ? statusOf(id) : 'unknown';
     sendJson(res, 200, { statuses });
   };
 
@@ -600,14 +639,14 @@ export class RelayServer {
     const hash = query.get('hash');
     if (hash !== null) {
       if (!/^[0-9a-f]{64}$/.test(hash)) throw badRequest('hash must be 64 lowercase hex digits (a leaf hash)');
-      const found = log.indexOfLeafHash(Buffer.from(hash, 'hex'));
+      const found = await log.indexOfLeafHash(Buffer.from(hash, 'hex'));
       if (found === undefined || found >= size) throw notFound();
       index = found;
     } else {
       index = queryInt(query, 'index', { min: 0 });
       if (index >= size) throw badRequest(`index must be below size ${size}`);
     }
-    sendJson(res, 200, { leafIndex: index, treeSize: size, proof: log.tree.inclusionProof(index, size).map(b64) });
+    sendJson(res, 200, { leafIndex: index, treeSize: size, proof: (await log.inclusionProof(index, size)).map(b64) });
   };
 
   private consistency: Handler = async (_req, res, _p, query) => {
@@ -615,7 +654,7 @@ export class RelayServer {
     const from = queryInt(query, 'from', { min: 0 });
     const to = queryInt(query, 'to', { min: 0 });
     if (from > to || to > signed) throw badRequest(`need 0 <= from <= to <= ${signed} (the signed tree size)`);
-    sendJson(res, 200, { from, to, proof: this.state.log.tree.consistencyProof(from, to).map(b64) });
+    sendJson(res, 200, { from, to, proof: (await this.state.log.consistencyProof(from, to)).map(b64) });
   };
 
   private entries: Handler = async (_req, res, _p, query) => {
@@ -623,9 +662,32 @@ export class RelayServer {
     const start = queryInt(query, 'start', { min: 0 });
     const end = queryInt(query, 'end', { min: 0 });
     if (start >= end || end > signed || end - start > 1000) throw badRequest(`need start < end <= ${signed} (the signed tree size), at most 1000 entries`);
-    const entries = [];
-    for (let i = start; i < end; i++) entries.push({ index: i, data: b64(this.state.log.leafData(i)) });
+    const entries: { index: number; data: string }[] = [];
+    (await this.state.log.entries(start, end)).forEach((data, i) => entries.push({ index: start + i, data: b64(data) }));
     sendJson(res, 200, { entries });
+  };
+
+  /**
+   * C2SP tlog-tiles, read-only: GET /v2/log/tile/<L>/<N>[.p/<W>] and /v2/log/tile/entries/<N>[.p/<W>]
+   * (the checkpoint is /v2/log/checkpoint). Tile contents never change, so they may be cached forever.
+   */
+  private tile: Handler = async (req, res, p) => {
+    let tile;
+    try {
+      tile = parseTilePath(p.slice(3));
+    } catch (err) {
+      if (err instanceof TileError) throw badRequest(err.message);
+      throw err;
+    }
+    const bytes = await this.state.log.tileBytes(tile);
+    if (bytes === undefined) throw new HttpError(404, 'not_found', `${tilePath(tile)} is beyond the signed tree size ${this.state.log.signedSize}`);
+    const gzip = tile.level === 'entries' && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+    const body = gzip ? gzipSync(bytes) : bytes;
+    res.writeHead(200, {
+      'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'public, max-age=31536000, immutable',
+      ...(gzip ? { 'content-encoding': 'gzip' } : {}), vary: 'accept-encoding',
+    });
+    res.end(body);
   };
 
   // ---------------------------------------------------------------------------------------
@@ -696,11 +758,9 @@ export class RelayServer {
     if (format !== 'json' && format !== 'csv') throw badRequest('format must be json or csv');
     const from = queryTime(query, 'from');
     const to = queryTime(query, 'to');
-    const events = this.state.audit.query({ ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(key !== undefined ? { key } : {}) });
-    if (format === 'json') return sendJson(res, 200, { events });
-    const csv = toCsv(events);
-    res.writeHead(200, { 'content-type': 'text/csv; charset=utf-8', 'content-length': Buffer.byteLength(csv), 'content-disposition': 'attachment; filename="ghostpipe-audit.csv"', 'cache-control': 'no-store' });
-    res.end(csv);
+    const limit = queryInt(query, 'limit', { min: 1, max: MAX_EXPORT_ROWS, fallback: MAX_EXPORT_ROWS });
+    const exported = await this.state.audit.export({ ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(key !== undefined ? { key } : {}) }, limit);
+    await sendAuditExport(res, exported, format);
   };
 }
 

@@ -6,24 +6,31 @@
  *   keys.json                         API key hashes, roles, plans, labels, usage counters
  *   devices.json                      enrolled devices (public keys, DIDs, revocations)
  *   log/leaves.bin                    transparency log leaf data (append-only)
- *   audit.jsonl                       audit trail (append-only)
+ *   audit.jsonl, audit.jsonl.1 …      audit trail (append-only, rotated by size; relay/audit.ts)
  *
- * Payloads are never written anywhere. In RAM-only mode only operator.key is written (to
- * operatorKeyFile or a fresh temp folder) and every boot is a new log under a new origin.
+ * Payloads are never written anywhere. In RAM-only mode the log and the audit trail stay in RAM.
+ * With an identity directory (config identityDir) relay.sign.key, operator.key, keys.json and
+ * devices.json live there as above (no log, no audit), plus epoch.json, the boot counter: each
+ * boot is log epoch n+1 under "<origin>/epoch/<n+1>", signed by the same key, and starts by logging
+ * the registrations (and revocations) of the provisioned devices again. Without one, every boot is
+ * a new relay: new key, new origin, no keys, no devices (operator.key to operatorKeyFile or a temp folder).
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
-import { generatePrivateKey, keyIdHex, encodePrivateKeyPem, encodePublicKeyPem, type PrivateKey } from '../protocol/keys.js';
+import { generatePrivateKey, keyId, keyIdHex, encodePrivateKeyPem, encodePublicKeyPem, type PrivateKey } from '../protocol/keys.js';
 import { loadSigningKey, writePrivateKeyFile, writePublicKeyFile } from '../common/keyfile.js';
-import { mlDsaNoteSigner } from '../protocol/tlog/note.js';
+import { mlDsaNoteSigner, mlDsaNoteVerifier } from '../protocol/tlog/note.js';
+import { epochOrigin } from '../protocol/tlog/witness.js';
+import { encodeLogEntry } from '../protocol/log-entries.js';
 import { ApiKeys, type KeyRecord } from './api-keys.js';
 import { Devices, type DeviceRecord } from './devices.js';
 import { EnvelopeStore } from './store.js';
 import { RelayLog } from './log.js';
 import { AuditTrail } from './audit.js';
 import { SaveQueue, readJson, writeFileAtomic } from './state-file.js';
+import { EXIT_STATE_IO, stopForStateFailure } from '../common/state-errors.js';
 import { envelopeLimit } from './envelope-check.js';
 import type { Plan, RelayConfig } from './config.js';
 
@@ -45,7 +52,12 @@ export class RelayState {
     public operatorKeyFile: string | undefined,
     private readonly logger: Logger,
   ) {
-    this.saver = new SaveQueue(() => this.write(), (err) => logger.error({ err: (err as Error).message }, 'saving relay state failed'));
+    // keys.json/devices.json could not be written: RAM is now ahead of the disk (an issued key would
+    // vanish at the next start), so stop with exit 74 rather than carry on (docs/RELIABILITY.md).
+    this.saver = new SaveQueue(() => this.write(), (err) => {
+      logger.fatal({ exitCode: EXIT_STATE_IO }, `${(err as Error).message}; stopping`);
+      stopForStateFailure(EXIT_STATE_IO, (err as Error).message);
+    });
     for (const [name, plan] of Object.entries(config.plans)) this.limits.set(name, envelopeLimit(plan.maxBlob));
   }
 
@@ -55,18 +67,27 @@ export class RelayState {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.chmod(dir, 0o700);
     }
-    const relayKey = await loadOrCreateRelayKey(dir, logger);
-    const origin = config.origin ?? `ghostpipe-relay/${keyIdHex('ML-DSA-65', relayKey.publicKey).slice(0, 16)}`;
-    const keys = new ApiKeys(dir ? (((await readJson(path.join(dir, 'keys.json'))) as { keys?: KeyRecord[] } | undefined)?.keys ?? []) : []);
-    const devices = new Devices(dir ? (((await readJson(path.join(dir, 'devices.json'))) as { devices?: DeviceRecord[] } | undefined)?.devices ?? []) : []);
-    const audit = await AuditTrail.open(dir ? path.join(dir, 'audit.jsonl') : undefined, logger);
+    const identityDir = await openIdentityDir(config, logger);
+    /** Where keys and devices are read from and written back to: the state or the identity directory. */
+    const controlDir = dir ?? identityDir;
+    const relayKey = await loadOrCreateRelayKey(controlDir, logger);
+    const baseOrigin = config.origin ?? `ghostpipe-relay/${keyIdHex('ML-DSA-65', relayKey.publicKey).slice(0, 16)}`;
+    const epoch = identityDir === undefined ? undefined : await nextEpoch(identityDir);
+    const origin = epoch === undefined ? baseOrigin : epochOrigin(baseOrigin, epoch);
+    const keys = new ApiKeys(controlDir ? (((await readJson(path.join(controlDir, 'keys.json'), 'keys')) as { keys?: KeyRecord[] } | undefined)?.keys ?? []) : []);
+    const devices = new Devices(controlDir ? (((await readJson(path.join(controlDir, 'devices.json'), 'devices')) as { devices?: DeviceRecord[] } | undefined)?.devices ?? []) : []);
+    const audit = await AuditTrail.open({ file: dir ? path.join(dir, 'audit.jsonl') : undefined, ...config.audit }, logger);
     const log = await RelayLog.open({
       origin,
       signer: mlDsaNoteSigner(origin, relayKey.seed),
+      verifier: mlDsaNoteVerifier(origin, relayKey.publicKey),
       dir: dir ? path.join(dir, 'log') : undefined,
+      ramBytes: config.ramOnlyLogBytes,
+      onRecovered: (info) => logger.warn(info, 'transparency log: recovered after an unclean stop (data beyond the last checkpoint integrated or dropped; nothing signed changed)'),
+      onMigrated: (info) => logger.info(info, 'transparency log: converted leaves.bin to tlog-tiles (root verified); the old file is kept as leaves.bin.migrated'),
       onError: (err) => {
         logger.fatal({ err: (err as Error).message }, 'transparency log write failed; stopping');
-        process.kill(process.pid, 'SIGTERM');
+        stopForStateFailure(EXIT_STATE_IO, `transparency log write failed: ${(err as Error).message}`);
       },
       onCheckpoint: (size, ms) => {
         if (ms > 250) logger.warn({ size, ms: Math.round(ms) }, 'checkpoint signed later than 250 ms after append');
@@ -78,14 +99,18 @@ export class RelayState {
       onLeaseExpired: (lease) => audit.record({ event: 'lease_expired', keyId: lease.receiverKeyId, envelopeHash: lease.held.id, outcome: 'ok' }),
     });
     let operatorKeyFile: string | undefined;
-    const state = new RelayState(config, dir, keys, devices, store, log, audit, origin, relayKey.publicKey, undefined, logger);
+    const state = new RelayState(config, controlDir, keys, devices, store, log, audit, origin, relayKey.publicKey, undefined, logger);
+    if (epoch !== undefined) await state.relogDevices(epoch);
     if (keys.activeOperators() === 0) {
       operatorKeyFile = await state.createOperatorKey();
-    } else if (dir) {
-      operatorKeyFile = path.join(dir, 'operator.key');
+    } else if (controlDir) {
+      operatorKeyFile = path.join(controlDir, 'operator.key');
     }
     state.operatorKeyFile = operatorKeyFile;
-    logger.info({ origin, logSize: log.size, stateDir: dir ?? null, ramOnly: dir === undefined, keys: keys.all().length, devices: devices.all().length }, 'relay state loaded');
+    logger.info({
+      origin, logSize: log.size, stateDir: dir ?? null, ramOnly: dir === undefined, keys: keys.all().length, devices: devices.all().length,
+      ...(identityDir !== undefined ? { identityDir, epoch } : {}),
+    }, 'relay state loaded');
     return state;
   }
 
@@ -107,9 +132,12 @@ export class RelayState {
     await this.saver.flush();
   }
 
-  /** Usage counters change on every upload: persist them at most once a second. */
+  /**
+   * Usage counters change on every upload: persist them at most once a second. Not in RAM-only
+   * mode: its identity directory is written only on key and device changes (and once per boot).
+   */
   usageChanged(): void {
-    if (!this.dir || this.usageTimer) return;
+    if (!this.dir || this.config.ramOnly || this.usageTimer) return;
     this.usageTimer = setTimeout(() => {
       this.usageTimer = undefined;
       this.saver.request();
@@ -123,15 +151,37 @@ export class RelayState {
       this.usageTimer = undefined;
       this.saver.request();
     }
-    await this.saver.flush();
+    // A failed keys/devices save (already reported, the relay is stopping) must not keep the log and audit from closing.
+    const saveFailed = await this.saver.flush().then(() => undefined, (err: unknown) => err);
     await this.log.close();
-    await this.audit.flush();
+    await this.audit.close();
+    if (saveFailed !== undefined) throw saveFailed;
   }
 
   private async write(): Promise<void> {
     if (!this.dir) return;
     await writeFileAtomic(path.join(this.dir, 'keys.json'), JSON.stringify({ version: 1, keys: this.keys.all() }, null, 1));
     await writeFileAtomic(path.join(this.dir, 'devices.json'), JSON.stringify({ version: 1, devices: this.devices.all() }, null, 1));
+  }
+
+  /**
+   * Start of a log epoch (RAM-only with identityDir): the log is empty, so the provisioned
+   * devices' registrations, and the revocations of revoked ones, are logged again (oldest
+   * registration first) and their leaf indexes updated. Receivers in trust.enrolled mode prove a
+   * device's registration at that index; their revocation scan finds the revocations.
+   */
+  private async relogDevices(epoch: number): Promise<void> {
+    const list = this.devices.all().sort((a, b) => a.registeredAt - b.registeredAt || a.leafIndex - b.leafIndex);
+    for (const device of list) {
+      const signingKeyId = Buffer.from(device.signingKeyId, 'hex');
+      device.leafIndex = this.log.append(encodeLogEntry({
+        type: 'registration', signingKeyId, kemKeyId: keyId('X-Wing', Buffer.from(device.kemPublicKey, 'base64')), did: device.did,
+      }));
+      if (device.revokedAt !== undefined) device.revocationLeafIndex = this.log.append(encodeLogEntry({ type: 'revocation', signingKeyId, did: device.did }));
+    }
+    await this.log.flush(); // signed before the first request: a receiver can prove them at once
+    if (list.length > 0) await this.save();
+    this.logger.info({ epoch, origin: this.origin, devices: list.length, revoked: list.filter((d) => d.revokedAt !== undefined).length }, 'new log epoch: provisioned devices logged again');
   }
 
   /** First start: one operator key, written 0600; only its hash stays in keys.json. */
@@ -146,6 +196,46 @@ export class RelayState {
     this.logger.info({ file: path.resolve(file) }, 'created the operator key (plk_…); read it from this file');
     return path.resolve(file);
   }
+}
+
+/**
+ * The identity directory of a RAM-only relay (undefined: none, or not RAM-only). Created 0700 when
+ * missing: the first boot provisions it. Without one, the relay says loudly what a reboot loses.
+ */
+async function openIdentityDir(config: RelayConfig, logger: Logger): Promise<string | undefined> {
+  if (!config.ramOnly) {
+    if (config.identityDir !== undefined) throw new Error(`identityDir (${config.identityDir}) is only for ramOnly: true; with a state directory the identity lives in stateDir`);
+    return undefined;
+  }
+  if (config.identityDir === undefined) {
+    logger.warn('RAM-only relay without identityDir: this boot has a new relay key and origin and knows no API key and no device; after a restart every receiver, agent and operator must be provisioned again (set identityDir, docs/RELAY.md)');
+    return undefined;
+  }
+  const dir = path.resolve(config.identityDir);
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  await fs.chmod(dir, 0o700);
+  return dir;
+}
+
+/**
+ * Counts boots in `<identityDir>/epoch.json` and returns this boot's epoch (1 on the first). Written
+ * (fsync + rename) before the log starts, so two boots never sign the same origin; a clock is not
+ * used because a Pi without RTC may boot with the same time twice.
+ */
+async function nextEpoch(identityDir: string): Promise<number> {
+  const file = path.join(identityDir, 'epoch.json');
+  const saved = (await readJson(file)) as { epoch?: unknown } | undefined;
+  let previous = 0;
+  if (saved !== undefined) {
+    const value = typeof saved === 'object' && saved !== null ? saved.epoch : undefined;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value >= 1e15) {
+      throw new Error(`${file}: "epoch" must be a positive integer (the boot counter of this RAM-only relay); refusing to start rather than reuse a log origin`);
+    }
+    previous = value;
+  }
+  const epoch = previous + 1;
+  await writeFileAtomic(file, JSON.stringify({ version: 1, epoch, startedAt: new Date().toISOString() }) + '\n', 0o600);
+  return epoch;
 }
 
 async function loadOrCreateRelayKey(dir: string | undefined, logger: Logger): Promise<PrivateKey> {

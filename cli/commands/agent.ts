@@ -3,7 +3,7 @@ import { ConfigError } from '../../common/schema.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { loadAgentConfig, loadAgentSecrets, type AgentConfig, type AgentSecrets } from '../../agent/config.js';
 import { Agent } from '../../agent/agent.js';
-import { StateError } from '../../agent/state.js';
+import { AgentState, StateError } from '../../agent/state.js';
 
 export const DEFAULT_AGENT_CONFIG = '/etc/ghostpipe/agent.yaml';
 
@@ -58,7 +58,7 @@ export const agent: Command = {
     try {
       running = new Agent({ config, secrets, logger });
     } catch (err) {
-      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, 1);
+      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
       throw err;
     }
     // Signals are handled from here on, queued behind the start: a SIGHUP during a slow start
@@ -69,15 +69,27 @@ export const agent: Command = {
       await started;
     } catch (err) {
       lifecycle.dispose();
-      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, 1);
+      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
       throw err;
     }
+    // A state write that fails while running (full disk): stop like SIGTERM (flush what is sealed,
+    // its numbers are inside the saved reservation), then exit 74 instead of 0.
+    AgentState.onWriteFailure = (err) => {
+      if (fatalExitCode !== undefined) return;
+      fatalExitCode = err.exitCode;
+      logger.fatal({ exitCode: err.exitCode }, err.message);
+      process.stderr.write(`ghostpipe: agent: ${err.message}\n`);
+      process.kill(process.pid, 'SIGTERM');
+    };
     return lifecycle.stopped;
   },
 };
 
 /** EX_SOFTWARE: the agent hit a bug; systemd (Restart=always) starts it again. */
 const EXIT_FATAL = 70;
+
+/** Set when the agent stops because its state could not be written (docs/RELIABILITY.md). */
+let fatalExitCode: number | undefined;
 
 /** Last resort: a promise rejection nobody handled is a bug; log it at fatal and exit non-zero. */
 function exitOnUnhandledRejection(logger: Logger): void {
@@ -154,7 +166,8 @@ function handleSignals(running: Agent, started: Promise<void>, file: string, log
  * Resolves the exit code; the process then ends when nothing is left to run. Should a handle
  * still hold it (a tap that did not close), the unref'd timer ends it a second later anyway.
  */
-function exitSoon(code: number, resolve: (code: number) => void): void {
+function exitSoon(stopCode: number, resolve: (code: number) => void): void {
+  const code = fatalExitCode ?? stopCode;
   setTimeout(() => process.exit(code), 1_000).unref();
   resolve(code);
 }

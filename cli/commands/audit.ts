@@ -16,19 +16,22 @@ const WHAT: Record<string, string> = {
   malformed: 'MALFORMED: the checkpoint or the saved state cannot be read',
   bad_proof: 'BAD PROOF: the relay served inconsistent log data',
   bad_inclusion_proof: 'BAD PROOF: an inclusion proof does not verify',
+  new_epoch: 'NEW EPOCH REFUSED: the relay started a new log epoch (same key) and --new-epoch is refuse',
 };
 
 export const audit: Command = {
   name: 'audit',
   summary: 'Check the relay transparency log: signature, consistency with the last run, optionally every entry',
   usage: [
-    'Usage: ghostpipe audit --relay URL --relay-key relay.sign.pub [--state DIR] [--full] [--origin O] [--ca FILE]',
+    'Usage: ghostpipe audit --relay URL --relay-key relay.sign.pub [--state DIR] [--full] [--origin O] [--new-epoch accept|refuse] [--ca FILE]',
     '',
     '  --relay URL        relay base URL (https://…, or http:// on a loopback address only)',
     '  --relay-key FILE   the relay\'s ML-DSA-65 public key (PEM), pinned',
     '  --state DIR        keep the last trusted checkpoint here and check the next one extends it',
     '  --full             also fetch every entry and re-derive the signed root',
-    '  --origin O         expected log origin (default: the one the relay announces for the pinned key)',
+    '  --origin O         expected log origin, or the base of its epochs (default: the one the relay announces for the pinned key)',
+    '  --new-epoch P      a RAM-only relay rebooted into "<origin>/epoch/<n>" under the same key: accept (default;',
+    '                     warns, records the old epoch\'s last checkpoint in the state) or refuse (exit 1)',
     '  --ca FILE          PEM CA or certificate to pin for https',
     '',
     'Prints one JSON line. Exit 0 when the log is consistent; 1 on a fork, rollback, bad signature',
@@ -41,6 +44,7 @@ export const audit: Command = {
     state: { type: 'string' },
     full: { type: 'boolean' },
     origin: { type: 'string' },
+    'new-epoch': { type: 'string' },
     ca: { type: 'string' },
   },
   async run(args) {
@@ -71,8 +75,11 @@ export const audit: Command = {
     const client = new RelayClient({ baseUrl: url, ...(pem !== undefined ? { ca: pem } : {}) });
     const stateDir = optionalString(args, 'state');
     const origin = optionalString(args, 'origin');
+    const newEpoch = optionalString(args, 'new-epoch') ?? 'accept';
+    if (newEpoch !== 'accept' && newEpoch !== 'refuse') throw new CliError(`audit: --new-epoch must be accept or refuse, not ${JSON.stringify(newEpoch)}`, 2);
     try {
-      const result = await runAudit({ client, relayPublicKey: relayKey.publicKey, full: args.values.full === true, ...(stateDir !== undefined ? { stateDir } : {}), ...(origin !== undefined ? { origin } : {}) });
+      const result = await runAudit({ client, relayPublicKey: relayKey.publicKey, full: args.values.full === true, newEpoch, ...(stateDir !== undefined ? { stateDir } : {}), ...(origin !== undefined ? { origin } : {}) });
+      if (result.newEpoch) logger.warn({ from: result.newEpoch.from, to: result.newEpoch.to, previousSize: result.newEpoch.previousSize }, 'the relay started a new log epoch (same pinned key); the last checkpoint of the old one is kept in the state');
       logger.info({ ...result, full: args.values.full === true }, result.previousSize === result.size ? 'log consistent (unchanged)' : 'log consistent');
       return 0;
     } catch (err) {

@@ -8,6 +8,7 @@ import { StateError } from '../../receiver/state.js';
 import { SinkError } from '../../receiver/sinks/sink.js';
 import { RelayError } from '../../relay/client.js';
 import { KeyFileError } from '../../common/keyfile.js';
+import { EXIT_STATE_BAD, EXIT_STATE_IO } from '../../common/state-errors.js';
 
 export const receive: Command = {
   name: 'receive',
@@ -18,7 +19,8 @@ export const receive: Command = {
     'Every setting is documented in config/receiver.example.yaml; behaviour in docs/RECEIVER.md.',
     'Readings go to the configured sinks (default: JSON lines on stdout; logs then go to stderr).',
     'Exit codes: 0 stopped by SIGTERM/SIGINT, 1 setup failure, 2 bad config or usage,',
-    '3 transparency log fork/rollback/bad checkpoint signature, 4 the relay refuses the API key.',
+    '3 transparency log fork/rollback/bad checkpoint signature, 4 the relay refuses the API key,',
+    '65 a state file is damaged, 74 a state or sink file could not be read or written (docs/RELIABILITY.md).',
   ].join('\n'),
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
@@ -40,7 +42,9 @@ export const receive: Command = {
         logger.fatal({ reason: err.code }, err.message);
         throw new CliError(`receive: transparency log check failed (${err.code}): ${err.message}`, 3);
       }
-      if (err instanceof SetupError || err instanceof StateError || err instanceof SinkError || err instanceof KeyFileError || err instanceof RelayError) {
+      if (err instanceof StateError) throw new CliError(`receive: cannot start: state file ${err.message}`, err.exitCode);
+      if (err instanceof SinkError && err.localFailure) throw new CliError(`receive: cannot start: ${err.message}`, err.localFailure.exitCode);
+      if (err instanceof SetupError || err instanceof SinkError || err instanceof KeyFileError || err instanceof RelayError) {
         throw new CliError(`receive: cannot start: ${err.message}`, err instanceof RelayError && (err.status === 401 || err.status === 403) ? 4 : 1);
       }
       throw err;
@@ -52,9 +56,17 @@ export const receive: Command = {
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
-    const code = await receiver.run();
-    await running.close();
+    let code = await receiver.run();
+    try {
+      await running.close();
+    } catch (err) {
+      // Closing compacts the replay state: on a full disk that fails too; the journal on disk still holds every delivery.
+      if (!(err instanceof StateError)) throw err;
+      logger.error({ exitCode: err.exitCode }, `${err.message} (while stopping)`);
+      if (code === 0) code = err.exitCode;
+    }
     logger.info({ ...receiver.counts, refusals: receiver.refusals }, 'receiver stopped');
+    if (code === EXIT_STATE_BAD || code === EXIT_STATE_IO) process.stderr.write(`ghostpipe: receive: stopped: ${receiver.stoppedBy ?? 'a state file could not be written'}\n`);
     return code;
   },
 };

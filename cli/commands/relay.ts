@@ -10,13 +10,15 @@ export const relay: Command = {
     'Every setting is documented in config/relay.example.yaml; the API in docs/API.md.',
     'First start creates the relay signing key and one operator key (plk_…) in the state',
     'directory (0600) and logs where they are. SIGTERM/SIGINT: stop accepting, finish in-flight',
-    'requests, burn every held envelope, exit 0.',
+    'requests, burn every held envelope, exit 0. Exit codes: 1 cannot start, 2 bad config, 65 a state',
+    'file is damaged, 74 a state file could not be read or written (docs/RELIABILITY.md).',
   ].join('\n'),
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
     // Loaded here, not at the top: other commands should not pay for the relay's modules.
-    const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }] = await Promise.all([
+    const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }, { StateFileError, stateFailureExitCode, stateFailureMessage, EXIT_STATE_BAD, EXIT_STATE_IO }, { KeyFileError }] = await Promise.all([
       import('../../common/schema.js'), import('../../common/log.js'), import('../../relay/config.js'), import('../../relay/relay.js'),
+      import('../../common/state-errors.js'), import('../../common/keyfile.js'),
     ]);
     let config;
     try {
@@ -31,15 +33,25 @@ export const relay: Command = {
       running = await startRelay(config, logger);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new CliError(`relay: cannot start: ${code === 'EADDRINUSE' ? 'address already in use' : (err as Error).message}`);
+      // Broken state files: 65 (damaged, not a file) or 74 (I/O failure), as docs/RELIABILITY.md lists.
+      let exitCode = 1;
+      if (err instanceof StateFileError) exitCode = err.exitCode;
+      else if (err instanceof KeyFileError) exitCode = err.code === 'write_failed' || err.code === 'unreadable' ? EXIT_STATE_IO : EXIT_STATE_BAD;
+      throw new CliError(`relay: cannot start: ${code === 'EADDRINUSE' ? 'address already in use' : (err as Error).message}`, exitCode);
     }
     const relayRunning = running;
     return new Promise<number>((resolve) => {
       const onSignal = (signal: string) => {
         logger.info({ signal }, 'signal received');
-        relayRunning.stop().then(() => resolve(0), (err: unknown) => {
+        // After stopForStateFailure() the stop itself may fail on the same disk: the code is 74 either way.
+        const finish = (code: number) => {
+          const failed = stateFailureExitCode();
+          if (failed !== undefined) process.stderr.write(`ghostpipe: relay: stopped: ${stateFailureMessage()}\n`);
+          resolve(failed ?? code);
+        };
+        relayRunning.stop().then(() => finish(0), (err: unknown) => {
           logger.error({ err: (err as Error).message }, 'shutdown failed');
-          resolve(1);
+          finish(1);
         });
       };
       process.once('SIGTERM', onSignal);

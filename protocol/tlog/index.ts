@@ -5,3 +5,5 @@ export * from './proofs.js';
 export * from './note.js';
 export * from './checkpoint.js';
 export * from './witness.js';
+export * from './subtrees.js';
+export * from './tiles.js';

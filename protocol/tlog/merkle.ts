@@ -8,6 +8,7 @@
 // or is the hash of a right edge, rebuilt from at most log2(n) stored nodes.
 
 import { hash } from 'node:crypto';
+import { rangeHasher, rootOf, inclusionPath, consistencyPath } from './subtrees.js';
 
 export const HASH_SIZE = 32;
 
@@ -104,18 +105,12 @@ export function splitPoint(n: number): number {
   return k;
 }
 
-function isPowerOfTwo(n: number): boolean {
-  return n >= 1 && Number.isInteger(Math.log2(n)) && 2 ** Math.log2(n) === n;
-}
-
 export class MerkleTree {
   private readonly levels: HashList[] = [new HashList()];
   private leafCount = 0;
   private cachedRoot: Uint8Array | undefined;
-  // Right-edge subtree hashes (ranges that are not perfect subtrees) of the most recently
-  // used tree size: at most log2(n) entries, reused by every proof for that size.
-  private edgeSize = -1;
-  private edgeHashes = new Map<number, Uint8Array>();
+  /** Stored perfect subtrees, plus the right edge of the most recently used size (cached). */
+  private readonly range = rangeHasher((height, index) => this.levels[height]!.view(index));
 
   get size(): number {
     return this.leafCount;
@@ -153,10 +148,10 @@ export class MerkleTree {
     this.checkSize(size, 'size');
     if (size === 0) return emptyRoot();
     if (size === this.leafCount) {
-      this.cachedRoot ??= this.rangeHash(0, size).slice();
+      this.cachedRoot ??= rootOf(size, this.range);
       return this.cachedRoot.slice();
     }
-    return this.rangeHash(0, size).slice();
+    return rootOf(size, this.range);
   }
 
   leafHashAt(index: number): Uint8Array {
@@ -168,23 +163,7 @@ export class MerkleTree {
   inclusionProof(index: number, size: number = this.leafCount): Uint8Array[] {
     this.checkSize(size, 'size');
     this.checkIndex(index, size);
-    const topDown: Uint8Array[] = [];
-    let start = 0;
-    let n = size;
-    let m = index;
-    while (n > 1) {
-      const k = splitPoint(n);
-      if (m < k) {
-        topDown.push(this.rangeHash(start + k, n - k).slice());
-        n = k;
-      } else {
-        topDown.push(this.rangeHash(start, k).slice());
-        start += k;
-        m -= k;
-        n -= k;
-      }
-    }
-    return topDown.reverse();
+    return inclusionPath(index, size, this.range);
   }
 
   /**
@@ -196,27 +175,7 @@ export class MerkleTree {
     if (!Number.isSafeInteger(size1) || size1 < 0 || size1 > size2) {
       throw new TreeRangeError(`size1 must be an integer in [0, ${size2}], got ${String(size1)}`);
     }
-    if (size1 === 0 || size1 === size2) return [];
-    const topDown: Uint8Array[] = [];
-    let start = 0;
-    let n = size2;
-    let m = size1;
-    let wholeOldTree = true; // SUBPROOF's b: the old tree is a complete subtree here
-    while (m !== n) {
-      const k = splitPoint(n);
-      if (m <= k) {
-        topDown.push(this.rangeHash(start + k, n - k).slice());
-        n = k;
-      } else {
-        topDown.push(this.rangeHash(start, k).slice());
-        start += k;
-        m -= k;
-        n -= k;
-        wholeOldTree = false;
-      }
-    }
-    if (!wholeOldTree) topDown.push(this.rangeHash(start, n).slice());
-    return topDown.reverse();
+    return consistencyPath(size1, size2, this.range);
   }
 
   /** Approximate bytes held by hash storage (for benchmarks). */
@@ -228,28 +187,6 @@ export class MerkleTree {
     const tree = new MerkleTree();
     for (const h of hashes) tree.append(h);
     return tree;
-  }
-
-  /**
-   * MTH(D[start:start+n]) for a range the RFC recursion produces (start is a multiple of
-   * the largest power of two <= n). Perfect subtrees are read from storage (a view, copy
-   * before returning it); the rest is rebuilt along the right edge.
-   */
-  private rangeHash(start: number, n: number): Uint8Array {
-    if (isPowerOfTwo(n) && start % n === 0) {
-      return this.levels[Math.log2(n)]!.view(start / n);
-    }
-    const end = start + n;
-    if (end !== this.edgeSize) {
-      this.edgeSize = end;
-      this.edgeHashes = new Map();
-    }
-    const cached = this.edgeHashes.get(start);
-    if (cached !== undefined) return cached;
-    const k = splitPoint(n);
-    const hashed = nodeHash(this.rangeHash(start, k), this.rangeHash(start + k, n - k));
-    this.edgeHashes.set(start, hashed);
-    return hashed;
   }
 
   private checkSize(size: number, what: string): void {

@@ -34,6 +34,36 @@ export interface WitnessState {
   root: string; // base64
   /** The signed note of the trusted checkpoint (absent while only the empty tree is trusted). */
   note?: string;
+  /** The last checkpoint trusted in each earlier epoch of this log, oldest first (for auditors). */
+  previousEpochs?: EpochRecord[];
+}
+
+/** What a witness last trusted in an epoch it has left. */
+export interface EpochRecord {
+  origin: string;
+  size: number;
+  root: string; // base64
+  note?: string;
+  /** When the witness moved on (ISO 8601). */
+  endedAt: string;
+}
+
+/**
+ * Epochs: a RAM-only relay keeps its signing key but starts an empty log at every boot, under
+ * the origin "<base>/epoch/<n>" with n counting boots from 1 (docs/RELAY.md). An origin
+ * without that suffix is epoch 0 of itself. Requires a non-empty origin.
+ */
+const EPOCH_PATTERN = /^(.+)\/epoch\/([1-9][0-9]{0,14})$/;
+export const MAX_PREVIOUS_EPOCHS = 16;
+
+export function epochOrigin(base: string, epoch: number): string {
+  if (!Number.isSafeInteger(epoch) || epoch < 1) throw new RangeError('epoch must be a positive integer');
+  return `${base}/epoch/${epoch}`;
+}
+
+export function parseEpochOrigin(origin: string): { base: string; epoch: number } {
+  const m = EPOCH_PATTERN.exec(origin);
+  return m ? { base: m[1]!, epoch: Number(m[2]) } : { base: origin, epoch: 0 };
 }
 
 export interface TrustedCheckpoint {
@@ -45,6 +75,7 @@ export interface TrustedCheckpoint {
 
 export class Witness {
   private trusted: TrustedCheckpoint;
+  private readonly previous: EpochRecord[];
 
   /** Starts from the empty tree of `origin` unless a persisted state is given. */
   constructor(
@@ -54,6 +85,34 @@ export class Witness {
   ) {
     if (typeof origin !== 'string' || origin === '') throw new WitnessError('malformed', 'witness origin must not be empty');
     this.trusted = state === undefined ? { origin, size: 0, root: emptyRoot(), note: undefined } : parseState(state, origin);
+    this.previous = state === undefined ? [] : parsePrevious(state);
+  }
+
+  /** Earlier epochs this witness followed, oldest first (at most MAX_PREVIOUS_EPOCHS). */
+  get previousEpochs(): EpochRecord[] {
+    return this.previous.map((e) => ({ ...e }));
+  }
+
+  /**
+   * A witness of `origin`, the next epoch of this log: same base origin, higher epoch number
+   * (parseEpochOrigin). Starts from the empty tree and keeps this witness's checkpoint as the
+   * previous epoch's record. Throws WitnessError 'rollback' for an older or equal epoch and
+   * 'wrong_origin' for another log. Signatures are the caller's business: `verifiers` must
+   * accept the relay key under the new origin.
+   */
+  nextEpoch(origin: string, verifiers: NoteVerifier[], now = new Date()): Witness {
+    const from = parseEpochOrigin(this.origin);
+    const to = parseEpochOrigin(origin);
+    if (to.base !== from.base) {
+      throw new WitnessError('wrong_origin', `origin ${JSON.stringify(origin)} is not an epoch of ${JSON.stringify(from.base)}`);
+    }
+    if (to.epoch <= from.epoch) {
+      throw new WitnessError('rollback', `epoch ${to.epoch} (${JSON.stringify(origin)}) is not newer than the trusted epoch ${from.epoch} (${JSON.stringify(this.origin)})`);
+    }
+    const { size, root, note } = this.trusted;
+    const ended: EpochRecord = { origin: this.origin, size, root: toBase64(root), ...(note === undefined ? {} : { note }), endedAt: now.toISOString() };
+    const previousEpochs = [...this.previous, ended].slice(-MAX_PREVIOUS_EPOCHS);
+    return new Witness(origin, verifiers, { version: 1, origin, size: 0, root: toBase64(emptyRoot()), previousEpochs });
   }
 
   get checkpoint(): TrustedCheckpoint {
@@ -107,7 +166,11 @@ export class Witness {
 
   toJSON(): WitnessState {
     const { origin, size, root, note } = this.trusted;
-    return note === undefined ? { version: 1, origin, size, root: toBase64(root) } : { version: 1, origin, size, root: toBase64(root), note };
+    return {
+      version: 1, origin, size, root: toBase64(root),
+      ...(note === undefined ? {} : { note }),
+      ...(this.previous.length === 0 ? {} : { previousEpochs: this.previousEpochs }),
+    };
   }
 
   /** Restores a witness from toJSON() output (object or JSON text). */
@@ -125,6 +188,21 @@ export class Witness {
     if (typeof origin !== 'string') throw new WitnessError('malformed', 'witness state: origin must be a string');
     return new Witness(origin, verifiers, value as WitnessState);
   }
+}
+
+function parsePrevious(state: WitnessState): EpochRecord[] {
+  const list = (state as unknown as Record<string, unknown>)['previousEpochs'];
+  if (list === undefined) return [];
+  if (!Array.isArray(list) || list.length > MAX_PREVIOUS_EPOCHS) throw new WitnessError('malformed', `witness state: previousEpochs must be a list of at most ${MAX_PREVIOUS_EPOCHS}`);
+  return list.map((e: unknown, i) => {
+    const r = (typeof e === 'object' && e !== null ? e : {}) as Record<string, unknown>;
+    const root = typeof r['root'] === 'string' ? fromBase64(r['root']) : undefined;
+    if (typeof r['origin'] !== 'string' || typeof r['size'] !== 'number' || !Number.isSafeInteger(r['size']) || r['size'] < 0
+      || root === undefined || root.length !== 32 || (r['note'] !== undefined && typeof r['note'] !== 'string') || typeof r['endedAt'] !== 'string') {
+      throw new WitnessError('malformed', `witness state: previousEpochs[${i}] needs origin, size, root (base64 of 32 bytes), endedAt`);
+    }
+    return { origin: r['origin'], size: r['size'], root: r['root'] as string, ...(r['note'] === undefined ? {} : { note: r['note'] as string }), endedAt: r['endedAt'] };
+  });
 }
 
 function parseState(state: WitnessState, origin: string): TrustedCheckpoint {

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { ReadingRecord } from '../records.js';
 import { SinkError, type Sink } from './sink.js';
 import { syncDir } from '../../common/atomic-file.js';
+import { EXIT_STATE_IO, describeFileError, stateExitCode } from '../../common/state-errors.js';
 
 const TAIL_BYTES = 1024 * 1024;
 
@@ -41,7 +42,7 @@ export class FileSink implements Sink {
       this.size = (await this.handle.stat()).size;
       await this.recoverTail();
     } catch (err) {
-      throw new SinkError(this.name, `cannot open: ${(err as Error).message}`);
+      throw new SinkError(this.name, `cannot open: ${describeFileError(err)}`, { exitCode: stateExitCode(err) });
     }
   }
 
@@ -74,7 +75,8 @@ export class FileSink implements Sink {
       await this.handle.datasync();
       this.size += data.length;
     } catch (err) {
-      throw new SinkError(this.name, `write failed: ${(err as Error).message}`);
+      // Nothing of this envelope is acknowledged: the relay keeps it, so stopping loses nothing.
+      throw new SinkError(this.name, `write failed: ${describeFileError(err)}`, { exitCode: EXIT_STATE_IO });
     }
   }
 

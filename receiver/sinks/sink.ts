@@ -11,7 +11,12 @@ export interface Sink {
 }
 
 export class SinkError extends Error {
-  constructor(readonly sink: string, message: string) {
+  /**
+   * `localFailure`: the local disk failed the sink (ENOSPC, EIO…): the receiver stops with this
+   * exit code (common/state-errors.ts) instead of retrying; unset for a remote destination that
+   * may come back (broker, webhook), which is retried.
+   */
+  constructor(readonly sink: string, message: string, readonly localFailure?: { exitCode: number }) {
     super(`${sink}: ${message}`);
     this.name = 'SinkError';
   }

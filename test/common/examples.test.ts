@@ -19,6 +19,8 @@ describe('config/*.example.yaml', () => {
     assert.equal(config.memoryCap, 512 * 1024 * 1024);
     assert.equal(config.ttl, 24 * 3600 * 1000);
     assert.ok(['free', 'pro', 'enterprise'].every((name) => name in config.plans));
+    assert.deepEqual(config.audit, relayConfigSchema.parse({}, [], { issues: [] }).audit);
+    assert.deepEqual(config.audit, { maxFileSize: 16 * 1024 * 1024, keepFiles: 8, authFailureBuckets: 64 });
   });
   it('receiver.example.yaml is a valid receiver config', () => {
     const config = loadConfigFile(path.join(repoRoot, 'config', 'receiver.example.yaml'), receiverConfigSchema);

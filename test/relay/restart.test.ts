@@ -58,7 +58,7 @@ test('restart: keys and devices kept, log continues, consistency proof across th
   assert.match(first.output(), /"burned":1/);
 
   // Key files are 0600 and the folder 0700.
-  for (const name of ['relay.sign.key', 'operator.key', 'keys.json', 'devices.json', 'log/leaves.bin']) {
+  for (const name of ['relay.sign.key', 'operator.key', 'keys.json', 'devices.json', 'log/checkpoint']) {
     assert.equal((await stat(path.join(first.stateDir, name))).mode & 0o077, 0, name);
   }
   assert.equal((await stat(first.stateDir)).mode & 0o077, 0);

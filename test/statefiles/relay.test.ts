@@ -1,0 +1,156 @@
+/**
+ * The relay's control-plane files broken, with real relay processes: relay.sign.key, keys.json and
+ * devices.json garbled, truncated (0 bytes, half), valid JSON of the wrong layout, replaced by a
+ * directory (we run as root: chmod 000 would not stop a read); a full disk at the first start and
+ * while running. Each time: exit 65/74 with one line naming the file, and nothing in the state
+ * directory changed (no new operator key, no new signing key, the signed log untouched). After
+ * every cycle the invariant: restored, the relay starts with the same origin, log size and keys.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { cleanupAll, makeDevice, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { cliPath } from '../helpers/paths.js';
+import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
+import { errorLines, re, snapshot, type Snapshot } from './helpers.js';
+
+const disks: FullDisk[] = [];
+after(async () => {
+  await cleanupAll();
+  for (const disk of disks) disk.cleanup();
+});
+
+/** Runs `ghostpipe relay` on the config the harness wrote in `dir`, expecting it to exit by itself. */
+async function relayExit(dir: string, timeoutMs = 20_000): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [cliPath, 'relay', '--config', path.join(dir, 'relay.json')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => { output += c.toString('utf8'); });
+  child.stderr.on('data', (c: Buffer) => { output += c.toString('utf8'); });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, output };
+}
+
+/** Every file under `dir` (recursively) with what it holds. */
+async function tree(dir: string): Promise<Record<string, Snapshot>> {
+  const out: Record<string, Snapshot> = {};
+  const walk = async (rel: string) => {
+    for (const entry of await readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const name = path.join(rel, entry.name);
+      out[name] = await snapshot(path.join(dir, name));
+      if (entry.isDirectory()) await walk(name);
+    }
+  };
+  await walk('');
+  return out;
+}
+
+/**
+ * SIGTERM once the relay answers a request: the CLI installs its signal handler just after
+ * "relay listening" is logged, and a SIGTERM in between would end it by the default action.
+ */
+async function stopRelay(relay: RelayProcess): Promise<number | null> {
+  await relay.operator.listKeys();
+  return relay.stop();
+}
+
+function loaded(relay: RelayProcess): { origin: string; logSize: number; keys: number; devices: number } {
+  const line = relay.output().split('\n').map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; } }).find((l) => l['msg'] === 'relay state loaded');
+  assert.ok(line, relay.output());
+  return { origin: line['origin'] as string, logSize: line['logSize'] as number, keys: line['keys'] as number, devices: line['devices'] as number };
+}
+
+test('broken relay.sign.key, keys.json, devices.json: exit 65, one line naming the file, the state directory unchanged; restored, the same relay starts', async () => {
+  const dir = await tempDir();
+  let relay = await startRelay({}, { dir });
+  await makeDevice(relay);
+  await makeDevice(relay);
+  const first = loaded(relay);
+  assert.equal(await stopRelay(relay), 0);
+  relay = await startRelay({}, { dir });
+  const expected = loaded(relay);
+  assert.equal(expected.origin, first.origin);
+  assert.ok(expected.logSize >= 2 && expected.devices === 2, JSON.stringify(expected));
+  assert.equal(await stopRelay(relay), 0);
+
+  const garble = (b: Buffer) => Buffer.concat([b.subarray(0, 40), Buffer.from([0xff, 0x00, 0x22, 0x7d]), b.subarray(44)]);
+  const faults: { name: string; json?: boolean; apply(file: string, good: Buffer): Promise<void> }[] = [
+    { name: 'garbled', apply: (f, good) => writeFile(f, garble(good)) },
+    { name: 'truncated to 0 bytes', apply: (f) => writeFile(f, '') },
+    { name: 'truncated to half', apply: (f, good) => writeFile(f, good.subarray(0, Math.floor(good.length / 2))) },
+    { name: 'valid JSON, empty object', json: true, apply: (f) => writeFile(f, '{}') },
+    { name: 'valid JSON, list missing', json: true, apply: (f) => writeFile(f, '{"version":1}') },
+    { name: 'a directory in its place', apply: async (f) => { await rm(f); await mkdir(f); } },
+  ];
+  for (const name of ['relay.sign.key', 'keys.json', 'devices.json']) {
+    for (const fault of faults) {
+      if (fault.json && !name.endsWith('.json')) continue;
+      const file = path.join(relay.stateDir, name);
+      const good = await readFile(file);
+      await fault.apply(file, good);
+      const before = await tree(relay.stateDir);
+      const what = `${name} ${fault.name}`;
+      const { code, output } = await relayExit(dir);
+      assert.equal(code, 65, `${what}\n${output}`);
+      const lines = errorLines(output);
+      assert.equal(lines.length, 1, `${what}: one error line\n${output}`);
+      assert.match(lines[0]!, new RegExp(`^ghostpipe: relay: cannot start: ${re(file)}: `), what);
+      assert.deepEqual(await tree(relay.stateDir), before, `${what}: nothing in the state directory changed (no key, log or checkpoint written)`);
+      await rm(file, { recursive: true, force: true });
+      await writeFile(file, good, { mode: 0o600 });
+      relay = await startRelay({}, { dir });
+      assert.deepEqual(loaded(relay), expected, `after ${what}: the same relay (origin, log size, keys, devices)`);
+      assert.equal(await stopRelay(relay), 0, `${what}: clean stop\n${relay.output().slice(-3000)}`);
+    }
+  }
+});
+
+test('a full disk at the first start: exit 74, one line naming the file it could not write', async () => {
+  const disk = smallDisk(256);
+  disks.push(disk);
+  const dir = await tempDir();
+  await writeFile(path.join(dir, 'relay.json'), JSON.stringify({ listen: ['127.0.0.1:0'], stateDir: disk.dir, logLevel: 'info' }));
+  for (let cycle = 0; cycle < 2; cycle++) {
+    disk.fill();
+    const { code, output } = await relayExit(dir);
+    assert.equal(code, 74, `cycle ${cycle} (${disk.mechanism})\n${output}`);
+    const lines = errorLines(output);
+    assert.equal(lines.length, 1, output);
+    assert.match(lines[0]!, new RegExp(`^ghostpipe: relay: cannot start: ${re(disk.dir)}/[\\w./-]+: .*(ENOSPC|EFBIG|no space left|file too large)`), output);
+    disk.free();
+    await rm(path.join(disk.dir, 'relay.sign.key'), { force: true }); // a key written before the disk ran out is a fresh one: nothing to keep
+  }
+});
+
+test('the disk fills while the relay runs: the next keys.json write stops it with exit 74 naming the file; the API call fails; nothing on disk changed', async () => {
+  const disk = smallDisk(4096);
+  disks.push(disk);
+  const dir = disk.dir; // config and state on the small disk (the harness reads operator.key from <dir>/state)
+  const stateDir = path.join(dir, 'state');
+  let relay = await startRelay({}, { dir });
+  await makeDevice(relay); // one device key issued, one device enrolled
+  const started = loaded(relay);
+  const expected = { ...started, keys: started.keys + 1, devices: started.devices + 1 };
+  for (let cycle = 0; cycle < 2; cycle++) {
+    const before = await tree(stateDir);
+    disk.fill(relay.child.pid);
+    await assert.rejects(relay.operator.createKey({ role: 'device', plan: 'pro', label: `while full ${cycle}` }), 'a key that is not on disk is not handed out as if it were');
+    const code = await new Promise<number | null>((resolve) => relay.child.exitCode !== null ? resolve(relay.child.exitCode) : relay.child.once('exit', resolve));
+    assert.equal(code, 74, `${disk.mechanism}\n${relay.output()}`);
+    const lines = errorLines(relay.output());
+    assert.equal(lines.length, 1, relay.output());
+    assert.match(lines[0]!, new RegExp(`^ghostpipe: relay: stopped: ${re(path.join(stateDir, 'keys.json'))}: write failed: (no space left on device \\(ENOSPC\\)|file too large)`));
+    const after = await tree(stateDir);
+    for (const [name, snap] of Object.entries(after)) {
+      if (name.startsWith('audit')) continue; // the audit trail may have recorded the failed request before the disk filled
+      assert.deepEqual(snap, before[name], `${name} unchanged`);
+    }
+    disk.free(relay.child.pid);
+    relay = await startRelay({}, { dir });
+    assert.deepEqual({ ...loaded(relay), logSize: expected.logSize }, expected, `cycle ${cycle}: the same keys and devices`);
+  }
+  assert.equal(await stopRelay(relay), 0);
+});
