@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- section ...]`: runs the benchmark sections and prints one Markdown table each.
- * Sections: protocol, relay, agent, e2e. Targets live in docs/PERFORMANCE.md, never in tests.
+ * Sections: protocol, relay, log, agent, e2e. Targets live in docs/PERFORMANCE.md, never in tests.
  */
 import os from 'node:os';
 import { formatTable, type Row } from './table.js';
@@ -14,6 +14,7 @@ const sections: Record<string, [string, string][]> = {
     ['./protocol-tlog.js', 'benchTlog'],
   ],
   relay: [['./relay.js', 'benchRelay']],
+  log: [['./log.js', 'benchLog']],
   agent: [['./agent.js', 'benchAgent']],
   e2e: [['./e2e.js', 'benchEndToEnd']],
 };

@@ -53,8 +53,10 @@ function ioError(err: unknown, file: string, doing: string): KeyFileError {
 async function writeKeyText(file: string, text: string, mode: number, overwrite: boolean): Promise<void> {
   const target = overwrite ? `${file}.tmp-${process.pid}-${Date.now()}` : file;
   let handle: fs.FileHandle | undefined;
+  let created = false;
   try {
     handle = await fs.open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+    created = true;
     await handle.chmod(mode); // the umask may have removed bits (never added): make the mode exact
     await handle.writeFile(text, 'utf8');
     await handle.sync();
@@ -63,7 +65,8 @@ async function writeKeyText(file: string, text: string, mode: number, overwrite:
     if (overwrite) await fs.rename(target, file);
   } catch (err) {
     await handle?.close().catch(() => undefined);
-    if (overwrite) await fs.rm(target, { force: true }).catch(() => undefined);
+    // We created it (O_EXCL): a half-written key (full disk) must not stay behind to fail the next start.
+    if (created) await fs.rm(target, { force: true }).catch(() => undefined);
     throw ioError(err, file, 'write key file');
   }
 }

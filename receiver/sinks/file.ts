@@ -75,6 +75,9 @@ export class FileSink implements Sink {
       await this.handle.datasync();
       this.size += data.length;
     } catch (err) {
+      // A short write (full disk) leaves part of a line: cut back to the last complete one, so
+      // readers of the file never see a torn line (truncating needs no space).
+      await this.handle?.truncate(this.size).catch(() => undefined);
       // Nothing of this envelope is acknowledged: the relay keeps it, so stopping loses nothing.
       throw new SinkError(this.name, `write failed: ${describeFileError(err)}`, { exitCode: EXIT_STATE_IO });
     }

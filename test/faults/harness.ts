@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { makeConduit, readSink, until, type SinkRecord } from '../e2e/harness.js';
-import { plantTaps, type Conduit, type ConduitOptions } from '../../plant/conduit.js';
+import { plantTaps, type Conduit } from '../../plant/conduit.js';
 import type { RoleProcess } from '../../plant/process.js';
 import { startPlant, type Plant } from '../../plant/plant.js';
 import os from 'node:os';
@@ -101,14 +101,11 @@ export interface Rig {
 }
 
 export interface RigOptions {
+  /** RAM-only relay with a provisioned identity directory (docs/RELAY.md) instead of a state directory. */
   ramOnly?: boolean;
-  relaySettings?: Record<string, unknown>;
-  receiverSettings?: Record<string, unknown>;
-  agentSettings?: Record<string, unknown>;
   intervalMs?: number;
-  /** The agent's log level; 'debug' (default) logs every accepted envelope, which the ledger reads. */
+  /** The agent's log level; 'debug' (default) logs every accepted envelope, which AgentRun reads. */
   agentLogLevel?: string;
-  conduit?: Partial<ConduitOptions>;
 }
 
 /**
@@ -119,16 +116,14 @@ export interface RigOptions {
 export async function startRig(name: string, plant: Plant, o: RigOptions = {}): Promise<Rig> {
   const { conduit, dir, sinkFile } = await makeConduit(`faults-${name}`, {
     intervalMs: o.intervalMs ?? FAULT_INTERVAL_MS,
-    relaySettings: { leaseTimeout: '1s', ...(o.ramOnly ? { ramOnly: true } : {}), ...o.relaySettings },
+    relaySettings: { leaseTimeout: '1s' },
     receiverCheckpointInterval: '1s',
-    receiverSettings: { retry: { initial: '100ms', max: '500ms' }, ...o.receiverSettings },
-    agentSettings: { logLevel: o.agentLogLevel ?? 'debug', ...o.agentSettings },
-    ...o.conduit,
+    receiverSettings: { retry: { initial: '100ms', max: '500ms' } },
+    agentSettings: { logLevel: o.agentLogLevel ?? 'debug' },
   });
-  if (o.ramOnly) {
-    // RAM-only relays write no state directory: the operator key goes where the conduit reads it.
-    conduit.o.relaySettings = { ...conduit.o.relaySettings, operatorKeyFile: conduit.paths.operatorKey, ...o.relaySettings };
-  }
+  // The identity directory is the conduit's relay folder, so relay.sign.pub and operator.key are
+  // where the receiver and the operator client look.
+  if (o.ramOnly) conduit.o.relaySettings = { ...conduit.o.relaySettings, ramOnly: true, identityDir: conduit.paths.relayState };
   const agentRuns: AgentRun[] = [];
   const rig: Rig = {
     conduit, dir, sinkFile, agentRuns,

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { plantForFile, schedule, withSeed } from './harness.js';
 import { finishRelayScenario, relayCycles, tornWrites } from './relay-cycles.js';
 
-const TERM_CYCLES = 10;
+const TERM_CYCLES = 20;
 const TORN_CYCLES = 10;
 
 describe('faults: relay SIGTERM and torn writes under traffic', { concurrency: false }, () => {

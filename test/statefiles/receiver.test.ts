@@ -44,9 +44,15 @@ function assertExactlyOnce(sinkFile: string, sent: bigint[], when: string): void
   assert.equal(lines.length, sent.length * 2, `${when}: nothing else in the sink`);
 }
 
-async function sendOne(setup: ReceiverSetup, sent: bigint[]): Promise<void> {
+/**
+ * `big`: readings of about 5 KB in all, more than one 4 KiB page, so that the append needs a new
+ * block (tmpfs would otherwise fit a small append into the slack of the file's last page).
+ */
+async function sendOne(setup: ReceiverSetup, sent: bigint[], big = false): Promise<void> {
   const s = ++seq;
-  await device.client.upload(seal(device, setup.keys, { seq: s }));
+  const now = Date.now();
+  const readings = big ? ['a', 'b'].map((p) => ({ tap: 'plc1', point: `${p}-${s}`, value: 'x'.repeat(2500), quality: 'good' as const, readTime: now })) : undefined;
+  await device.client.upload(seal(device, setup.keys, { seq: s, ...(readings ? { readings } : {}) }));
   sent.push(s);
 }
 
@@ -128,7 +134,7 @@ for (const where of ['sink', 'state'] as const) {
       const proc = await startReceiverProcess(setup, config);
       await waitFor('receiver started', () => proc.logs().some((l) => l['msg'] === 'receiver started'), 20_000, proc.output);
       disk.fill(proc.child.pid);
-      await sendOne(setup, sent);
+      await sendOne(setup, sent, true);
       assert.equal(await exitOf(proc), 74, `cycle ${cycle} (${disk.mechanism})\n${proc.output()}`);
       const lines = errorLines(proc.output());
       assert.equal(lines.length, 1, proc.output());

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
 import { cliPath } from '../helpers/paths.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { errorLines, re, snapshot, type Snapshot } from './helpers.js';
@@ -120,8 +120,8 @@ test('a full disk at the first start: exit 74, one line naming the file it could
     const lines = errorLines(output);
     assert.equal(lines.length, 1, output);
     assert.match(lines[0]!, new RegExp(`^ghostpipe: relay: cannot start: ${re(disk.dir)}/[\\w./-]+: .*(ENOSPC|EFBIG|no space left|file too large)`), output);
+    assert.deepEqual(await readdir(disk.dir).then((names) => names.filter((n) => !n.startsWith('.filler'))), [], 'no half-written key or temp file left behind');
     disk.free();
-    await rm(path.join(disk.dir, 'relay.sign.key'), { force: true }); // a key written before the disk ran out is a fresh one: nothing to keep
   }
 });
 
@@ -137,7 +137,7 @@ test('the disk fills while the relay runs: the next keys.json write stops it wit
   for (let cycle = 0; cycle < 2; cycle++) {
     const before = await tree(stateDir);
     disk.fill(relay.child.pid);
-    await assert.rejects(relay.operator.createKey({ role: 'device', plan: 'pro', label: `while full ${cycle}` }), 'a key that is not on disk is not handed out as if it were');
+    await assert.rejects(relay.operator.createKey({ role: 'device', plan: 'pro', label: `while full ${cycle}` }), (err: { status?: number }) => err.status === 500, 'a key that is not on disk is not handed out as if it were');
     const code = await new Promise<number | null>((resolve) => relay.child.exitCode !== null ? resolve(relay.child.exitCode) : relay.child.once('exit', resolve));
     assert.equal(code, 74, `${disk.mechanism}\n${relay.output()}`);
     const lines = errorLines(relay.output());
@@ -154,3 +154,44 @@ test('the disk fills while the relay runs: the next keys.json write stops it wit
   }
   assert.equal(await stopRelay(relay), 0);
 });
+
+test('the disk fills while the relay runs: a transparency log write fails, the relay stops with exit 74; the signed checkpoint is unchanged and the restarted relay serves the same history', async () => {
+  const disk = smallDisk(4096);
+  disks.push(disk);
+  const dir = disk.dir;
+  const stateDir = path.join(dir, 'state');
+  let relay = await startRelay({}, { dir });
+  const device = await makeDevice(relay, 'enterprise');
+  const receiver = await makeReceiver(relay);
+  await device.client.upload(device.seal(new Uint8Array(100), receiver));
+  for (let cycle = 0; cycle < 2; cycle++) {
+    const size = (await relay.operator.checkpoint()).split('\n')[1];
+    await until(async () => (await snapshot(path.join(stateDir, 'log', 'checkpoint'))).kind === 'file', 'checkpoint on disk');
+    const checkpoint = await snapshot(path.join(stateDir, 'log', 'checkpoint'));
+    disk.fill(relay.child.pid);
+    // Bigger than one page, so the log's next append cannot fit into the slack of a tmpfs page.
+    await device.client.upload(device.seal(new Uint8Array(20_000), receiver)).catch(() => undefined);
+    const code = await new Promise<number | null>((resolve) => relay.child.exitCode !== null ? resolve(relay.child.exitCode) : relay.child.once('exit', resolve));
+    assert.equal(code, 74, `cycle ${cycle} (${disk.mechanism})\n${relay.output().slice(-4000)}`);
+    const lines = errorLines(relay.output());
+    assert.equal(lines.length, 1, relay.output());
+    assert.match(lines[0]!, /^ghostpipe: relay: stopped: transparency log write failed: .*(ENOSPC|EFBIG|no space left|file too large)/);
+    assert.deepEqual(await snapshot(path.join(stateDir, 'log', 'checkpoint')), checkpoint, 'the signed checkpoint on disk is unchanged');
+    disk.free(relay.child.pid);
+    relay = await startRelay({}, { dir });
+    const restarted = (await relay.operator.checkpoint()).split('\n');
+    assert.ok(Number(restarted[1]) >= Number(size), `cycle ${cycle}: the log kept its history (size ${size} -> ${restarted[1]})`);
+    // The checkpoint signed before the fault is a prefix of the one served now.
+    const proof = await relay.operator.consistencyProof(Number(size), Number(restarted[1]));
+    assert.ok(proof, 'consistency proof served');
+  }
+  assert.equal(await stopRelay(relay), 0);
+});
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
