@@ -167,7 +167,7 @@ export class LogTrust {
       throw err;
     }
     if ((this.o.newEpoch ?? 'accept') === 'refuse') {
-      throw new LogIntegrityError('new_epoch', `the relay started a new log epoch ${JSON.stringify(origin)} (trusted: ${JSON.stringify(old.origin)} at size ${trusted.size}); relay.newEpoch is refuse`, { trusted: trusted.note, offered: note });
+      throw new LogIntegrityError('new_epoch', `the relay started a new log epoch ${JSON.stringify(origin)} (trusted: ${JSON.stringify(old.origin)} at size ${trusted.size}); new epochs are refused here (receiver relay.newEpoch, audit --new-epoch)`, { trusted: trusted.note, offered: note });
     }
     if (this.stateFile !== undefined) await saveWitnessState(this.stateFile, next.toJSON());
     this.current = next;
@@ -190,7 +190,9 @@ export class LogTrust {
     if (!(leafIndex < cp.size)) throw new NotYetLoggedError(`leaf ${leafIndex} is not yet in a signed checkpoint (size ${cp.size})`);
     let proof;
     try {
-      proof = await this.client.inclusionProof({ hash: leafHash }, cp.size);
+      // By index (the lease names it): the relay keeps no per-leaf hash index; the proof binds
+      // the hash to that index, so a wrong index fails verification like a wrong proof.
+      proof = await this.client.inclusionProof({ index: leafIndex }, cp.size);
     } catch (err) {
       if (err instanceof RelayError && err.status === 400) {
         // The relay refuses our trusted size: it shows a smaller tree now. refresh() names it.
@@ -204,19 +206,19 @@ export class LogTrust {
       throw err;
     }
     try {
-      verifyInclusion(leafHash, proof.leafIndex, cp.size, proof.proof, cp.root);
+      verifyInclusion(leafHash, leafIndex, cp.size, proof.proof, cp.root);
     } catch (err) {
       if (err instanceof ProofError) {
         // The relay may have rebooted into a new epoch between our checkpoint and this proof:
         // then the proof belongs to the new log, and the envelope is retried against it.
         const epoch = this.witness.origin;
         await this.refresh();
-        if (this.witness.origin !== epoch) throw new NotYetLoggedError(`the relay started a new log epoch while proving leaf ${proof.leafIndex}`);
-        throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${proof.leafIndex} at size ${cp.size}: ${err.message}`);
+        if (this.witness.origin !== epoch) throw new NotYetLoggedError(`the relay started a new log epoch while proving leaf ${leafIndex}`);
+        throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${leafIndex} at size ${cp.size}: ${err.message}`);
       }
       throw err;
     }
-    return { index: proof.leafIndex, size: cp.size };
+    return { index: leafIndex, size: cp.size };
   }
 }
 

@@ -360,6 +360,8 @@ export class RelayServer {
     if (wait > 0) refuse(new HttpError(429, 'rate_limited', `plan "${key.plan}" allows ${plan.plan.ratePerMinute} uploads per minute`, wait));
     if (!this.state.keys.quotaAllows(key, plan.plan)) refuse(quotaExceeded(key.plan, plan.plan.quota, this.state.keys.quotaResetsInMs(key, plan.plan)));
     if (mediaType(req) !== ENVELOPE_MEDIA_TYPE) refuse(new HttpError(415, 'unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
+    // The log's unwritten tiles are RAM: when the disk falls that far behind, uploads wait.
+    if (this.state.log.congested) refuse(new HttpError(503, 'log_busy', 'the transparency log is writing a large backlog; retry shortly', 1000));
     const limit = plan.envelopeLimit;
     const lengthHeader = req.headers['content-length'];
     const contentLength = lengthHeader === undefined ? undefined : Number(lengthHeader);

@@ -30,7 +30,7 @@ import { EnvelopeStore } from './store.js';
 import { RelayLog } from './log.js';
 import { AuditTrail } from './audit.js';
 import { SaveQueue, readJson, writeFileAtomic } from './state-file.js';
-import { EXIT_STATE_IO, stopForStateFailure } from '../common/state-errors.js';
+import { EXIT_STATE_IO, StateFileError, stopForStateFailure } from '../common/state-errors.js';
 import { envelopeLimit } from './envelope-check.js';
 import type { Plan, RelayConfig } from './config.js';
 
@@ -229,7 +229,7 @@ async function nextEpoch(identityDir: string): Promise<number> {
   if (saved !== undefined) {
     const value = typeof saved === 'object' && saved !== null ? saved.epoch : undefined;
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value >= 1e15) {
-      throw new Error(`${file}: "epoch" must be a positive integer (the boot counter of this RAM-only relay); refusing to start rather than reuse a log origin`);
+      throw new StateFileError(file, '"epoch" must be a positive integer (the boot counter of this RAM-only relay); refusing to start rather than reuse a log origin');
     }
     previous = value;
   }

@@ -65,7 +65,7 @@ export async function relayCycles(t: TestContext, rig: Rig, s: Schedule, o: Cycl
     phase('moment');
     let stopped: Promise<number | null | void>;
     if (moment === 'mid-burst') {
-      const envelopes = burst.seal(s.between(20, 40));
+      const envelopes = burst.seal(s.between(12, 30));
       const killAfter = s.between(1, envelopes.length - 1);
       let fire!: () => void;
       const reached = new Promise<void>((resolve) => { fire = resolve; });
