@@ -158,7 +158,7 @@ export class LogTrust {
     checkConfiguredOrigin(this.o.origin, origin);
     let next: Witness;
     try {
-      next = old.nextEpoch(origin, [mlDsaNoteVerifier(origin, this.o.relayPublicKey)]);
+      next = old.nextEpoch(origin, [mlDsaNoteVerifier(origin, this.o.relayPublicKey)], new Date());
       next.update(note, []); // an empty witness trusts any checkpoint its verifier accepts
     } catch (err) {
       if (err instanceof WitnessError) {

@@ -100,7 +100,7 @@ export class Witness {
    * 'wrong_origin' for another log. Signatures are the caller's business: `verifiers` must
    * accept the relay key under the new origin.
    */
-  nextEpoch(origin: string, verifiers: NoteVerifier[], now = new Date()): Witness {
+  nextEpoch(origin: string, verifiers: NoteVerifier[], now: Date): Witness {
     const from = parseEpochOrigin(this.origin);
     const to = parseEpochOrigin(origin);
     if (to.base !== from.base) {

@@ -44,16 +44,16 @@ test('a witness moves to a newer epoch of its log, keeps the old one on record, 
   assert.throws(() => restored.update(signed(e3, 1), null), (err: unknown) => err instanceof WitnessError && err.code === 'rollback');
   // Older or the same epoch: rollback; another base origin: wrong_origin.
   const e2 = `${BASE}/epoch/2`;
-  assert.throws(() => restored.nextEpoch(e2, verifiers(e2)), (err: unknown) => err instanceof WitnessError && err.code === 'rollback');
-  assert.throws(() => restored.nextEpoch(BASE, verifiers(BASE)), (err: unknown) => err instanceof WitnessError && err.code === 'rollback');
-  assert.throws(() => restored.nextEpoch('other-relay/epoch/9', verifiers('other-relay/epoch/9')), (err: unknown) => err instanceof WitnessError && err.code === 'wrong_origin');
+  assert.throws(() => restored.nextEpoch(e2, verifiers(e2), new Date()), (err: unknown) => err instanceof WitnessError && err.code === 'rollback');
+  assert.throws(() => restored.nextEpoch(BASE, verifiers(BASE), new Date()), (err: unknown) => err instanceof WitnessError && err.code === 'rollback');
+  assert.throws(() => restored.nextEpoch('other-relay/epoch/9', verifiers('other-relay/epoch/9'), new Date()), (err: unknown) => err instanceof WitnessError && err.code === 'wrong_origin');
   // An un-epoched log (a relay with a state directory) may continue as epoch 1 under the same base.
-  assert.equal(new Witness(BASE, verifiers(BASE)).nextEpoch(e1, verifiers(e1)).origin, e1);
+  assert.equal(new Witness(BASE, verifiers(BASE)).nextEpoch(e1, verifiers(e1), new Date()).origin, e1);
 });
 
 test('the epoch record is bounded and checked when restored', () => {
   let witness = new Witness(`${BASE}/epoch/1`, verifiers(`${BASE}/epoch/1`));
-  for (let n = 2; n <= MAX_PREVIOUS_EPOCHS + 5; n++) witness = witness.nextEpoch(`${BASE}/epoch/${n}`, verifiers(`${BASE}/epoch/${n}`));
+  for (let n = 2; n <= MAX_PREVIOUS_EPOCHS + 5; n++) witness = witness.nextEpoch(`${BASE}/epoch/${n}`, verifiers(`${BASE}/epoch/${n}`), new Date());
   assert.equal(witness.previousEpochs.length, MAX_PREVIOUS_EPOCHS);
   assert.equal(witness.previousEpochs.at(-1)!.origin, `${BASE}/epoch/${MAX_PREVIOUS_EPOCHS + 4}`);
   const state = witness.toJSON();

@@ -138,7 +138,7 @@ test('the disk fills while the relay runs: the next keys.json write stops it wit
     const before = await tree(stateDir);
     disk.fill(relay.child.pid);
     await assert.rejects(relay.operator.createKey({ role: 'device', plan: 'pro', label: `while full ${cycle}` }), (err: { status?: number }) => err.status === 500, 'a key that is not on disk is not handed out as if it were');
-    const code = await new Promise<number | null>((resolve) => relay.child.exitCode !== null ? resolve(relay.child.exitCode) : relay.child.once('exit', resolve));
+    const code = await exitWithin(relay);
     assert.equal(code, 74, `${disk.mechanism}\n${relay.output()}`);
     const lines = errorLines(relay.output());
     assert.equal(lines.length, 1, relay.output());
@@ -171,7 +171,7 @@ test('the disk fills while the relay runs: a transparency log write fails, the r
     disk.fill(relay.child.pid);
     // Bigger than one page, so the log's next append cannot fit into the slack of a tmpfs page.
     await device.client.upload(device.seal(new Uint8Array(20_000), receiver)).catch(() => undefined);
-    const code = await new Promise<number | null>((resolve) => relay.child.exitCode !== null ? resolve(relay.child.exitCode) : relay.child.once('exit', resolve));
+    const code = await exitWithin(relay);
     assert.equal(code, 74, `cycle ${cycle} (${disk.mechanism})\n${relay.output().slice(-4000)}`);
     const lines = errorLines(relay.output());
     assert.equal(lines.length, 1, relay.output());
@@ -194,4 +194,16 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** The relay's exit code, or a failure with its output when it does not exit in time. */
+function exitWithin(relay: RelayProcess, timeoutMs = 20_000): Promise<number | null> {
+  if (relay.child.exitCode !== null) return Promise.resolve(relay.child.exitCode);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay did not exit within ${timeoutMs} ms:\n${relay.output().slice(-4000)}`)), timeoutMs);
+    relay.child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
 }
