@@ -16,9 +16,9 @@ export const relay: Command = {
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
     // Loaded here, not at the top: other commands should not pay for the relay's modules.
-    const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }, { StateFileError, stateFailureExitCode, stateFailureMessage, EXIT_STATE_BAD, EXIT_STATE_IO }, { KeyFileError }] = await Promise.all([
+    const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }, { StateFileError, stateFailureExitCode, stateFailureMessage, stateExitCode, EXIT_STATE_BAD, EXIT_STATE_IO }, { KeyFileError }, { LogStartError, LogCorruptError }, { LogStoreError }] = await Promise.all([
       import('../../common/schema.js'), import('../../common/log.js'), import('../../relay/config.js'), import('../../relay/relay.js'),
-      import('../../common/state-errors.js'), import('../../common/keyfile.js'),
+      import('../../common/state-errors.js'), import('../../common/keyfile.js'), import('../../relay/log.js'), import('../../relay/log-store.js'),
     ]);
     let config;
     try {
@@ -37,6 +37,8 @@ export const relay: Command = {
       let exitCode = 1;
       if (err instanceof StateFileError) exitCode = err.exitCode;
       else if (err instanceof KeyFileError) exitCode = err.code === 'write_failed' || err.code === 'unreadable' ? EXIT_STATE_IO : EXIT_STATE_BAD;
+      else if (err instanceof LogStartError || err instanceof LogCorruptError) exitCode = EXIT_STATE_BAD;
+      else if (err instanceof LogStoreError) exitCode = stateExitCode(err.cause);
       throw new CliError(`relay: cannot start: ${code === 'EADDRINUSE' ? 'address already in use' : (err as Error).message}`, exitCode);
     }
     const relayRunning = running;

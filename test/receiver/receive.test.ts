@@ -203,12 +203,14 @@ test('corrupt state files (witness.json, revocations.json) stop the receiver at 
   const setup = await receiverSetup(relay);
   const config = receiverConfig(relay, setup, {}, 'corrupt');
   const stateDir = config['stateDir'] as string;
+  // 65: a damaged state file (docs/RELIABILITY.md); 3 stays for a well-formed witness state that does not verify.
   const cases: [string, string, number, RegExp][] = [
-    ['witness.json', '{"origin": 7', 3, /witness\.json: .*not valid JSON/],
-    ['witness.json', '"a string"', 3, /witness\.json: .*must be an object/],
-    ['revocations.json', '{"origin":"x","size":3,"subtrees":[],"revoked":{}}', 1, /revocations\.json: unreadable revocation state \(subtrees do not match size\)/],
-    ['revocations.json', 'x'.repeat(100), 1, /revocations\.json: unreadable revocation state/],
-    ['revocations.json', '{"origin":"x","size":0,"subtrees":[],"revoked":{"zz":{"did":"d","leafIndex":1}}}', 1, /revocations\.json: unreadable revocation state \(revoked entries\)/],
+    ['witness.json', '{"origin": 7', 65, /witness\.json: .*not valid JSON/],
+    ['witness.json', '"a string"', 65, /witness\.json: not a witness state object/],
+    ['witness.json', '{"note": 7}', 3, /witness\.json: .*origin must be a string/],
+    ['revocations.json', '{"origin":"x","size":3,"subtrees":[],"revoked":{}}', 65, /revocations\.json: unreadable revocation state \(subtrees do not match size\)/],
+    ['revocations.json', 'x'.repeat(100), 65, /revocations\.json: unreadable revocation state/],
+    ['revocations.json', '{"origin":"x","size":0,"subtrees":[],"revoked":{"zz":{"did":"d","leafIndex":1}}}', 65, /revocations\.json: unreadable revocation state \(revoked entries\)/],
   ];
   for (const [name, text, code, expected] of cases) {
     await rm(stateDir, { recursive: true, force: true });

@@ -13,6 +13,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
 import { cliPath } from '../helpers/paths.js';
+import { RelayClient } from '../../relay/client.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { errorLines, re, snapshot, type Snapshot } from './helpers.js';
 
@@ -163,14 +164,19 @@ test('the disk fills while the relay runs: a transparency log write fails, the r
   let relay = await startRelay({}, { dir });
   const device = await makeDevice(relay, 'enterprise');
   const receiver = await makeReceiver(relay);
-  await device.client.upload(device.seal(new Uint8Array(100), receiver));
+  // The device's own client points at the first port: every restart listens on a new one.
+  const upload = (bytes: Uint8Array) => new RelayClient({ baseUrl: relay.url, apiKey: device.apiKey }).upload(bytes);
+  await upload(device.seal(new Uint8Array(100), receiver));
   for (let cycle = 0; cycle < 2; cycle++) {
     const size = (await relay.operator.checkpoint()).split('\n')[1];
     await until(async () => (await snapshot(path.join(stateDir, 'log', 'checkpoint'))).kind === 'file', 'checkpoint on disk');
     const checkpoint = await snapshot(path.join(stateDir, 'log', 'checkpoint'));
     disk.fill(relay.child.pid);
-    // Bigger than one page, so the log's next append cannot fit into the slack of a tmpfs page.
-    await device.client.upload(device.seal(new Uint8Array(20_000), receiver)).catch(() => undefined);
+    // A log entry is small and may fit into the slack of a tmpfs page of a tile or bundle: upload
+    // until a write needs a new block (a bounded number of tries; the relay must stop by then).
+    for (let i = 0; i < 300 && relay.child.exitCode === null; i++) {
+      await upload(device.seal(new Uint8Array(100), receiver)).catch(() => undefined);
+    }
     const code = await exitWithin(relay);
     assert.equal(code, 74, `cycle ${cycle} (${disk.mechanism})\n${relay.output().slice(-4000)}`);
     const lines = errorLines(relay.output());
