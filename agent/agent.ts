@@ -372,16 +372,20 @@ export class Agent {
     await budget;
     await this.stopTapsWithin(STOP_TAPS_MAX_MS);
     const stats = this.delivery.stats;
-    const unflushedFrames = stats.queuedFrames + (finished ? 0 : 1);
+    // An upload the budget cut off after it was sent may or may not have reached the relay: its
+    // frames are counted apart (uncertainFrames), so lostWithBacklog is exact, never a guess.
+    const uncertainFrames = stats.uncertainFrames;
+    const unflushedFrames = stats.queuedFrames - uncertainFrames + (finished ? 0 : 1);
     // Accepted but not delivered is lost too: the relay holds it in RAM only, and once this
     // process is gone nobody can re-send it if the relay loses it.
     const lostWithBacklog = unflushedFrames + stats.unconfirmedFrames;
     const fields = {
-      flushed: flushed && finished, lostWithBacklog, unflushedFrames, undeliveredFrames: stats.unconfirmedFrames, undeliveredEnvelopes: stats.unconfirmed,
+      flushed: flushed && finished, lostWithBacklog, unflushedFrames, undeliveredFrames: stats.unconfirmedFrames, uncertainFrames, undeliveredEnvelopes: stats.unconfirmed,
       droppedFrames: stats.droppedFrames, expiredEnvelopes: stats.expired, stoppedInMs: Date.now() - now, stateWrites: this.state.writes,
     };
-    if (lostWithBacklog === 0) this.logger.info(fields, 'agent stopped');
-    else this.logger.warn(fields, `agent stopped; ${lostWithBacklog} frame(s) are lost with the RAM backlog: ${unflushedFrames} the relay did not accept, ${stats.unconfirmedFrames} it accepted but had not delivered`);
+    const uncertain = uncertainFrames === 0 ? '' : `; ${uncertainFrames} more were being uploaded when the stop budget ran out (the relay may have them)`;
+    if (lostWithBacklog === 0 && uncertainFrames === 0) this.logger.info(fields, 'agent stopped');
+    else this.logger.warn(fields, `agent stopped; ${lostWithBacklog} frame(s) are lost with the RAM backlog: ${unflushedFrames} the relay did not accept, ${stats.unconfirmedFrames} it accepted but had not delivered${uncertain}`);
   }
 
   private async stopTapsWithin(ms: number): Promise<void> {

@@ -36,6 +36,8 @@ interface Sealed {
   frames: bigint[];
   /** Frame batches inside, to re-coalesce smaller if the relay refuses the size. */
   batches: QueuedFrame[];
+  /** Its upload was cut off by the stop budget after the request went out: the relay may have it. */
+  uncertain?: boolean;
 }
 
 interface RecipientLane {
@@ -71,6 +73,8 @@ export interface DeliveryOptions {
 
 export interface DeliveryStats {
   queuedFrames: number;
+  /** Of queuedFrames: in an upload the stop budget cut off after it was sent (fate unknown). */
+  uncertainFrames: number;
   unconfirmed: number;
   /** Frames inside the unconfirmed envelopes (the relay holds them; lost with the backlog if it loses them). */
   unconfirmedFrames: number;
@@ -116,7 +120,7 @@ export class Delivery {
     this.lanes = o.recipients.map((recipient) => ({ recipient, queue: [], unconfirmed: new Map() }));
     this.now = o.now ?? Date.now;
     this.coalesceLimit = bucketCapacity(o.buckets[o.buckets.length - 1]!);
-    this.stats = { queuedFrames: 0, unconfirmed: 0, unconfirmedFrames: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
+    this.stats = { queuedFrames: 0, uncertainFrames: 0, unconfirmed: 0, unconfirmedFrames: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
   }
 
   /** Queues a frame for every recipient and enforces the backlog bound. */
@@ -258,9 +262,11 @@ export class Delivery {
 
   /** Uploads; true when the relay holds it (201 or 409 duplicate). False: stop pumping for now. */
   private async upload(lane: RecipientLane, sealed: Sealed, resend: boolean): Promise<boolean> {
+    const abortedBefore = this.o.client.aborted;
     try {
       await this.authorized(() => this.o.client.upload(sealed.bytes));
     } catch (err) {
+      if (!abortedBefore && err instanceof RelayError && err.code === 'aborted') sealed.uncertain = true;
       if (err instanceof RelayError && err.status === 409 && DUPLICATE.has(err.code)) {
         this.o.logger.debug({ envelope: sealed.id }, 'relay already holds the envelope');
       } else {
@@ -446,6 +452,7 @@ export class Delivery {
   private updateCounts(): void {
     this.stats.backlogBytes = this.bytesUsed();
     this.stats.queuedFrames = this.lanes.reduce((n, lane) => n + lane.queue.length + (lane.head?.frames.length ?? 0), 0);
+    this.stats.uncertainFrames = this.lanes.reduce((n, lane) => n + (lane.head?.uncertain ? lane.head.frames.length : 0), 0);
     this.stats.unconfirmed = this.lanes.reduce((n, lane) => n + lane.unconfirmed.size, 0);
     this.stats.unconfirmedFrames = this.lanes.reduce((n, lane) => n + [...lane.unconfirmed.values()].reduce((m, sealed) => m + sealed.frames.length, 0), 0);
     const percent = (this.stats.backlogBytes / this.o.maxBytes) * 100;

@@ -20,6 +20,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+import { StateFileError, describeFileError, stateExitCode } from '../common/state-errors.js';
 
 export interface AuditEvent {
   time: string;
@@ -106,7 +107,14 @@ export class AuditTrail {
 
   static async open(options: AuditOptions, log: Logger): Promise<AuditTrail> {
     const trail = new AuditTrail(options, log);
-    if (options.file !== undefined) await trail.locked(() => trail.prepareFiles());
+    if (options.file !== undefined) {
+      const file = options.file;
+      await trail.locked(() => trail.prepareFiles()).catch((err: unknown) => {
+        if (err instanceof StateFileError) throw err;
+        // One line naming the file, and 65 (damaged, not a file) or 74 (disk) as docs/RELIABILITY.md says.
+        throw new StateFileError((err as NodeJS.ErrnoException).path ?? file, describeFileError(err), stateExitCode(err));
+      });
+    }
     return trail;
   }
 

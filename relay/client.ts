@@ -147,6 +147,11 @@ export class RelayClient {
    * Fails every request in flight and every later one with RelayError(0, "aborted"): for a
    * shutdown that must not wait out a hung relay's request timeout. Final for this client.
    */
+  /** True once abort() was called. */
+  get aborted(): boolean {
+    return this.aborter.signal.aborted;
+  }
+
   abort(): void {
     this.aborter.abort();
   }

@@ -518,7 +518,7 @@ export class RelayLog {
         problems.push(`${name}: ${(err as Error).message}`);
       }
     }
-    if (best === undefined && problems.length > 0) throw new LogStartError(`no valid checkpoint: ${problems.join('; ')}`);
+    if (best === undefined && problems.length > 0) throw new LogStartError(`${problems.join('; ')} (no valid checkpoint; the tiles are left as they are)`);
     return best;
   }
 

@@ -196,8 +196,10 @@ describe('faults: receiver and agent killed under traffic', { concurrency: false
         for (const m of run.lines('interval')) built.add(BigInt(m['frame'] as string));
         const missing = minus(built, present);
         const lost = Number(line['lostWithBacklog'] ?? Number.NaN);
-        report.push(`#${i + 1} logged ${lost} (${String(line['unflushedFrames'])} not accepted + ${String(line['undeliveredFrames'])} undelivered), missing ${missing.length}`);
-        assert.equal(missing.length, lost, `cycle ${i + 1}: the stop line says ${lost} frame(s) lost (${JSON.stringify(line)}), the sink misses ${missing.length}: ${missing.join(',')}`);
+        report.push(`#${i + 1} logged ${lost} (${String(line['unflushedFrames'])} not accepted + ${String(line['undeliveredFrames'])} undelivered; ${String(line['uncertainFrames'])} uncertain), missing ${missing.length}`);
+        // Frames of an upload cut off by the stop budget may or may not have arrived (uncertainFrames).
+        const uncertain = Number(line['uncertainFrames'] ?? 0);
+        assert.ok(missing.length >= lost && missing.length <= lost + uncertain, `cycle ${i + 1}: the stop line says ${lost} frame(s) lost and ${uncertain} uncertain (${JSON.stringify(line)}), the sink misses ${missing.length}: ${missing.join(',')}`);
         assert.equal(minus(accepted, present).length, line['undeliveredFrames'], `cycle ${i + 1}: accepted but undelivered`);
         assert.ok(lost > 0, `cycle ${i + 1}: the scenario made the agent stop with undelivered frames`);
       }

@@ -8,61 +8,19 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
-import { cliPath } from '../helpers/paths.js';
 import { RelayClient } from '../../relay/client.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
-import { errorLines, re, snapshot, type Snapshot } from './helpers.js';
+import { errorLines, re, snapshot } from './helpers.js';
+import { loaded, relayExit, stopRelay, tree } from './relay-helpers.js';
 
 const disks: FullDisk[] = [];
 after(async () => {
   await cleanupAll();
   for (const disk of disks) disk.cleanup();
 });
-
-/** Runs `ghostpipe relay` on the config the harness wrote in `dir`, expecting it to exit by itself. */
-async function relayExit(dir: string, timeoutMs = 20_000): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [cliPath, 'relay', '--config', path.join(dir, 'relay.json')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => { output += c.toString('utf8'); });
-  child.stderr.on('data', (c: Buffer) => { output += c.toString('utf8'); });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, output };
-}
-
-/** Every file under `dir` (recursively) with what it holds. */
-async function tree(dir: string): Promise<Record<string, Snapshot>> {
-  const out: Record<string, Snapshot> = {};
-  const walk = async (rel: string) => {
-    for (const entry of await readdir(path.join(dir, rel), { withFileTypes: true })) {
-      const name = path.join(rel, entry.name);
-      out[name] = await snapshot(path.join(dir, name));
-      if (entry.isDirectory()) await walk(name);
-    }
-  };
-  await walk('');
-  return out;
-}
-
-/**
- * SIGTERM once the relay answers a request: the CLI installs its signal handler just after
- * "relay listening" is logged, and a SIGTERM in between would end it by the default action.
- */
-async function stopRelay(relay: RelayProcess): Promise<number | null> {
-  await relay.operator.listKeys();
-  return relay.stop();
-}
-
-function loaded(relay: RelayProcess): { origin: string; logSize: number; keys: number; devices: number } {
-  const line = relay.output().split('\n').map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; } }).find((l) => l['msg'] === 'relay state loaded');
-  assert.ok(line, relay.output());
-  return { origin: line['origin'] as string, logSize: line['logSize'] as number, keys: line['keys'] as number, devices: line['devices'] as number };
-}
 
 test('broken relay.sign.key, keys.json, devices.json: exit 65, one line naming the file, the state directory unchanged; restored, the same relay starts', async () => {
   const dir = await tempDir();
