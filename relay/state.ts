@@ -5,7 +5,7 @@
  *   operator.key                      the first operator key (plk_…), written once, 0600
  *   keys.json                         API key hashes, roles, plans, labels, usage counters
  *   devices.json                      enrolled devices (public keys, DIDs, revocations)
- *   log/leaves.bin                    transparency log leaf data (append-only)
+ *   log/checkpoint, log/tile/…        transparency log as C2SP tlog-tiles (relay/log.ts, log-store.ts)
  *   audit.jsonl, audit.jsonl.1 …      audit trail (append-only, rotated by size; relay/audit.ts)
  *
  * Payloads are never written anywhere. In RAM-only mode the log and the audit trail stay in RAM.
