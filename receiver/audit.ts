@@ -8,7 +8,8 @@ import { RelayClient } from '../relay/client.js';
 import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from './log-trust.js';
-import { CompactRange, readEntries } from './log-scan.js';
+import { readEntries } from './log-scan.js';
+import { CompactRange } from '../protocol/tlog/subtrees.js';
 import { ensurePrivateDir } from '../common/atomic-file.js';
 import { saveEvidence } from './state.js';
 

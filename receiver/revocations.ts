@@ -10,7 +10,8 @@
  */
 import type { RelayClient } from '../relay/client.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
-import { CompactRange, readEntries } from './log-scan.js';
+import { readEntries } from './log-scan.js';
+import { CompactRange } from '../protocol/tlog/subtrees.js';
 import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { LogIntegrityError } from './log-trust.js';
 import { readOptional, writeFileAtomic } from '../common/atomic-file.js';

@@ -15,13 +15,13 @@
  */
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { HASH_SIZE, leafHash, nodeHash, TreeRangeError } from '../protocol/tlog/merkle.js';
+import { HASH_SIZE, leafHash, TreeRangeError } from '../protocol/tlog/merkle.js';
 import { sameHash } from '../protocol/tlog/proofs.js';
 import {
-  FULL_TILE_BYTES, MAX_ENTRY_BYTES, TILE_WIDTH, TileError, encodeBundle, hashesAtLevel, locateSubtree, parseBundle, partialWidth, tileExistsAt,
+  FULL_TILE_BYTES, MAX_ENTRY_BYTES, TILE_WIDTH, TileError, TileTree, encodeBundle, hashesAtLevel, locateSubtree, parseBundle, partialWidth, tileExistsAt,
   tilePath, tilesChanged, type TileId,
 } from '../protocol/tlog/tiles.js';
-import { RootAccumulator, consistencyPath, inclusionPath, rangeHasher, rootOf, subtreesNeeded, type RangeHasher } from '../protocol/tlog/subtrees.js';
+import { CompactRange, consistencyPath, inclusionPath, rangeHasher, rootOf, subtreesNeeded, type RangeHasher } from '../protocol/tlog/subtrees.js';
 import { openCheckpoint, signCheckpoint } from '../protocol/tlog/checkpoint.js';
 import type { NoteSigner, NoteVerifier } from '../protocol/tlog/note.js';
 import { DiskTileStore, MemoryTileStore, type TileFile, type TileStore } from './log-store.js';
@@ -54,51 +54,6 @@ export class LogCorruptError extends Error {
 
 /** The log cannot be opened; the message names the file. */
 export class LogStartError extends Error {}
-
-/**
- * One tile with its inner nodes: level r holds 256 >> r hashes (r = 0 is the tile itself), so any
- * aligned run of 2^r tile hashes has its subtree root ready. Grows hash by hash (the edge).
- */
-class TileTree {
-  readonly nodes = new Uint8Array((2 * TILE_WIDTH - 1) * HASH_SIZE);
-  width = 0;
-
-  constructor(readonly level: number, readonly index: number) {}
-
-  static from(level: number, index: number, hashes: Uint8Array, width: number): TileTree {
-    const tree = new TileTree(level, index);
-    for (let i = 0; i < width; i++) tree.push(hashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
-    return tree;
-  }
-
-  push(hash: Uint8Array): void {
-    let r = 0;
-    let i = this.width++;
-    this.nodes.set(hash, this.offset(0, i));
-    while (i % 2 === 1) {
-      const left = this.node(r, i - 1);
-      const right = this.node(r, i);
-      r++;
-      i = (i - 1) / 2;
-      this.nodes.set(nodeHash(left, right), this.offset(r, i));
-    }
-  }
-
-  /** Root of tile hashes [i·2^r, (i+1)·2^r); requires them to be present. */
-  node(r: number, i: number): Uint8Array {
-    const at = this.offset(r, i);
-    return this.nodes.subarray(at, at + HASH_SIZE);
-  }
-
-  hashes(width = this.width): Uint8Array {
-    return this.nodes.slice(0, width * HASH_SIZE);
-  }
-
-  private offset(r: number, i: number): number {
-    // Levels are stored one after the other: 256, 128, ..., 1 hashes.
-    return (2 * TILE_WIDTH - (2 * TILE_WIDTH >> r) + i) * HASH_SIZE;
-  }
-}
 
 /** Latest leaf index per 32-bit hash prefix, for the last RECENT_LEAVES leaves. */
 class RecentLeaves {
@@ -606,7 +561,7 @@ export class RelayLog {
 
   /** Converts the leaves.bin of earlier versions ([u32 length][data] records) once, then renames it. */
   private async migrate(file: string): Promise<void> {
-    const check = new RootAccumulator();
+    const check = new CompactRange();
     let pending: Buffer = Buffer.alloc(0);
     let at = 0;
     for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
@@ -617,7 +572,7 @@ export class RelayLog {
         if (length === 0 || length > MAX_ENTRY_BYTES) throw new LogStartError(`${file}: corrupt record at byte ${at + offset} (length ${length}); not migrated, nothing changed`);
         if (offset + 4 + length > pending.length) break;
         const data = new Uint8Array(pending.subarray(offset + 4, offset + 4 + length));
-        check.push(leafHash(data));
+        check.append(leafHash(data));
         this.integrate(data);
         offset += 4 + length;
       }

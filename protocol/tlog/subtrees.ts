@@ -111,27 +111,31 @@ export function subtreesNeeded(compute: (range: RangeHasher) => unknown): { heig
 }
 
 /**
- * The root of a growing list of leaf hashes in O(log n) memory (a compact range: one perfect
- * subtree hash per set bit of the size). Used to check a log rebuilt from another source.
+ * RFC 9162 tree head of a growing list of leaf hashes in O(log n) memory: the roots of the
+ * perfect subtrees, left to right (largest first). Used to compare entries read in order with a
+ * signed root (receiver revocation scan, `ghostpipe audit --full`, the relay's leaves.bin migration).
  */
-export class RootAccumulator {
-  private readonly stack: { height: number; hash: Uint8Array }[] = [];
-  size = 0;
+export class CompactRange {
+  constructor(public size = 0, public subtrees: { height: number; hash: Uint8Array }[] = []) {}
 
-  push(leafHash32: Uint8Array): void {
-    let node: { height: number; hash: Uint8Array } = { height: 0, hash: leafHash32.slice() };
-    while (this.stack.length > 0 && this.stack[this.stack.length - 1]!.height === node.height) {
-      const left = this.stack.pop()!;
+  append(leaf: Uint8Array): void {
+    let node = { height: 0, hash: leaf };
+    while (this.subtrees.length > 0 && this.subtrees[this.subtrees.length - 1]!.height === node.height) {
+      const left = this.subtrees.pop()!;
       node = { height: node.height + 1, hash: nodeHash(left.hash, node.hash) };
     }
-    this.stack.push(node);
+    this.subtrees.push(node);
     this.size++;
   }
 
   root(): Uint8Array {
-    if (this.stack.length === 0) return emptyRoot();
-    let hash = this.stack[this.stack.length - 1]!.hash;
-    for (let i = this.stack.length - 2; i >= 0; i--) hash = nodeHash(this.stack[i]!.hash, hash);
-    return hash.slice();
+    if (this.subtrees.length === 0) return emptyRoot();
+    let acc = this.subtrees[this.subtrees.length - 1]!.hash;
+    for (let i = this.subtrees.length - 2; i >= 0; i--) acc = nodeHash(this.subtrees[i]!.hash, acc);
+    return acc;
+  }
+
+  clone(): CompactRange {
+    return new CompactRange(this.size, [...this.subtrees]);
   }
 }

@@ -176,30 +176,49 @@ export function parseBundle(bytes: Uint8Array, width?: number, options: { prefix
   return width !== undefined ? entries.slice(0, width) : entries;
 }
 
-/** Checks a tile's byte length for its width; returns it unchanged. */
-export function checkTile(bytes: Uint8Array, width: number): Uint8Array {
-  if (bytes.length !== width * HASH_SIZE) throw new TileError('bad_tile', `tile: ${bytes.length} bytes, expected ${width * HASH_SIZE} for width ${width}`);
-  return bytes;
-}
-
-/** Hash number i (a view) of a tile. */
-export function tileHash(tile: Uint8Array, i: number): Uint8Array {
-  return tile.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE);
-}
-
 /**
- * The root of a perfect subtree whose 2^k leaves are `count` = 2^k consecutive hashes of a tile,
- * starting at hash `first`: the hash one tile level up when count = 256. Requires a power of two.
+ * One tile with its inner nodes: level r holds 256 >> r hashes (r = 0 is the tile itself), so any
+ * aligned run of 2^r tile hashes has its subtree root ready. Grows hash by hash (the edge).
  */
-export function subtreeRoot(tile: Uint8Array, first: number, count: number): Uint8Array {
-  let layer: Uint8Array[] = [];
-  for (let i = 0; i < count; i++) layer.push(tileHash(tile, first + i));
-  while (layer.length > 1) {
-    const next: Uint8Array[] = [];
-    for (let i = 0; i < layer.length; i += 2) next.push(nodeHash(layer[i]!, layer[i + 1]!));
-    layer = next;
+export class TileTree {
+  readonly nodes = new Uint8Array((2 * TILE_WIDTH - 1) * HASH_SIZE);
+  width = 0;
+
+  constructor(readonly level: number, readonly index: number) {}
+
+  static from(level: number, index: number, hashes: Uint8Array, width: number): TileTree {
+    const tree = new TileTree(level, index);
+    for (let i = 0; i < width; i++) tree.push(hashes.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
+    return tree;
   }
-  return layer[0]!.slice();
+
+  push(hash: Uint8Array): void {
+    let r = 0;
+    let i = this.width++;
+    this.nodes.set(hash, this.offset(0, i));
+    while (i % 2 === 1) {
+      const left = this.node(r, i - 1);
+      const right = this.node(r, i);
+      r++;
+      i = (i - 1) / 2;
+      this.nodes.set(nodeHash(left, right), this.offset(r, i));
+    }
+  }
+
+  /** Root of tile hashes [i·2^r, (i+1)·2^r); requires them to be present. */
+  node(r: number, i: number): Uint8Array {
+    const at = this.offset(r, i);
+    return this.nodes.subarray(at, at + HASH_SIZE);
+  }
+
+  hashes(width = this.width): Uint8Array {
+    return this.nodes.slice(0, width * HASH_SIZE);
+  }
+
+  private offset(r: number, i: number): number {
+    // Levels are stored one after the other: 256, 128, ..., 1 hashes.
+    return (2 * TILE_WIDTH - (2 * TILE_WIDTH >> r) + i) * HASH_SIZE;
+  }
 }
 
 /**

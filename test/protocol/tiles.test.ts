@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeTileIndex, parseTilePath, tilePath, encodeBundle, parseBundle, tilesChanged, partialWidth, TileError, locateSubtree, subtreeRoot } from '../../protocol/tlog/tiles.js';
+import { encodeTileIndex, parseTilePath, tilePath, encodeBundle, parseBundle, tilesChanged, partialWidth, TileError, locateSubtree, TileTree } from '../../protocol/tlog/tiles.js';
 import { MerkleTree, leafHash } from '../../protocol/tlog/merkle.js';
 
 test('tile index encoding: the spec example and edges', () => {
@@ -52,7 +52,7 @@ test('entry bundles: round trip, exact width, torn prefix, bad input', () => {
   assert.throws(() => encodeBundle([]), /1 to 256 entries/);
 });
 
-test('a subtree located in a tile hashes to the Merkle tree node', () => {
+test('a subtree located in a tile: TileTree inner nodes equal the Merkle tree nodes', () => {
   const tree = new MerkleTree();
   const hashes = new Uint8Array(256 * 32);
   for (let i = 0; i < 256; i++) {
@@ -63,9 +63,12 @@ test('a subtree located in a tile hashes to the Merkle tree node', () => {
   for (const height of [0, 1, 3, 7]) {
     // Subtree 0 of each height is the root of the first 2^height leaves.
     const at = locateSubtree(height, 0);
-    assert.deepEqual(subtreeRoot(hashes, at.first, at.count), tree.root(2 ** height));
+    assert.deepEqual(TileTree.from(0, 0, hashes, 256).node(Math.log2(at.count), at.first / at.count).slice(), tree.root(2 ** height));
   }
-  assert.deepEqual(subtreeRoot(hashes, 0, 256), tree.root(256));
+  assert.deepEqual(TileTree.from(0, 0, hashes, 256).node(8, 0).slice(), tree.root(256));
+  const partial = TileTree.from(0, 0, hashes, 5);
+  assert.deepEqual(partial.node(2, 0).slice(), tree.root(4), 'a growing (edge) tile has the nodes of its complete runs');
+  assert.deepEqual(partial.hashes(), hashes.subarray(0, 5 * 32));
   assert.deepEqual(locateSubtree(8, 5), { level: 1, tileIndex: 0, first: 5, count: 1 });
   assert.deepEqual(locateSubtree(10, 300), { level: 1, tileIndex: 4, first: 176, count: 4 });
 });

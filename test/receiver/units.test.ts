@@ -9,7 +9,7 @@ import { ReplayStore, StateError } from '../../receiver/state.js';
 import { FileSink } from '../../receiver/sinks/file.js';
 import { isLoopbackHost, checkTransport, TransportError } from '../../receiver/config.js';
 import type { ReadingRecord } from '../../receiver/records.js';
-import { CompactRange } from '../../receiver/log-scan.js';
+import { CompactRange } from '../../protocol/tlog/subtrees.js';
 import { MerkleTree, leafHash } from '../../protocol/tlog/merkle.js';
 
 test('replay window: new, duplicate, conflicting and too-old sequences', () => {
