@@ -17,11 +17,11 @@ import { agentConfigSchema, loadAgentSecrets } from '../agent/config.js';
 import { Agent } from '../agent/agent.js';
 import { enrollDevice } from '../agent/enroll.js';
 import { RelayClient } from '../relay/client.js';
-import { cleanupAll, startRelay } from '../test/relay/harness.js';
+import { cleanupAll, startRelay } from '../test/helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../test/helpers/modbus-server.js';
 import { connectTestClient, startMosquitto } from '../test/helpers/mosquitto.js';
 import { startOpcuaServer } from '../test/helpers/opcua-server.js';
-import { agentConfig, makeAgentEnv, startAgent, writeAgentConfig, killAllAgents } from '../test/agent/harness.js';
+import { agentConfig, makeAgentEnv, startAgent, writeAgentConfig, killAllAgents } from '../test/helpers/agent.js';
 import { unitNodeFlags } from '../test/helpers/systemd-unit.js';
 
 const ITERATIONS = 20;

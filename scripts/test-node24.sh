@@ -12,6 +12,6 @@ if [ ! -x "$node24" ] || [ "$("$node24" --version)" != "v$NODE24_VERSION" ]; the
 fi
 bash scripts/install-deps.sh
 npx tsc -p tsconfig.json
-mapfile -t files < <(find dist/test/protocol -name '*.test.js' | sort)
+mapfile -t files < <(find dist/protocol dist/test/protocol -name '*.test.js' | sort)
 echo "node24: $("$node24" --version) openssl $("$node24" -p process.versions.openssl)" >&2
 exec "$node24" --test --test-timeout=180000 --test-concurrency=2 "${files[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, builds, runs every test.
-# Usage: scripts/test.sh [path-prefix ...]   e.g. scripts/test.sh dist/test/protocol
+# Usage: scripts/test.sh [path-prefix ...]   e.g. scripts/test.sh dist/protocol dist/relay/log.test.js
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test

@@ -6,9 +6,9 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
-import { cleanupAll, startRelay } from '../relay/harness.js';
+import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
-import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from './harness.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
 
 let modbus: ModbusTcpTestServer | undefined;
 after(async () => {

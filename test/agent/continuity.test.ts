@@ -8,9 +8,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine, type Received } from './harness.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine, type Received } from '../helpers/agent.js';
 
 let broker: MosquittoBroker | undefined;
 after(async () => {

@@ -7,10 +7,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { startOpcuaServer, type OpcuaTestServer } from '../helpers/opcua-server.js';
-import { agentConfig, cli, makeAgentEnv, writeAgentConfig, type AgentEnv } from './harness.js';
+import { agentConfig, cli, makeAgentEnv, writeAgentConfig, type AgentEnv } from '../helpers/agent.js';
 
 let broker: MosquittoBroker;
 let opcua: OpcuaTestServer;

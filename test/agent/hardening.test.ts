@@ -8,13 +8,13 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { cleanupAll, startRelay, tempDir } from '../relay/harness.js';
+import { cleanupAll, startRelay, tempDir } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { startOpcuaServer, type OpcuaTestServer } from '../helpers/opcua-server.js';
 import { unitDirectives, unitFile, unitNodeFlags } from '../helpers/systemd-unit.js';
 import { underWxorX } from '../helpers/wxorx.js';
-import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from './harness.js';
+import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
 
 const UNIT = 'ghostpipe-agent.service';
 let modbus: ModbusTcpTestServer | undefined;

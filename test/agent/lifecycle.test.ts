@@ -6,10 +6,10 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import type { Frame } from '../../protocol/frame.js';
-import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine } from './harness.js';
+import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
 
 const servers: ModbusTcpTestServer[] = [];
 const stoppedRelays: RelayProcess[] = [];

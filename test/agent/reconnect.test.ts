@@ -14,7 +14,7 @@ import { validate } from '../../common/schema.js';
 import { createModbusTap, modbusTapSchema } from '../../agent/modbus/index.js';
 import { createOpcuaTap, opcuaTapSchema } from '../../agent/opcua/index.js';
 import type { Tap } from '../../agent/tap.js';
-import { tempDir } from '../relay/harness.js';
+import { tempDir } from '../helpers/relay.js';
 
 const INITIAL_MS = 100;
 const MAX_MS = 400;

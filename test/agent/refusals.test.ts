@@ -7,10 +7,10 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { envelopeLimit } from '../../relay/envelope-check.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess, type LogLine, type Received } from './harness.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess, type LogLine, type Received } from '../helpers/agent.js';
 
 let broker: MosquittoBroker | undefined;
 after(async () => {

@@ -5,10 +5,10 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cleanupAll, startRelay } from '../relay/harness.js';
+import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, processMemoryContains } from './harness.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
 
 const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
 let modbus: ModbusTcpTestServer | undefined;

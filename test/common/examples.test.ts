@@ -11,7 +11,7 @@ import { receiverConfigSchema } from '../../receiver/config.js';
 import { repoRoot } from '../helpers/paths.js';
 
 // The example configs are documentation; validating them keeps them from drifting from the schemas.
-// (config/agent.example.yaml is also loaded in test/agent/config.test.ts.)
+// (config/agent.example.yaml is also loaded in agent/config.test.ts.)
 describe('config/*.example.yaml', () => {
   it('relay.example.yaml is a valid relay config', () => {
     const config = loadConfigFile(path.join(repoRoot, 'config', 'relay.example.yaml'), relayConfigSchema);

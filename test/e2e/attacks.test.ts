@@ -17,7 +17,7 @@ import { RelayClient, RelayError } from '../../relay/client.js';
 import { initialState } from '../../plant/model.js';
 import { PlantRegisters, startModbus, type PlantModbus } from '../../plant/modbus.js';
 import type { Conduit } from '../../plant/conduit.js';
-import { INTERVAL_MS, lastFrame, makeConduit, readSink, until } from './harness.js';
+import { INTERVAL_MS, lastFrame, makeConduit, readSink, until } from '../helpers/conduit.js';
 
 const ATTACK_STREAM = 77;
 

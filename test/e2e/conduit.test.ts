@@ -11,7 +11,7 @@ import path from 'node:path';
 import { startPlant, type Plant } from '../../plant/plant.js';
 import { expectedReadings } from '../../plant/points.js';
 import type { Conduit } from '../../plant/conduit.js';
-import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous, type SinkRecord } from './harness.js';
+import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
 
 const POINTS = 11;
 

@@ -17,7 +17,7 @@ import type { Conduit } from '../../plant/conduit.js';
 import type { RoleProcess } from '../../plant/process.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { cliPath } from '../helpers/paths.js';
-import { duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous } from './harness.js';
+import { duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous } from '../helpers/conduit.js';
 
 const CYCLES = 5;
 const EPOCH_WARN = 'the relay started a new log epoch (same pinned key); following it';

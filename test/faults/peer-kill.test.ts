@@ -15,11 +15,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import { lastFrame, readSink, until } from '../e2e/harness.js';
+import { lastFrame, readSink, until } from '../helpers/conduit.js';
 import {
   FAULT_INTERVAL_MS, byFrame, checkSinkIntegrity, finishAndCheckExactlyOnce, minus, plantForFile, schedule, sleep, untilDrained, withSeed,
   type AgentRun, type Rig,
-} from './harness.js';
+} from '../helpers/faults.js';
 
 const RECEIVER_CYCLES = 10;
 const AGENT_KILL_CYCLES = 10;

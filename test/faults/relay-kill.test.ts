@@ -1,12 +1,12 @@
 /**
  * Relay SIGKILL + restart, 20 cycles each in state-directory mode and in RAM-only mode, under
- * real traffic at seeded random moments (test/faults/relay-cycles.ts): the log only ever extends
+ * real traffic at seeded random moments (test/helpers/relay-cycles.ts): the log only ever extends
  * what it signed (state directory) or starts a new epoch under the same key (RAM-only), and every
  * frame the agent sealed is in the file sink exactly once.
  */
 import { after, before, describe, test } from 'node:test';
-import { plantForFile, schedule, withSeed } from './harness.js';
-import { finishRelayScenario, relayCycles } from './relay-cycles.js';
+import { plantForFile, schedule, withSeed } from '../helpers/faults.js';
+import { finishRelayScenario, relayCycles } from '../helpers/relay-cycles.js';
 
 const KILL_CYCLES = 20;
 

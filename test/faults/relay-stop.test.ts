@@ -3,11 +3,11 @@
  * last durable checkpoint (a tile, an entry bundle, a checkpoint being replaced) is truncated or
  * garbled before the restart, as a torn write leaves it. The relay must start, and nothing signed
  * changes: the durable checkpoint is extended by a verified consistency proof and every full
- * tile it covers is byte-for-byte the same. Loop: test/faults/relay-cycles.ts.
+ * tile it covers is byte-for-byte the same. Loop: test/helpers/relay-cycles.ts.
  */
 import { after, before, describe, test } from 'node:test';
-import { plantForFile, schedule, withSeed } from './harness.js';
-import { finishRelayScenario, relayCycles, tornWrites } from './relay-cycles.js';
+import { plantForFile, schedule, withSeed } from '../helpers/faults.js';
+import { finishRelayScenario, relayCycles, tornWrites } from '../helpers/relay-cycles.js';
 
 const TERM_CYCLES = 20;
 const TORN_CYCLES = 10;

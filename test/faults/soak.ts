@@ -15,8 +15,8 @@
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { prng } from '../../common/prng.js';
-import { lastFrame, readSink, until } from '../e2e/harness.js';
-import { checkSinkIntegrity, plantForFile, sleep, untilDrained, type Rig } from './harness.js';
+import { lastFrame, readSink, until } from '../helpers/conduit.js';
+import { checkSinkIntegrity, plantForFile, sleep, untilDrained, type Rig } from '../helpers/faults.js';
 
 const minutes = Number(process.env['GHOSTPIPE_SOAK_MINUTES'] ?? 30);
 const kills = Number(process.env['GHOSTPIPE_SOAK_KILLS'] ?? 100);

@@ -15,7 +15,8 @@ function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const full = path.join(dir, name);
     if (statSync(full).isDirectory()) return sourceFiles(full);
-    return name.endsWith('.ts') ? [full] : [];
+    // Unit tests sit beside the files they test; they are not the product and may read vectors.
+    return name.endsWith('.ts') && !name.endsWith('.test.ts') ? [full] : [];
   });
 }
 

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, makeDevice, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, type ReceiverSetup } from './helpers.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, type ReceiverSetup } from '../helpers/receiver.js';
 
 interface Answer { status: number; headers: Record<string, string>; body: Buffer }
 /** Returns a replacement answer, or undefined to pass the relay's answer through. */

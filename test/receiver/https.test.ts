@@ -9,12 +9,12 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import { RelayClient } from '../../relay/client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
-import type { Device } from '../relay/harness.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from './helpers.js';
+import type { Device } from '../helpers/relay.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 
 /** A CA and a server certificate for IP 127.0.0.1 signed by it; returns the file paths. */
 function makeCa(dir: string, name: string): { ca: string; cert: string; key: string } {

@@ -5,11 +5,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { RelayError } from '../../relay/client.js';
 import { CONTENT_TYPE } from '../../protocol/envelope/index.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, readings } from './helpers.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, readings } from '../helpers/receiver.js';
 
 let relay: RelayProcess;
 let device: Device;

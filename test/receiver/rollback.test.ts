@@ -6,9 +6,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, tempDir } from '../relay/harness.js';
+import { cleanupAll, makeDevice, startRelay, tempDir } from '../helpers/relay.js';
 import { freePort } from '../helpers/mosquitto.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, run, seal, startReceiverProcess, waitFor } from './helpers.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, run, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 
 after(async () => {
   await killAllChildren();

@@ -5,9 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { startMosquitto, connectTestClient, type MosquittoBroker } from '../helpers/mosquitto.js';
-import { killAllChildren, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from './helpers.js';
+import { killAllChildren, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 import { renderTopic } from '../../receiver/sinks/mqtt.js';
 import type { ReadingRecord } from '../../receiver/records.js';
 

@@ -9,7 +9,7 @@ import { leafHash, verifyInclusion, verifyConsistency } from '../../protocol/tlo
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { decodeLogEntry, transferLeaf } from '../../protocol/log-entries.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from './harness.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
 
 const MEDIA = 'application/vnd.ghostpipe.envelope';
 let relay: RelayProcess;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { cleanupAll, rawRequest, startRelay, tempDir, type RelayProcess } from './harness.js';
+import { cleanupAll, rawRequest, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import type { AuditEvent } from '../../relay/audit.js';
 
 after(cleanupAll);

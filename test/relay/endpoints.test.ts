@@ -6,7 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay } from './harness.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay } from '../helpers/relay.js';
 
 after(cleanupAll);
 

@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
 import { cliPath } from '../helpers/paths.js';
-import { cleanupAll, startRelay, tempDir } from './harness.js';
+import { cleanupAll, startRelay, tempDir } from '../helpers/relay.js';
 
 after(cleanupAll);
 

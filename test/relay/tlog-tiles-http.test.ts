@@ -13,7 +13,7 @@ import { RelayClient } from '../../relay/client.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { verifyConsistency } from '../../protocol/tlog/index.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, type RelayProcess } from './harness.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 
 after(cleanupAll);
 

@@ -10,13 +10,13 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, startRelay, type RelayProcess } from '../relay/harness.js';
-import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../agent/harness.js';
+import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../helpers/agent.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { RelayClient } from '../../relay/client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { loadDeviceKeys } from '../../common/keyfile.js';
-import { errorLines as cliErrors, re, snapshot } from './helpers.js';
+import { errorLines as cliErrors, re, snapshot } from '../helpers/statefiles.js';
 
 const disks: FullDisk[] = [];
 after(async () => {

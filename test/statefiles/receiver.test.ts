@@ -9,10 +9,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../relay/harness.js';
-import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor, type Proc, type ReceiverSetup } from '../receiver/helpers.js';
+import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
+import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor, type Proc, type ReceiverSetup } from '../helpers/receiver.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
-import { errorLines, re, snapshot } from './helpers.js';
+import { errorLines, re, snapshot } from '../helpers/statefiles.js';
 
 let relay: RelayProcess;
 let device: Device;

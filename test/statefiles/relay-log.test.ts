@@ -10,10 +10,10 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, rm, writeFile, cp } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, tempDir } from '../relay/harness.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, tempDir } from '../helpers/relay.js';
 import { RelayClient } from '../../relay/client.js';
-import { errorLines, re } from './helpers.js';
-import { loaded, relayExit, stopRelay, tree } from './relay-helpers.js';
+import { errorLines, re } from '../helpers/statefiles.js';
+import { loaded, relayExit, stopRelay, tree } from '../helpers/statefiles-relay.js';
 
 after(cleanupAll);
 

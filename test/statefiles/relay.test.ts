@@ -10,11 +10,11 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../relay/harness.js';
+import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import { RelayClient } from '../../relay/client.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
-import { errorLines, re, snapshot } from './helpers.js';
-import { loaded, relayExit, stopRelay, tree } from './relay-helpers.js';
+import { errorLines, re, snapshot } from '../helpers/statefiles.js';
+import { loaded, relayExit, stopRelay, tree } from '../helpers/statefiles-relay.js';
 
 const disks: FullDisk[] = [];
 after(async () => {

@@ -1,0 +1,263 @@
+/**
+ * Agent test harness: keys generated at test time, an agent config written as YAML, the agent
+ * spawned from the compiled CLI (its JSON log lines parsed), and a receiver that leases, verifies,
+ * opens and decodes envelopes as the real receiver would.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { chmod, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { stringify } from 'yaml';
+import { cliPath } from './paths.js';
+import { underWxorX } from './wxorx.js';
+import { makeReceiver, tempDir, type Receiver, type RelayProcess } from './relay.js';
+import { loadReceiverKey, writeKeyBundle, bundlePaths } from '../../common/keyfile.js';
+import { openEnvelope, parseEnvelope } from '../../protocol/envelope/index.js';
+import { decodeFrames, type Frame } from '../../protocol/frame.js';
+
+const run = promisify(execFile);
+
+export interface AgentEnv {
+  dir: string;
+  stateDir: string;
+  configFile: string;
+  apiKeyFile: string;
+  signKey: string;
+  kemKey: string;
+  devicePublicKey: Uint8Array;
+  did: string;
+  receiverPub: string;
+  receiver: Receiver;
+}
+
+/** Device and receiver keys, a device API key on `plan`, a receiver API key for the recipient. */
+export async function makeAgentEnv(relay: RelayProcess, plan = 'enterprise'): Promise<AgentEnv> {
+  const dir = await tempDir();
+  const device = await writeKeyBundle('device', dir, 'gw');
+  await writeKeyBundle('receiver', dir, 'rx');
+  const paths = bundlePaths(dir, 'gw');
+  const rx = bundlePaths(dir, 'rx');
+  const issued = await relay.operator.createKey({ role: 'device', plan, label: 'agent test gateway' });
+  const apiKeyFile = path.join(dir, 'device.apikey');
+  await writeFile(apiKeyFile, issued.key + '\n', { mode: 0o600 });
+  await chmod(apiKeyFile, 0o600);
+  const receiver = await makeReceiver(relay, await loadReceiverKey(rx.kemKey));
+  return {
+    dir, stateDir: path.join(dir, 'state'), configFile: path.join(dir, 'agent.yaml'), apiKeyFile,
+    signKey: paths.signKey, kemKey: paths.kemKey, devicePublicKey: device.publicKeys.sign!.publicKey, did: device.did!,
+    receiverPub: rx.kemPub, receiver,
+  };
+}
+
+export function agentConfig(env: AgentEnv, relayUrl: string, taps: unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    device: { signKey: env.signKey, kemKey: env.kemKey },
+    relay: { url: relayUrl, apiKeyFile: env.apiKeyFile, timeout: '2s', statusInterval: '300ms' },
+    recipients: [{ name: 'test-receiver', publicKey: env.receiverPub }],
+    interval: '400ms',
+    stateDir: env.stateDir,
+    logLevel: 'info',
+    taps,
+    ...extra,
+  };
+}
+
+export async function writeAgentConfig(env: AgentEnv, config: Record<string, unknown>): Promise<void> {
+  await writeFile(env.configFile, stringify(config));
+}
+
+export async function cli(args: string[], options: { timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cliPath, ...args], { timeout: options.timeoutMs ?? 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export interface AgentProcess {
+  child: ChildProcess;
+  lines: LogLine[];
+  output(): string;
+  waitFor(predicate: (line: LogLine) => boolean, timeoutMs?: number, what?: string): Promise<LogLine>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+const agents = new Set<ChildProcess>();
+
+const loops = new Set<() => Promise<void>>();
+
+/** Kills every agent still running and stops every receive loop: call from test.after. */
+export async function killAllAgents(): Promise<void> {
+  for (const child of agents) child.kill('SIGKILL');
+  agents.clear();
+  await Promise.all([...loops].map((stop) => stop()));
+}
+
+/**
+ * `nodeFlags`: node options before the script, e.g. the systemd unit's (test/helpers/systemd-unit.ts).
+ * `wxorx`: run under kernel-enforced W^X, as MemoryDenyWriteExecute=yes does (test/helpers/wxorx.ts).
+ */
+export function startAgent(configFile: string, nodeFlags: string[] = [], options: { wxorx?: boolean } = {}): AgentProcess {
+  const argv = [...nodeFlags, cliPath, 'agent', '--config', configFile];
+  const [command, args] = options.wxorx ? underWxorX(process.execPath, argv) : [process.execPath, argv];
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  agents.add(child);
+  const lines: LogLine[] = [];
+  let output = '';
+  let pending = '';
+  const waiters = new Set<() => void>();
+  child.stdout!.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+    pending += chunk.toString('utf8');
+    const parts = pending.split('\n');
+    pending = parts.pop()!;
+    for (const part of parts) {
+      try {
+        lines.push(JSON.parse(part) as LogLine);
+      } catch {
+        // not JSON
+      }
+    }
+    for (const wake of waiters) wake();
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+    agents.delete(child);
+    for (const wake of waiters) wake();
+    resolve(code);
+  }));
+  return {
+    child, lines,
+    output: () => output,
+    waitFor(predicate, timeoutMs = 15_000, what = 'log line') {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = lines.find(predicate);
+          if (found) {
+            cleanup();
+            resolve(found);
+          } else if (child.exitCode !== null) {
+            cleanup();
+            reject(new Error(`agent exited (${child.exitCode}) before ${what}:\n${output}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`no ${what} within ${timeoutMs} ms:\n${output.slice(-6000)}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export interface Received {
+  envelopeSequence: bigint;
+  frames: Frame[];
+  bytes: number;
+}
+
+/**
+ * Leases, verifies, opens, decodes and acknowledges everything pending for the receiver, as the
+ * real receiver does. Relay errors (a relay being restarted) are swallowed; the loop goes on.
+ * `ackedOnly`: count an envelope only once its ack succeeded (a lease the relay's TTL burned in
+ * between is then not a delivery; the agent will see it expired).
+ */
+export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Array, options: { ackedOnly?: boolean } = {}): { received: Received[]; stop(): Promise<void> } {
+  const received: Received[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const lease = await receiver().client.lease(receiver().recipientKeyId, { waitMs: 200 });
+        if (!lease) continue;
+        const envelope = parseEnvelope(lease.bytes);
+        const plaintext = openEnvelope(envelope, { kemId: 0x647a, seed: receiver().kem.seed, publicKey: receiver().kem.publicKey }, devicePublicKey);
+        const item = { envelopeSequence: envelope.header.sequence, frames: decodeFrames(plaintext), bytes: lease.bytes.length };
+        if (!options.ackedOnly) received.push(item);
+        await receiver().client.ack(lease.leaseId);
+        if (options.ackedOnly) received.push(item);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  })();
+  const stop = async () => {
+    running = false;
+    loops.delete(stop);
+    await loop;
+  };
+  loops.add(stop);
+  return { received, stop };
+}
+
+/** What a receiver's replay window does: drop envelopes whose sequence was already seen. */
+export function dedupe(received: Received[]): Received[] {
+  const seen = new Set<bigint>();
+  return received.filter((r) => (seen.has(r.envelopeSequence) ? false : (seen.add(r.envelopeSequence), true)));
+}
+
+export function frameSequences(received: Received[]): bigint[] {
+  return received.flatMap((r) => r.frames.map((f) => f.sequence));
+}
+
+export async function until(predicate: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * Whether `needle` occurs in the readable private memory of a running process (heap, anonymous
+ * mappings), read through /proc/PID/mem: for "the relay's RAM never holds plaintext". The test
+ * process may read its own children's memory. Regions that cannot be read are skipped.
+ */
+export function processMemoryContains(pid: number, needle: string): boolean {
+  const pattern = Buffer.from(needle, 'latin1'); // V8 keeps ASCII strings one byte per character
+  const chunk = Buffer.alloc(1 << 20);
+  const fd = openSync(`/proc/${pid}/mem`, 'r');
+  try {
+    for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) r..p \S+ \S+ \d+\s*(.*)$/.exec(line);
+      if (!m || (m[3] !== '' && m[3] !== '[heap]')) continue; // private anonymous memory only
+      const start = parseInt(m[1]!, 16);
+      const end = parseInt(m[2]!, 16);
+      for (let at = start; at < end; at += chunk.length - pattern.length) {
+        let n: number;
+        try {
+          n = readSync(fd, chunk, 0, Math.min(chunk.length, end - at), at);
+        } catch {
+          break;
+        }
+        if (chunk.subarray(0, n).includes(pattern)) return true;
+        if (n < chunk.length) break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return false;
+}

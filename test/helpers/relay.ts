@@ -1,0 +1,181 @@
+/**
+ * Test harness: real relay processes spawned via the compiled CLI on 127.0.0.1 with a free
+ * port, plus helpers to make operators, devices (enrolled) and receivers and to seal envelopes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { cliPath } from './paths.js';
+import { RelayClient } from '../../relay/client.js';
+import { getProvider } from '../../protocol/crypto/provider.js';
+import { generatePrivateKey, keyIdHex, type PrivateKey } from '../../protocol/keys.js';
+import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
+
+export interface RelayProcess {
+  url: string;
+  port: number;
+  dir: string;
+  stateDir: string;
+  child: ChildProcess;
+  output(): string;
+  operator: RelayClient;
+  operatorKey: string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+const running = new Set<ChildProcess>();
+const dirs = new Set<string>();
+
+/** Kills every relay still running and removes temp folders: call from test.after. */
+export async function cleanupAll(): Promise<void> {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  dirs.clear();
+}
+
+export async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'gp-relay-test-'));
+  dirs.add(dir);
+  return dir;
+}
+
+/**
+ * Starts `ghostpipe relay --config <file>` with `config` merged over test defaults
+ * (listen on 127.0.0.1:0, state in a temp folder, short lease timeout, log level info).
+ */
+export async function startRelay(config: Record<string, unknown> = {}, options: { dir?: string; env?: Record<string, string> } = {}): Promise<RelayProcess> {
+  const dir = options.dir ?? (await tempDir());
+  const stateDir = path.join(dir, 'state');
+  const full: Record<string, unknown> = { listen: ['127.0.0.1:0'], stateDir, logLevel: 'info', ...config };
+  const configFile = path.join(dir, 'relay.json');
+  await writeFile(configFile, JSON.stringify(full, null, 2));
+  const child = spawn(process.execPath, [cliPath, 'relay', '--config', configFile], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  running.add(child);
+  let output = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => {
+    running.delete(child);
+    resolve(code);
+  }));
+  const ready = new Promise<{ port: number; operatorKeyFile: string | undefined }>((resolve, reject) => {
+    let operatorKeyFile: string | undefined;
+    const onLine = (line: string) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; port?: number; file?: string };
+        if (entry.msg?.startsWith('created the operator key')) operatorKeyFile = entry.file;
+        if (entry.msg === 'relay listening' && entry.port) resolve({ port: entry.port, operatorKeyFile });
+      } catch {
+        // not JSON
+      }
+    };
+    let pending = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+      pending += chunk.toString('utf8');
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      lines.forEach(onLine);
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+    });
+    void exited.then((code) => reject(new Error(`relay exited (${code}) before listening:\n${output}`)));
+    setTimeout(() => reject(new Error(`relay did not start within 20 s:\n${output}`)), 20_000).unref();
+  });
+  const { port, operatorKeyFile } = await ready;
+  const keyFile = operatorKeyFile ?? (full['ramOnly'] ? undefined : path.join(stateDir, 'operator.key'));
+  const operatorKey = keyFile ? (await readFile(keyFile, 'utf8')).trim() : '';
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url, port, dir, stateDir, child,
+    output: () => output,
+    operator: new RelayClient({ baseUrl: url, apiKey: operatorKey }),
+    operatorKey,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export interface Device {
+  client: RelayClient;
+  apiKey: string;
+  apiKeyId: string;
+  signing: PrivateKey;
+  kem: PrivateKey;
+  did: string;
+  leafIndex: number;
+  seal(plaintext: Uint8Array, recipient: Receiver, sequence?: bigint, bucket?: number): Uint8Array;
+}
+
+export interface Receiver {
+  client: RelayClient;
+  apiKey: string;
+  apiKeyId: string;
+  kem: PrivateKey;
+  recipientKeyId: string;
+}
+
+let sequence = 0n;
+
+/** Issues a device key on `plan`, enrolls a fresh device with it. */
+export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { enroll?: boolean } = {}): Promise<Device> {
+  const issued = await relay.operator.createKey({ role: 'device', plan, label: `device ${Math.random().toString(36).slice(2, 8)}` });
+  const client = new RelayClient({ baseUrl: relay.url, apiKey: issued.key });
+  const signing = generatePrivateKey('ML-DSA-65');
+  const kem = generatePrivateKey('X-Wing');
+  let did = '';
+  let leafIndex = -1;
+  if (options.enroll !== false) {
+    const registration = await client.enroll(signing.publicKey, kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(signing.seed, msg, ctx));
+    did = registration.did;
+    leafIndex = registration.leafIndex;
+  }
+  return {
+    client, apiKey: issued.key, apiKeyId: issued.id, signing, kem, did, leafIndex,
+    seal: (plaintext, recipient, seq = ++sequence, bucket) => sealEnvelope({
+      plaintext,
+      recipient: { kemId: KEM.XWING, publicKey: recipient.kem.publicKey },
+      sender: { seed: signing.seed, publicKey: signing.publicKey },
+      streamId: 1,
+      sequence: seq,
+      contentType: CONTENT_TYPE.READINGS,
+      ...(bucket !== undefined ? { bucket } : {}),
+    }),
+  };
+}
+
+export async function makeReceiver(relay: RelayProcess, kem: PrivateKey = generatePrivateKey('X-Wing')): Promise<Receiver> {
+  const recipientKeyId = keyIdHex('X-Wing', kem.publicKey);
+  const issued = await relay.operator.createKey({ role: 'receiver', plan: 'pro', label: 'receiver', recipients: [recipientKeyId] });
+  return { client: new RelayClient({ baseUrl: relay.url, apiKey: issued.key }), apiKey: issued.key, apiKeyId: issued.id, kem, recipientKeyId };
+}
+
+/** A plaintext carrying `marker`, filling most of a 4 KiB bucket by default. */
+export function markedPlaintext(marker: string, size = 3000): Uint8Array {
+  const text = (marker + ' ').repeat(Math.ceil(size / (marker.length + 1))).slice(0, size);
+  return new TextEncoder().encode(text);
+}
+
+/** Raw HTTP request over node:http, for bodies and headers fetch() will not send. */
+export async function rawRequest(url: string, init: { method?: string; headers?: Record<string, string>; body?: Uint8Array }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  const http = await import('node:http');
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: init.method ?? 'GET', headers: init.headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(init.body === undefined ? undefined : Buffer.from(init.body));
+  });
+}
