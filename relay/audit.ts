@@ -21,21 +21,10 @@ import type { ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { StateFileError, describeFileError, stateExitCode } from '../common/state-errors.js';
+import type { AuditEvent } from '../protocol/api/messages.js';
 
-export interface AuditEvent {
-  time: string;
-  event: string;
-  keyId?: string;
-  keyLabel?: string;
-  did?: string;
-  envelopeHash?: string;
-  size?: number;
-  outcome: string;
-  /** auth_failed only: the source address ("other" for the overflow counter). */
-  ip?: string;
-  /** auth_failed only: failures counted in the minute that starts at `time`. */
-  count?: number;
-}
+/** One audit event (the wire shape of the export lives in the API contract). */
+export type { AuditEvent };
 
 export interface AuditOptions {
   /** The active file (rotated ones are `<file>.1` … `<file>.<keepFiles-1>`); undefined = RAM only. */
