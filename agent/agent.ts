@@ -6,7 +6,7 @@
 import type { Logger } from '../common/log.js';
 import { sleep } from '../common/backoff.js';
 import { formatDuration, formatSize } from '../common/duration.js';
-import { RelayClient, RelayError } from '../relay/client.js';
+import { RelayClient, RelayError } from '../common/relay-client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
 import { aeadId, readApiKeyFile, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
 import { collectInterval, type ScheduledTap } from './collect.js';
@@ -101,7 +101,7 @@ export class Agent {
       statusIntervalMs: config.relay.statusInterval,
       quotaRetryMs: config.relay.quotaRetry,
       nextEnvelopeSequence: () => this.state.take('envelope', config.streamId),
-      onAuthRefusal: (err) => (err.status === 401 ? this.rereadApiKey() : this.bindRotatedKey(err)),
+      onAuthRefusal: (err) => (err.kind === 'unauthorized' ? this.rereadApiKey() : this.bindRotatedKey(err)),
       logger: this.logger,
     });
   }

@@ -18,7 +18,8 @@
 import type { Logger } from '../common/log.js';
 import { Backoff } from '../common/backoff.js';
 import { formatDuration, formatSize } from '../common/duration.js';
-import { RelayError, type RelayClient, type EnvelopeStatus } from '../relay/client.js';
+import { RelayError, type RelayClient } from '../common/relay-client.js';
+import type { EnvelopeStatus } from '../protocol/api/index.js';
 import { CONTENT_TYPE, bucketCapacity, envelopeId, sealEnvelope, type Sender } from '../protocol/envelope/index.js';
 import { FRAME_BATCH_HEADER_MAX, joinFrameBatches } from '../protocol/frame.js';
 import type { Recipient } from './config.js';
@@ -89,12 +90,19 @@ export interface DeliveryStats {
   relayReachable: boolean | undefined;
 }
 
-const DUPLICATE = new Set(['duplicate', 'duplicate_envelope']);
 /** Shortest wait after a 402, whatever the relay or the config says: never a tight loop. */
 const MIN_QUOTA_WAIT_MS = 1_000;
 /** 429s less than this apart are one rate-limited spell, logged at warn once (uploads succeed in between). */
 const RATE_LIMIT_SPELL_MS = 60_000;
 const THRESHOLDS = [90, 75, 50];
+
+/**
+ * The relay is down for now: no usable answer or a 5xx, or it says it is stopping or its log is
+ * behind (503). "Relay reachable" again once a request succeeds.
+ */
+function relayDown(err: RelayError): boolean {
+  return err.kind === 'unreachable' || err.code === 'shutting_down' || err.code === 'log_busy';
+}
 
 export class Delivery {
   private readonly lanes: RecipientLane[];
@@ -230,8 +238,8 @@ export class Delivery {
       return statuses;
     } catch (err) {
       if (!(err instanceof RelayError)) throw err;
-      if (err.status === 0 || err.status >= 500) this.reachable(false, err.message);
-      if (err.status === 401) this.keyRefused(err);
+      if (relayDown(err)) this.reachable(false, err.message);
+      if (err.kind === 'unauthorized') this.keyRefused(err);
       else this.o.logger.debug({ err: err.message }, 'delivery status check failed');
       // An outage or a refused key: the next upload would fail the same way; wait as after a failed upload.
       this.notBefore = this.now() + Math.max(err.retryAfterMs ?? 0, this.backoff.next());
@@ -246,7 +254,7 @@ export class Delivery {
         return await request();
       } catch (err) {
         // Two fixes may be needed in turn: a new key (401), then binding it to the device (403).
-        const authRefusal = err instanceof RelayError && (err.status === 401 || (err.status === 403 && err.code === 'device_not_enrolled'));
+        const authRefusal = err instanceof RelayError && (err.kind === 'unauthorized' || err.code === 'device_not_enrolled');
         if (authRefusal && attempt <= 2 && this.o.onAuthRefusal && (await this.o.onAuthRefusal(err))) continue;
         throw err;
       }
@@ -267,7 +275,7 @@ export class Delivery {
       await this.authorized(() => this.o.client.upload(sealed.bytes));
     } catch (err) {
       if (!abortedBefore && err instanceof RelayError && err.code === 'aborted') sealed.uncertain = true;
-      if (err instanceof RelayError && err.status === 409 && DUPLICATE.has(err.code)) {
+      if (err instanceof RelayError && err.code === 'duplicate') {
         this.o.logger.debug({ envelope: sealed.id }, 'relay already holds the envelope');
       } else {
         return this.refused(lane, sealed, err);
@@ -287,26 +295,27 @@ export class Delivery {
   private refused(lane: RecipientLane, sealed: Sealed, err: unknown): false {
     if (!(err instanceof RelayError)) throw err;
     const base = { recipient: lane.recipient.name, status: err.status, code: err.code };
-    if (err.status === 402 || err.status === 429) {
+    if (err.code === 'quota_exceeded' || err.code === 'rate_limited') {
       this.reachable(true);
       // Quota: retry every quotaRetry (the quota may be raised any time), sooner if the period ends sooner.
       // Rate: the relay says when a token is back; backoff keeps a crowd of agents from retrying in step.
-      const wait = err.status === 402
+      const wait = err.code === 'quota_exceeded'
         ? Math.max(MIN_QUOTA_WAIT_MS, Math.min(err.retryAfterMs ?? Infinity, this.o.quotaRetryMs))
         : Math.max(err.retryAfterMs ?? 0, this.backoff.next());
       this.notBefore = this.now() + wait;
-      this.o.logger[this.continuesRefusal(err.status) ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
+      this.o.logger[this.continuesRefusal(err.code) ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
       return false;
     }
-    if (err.status === 0 || err.status >= 500) {
-      if (err.status === 0 || err.status === 503) this.reachable(false, err.message);
+    if (err.kind === 'unreachable' || err.kind === 'retryAfter') {
+      if (relayDown(err)) this.reachable(false, err.message);
       const wait = Math.max(err.retryAfterMs ?? 0, this.backoff.next());
       this.notBefore = this.now() + wait;
       this.o.logger[err.status === 0 ? 'debug' : 'warn']({ ...base, retryIn: formatDuration(wait) }, `relay refused the upload; keeping the backlog: ${err.message}`);
       return false;
     }
     this.reachable(true);
-    if ((err.status === 413 || err.status === 400) && sealed.batches.length > 1) {
+    const neverTaken = err.kind === 'tooLarge' || err.code === 'malformed_envelope';
+    if (neverTaken && sealed.batches.length > 1) {
       // Too big for the plan (or the relay): put the frames back and coalesce smaller.
       this.coalesceLimit = Math.max(1024, Math.floor(this.coalesceLimit / 4));
       if (lane.head === sealed) lane.head = undefined;
@@ -317,25 +326,25 @@ export class Delivery {
       this.o.logger.warn({ ...base, coalesceLimit: formatSize(this.coalesceLimit) }, 'relay refused a coalesced envelope; coalescing smaller');
       return false;
     }
-    if (err.status === 413 || err.status === 400) {
+    if (neverTaken) {
       // One frame the relay will never take: keeping it would block every later frame.
       if (lane.head === sealed) lane.head = undefined;
       lane.unconfirmed.delete(sealed.id);
       this.dropped(sealed, `relay refused the envelope for good (${err.code})`);
       return false;
     }
-    // 401/403: key revoked, device not enrolled or revoked. Keep everything; an operator must act
-    // (a rotated key file is picked up at the next retry).
+    // Key revoked, device not enrolled or revoked, any other refusal. Keep everything; an operator
+    // must act (a rotated key file is picked up at the next retry).
     const wait = Math.max(this.backoff.next(), 5_000);
     this.notBefore = this.now() + wait;
-    if (err.status === 401) this.keyRefused(err);
+    if (err.kind === 'unauthorized') this.keyRefused(err);
     else this.o.logger.error({ ...base, retryIn: formatDuration(wait) }, `relay refused the device: ${err.message}`);
     return false;
   }
 
   /** True when this 402/429 continues one already logged at warn; records it either way. */
-  private continuesRefusal(status: number): boolean {
-    if (status === 402) {
+  private continuesRefusal(code: 'quota_exceeded' | 'rate_limited'): boolean {
+    if (code === 'quota_exceeded') {
       const logged = this.quotaRefusalLogged;
       this.quotaRefusalLogged = true;
       return logged;

@@ -5,7 +5,7 @@
  */
 import type { Logger } from '../common/log.js';
 import { sleep } from '../common/backoff.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { tapInterval, type AgentConfig, type AgentSecrets, type TapConfig } from './config.js';
 import { checkEnrollment, type Enrollment } from './enroll.js';
 import { createTap } from './taps.js';

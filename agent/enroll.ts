@@ -1,5 +1,5 @@
 /** Enrollment with the relay: proof of possession once (`ghostpipe enroll`), a check at every agent start. */
-import { RelayError, type RelayClient } from '../relay/client.js';
+import { RelayError, type RelayClient } from '../common/relay-client.js';
 import type { DeviceKeys } from '../common/keyfile.js';
 import { getProvider } from '../protocol/crypto/provider.js';
 
@@ -16,7 +16,7 @@ export async function checkEnrollment(client: RelayClient, did: string): Promise
     if (record.revoked) return { state: 'not_enrolled', did, reason: `the device was revoked at ${record.revokedAt ?? 'an unknown time'}` };
     return { state: 'enrolled', did, leafIndex: record.leafIndex };
   } catch (err) {
-    if (err instanceof RelayError && err.status === 404) return { state: 'not_enrolled', did, reason: 'the relay does not know this device' };
+    if (err instanceof RelayError && err.code === 'not_found') return { state: 'not_enrolled', did, reason: 'the relay does not know this device' };
     return { state: 'unknown', did, reason: (err as Error).message };
   }
 }

@@ -16,7 +16,7 @@ import { validate } from '../common/schema.js';
 import { agentConfigSchema, loadAgentSecrets } from '../agent/config.js';
 import { Agent } from '../agent/agent.js';
 import { enrollDevice } from '../agent/enroll.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { cleanupAll, startRelay } from '../test/helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../test/helpers/modbus-server.js';
 import { connectTestClient, startMosquitto } from '../test/helpers/mosquitto.js';

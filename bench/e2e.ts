@@ -19,7 +19,7 @@ import path from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { enrollParty } from './party.js';
 import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';
 import type { PrivateKey } from '../protocol/keys.js';

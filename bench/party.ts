@@ -1,5 +1,5 @@
 /** A device and a receiver enrolled at a bench relay: the set-up every relay-facing bench needs. */
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import type { CryptoProvider } from '../protocol/crypto/provider.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
 

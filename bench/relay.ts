@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from './table.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { getProvider } from '../protocol/crypto/provider.js';
 import { generatePrivateKey, type PrivateKey } from '../protocol/keys.js';
 import { enrollParty } from './party.js';

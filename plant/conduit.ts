@@ -18,7 +18,7 @@ import YAML from 'yaml';
 import { bundlePaths, loadPublicKey, writeKeyBundle } from '../common/keyfile.js';
 import { didFromSigningKey } from '../protocol/did.js';
 import { keyIdHex } from '../protocol/keys.js';
-import { RelayClient, RelayError } from '../relay/client.js';
+import { RelayClient, RelayError } from '../common/relay-client.js';
 import { OPCUA, OPCUA_NAMESPACE, MQTT_TOPICS, MODBUS } from './points.js';
 import { freeLoopbackPort } from '../common/ports.js';
 import { RoleProcess, type LogLine } from './process.js';

@@ -4,7 +4,7 @@
  * and with `full`, re-derives the root from every entry (GET /v2/log/entries, 1000 at a time).
  */
 import path from 'node:path';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from './log-trust.js';

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { loadPublicKey, loadReceiverKey, readPrivateKeyFile } from '../common/keyfile.js';
-import { RelayClient } from '../relay/client.js';
+import { RelayClient } from '../common/relay-client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
 import type { ReceiverConfig, SinkConfig } from './config.js';

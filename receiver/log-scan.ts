@@ -3,7 +3,7 @@
  * the whole tree, enough to compare the entries with a signed root (receiver revocation scan,
  * `ghostpipe audit --full`).
  */
-import type { RelayClient } from '../relay/client.js';
+import type { RelayClient } from '../common/relay-client.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';
 import { LogIntegrityError } from './log-trust.js';

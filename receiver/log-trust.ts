@@ -10,7 +10,7 @@
  * and a rollback or fork within one origin are refused as before.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { RelayClient, RelayError } from '../relay/client.js';
+import { RelayClient, RelayError } from '../common/relay-client.js';
 import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { loadWitnessState, saveWitnessState } from './state.js';
 import { sleep } from '../common/backoff.js';
@@ -194,12 +194,12 @@ export class LogTrust {
       // the hash to that index, so a wrong index fails verification like a wrong proof.
       proof = await this.client.inclusionProof({ index: leafIndex }, cp.size);
     } catch (err) {
-      if (err instanceof RelayError && err.status === 400) {
+      if (err instanceof RelayError && err.code === 'bad_request') {
         // The relay refuses our trusted size: it shows a smaller tree now. refresh() names it.
         await this.refresh();
         throw new NotYetLoggedError(`relay refused an inclusion proof at size ${cp.size}: ${err.message}`);
       }
-      if (err instanceof RelayError && err.status === 404) {
+      if (err instanceof RelayError && err.code === 'not_found') {
         await this.refresh(); // a relay that rebooted into a new epoch no longer has the old leaves
         throw new NotYetLoggedError(`relay has no leaf with this hash at size ${cp.size}`);
       }

@@ -11,7 +11,7 @@
  */
 import type { Logger } from '../common/log.js';
 import { Backoff, sleep } from '../common/backoff.js';
-import { RelayClient, RelayError, type Lease } from '../relay/client.js';
+import { RelayClient, RelayError, type Lease } from '../common/relay-client.js';
 import { CONTENT_TYPE, EnvelopeError, envelopeId, openEnvelope, parseEnvelope, verifyEnvelope, type RecipientPrivate } from '../protocol/envelope/index.js';
 import { decodeFrames, FrameError } from '../protocol/frame.js';
 import { transferLeaf } from '../protocol/log-entries.js';
@@ -36,6 +36,11 @@ export class Refusal extends Error {
 }
 
 export type Outcome = 'delivered' | 'duplicate' | 'refused' | 'retry';
+
+/** The relay refuses this receiver's key (401) or its role (403 forbidden): an operator must act. */
+export function refusesReceiver(err: RelayError): boolean {
+  return err.kind === 'unauthorized' || err.code === 'forbidden';
+}
 
 export interface ReceiverOptions {
   client: RelayClient;
@@ -113,7 +118,8 @@ export class Receiver {
           this.stoppedBy = err.message;
           return exitCode;
         }
-        if (err instanceof RelayError && (err.status === 401 || err.status === 403 || (err.status === 404 && err.code === 'not_found'))) {
+        // not_found: the recipient is not on this key (the relay answers as if the inbox did not exist).
+        if (err instanceof RelayError && (refusesReceiver(err) || err.code === 'not_found')) {
           logger.fatal({ reason: err.code, status: err.status }, `the relay refuses this receiver: ${err.message}`);
           return EXIT.relayAuth;
         }
@@ -225,7 +231,7 @@ export class Receiver {
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';
       }
-      if ((err instanceof SinkError && !err.localFailure) || (err instanceof RelayError && err.status !== 401 && err.status !== 403)) {
+      if ((err instanceof SinkError && !err.localFailure) || (err instanceof RelayError && !refusesReceiver(err))) {
         logger.warn({ ...context, reason: err instanceof SinkError ? 'sink_failed' : err.code }, `envelope not delivered yet, will retry: ${err.message}`);
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';

@@ -8,7 +8,7 @@
  * entries hash to the signed root before it believes any of them. State (revocations.json in the
  * state directory): scanned size, the compact range, the revoked signing key ids.
  */
-import type { RelayClient } from '../relay/client.js';
+import type { RelayClient } from '../common/relay-client.js';
 import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
 import { readEntries } from './log-scan.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';

@@ -8,7 +8,7 @@
  * anchor (it is the hash of the signing key, so the relay cannot substitute another key).
  */
 import { timingSafeEqual } from 'node:crypto';
-import { RelayClient, RelayError } from '../relay/client.js';
+import { RelayClient, RelayError } from '../common/relay-client.js';
 import { base32Lower, DID_PREFIX, parseDid, readDidDocument } from '../protocol/did.js';
 import { keyId } from '../protocol/keys.js';
 import { encodeLogEntry } from '../protocol/log-entries.js';
@@ -100,7 +100,7 @@ export class DeviceTrust {
     try {
       record = await this.o.client.getDid(did);
     } catch (err) {
-      if (err instanceof RelayError && err.status === 404) throw new TrustError('unenrolled_sender', `sender ${did} is not enrolled at the relay`);
+      if (err instanceof RelayError && err.code === 'not_found') throw new TrustError('unenrolled_sender', `sender ${did} is not enrolled at the relay`);
       throw err;
     }
     if (record.revoked) throw new TrustError('revoked_sender', `sender ${did} was revoked${record.revokedAt ? ` at ${record.revokedAt}` : ''}`);

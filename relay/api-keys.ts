@@ -4,9 +4,8 @@
  * by its id and its hash compared in constant time (a dummy comparison runs for unknown ids).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Role } from '../protocol/api/index.js';
 import type { Plan } from './config.js';
-
-export type Role = 'device' | 'receiver' | 'operator';
 
 export interface KeyRecord {
   id: string;
@@ -26,7 +25,6 @@ export interface KeyRecord {
 export type AuthFailure = 'missing_key' | 'invalid_key' | 'key_revoked';
 
 const KEY_PATTERN = /^(pgp|plk)_([0-9a-f]{12})([A-Za-z0-9_-]{43})$/;
-export const KEY_ID_PATTERN = /^[0-9a-f]{12}$/;
 const DUMMY_HASH = Buffer.alloc(32);
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text, 'utf8').digest();

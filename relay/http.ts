@@ -1,17 +1,30 @@
-/** Small HTTP helpers for the relay: typed refusals, JSON in and out, query parsing. */
+/** Small HTTP helpers for the relay: refusals as thrown errors, JSON in and out, query parsing, bodies. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseDuration } from '../common/duration.js';
+import type { RelayErrorBody } from '../protocol/api/index.js';
+import { Refusal, badRequest, type Outcome } from './refusal.js';
 
-/** A refusal with its status and stable code (docs/API.md). */
+/** The HTTP layer's carrier of a Refusal: thrown by handlers and body or query parsing, answered by the server's dispatch. */
 export class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly retryAfterMs?: number) {
-    super(message);
+  constructor(readonly refusal: Refusal) {
+    super(refusal.message);
     this.name = 'HttpError';
+  }
+
+  get status(): number {
+    return this.refusal.status;
   }
 }
 
-export const notFound = (): HttpError => new HttpError(404, 'not_found', 'no such resource');
-export const badRequest = (message: string): HttpError => new HttpError(400, 'bad_request', message);
+export function refuse(refusal: Refusal): never {
+  throw new HttpError(refusal);
+}
+
+/** The value of a domain outcome; a refusal is thrown, to be answered by the dispatch. */
+export function accepted<T>(outcome: Outcome<T>): T {
+  if (outcome instanceof Refusal) refuse(outcome);
+  return outcome;
+}
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
@@ -19,42 +32,54 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
-export function sendError(res: ServerResponse, err: HttpError, close = false): void {
+export function sendNoContent(res: ServerResponse): void {
+  res.writeHead(204, { 'cache-control': 'no-store' });
+  res.end();
+}
+
+export function sendError(res: ServerResponse, refusal: Refusal, close = false): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   const headers: Record<string, string> = {};
-  if (err.retryAfterMs !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
+  if (refusal.retryAfterMs !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(refusal.retryAfterMs / 1000)));
   if (close) headers['connection'] = 'close';
-  sendJson(res, err.status, { error: err.code, message: err.message }, headers);
+  const body: RelayErrorBody = { error: refusal.code, message: refusal.message };
+  sendJson(res, refusal.status, body, headers);
 }
 
 export function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
+/** The declared Content-Length, if any. */
+export function contentLength(req: IncomingMessage): number | undefined {
+  const header = req.headers['content-length'];
+  return header === undefined ? undefined : Number(header);
+}
+
 const MAX_JSON_BYTES = 64 * 1024;
 
 /** Reads a JSON object body (<= 64 KiB, application/json). */
 export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  if (mediaType(req) !== 'application/json') throw new HttpError(415, 'unsupported_media_type', 'expected Content-Type: application/json');
+  if (mediaType(req) !== 'application/json') refuse(new Refusal('unsupported_media_type', 'expected Content-Type: application/json'));
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', `JSON body over ${MAX_JSON_BYTES} bytes`);
+  if (declared > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of bodyChunks(req)) {
     total += chunk.length;
-    if (total > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', `JSON body over ${MAX_JSON_BYTES} bytes`);
+    if (total > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
     chunks.push(chunk);
   }
   let value: unknown;
   try {
     value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
-    throw badRequest('body is not valid JSON');
+    refuse(badRequest('body is not valid JSON'));
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw badRequest('body must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) refuse(badRequest('body must be a JSON object'));
   return value as Record<string, unknown>;
 }
 
@@ -63,8 +88,19 @@ export async function drain(req: IncomingMessage): Promise<void> {
   let total = 0;
   for await (const chunk of bodyChunks(req)) {
     total += chunk.length;
-    if (total > MAX_JSON_BYTES) throw new HttpError(413, 'too_large', 'unexpected request body');
+    if (total > MAX_JSON_BYTES) refuse(new Refusal('too_large', 'unexpected request body'));
   }
+}
+
+/** After a refusal: reads and drops the rest of the body, cutting the connection past `maxBytes`. */
+export function discardBody(req: IncomingMessage, maxBytes: number): void {
+  let seen = 0;
+  req.removeAllListeners('data');
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > maxBytes) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /** The body's chunks; a client that closes before sending all it declared gets a typed 400. */
@@ -72,7 +108,7 @@ async function* bodyChunks(req: IncomingMessage): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || req.destroyed) throw new HttpError(400, 'truncated_body', 'the connection closed before the whole body arrived');
+    if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || req.destroyed) refuse(new Refusal('truncated_body', 'the connection closed before the whole body arrived'));
     throw err;
   }
 }
@@ -81,12 +117,12 @@ export function queryInt(query: URLSearchParams, name: string, o: { min: number;
   const text = query.get(name);
   if (text === null || text === '') {
     if (o.fallback !== undefined) return o.fallback;
-    throw badRequest(`query parameter ${name} is required`);
+    refuse(badRequest(`query parameter ${name} is required`));
   }
-  if (!/^\d{1,16}$/.test(text)) throw badRequest(`query parameter ${name} must be a non-negative integer`);
+  if (!/^\d{1,16}$/.test(text)) refuse(badRequest(`query parameter ${name} must be a non-negative integer`));
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value < o.min || (o.max !== undefined && value > o.max)) {
-    throw badRequest(`query parameter ${name} must be between ${o.min} and ${o.max ?? 'the maximum'}`);
+    refuse(badRequest(`query parameter ${name} must be between ${o.min} and ${o.max ?? 'the maximum'}`));
   }
   return value;
 }
@@ -98,7 +134,7 @@ export function queryWait(query: URLSearchParams, maxMs: number): number {
   try {
     return Math.min(parseDuration(text), maxMs);
   } catch (err) {
-    throw badRequest(`query parameter wait: ${(err as Error).message}`);
+    refuse(badRequest(`query parameter wait: ${(err as Error).message}`));
   }
 }
 
@@ -106,6 +142,6 @@ export function queryTime(query: URLSearchParams, name: string): number | undefi
   const text = query.get(name);
   if (text === null || text === '') return undefined;
   const t = Date.parse(text);
-  if (text.length > 40 || Number.isNaN(t)) throw badRequest(`query parameter ${name} must be an ISO 8601 time`);
+  if (text.length > 40 || Number.isNaN(t)) refuse(badRequest(`query parameter ${name} must be an ISO 8601 time`));
   return t;
 }

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { CliError, optionalString, requireString, type Command } from '../command.js';
 import { createLogger } from '../../common/log.js';
 import { loadPublicKey, KeyFileError } from '../../common/keyfile.js';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { audit as runAudit } from '../../receiver/audit.js';
 import { checkTransport, TransportError } from '../../receiver/config.js';
 import { LogIntegrityError } from '../../receiver/log-trust.js';

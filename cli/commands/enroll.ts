@@ -1,5 +1,5 @@
 import { CliError, optionalString, type Command } from '../command.js';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { enrollDevice } from '../../agent/enroll.js';
 import { AgentState } from '../../agent/state.js';
 import { DEFAULT_AGENT_CONFIG, loadAgentOrExit } from './agent.js';

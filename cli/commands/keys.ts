@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CliError, optionalString, requireString, type Command, type ParsedArgs } from '../command.js';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 
 const DEFAULT_RELAY = 'http://127.0.0.1:8787';
 const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/relay/operator.key';

@@ -6,7 +6,8 @@ import { SetupError, startReceiver } from '../../receiver/index.js';
 import { LogIntegrityError } from '../../receiver/log-trust.js';
 import { StateError } from '../../receiver/state.js';
 import { SinkError } from '../../receiver/sinks/sink.js';
-import { RelayError } from '../../relay/client.js';
+import { refusesReceiver } from '../../receiver/receiver.js';
+import { RelayError } from '../../common/relay-client.js';
 import { KeyFileError } from '../../common/keyfile.js';
 import { EXIT_STATE_BAD, EXIT_STATE_IO } from '../../common/state-errors.js';
 
@@ -45,7 +46,7 @@ export const receive: Command = {
       if (err instanceof StateError) throw new CliError(`receive: cannot start: state file ${err.message}`, err.exitCode);
       if (err instanceof SinkError && err.localFailure) throw new CliError(`receive: cannot start: ${err.message}`, err.localFailure.exitCode);
       if (err instanceof SetupError || err instanceof SinkError || err instanceof KeyFileError || err instanceof RelayError) {
-        throw new CliError(`receive: cannot start: ${err.message}`, err instanceof RelayError && (err.status === 401 || err.status === 403) ? 4 : 1);
+        throw new CliError(`receive: cannot start: ${err.message}`, err instanceof RelayError && refusesReceiver(err) ? 4 : 1);
       }
       throw err;
     }

@@ -13,7 +13,7 @@ import { loadDeviceKeys, loadPublicKey } from '../../common/keyfile.js';
 import { CONTENT_TYPE, KEM, sealEnvelope, type Sender } from '../../protocol/envelope/index.js';
 import { encodeFrames } from '../../protocol/frame.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { initialState } from '../../plant/model.js';
 import { PlantRegisters, startModbus, type PlantModbus } from '../../plant/modbus.js';
 import type { Conduit } from '../../plant/conduit.js';

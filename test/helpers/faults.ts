@@ -16,7 +16,7 @@ import type { RoleProcess } from '../../plant/process.js';
 import { startPlant, type Plant } from '../../plant/plant.js';
 import os from 'node:os';
 import { prng } from '../../common/prng.js';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
-import { RelayError } from '../../relay/client.js';
+import { RelayError } from '../../common/relay-client.js';
 import { CONTENT_TYPE } from '../../protocol/envelope/index.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, readings } from '../helpers/receiver.js';

@@ -2,7 +2,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { RelayClient, RelayError, enrollmentMessage, ENROLL_CONTEXT } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
+import { enrollmentMessage, ENROLL_CONTEXT } from '../../protocol/api/index.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { leafHash, verifyInclusion, verifyConsistency } from '../../protocol/tlog/index.js';
@@ -385,6 +386,6 @@ test('malformed request targets and unknown paths: 400/404/405, never a 500', as
   assert.equal(await send('GET /v2/nothing/here'), 404);
   assert.equal(await send('GET /v2/../../etc/passwd'), 404);
   assert.equal(await send('DELETE /v2/envelopes'), 405);
-  assert.equal(await send('PUT /healthz'), 404);
+  assert.equal(await send('PUT /healthz'), 405);
   assert.doesNotMatch(relay.output(), /"level":50/);
 });

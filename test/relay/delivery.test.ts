@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
 
 let relay: RelayProcess;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { decodeLogEntry } from '../../protocol/log-entries.js';
 import { Witness, mlDsaNoteVerifier } from '../../protocol/tlog/index.js';
 

@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay } from '../helpers/relay.js';
 
 after(cleanupAll);

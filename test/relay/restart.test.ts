@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { RelayClient, RelayError } from '../../relay/client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { verifyConsistency } from '../../protocol/tlog/index.js';

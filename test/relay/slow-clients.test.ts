@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, type RelayProcess } from '../helpers/relay.js';
 
 let relay: RelayProcess;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { gunzipSync } from 'node:zlib';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { verifyConsistency } from '../../protocol/tlog/index.js';

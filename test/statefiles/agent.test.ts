@@ -13,7 +13,7 @@ import path from 'node:path';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../helpers/agent.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { loadDeviceKeys } from '../../common/keyfile.js';
 import { errorLines as cliErrors, re, snapshot } from '../helpers/statefiles.js';

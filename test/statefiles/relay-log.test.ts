@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, rm, writeFile, cp } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, tempDir } from '../helpers/relay.js';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { errorLines, re } from '../helpers/statefiles.js';
 import { loaded, relayExit, stopRelay, tree } from '../helpers/statefiles-relay.js';
 

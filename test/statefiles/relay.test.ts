@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
-import { RelayClient } from '../../relay/client.js';
+import { RelayClient } from '../../common/relay-client.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { errorLines, re, snapshot } from '../helpers/statefiles.js';
 import { loaded, relayExit, stopRelay, tree } from '../helpers/statefiles-relay.js';

@@ -1,55 +1,99 @@
 /**
- * Typed client for the relay's HTTP API (docs/API.md), over node:http(s) (common/http-client.ts).
- * Every failure is a RelayError: HTTP refusals carry the status, the relay's stable code and
- * Retry-After; network failures, timeouts and abort() use status 0 and codes "network" /
- * "timeout" / "aborted".
+ * The relay client: every endpoint of the wire contract in protocol/api/ (docs/API.md) over
+ * node:http(s) (common/http-client.ts). Bodies are protocol/api's *Body types as they travel;
+ * the client decodes only what travels as text: base64 proofs and log entries to bytes, a lease's
+ * headers and body to a Lease.
+ *
+ * Every failure is a RelayError. Its `kind` says what a caller can do and follows the HTTP
+ * status alone; `code` tells refusals of one kind apart; `status` is for logs (0: no answer).
+ *
+ *   kind          when                                          code
+ *   retryAfter    402, 429, 503, 507: come back later            quota_exceeded, rate_limited, log_busy,
+ *                 (retryAfterMs from Retry-After)                shutting_down, memory_full
+ *   tooLarge      413: send less                                 too_large
+ *   unauthorized  401: the key is missing, unknown or revoked    missing_key, invalid_key, key_revoked
+ *   rejected      any other 4xx: this request will not succeed   bad_request, malformed_envelope,
+ *                 as it is (403 is here: the key is known but    forbidden, device_not_enrolled,
+ *                 may not do this)                               not_found, duplicate, lease_expired, …
+ *   unreachable   no usable answer: connection failed, timed     network, timeout, aborted,
+ *                 out, abort() was called, the answer is not     bad_response; internal, log_corrupt
+ *                 the contract (not JSON, a lease without its
+ *                 headers, over the response cap), 5xx, 1xx/3xx
+ *
+ * A code is believed only with the status protocol/api gives it: a refusal without a body, with
+ * a code the contract does not list (a newer relay, a proxy) or with a code under another
+ * status gets `http_<status>`, and the kind still follows the status.
  */
 import { setMaxListeners } from 'node:events';
-import type { AuditEvent } from './audit.js'; // type only: no server code is loaded
-import { HttpClient, HttpClientError, type HttpResponse } from '../common/http-client.js';
+import { HttpClient, HttpClientError, type HttpResponse } from './http-client.js';
+import {
+  CHALLENGE_PATTERN,
+  ENROLL_CONTEXT,
+  ENVELOPE_MEDIA_TYPE,
+  LEASE_HEADERS,
+  RELAY_ERRORS,
+  enrollmentMessage,
+  isRelayErrorCode,
+  type AuditBody,
+  type AuditEvent,
+  type ChallengeBody,
+  type ConsistencyProofBody,
+  type DeviceRevokedBody,
+  type DidRecordBody,
+  type EntriesBody,
+  type EnvelopeStatus,
+  type HealthBody,
+  type InboxBody,
+  type InboxItemBody,
+  type InclusionProofBody,
+  type IssueKeyRequest,
+  type IssuedKeyBody,
+  type KeyInfoBody,
+  type KeyListBody,
+  type KeyRevokedBody,
+  type LogKeyBody,
+  type RegisterRequest,
+  type RegistrationBody,
+  type RelayErrorCode,
+  type StatsBody,
+  type StatusBody,
+  type UploadBody,
+} from '../protocol/api/index.js';
 
-export const ENVELOPE_MEDIA_TYPE = 'application/vnd.ghostpipe.envelope';
-/** ML-DSA-65 context of the enrollment proof of possession. */
-export const ENROLL_CONTEXT = new TextEncoder().encode('ghostpipe/enroll/v1');
+export type RelayErrorKind = 'retryAfter' | 'tooLarge' | 'rejected' | 'unauthorized' | 'unreachable';
+/** The client's own codes, for failures that carry no relay code. */
+export type ClientErrorCode = 'network' | 'timeout' | 'aborted' | 'bad_response';
+export type RelayFailureCode = RelayErrorCode | ClientErrorCode | `http_${number}`;
+
+/** Statuses whose refusal says when to come back (docs/API.md: they carry Retry-After). */
+const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([402, 429, 503, 507]);
+
+function kindOf(status: number, code: RelayFailureCode): RelayErrorKind {
+  if (code === 'bad_response' || status < 400 || status >= 600) return 'unreachable';
+  if (RETRY_AFTER_STATUSES.has(status)) return 'retryAfter';
+  if (status === 413) return 'tooLarge';
+  if (status === 401) return 'unauthorized';
+  return status < 500 ? 'rejected' : 'unreachable';
+}
 
 export class RelayError extends Error {
+  readonly kind: RelayErrorKind;
+
   constructor(
-    /** HTTP status; 0 when no response arrived. */
+    /** HTTP status, for logs; 0 when no answer arrived. */
     readonly status: number,
-    /** Stable code: the relay's "error" field, or "network", "timeout", "aborted", "bad_response", "http_<status>". */
-    readonly code: string,
+    readonly code: RelayFailureCode,
     message: string,
-    /** From Retry-After (429, 507, 503), in ms. */
+    /** From Retry-After, in ms (the relay sends it with every retryAfter refusal). */
     readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'RelayError';
+    this.kind = kindOf(status, code);
   }
 }
 
-export type Role = 'device' | 'receiver' | 'operator';
-export type EnvelopeStatus = 'pending' | 'leased' | 'delivered' | 'expired' | 'unknown';
-
-export interface Health { status: string; version: string; uptimeSeconds: number }
-export interface Stats {
-  uptimeSeconds: number;
-  memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number };
-  envelopes: { pending: number; leased: number; delivered: number; expired: number };
-  queues: Record<string, { pending: number; leased: number }>;
-  log: { size: number; origin: string; checkpointLatencyMs: { last: number; max: number } };
-  keys: { active: number; revoked: number };
-  devices: { active: number; revoked: number };
-}
-export interface Challenge { challenge: string; expiresAt: string }
-export interface Registration { did: string; document: Record<string, unknown>; leafIndex: number }
-export interface DidRecord extends Registration {
-  revoked: boolean;
-  registeredAt: string;
-  revokedAt?: string;
-  revocationLeafIndex?: number;
-}
-export interface UploadResult { id: string; leafIndex: number; size: number }
-export interface InboxItem { id: string; size: number; leafIndex: number; receivedAt: string; state: EnvelopeStatus }
+/** POST /v2/inbox/{recipient}/lease, 200: the envelope bytes and the lease headers, decoded. */
 export interface Lease {
   envelopeId: string;
   leaseId: string;
@@ -58,27 +102,9 @@ export interface Lease {
   receivedAt: string;
   bytes: Uint8Array;
 }
-export interface LogKey { origin: string; verifierKey: string; publicKey: string; publicKeyPem: string }
 export interface InclusionProof { leafIndex: number; treeSize: number; proof: Uint8Array[] }
 export interface ConsistencyProof { from: number; to: number; proof: Uint8Array[] }
 export interface LogEntry { index: number; data: Uint8Array }
-export interface IssueKeyRequest { role: 'device' | 'receiver'; plan: string; label: string; recipients?: string[] }
-export interface IssuedKey { id: string; key: string; role: Role; plan: string; label: string; createdAt: string }
-export interface KeyInfo {
-  id: string;
-  masked: string;
-  role: Role;
-  plan: string;
-  label: string;
-  createdAt: string;
-  revoked: boolean;
-  revokedAt?: string;
-  did?: string;
-  recipients?: string[];
-  usage?: { periodStart: string; transfers: number; quota: number };
-}
-/** One audit event as the relay exports it. */
-export type { AuditEvent };
 export interface AuditQuery { from?: string | Date; to?: string | Date; key?: string; /** newest rows kept, at most 100,000 */ limit?: number }
 
 export interface RelayClientOptions {
@@ -92,12 +118,6 @@ export interface RelayClientOptions {
   ca?: string | Buffer;
   /** Share connections with another client of the same relay (see withKey). */
   http?: HttpClient;
-}
-
-/** The message a device signs to prove possession at enrollment: challenge (32 B) || ML-DSA pk || X-Wing pk. */
-export function enrollmentMessage(challenge: string, signingPublicKey: Uint8Array, kemPublicKey: Uint8Array): Uint8Array {
-  const c = Buffer.from(challenge, 'base64url');
-  return Buffer.concat([c, signingPublicKey, kemPublicKey]);
 }
 
 function b64(bytes: Uint8Array): string {
@@ -143,65 +163,68 @@ export class RelayClient {
     return new RelayClient({ baseUrl: this.baseUrl, apiKey, timeoutMs: this.timeoutMs, http: this.http });
   }
 
-  /**
-   * Fails every request in flight and every later one with RelayError(0, "aborted"): for a
-   * shutdown that must not wait out a hung relay's request timeout. Final for this client.
-   */
   /** True once abort() was called. */
   get aborted(): boolean {
     return this.aborter.signal.aborted;
   }
 
+  /**
+   * Fails every request in flight and every later one (unreachable, code "aborted"): for a
+   * shutdown that must not wait out a hung relay's request timeout. Final for this client.
+   */
   abort(): void {
     this.aborter.abort();
   }
 
   // ---- health ----
-  health(): Promise<Health> {
+  health(): Promise<HealthBody> {
     return this.json('GET', '/healthz');
   }
-  stats(): Promise<Stats> {
+  stats(): Promise<StatsBody> {
     return this.json('GET', '/v2/stats');
   }
 
   // ---- enrollment ----
-  challenge(): Promise<Challenge> {
-    return this.json('POST', '/v2/did/challenge');
+  challenge(): Promise<ChallengeBody> {
+    // enrollmentMessage() takes no other challenge: a relay that sends one breaks the contract.
+    return this.json<ChallengeBody>('POST', '/v2/did/challenge', undefined, undefined, (body) =>
+      typeof body.challenge === 'string' && CHALLENGE_PATTERN.test(body.challenge) ? undefined : 'the challenge is not 43 base64url characters');
   }
-  register(request: { signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; signature: Uint8Array }): Promise<Registration> {
-    return this.json('POST', '/v2/did/register', {
+  register(request: { signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; signature: Uint8Array }): Promise<RegistrationBody> {
+    const body: RegisterRequest = {
       signingPublicKey: b64(request.signingPublicKey),
       kemPublicKey: b64(request.kemPublicKey),
       challenge: request.challenge,
       signature: b64(request.signature),
-    });
+    };
+    return this.json('POST', '/v2/did/register', body);
   }
   /** challenge + sign + register in one call; `sign(message, context)` is the device's ML-DSA-65 signer. */
-  async enroll(signingPublicKey: Uint8Array, kemPublicKey: Uint8Array, sign: (message: Uint8Array, context: Uint8Array) => Uint8Array): Promise<Registration> {
+  async enroll(signingPublicKey: Uint8Array, kemPublicKey: Uint8Array, sign: (message: Uint8Array, context: Uint8Array) => Uint8Array): Promise<RegistrationBody> {
     const { challenge } = await this.challenge();
     const signature = sign(enrollmentMessage(challenge, signingPublicKey, kemPublicKey), ENROLL_CONTEXT);
     return this.register({ signingPublicKey, kemPublicKey, challenge, signature });
   }
-  getDid(did: string): Promise<DidRecord> {
+  getDid(did: string): Promise<DidRecordBody> {
     return this.json('GET', `/v2/did/${encodeURIComponent(did)}`);
   }
-  revokeDevice(did: string): Promise<{ did: string; revoked: true; leafIndex: number }> {
+  revokeDevice(did: string): Promise<DeviceRevokedBody> {
     return this.json('POST', `/v2/did/${encodeURIComponent(did)}/revoke`);
   }
 
   // ---- inbound ----
-  upload(envelope: Uint8Array): Promise<UploadResult> {
+  upload(envelope: Uint8Array): Promise<UploadBody> {
     return this.json('POST', '/v2/envelopes', envelope);
   }
   async status(ids: string[]): Promise<Record<string, EnvelopeStatus>> {
-    const result = await this.json<{ statuses: Record<string, EnvelopeStatus> }>('POST', '/v2/envelopes/status', { ids });
+    const result = await this.json<StatusBody>('POST', '/v2/envelopes/status', { ids });
     return result.statuses;
   }
 
   // ---- outbound ----
-  async inbox(recipientKeyId: string, options: { waitMs?: number; limit?: number } = {}): Promise<InboxItem[]> {
+  async inbox(recipientKeyId: string, options: { waitMs?: number; limit?: number } = {}): Promise<InboxItemBody[]> {
     const query = [waitParam(options.waitMs), options.limit === undefined ? '' : `limit=${options.limit}`].filter(Boolean).join('&');
-    const result = await this.json<{ envelopes: InboxItem[] }>('GET', `/v2/inbox/${encodeURIComponent(recipientKeyId)}${query ? '?' + query : ''}`, undefined, options.waitMs);
+    const result = await this.json<InboxBody>('GET', `/v2/inbox/${encodeURIComponent(recipientKeyId)}${query ? '?' + query : ''}`, undefined, options.waitMs);
     return result.envelopes;
   }
   /** The oldest pending envelope, or null when none arrived within waitMs. */
@@ -215,11 +238,11 @@ export class RelayClient {
       return value;
     };
     const lease = {
-      envelopeId: header('ghostpipe-envelope-id'),
-      leaseId: header('ghostpipe-lease-id'),
-      leafIndex: Number(header('ghostpipe-leaf-index')),
-      expiresAt: header('ghostpipe-lease-expires'),
-      receivedAt: header('ghostpipe-received-at'),
+      envelopeId: header(LEASE_HEADERS.envelopeId),
+      leaseId: header(LEASE_HEADERS.leaseId),
+      leafIndex: Number(header(LEASE_HEADERS.leafIndex)),
+      expiresAt: header(LEASE_HEADERS.expiresAt),
+      receivedAt: header(LEASE_HEADERS.receivedAt),
     };
     const bytes = new Uint8Array(response.body.buffer, response.body.byteOffset, response.body.byteLength);
     return { ...lease, bytes };
@@ -235,51 +258,56 @@ export class RelayClient {
   async checkpoint(): Promise<string> {
     return (await this.request('GET', '/v2/log/checkpoint')).body.toString('utf8');
   }
-  logKey(): Promise<LogKey> {
+  logKey(): Promise<LogKeyBody> {
     return this.json('GET', '/v2/log/key');
   }
   async inclusionProof(at: { index: number } | { hash: Uint8Array | string }, size?: number): Promise<InclusionProof> {
     const where = 'index' in at ? `index=${at.index}` : `hash=${typeof at.hash === 'string' ? at.hash : Buffer.from(at.hash).toString('hex')}`;
-    const raw = await this.json<{ leafIndex: number; treeSize: number; proof: string[] }>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`);
+    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`);
     return { leafIndex: raw.leafIndex, treeSize: raw.treeSize, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   async consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
-    const raw = await this.json<{ from: number; to: number; proof: string[] }>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`);
+    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`);
     return { from: raw.from, to: raw.to, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   /** Leaves [start, end), at most 1000. */
   async entries(start: number, end: number): Promise<LogEntry[]> {
-    const raw = await this.json<{ entries: { index: number; data: string }[] }>('GET', `/v2/log/entries?start=${start}&end=${end}`);
+    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`);
     return raw.entries.map((e) => ({ index: e.index, data: new Uint8Array(Buffer.from(e.data, 'base64')) }));
   }
 
   // ---- keys (operator) ----
-  createKey(request: IssueKeyRequest): Promise<IssuedKey> {
+  createKey(request: IssueKeyRequest): Promise<IssuedKeyBody> {
     return this.json('POST', '/v2/keys', request);
   }
-  async listKeys(): Promise<KeyInfo[]> {
-    return (await this.json<{ keys: KeyInfo[] }>('GET', '/v2/keys')).keys;
+  async listKeys(): Promise<KeyInfoBody[]> {
+    return (await this.json<KeyListBody>('GET', '/v2/keys')).keys;
   }
-  revokeKey(id: string): Promise<{ id: string; revoked: true }> {
+  revokeKey(id: string): Promise<KeyRevokedBody> {
     return this.json('DELETE', `/v2/keys/${encodeURIComponent(id)}`);
   }
 
   // ---- audit (operator) ----
   async audit(query: AuditQuery = {}): Promise<AuditEvent[]> {
-    return (await this.json<{ events: AuditEvent[] }>('GET', `/v2/audit?${auditQuery(query, 'json')}`)).events;
+    return (await this.json<AuditBody>('GET', `/v2/audit?${auditQuery(query, 'json')}`)).events;
   }
   async auditCsv(query: AuditQuery = {}): Promise<string> {
     return (await this.request('GET', `/v2/audit?${auditQuery(query, 'csv')}`)).body.toString('utf8');
   }
 
   // ---- plumbing ----
-  private async json<T>(method: string, path: string, body?: unknown, waitMs?: number): Promise<T> {
+  /** `check` names what is wrong with a parsed body the contract does not allow (undefined: fine). */
+  private async json<T>(method: string, path: string, body?: unknown, waitMs?: number, check?: (value: T) => string | undefined): Promise<T> {
     const response = await this.request(method, path, body, waitMs);
+    let value: T;
     try {
-      return JSON.parse(response.body.toString('utf8')) as T;
+      value = JSON.parse(response.body.toString('utf8')) as T;
     } catch {
       throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not JSON`);
     }
+    const problem = check?.(value);
+    if (problem !== undefined) throw new RelayError(response.status, 'bad_response', `${method} ${path}: ${problem}`);
+    return value;
   }
 
   private async request(method: string, path: string, body?: unknown, waitMs = 0): Promise<HttpResponse> {
@@ -305,17 +333,24 @@ export class RelayClient {
       throw new RelayError(0, timedOut ? 'timeout' : err.failure === 'too_large' ? 'bad_response' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : err.message}`);
     }
     if (response.status >= 200 && response.status < 300) return response;
-    let code = `http_${response.status}`;
-    let message = `${method} ${path}: HTTP ${response.status}`;
-    try {
-      const parsed = JSON.parse(response.body.toString('utf8')) as { error?: unknown; message?: unknown };
-      if (typeof parsed.error === 'string') code = parsed.error;
-      if (typeof parsed.message === 'string') message = `${method} ${path}: ${parsed.message}`;
-    } catch {
-      // Non-JSON refusals (431/408 from node itself): keep the generic code.
-    }
-    throw new RelayError(response.status, code, message, retryAfterMs(response.header('retry-after')));
+    throw refusal(`${method} ${path}`, response);
   }
+}
+
+/** A non-2xx answer as a RelayError; see the header for when the relay's code is believed. */
+function refusal(request: string, response: HttpResponse): RelayError {
+  const { status } = response;
+  let code: RelayFailureCode = `http_${status}`;
+  let message = `${request}: HTTP ${status}`;
+  try {
+    const parsed = JSON.parse(response.body.toString('utf8')) as { error?: unknown; message?: unknown };
+    if (typeof parsed.message === 'string') message = `${request}: ${parsed.message}`;
+    if (isRelayErrorCode(parsed.error) && RELAY_ERRORS[parsed.error] === status) code = parsed.error;
+    else if (parsed.error !== undefined) message += ` (relay code ${JSON.stringify(parsed.error)?.slice(0, 80)} is not in the contract for HTTP ${status})`;
+  } catch {
+    // Not JSON (431/408 from node itself, a proxy's page): the generic code.
+  }
+  return new RelayError(status, code, message, retryAfterMs(response.header('retry-after')));
 }
 
 function auditQuery(query: AuditQuery, format: 'json' | 'csv'): string {

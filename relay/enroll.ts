@@ -1,0 +1,134 @@
+/**
+ * Device enrollment (docs/API.md "Enrollment and DIDs"): single-use challenges, registration with
+ * proof of possession, rebinding a device to a new key once its old key was revoked, DID lookup and
+ * device revocation. Plain values in; a response body or a Refusal out. The audit records of
+ * these outcomes are written here.
+ */
+import type { Logger } from '../common/log.js';
+import {
+  ENROLL_CONTEXT, enrollmentMessage, type ChallengeBody, type DeviceRevokedBody, type DidRecordBody, type RegistrationBody,
+} from '../protocol/api/index.js';
+import { getProvider } from '../protocol/crypto/provider.js';
+import { didDocument, didFromSigningKey, parseDid } from '../protocol/did.js';
+import { keyId, keyIdHex } from '../protocol/keys.js';
+import { encodeLogEntry } from '../protocol/log-entries.js';
+import type { KeyRecord } from './api-keys.js';
+import { CHALLENGE_TTL_MS, FORMER_KEYS_KEPT, type DeviceRecord } from './devices.js';
+import { Refusal, notFound, type Outcome } from './refusal.js';
+import type { RelayState } from './state.js';
+
+/** A registration request with its fields decoded (sizes already checked). */
+export interface Registration {
+  signingPublicKey: Uint8Array;
+  kemPublicKey: Uint8Array;
+  challenge: string;
+  signature: Uint8Array;
+}
+
+/** `created`: a new device (and a new log leaf); otherwise it was registered before, or rebound now. */
+export interface Registered {
+  created: boolean;
+  body: RegistrationBody;
+}
+
+export class Enrollment {
+  constructor(private readonly state: RelayState, private readonly logger: Logger) {}
+
+  challenge(key: KeyRecord): Outcome<ChallengeBody> {
+    const issued = this.state.devices.newChallenge(key.id);
+    if (!issued) return new Refusal('rate_limited', 'too many outstanding challenges for this key', CHALLENGE_TTL_MS);
+    this.state.audit.record({ event: 'challenge', keyId: key.id, keyLabel: key.label, outcome: 'ok' });
+    return { challenge: issued.challenge, expiresAt: new Date(issued.expiresAt).toISOString() };
+  }
+
+  async register(key: KeyRecord, request: Registration): Promise<Outcome<Registered>> {
+    const { signingPublicKey, kemPublicKey, challenge, signature } = request;
+    const audit = (outcome: string, did?: string) => this.state.audit.record({ event: 'register', keyId: key.id, keyLabel: key.label, ...(did ? { did } : {}), outcome });
+    if (!this.state.devices.takeChallenge(challenge, key.id)) {
+      audit('challenge_expired');
+      return new Refusal('challenge_expired', 'challenge unknown, already used or expired; ask for a new one');
+    }
+    const message = enrollmentMessage(challenge, signingPublicKey, kemPublicKey);
+    if (!getProvider().mlDsa65.verify(signingPublicKey, message, signature, ENROLL_CONTEXT)) {
+      audit('bad_signature');
+      return new Refusal('bad_signature', 'proof-of-possession signature does not verify');
+    }
+    const did = didFromSigningKey(signingPublicKey);
+    const existing = this.state.devices.get(did);
+    // Key rotation: once the operator revoked the key a device is bound to, an unbound device key
+    // may take its place with the same proof of possession. No log entry: DID and keys are unchanged.
+    const boundKey = existing ? this.state.keys.get(existing.apiKeyId) : undefined;
+    const rebind = existing !== undefined && existing.apiKeyId !== key.id && key.did === undefined && (boundKey === undefined || boundKey.revokedAt !== undefined);
+    if ((key.did !== undefined && key.did !== did) || (existing && existing.apiKeyId !== key.id && !rebind)) {
+      audit('already_bound', did);
+      return new Refusal('already_bound', 'this key is bound to another device, or this device to another key');
+    }
+    const document = documentBody(signingPublicKey, kemPublicKey);
+    if (existing) {
+      if (existing.revokedAt !== undefined) return new Refusal('device_revoked', 'this device was revoked');
+      if (existing.kemPublicKey !== Buffer.from(kemPublicKey).toString('base64')) return new Refusal('already_bound', 'this device is registered with another KEM key');
+      if (rebind) {
+        existing.formerApiKeyIds = [...(existing.formerApiKeyIds ?? []), existing.apiKeyId].slice(-FORMER_KEYS_KEPT);
+        existing.apiKeyId = key.id;
+        key.did = did;
+        await this.state.save();
+        this.logger.info({ did, keyId: key.id, formerKeyId: existing.formerApiKeyIds.at(-1) }, 'device bound to a new API key (the former one is revoked)');
+      }
+      audit(rebind ? 'rebound' : 'ok', did);
+      return { created: false, body: { did, document, leafIndex: existing.leafIndex } };
+    }
+    const leafIndex = this.state.log.append(encodeLogEntry({ type: 'registration', signingKeyId: keyId('ML-DSA-65', signingPublicKey), kemKeyId: keyId('X-Wing', kemPublicKey), did }));
+    // The device record names its leaf: the leaf must be durable first, or a crash could leave
+    // the record pointing at a position a different leaf takes after the restart.
+    await this.state.log.flush();
+    this.state.devices.add({
+      did, signingPublicKey: Buffer.from(signingPublicKey).toString('base64'), kemPublicKey: Buffer.from(kemPublicKey).toString('base64'),
+      signingKeyId: keyIdHex('ML-DSA-65', signingPublicKey), apiKeyId: key.id, registeredAt: Date.now(), leafIndex,
+    });
+    key.did = did;
+    await this.state.save();
+    audit('ok', did);
+    return { created: true, body: { did, document, leafIndex } };
+  }
+
+  /** `did` as it came in the path (percent-decoded): anything but an enrolled DID is not found. */
+  device(did: string): Outcome<DidRecordBody> {
+    const device = this.find(did);
+    if (!device) return notFound();
+    const document = documentBody(Buffer.from(device.signingPublicKey, 'base64'), Buffer.from(device.kemPublicKey, 'base64'));
+    return {
+      did: device.did, document, revoked: device.revokedAt !== undefined,
+      registeredAt: new Date(device.registeredAt).toISOString(), leafIndex: device.leafIndex,
+      ...(device.revokedAt !== undefined ? { revokedAt: new Date(device.revokedAt).toISOString(), revocationLeafIndex: device.revocationLeafIndex } : {}),
+    };
+  }
+
+  /** Logs the revocation once; revoking a revoked device answers the same again. */
+  async revoke(operator: KeyRecord, did: string): Promise<Outcome<DeviceRevokedBody>> {
+    const device = this.find(did);
+    if (!device) return notFound();
+    if (device.revokedAt === undefined) {
+      device.revocationLeafIndex = this.state.log.append(encodeLogEntry({ type: 'revocation', signingKeyId: Buffer.from(device.signingKeyId, 'hex'), did: device.did }));
+      await this.state.log.flush();
+      device.revokedAt = Date.now();
+      await this.state.save();
+      this.state.audit.record({ event: 'device_revoked', keyId: operator.id, keyLabel: operator.label, did: device.did, outcome: 'ok' });
+    }
+    // Set together with revokedAt, here and when a new log epoch logs revocations again (state.ts).
+    return { did: device.did, revoked: true, leafIndex: device.revocationLeafIndex! };
+  }
+
+  private find(did: string): DeviceRecord | undefined {
+    try {
+      parseDid(did);
+    } catch {
+      return undefined;
+    }
+    return this.state.devices.get(did);
+  }
+}
+
+/** The DID document as it travels (protocol/api keeps it an open JSON object). */
+function documentBody(signingPublicKey: Uint8Array, kemPublicKey: Uint8Array): RegistrationBody['document'] {
+  return { ...didDocument({ signingPublicKey, kemPublicKey }) };
+}

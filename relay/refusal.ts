@@ -1,0 +1,20 @@
+/**
+ * A request the relay declines, as a value: the domain modules return it, the HTTP layer sends it
+ * as `{ "error": code, "message": message }`. Its status is the code's row in the wire contract
+ * (protocol/api/errors.ts), never chosen by the caller.
+ */
+import { RELAY_ERRORS, type RelayErrorCode } from '../protocol/api/index.js';
+
+export class Refusal {
+  constructor(readonly code: RelayErrorCode, readonly message: string, readonly retryAfterMs?: number) {}
+
+  get status(): number {
+    return RELAY_ERRORS[this.code];
+  }
+}
+
+/** A domain result: the value, or why not. */
+export type Outcome<T> = T | Refusal;
+
+export const notFound = (): Refusal => new Refusal('not_found', 'no such resource');
+export const badRequest = (message: string): Refusal => new Refusal('bad_request', message);

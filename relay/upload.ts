@@ -1,0 +1,114 @@
+/**
+ * Inbound envelopes (docs/API.md "POST /v2/envelopes"), as the ordered checks of "Checks, in this
+ * order": `admit` runs those that need no body (rate, quota, media type, log congestion, declared
+ * size, memory), `accept` those that need the whole envelope (well-formed, enrolled, not revoked,
+ * signer, signature, not a duplicate), then appends the log leaf, stores the ciphertext and counts
+ * the transfer. Every refusal is audited with its code as the outcome.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { ENVELOPE_MEDIA_TYPE, type UploadBody } from '../protocol/api/index.js';
+import { transferLeafFromHash } from '../protocol/log-entries.js';
+import type { KeyRecord } from './api-keys.js';
+import { CpuTurns } from './cpu-turns.js';
+import { EnvelopeError, parseForRelay, signatureValid } from './envelope-check.js';
+import { Refusal, type Outcome } from './refusal.js';
+import type { RelayState } from './state.js';
+
+export interface UploadRequest {
+  /** Content-Type without parameters, lower case. */
+  mediaType: string;
+  /** The declared Content-Length, if any. */
+  contentLength: number | undefined;
+}
+
+/** An upload allowed to send its body: the largest envelope its plan takes. */
+export interface Admitted {
+  limit: number;
+}
+
+/** The whole envelope, in a buffer reserved in the store, and its SHA-256. */
+export interface ReceivedEnvelope {
+  bytes: Buffer;
+  sha256: Uint8Array;
+}
+
+type AuditDetail = { did?: string; envelopeHash?: string; size?: number };
+
+export const tooLarge = (limit: number, plan: string): Refusal =>
+  new Refusal('too_large', `envelope larger than ${limit} bytes, the largest allowed for plan "${plan}"`);
+export const malformed = (message: string): Refusal => new Refusal('malformed_envelope', message);
+export const memoryFull = (retryAfterMs: number): Refusal => new Refusal('memory_full', 'relay memory is full; retry later', retryAfterMs);
+
+export class Uploads {
+  /** One signature verification per event-loop turn, so timers (the checkpoint signer) stay on time. */
+  private readonly cpuTurns = new CpuTurns();
+
+  constructor(private readonly state: RelayState) {}
+
+  admit(key: KeyRecord, request: UploadRequest): Outcome<Admitted> {
+    const { plan, envelopeLimit: limit } = this.state.plan(key);
+    const wait = this.state.keys.takeRateToken(key, plan);
+    if (wait > 0) return this.refused(key, new Refusal('rate_limited', `plan "${key.plan}" allows ${plan.ratePerMinute} uploads per minute`, wait));
+    // Retry-After: when the quota period rolls over (an operator may raise the quota sooner).
+    if (!this.state.keys.quotaAllows(key, plan)) {
+      return this.refused(key, new Refusal('quota_exceeded', `plan "${key.plan}" quota of ${plan.quota} transfers for this period is used up`, this.state.keys.quotaResetsInMs(key, plan)));
+    }
+    if (request.mediaType !== ENVELOPE_MEDIA_TYPE) return this.refused(key, new Refusal('unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
+    // The log's unwritten tiles are RAM: when the disk falls that far behind, uploads wait.
+    if (this.state.log.congested) return this.refused(key, new Refusal('log_busy', 'the transparency log is writing a large backlog; retry shortly', 1000));
+    const { contentLength } = request;
+    if (contentLength !== undefined && contentLength > limit) return this.refused(key, tooLarge(limit, key.plan));
+    // Full before the first byte: refuse now, read nothing (the connection is then cut off).
+    if (contentLength !== undefined && !this.state.store.canAllocate(contentLength)) return this.refused(key, memoryFull(this.state.retryAfterMs()));
+    return { limit };
+  }
+
+  /** Audits a refusal of this upload and returns it (also for those found while the body streams in). */
+  refused(key: KeyRecord, refusal: Refusal, detail: AuditDetail = {}): Refusal {
+    this.state.audit.record({ event: 'upload', keyId: key.id, keyLabel: key.label, ...detail, outcome: refusal.code });
+    return refusal;
+  }
+
+  /** Takes over `envelope.bytes`: stored on success, discarded (zeroed) otherwise. */
+  async accept(key: KeyRecord, admitted: Admitted, envelope: ReceivedEnvelope): Promise<Outcome<UploadBody>> {
+    const { bytes, sha256 } = envelope;
+    let stored = false;
+    try {
+      let env;
+      try {
+        env = parseForRelay(bytes, admitted.limit);
+      } catch (err) {
+        if (err instanceof EnvelopeError) return this.refused(key, malformed(`envelope: ${err.message}`));
+        throw err;
+      }
+      const device = key.did === undefined ? undefined : this.state.devices.get(key.did);
+      if (!device) return this.refused(key, new Refusal('device_not_enrolled', 'this key is not bound to an enrolled device; register first'));
+      const did = device.did;
+      if (device.revokedAt !== undefined) return this.refused(key, new Refusal('device_revoked', 'the device bound to this key was revoked'));
+      const sender = Buffer.from(env.header.senderKeyId);
+      const expected = Buffer.from(device.signingKeyId, 'hex');
+      if (sender.length !== expected.length || !timingSafeEqual(sender, expected)) {
+        return this.refused(key, new Refusal('wrong_signer', 'envelope sender is not the device bound to this key'), { did, size: bytes.length });
+      }
+      await this.cpuTurns.next();
+      if (!signatureValid(env, this.state.devices.signingKey(device))) {
+        return this.refused(key, new Refusal('bad_signature', 'envelope signature does not verify'), { did, size: bytes.length });
+      }
+      const leaf = transferLeafFromHash(sha256);
+      const id = Buffer.from(leaf.envelopeHash).toString('hex');
+      if (this.state.store.seen(id)) {
+        return this.refused(key, new Refusal('duplicate', 'this envelope is already held or was already delivered'), { did, envelopeHash: id, size: bytes.length });
+      }
+      // A re-upload of a recent envelope (held ones are refused above) keeps its leaf.
+      const leafIndex = (await this.state.log.indexOfLeafHash(leaf.hash)) ?? this.state.log.append(leaf.data);
+      this.state.store.add({ id, bytes, recipient: Buffer.from(env.header.recipientKeyId).toString('hex'), uploaderKeyId: key.id, leafIndex });
+      stored = true;
+      this.state.keys.countTransfer(key);
+      this.state.usageChanged();
+      this.state.audit.record({ event: 'upload', keyId: key.id, keyLabel: key.label, did, envelopeHash: id, size: bytes.length, outcome: 'ok' });
+      return { id, leafIndex, size: bytes.length };
+    } finally {
+      if (!stored) this.state.store.discard(bytes);
+    }
+  }
+}
