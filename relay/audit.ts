@@ -92,10 +92,10 @@ export class AuditTrail {
   private readonly warnedUnreadable = new Set<string>();
   private closed = false;
 
-  private constructor(private readonly options: AuditOptions, private readonly log: Logger) {}
+  private constructor(private readonly options: AuditOptions, private readonly logger: Logger) {}
 
-  static async open(options: AuditOptions, log: Logger): Promise<AuditTrail> {
-    const trail = new AuditTrail(options, log);
+  static async open(options: AuditOptions, logger: Logger): Promise<AuditTrail> {
+    const trail = new AuditTrail(options, logger);
     if (options.file !== undefined) {
       const file = options.file;
       await trail.locked(() => trail.prepareFiles()).catch((err: unknown) => {
@@ -221,11 +221,11 @@ export class AuditTrail {
 
   private emit(entry: AuditEvent): void {
     const level = entry.outcome === 'ok' ? 'info' : 'warn';
-    this.log[level]({ audit: entry }, `audit ${entry.event} ${entry.outcome}`);
+    this.logger[level]({ audit: entry }, `audit ${entry.event} ${entry.outcome}`);
     const line = JSON.stringify(entry) + '\n';
     if (this.options.file === undefined) return this.keepInRam(line);
     if (this.unwrittenBytes + line.length > MAX_UNWRITTEN_BYTES) {
-      if (this.droppedEvents++ === 0) this.log.error({ file: this.options.file }, 'audit trail: the disk is not keeping up; events are dropped (counted)');
+      if (this.droppedEvents++ === 0) this.logger.error({ file: this.options.file }, 'audit trail: the disk is not keeping up; events are dropped (counted)');
       return;
     }
     this.unwritten.push(line);
@@ -267,12 +267,12 @@ export class AuditTrail {
       try {
         if (this.tailSuspect) await this.closeTornTail();
         await this.append(lines);
-        if (this.writeFailing) this.log.warn({ file: this.options.file, dropped: this.droppedEvents }, 'audit trail writes work again');
+        if (this.writeFailing) this.logger.warn({ file: this.options.file, dropped: this.droppedEvents }, 'audit trail writes work again');
         this.writeFailing = false;
       } catch (err) {
         this.droppedEvents += lines.length;
         this.tailSuspect = true;
-        if (!this.writeFailing) this.log.error({ file: this.options.file, err: (err as Error).message }, 'audit trail write failed; events are dropped (counted) until a write succeeds');
+        if (!this.writeFailing) this.logger.error({ file: this.options.file, err: (err as Error).message }, 'audit trail write failed; events are dropped (counted) until a write succeeds');
         this.writeFailing = true;
         return;
       }
@@ -318,13 +318,13 @@ export class AuditTrail {
       const n = rotatedNumber(base, name);
       if (n !== undefined && n >= this.options.keepFiles) {
         await fs.unlink(path.join(dir, name));
-        this.log.info({ file: path.join(dir, name), keepFiles: this.options.keepFiles }, 'audit trail: deleted a file beyond keepFiles');
+        this.logger.info({ file: path.join(dir, name), keepFiles: this.options.keepFiles }, 'audit trail: deleted a file beyond keepFiles');
       }
     }
     await this.closeTornTail();
     if (this.activeSize >= this.options.maxFileSize) {
       await this.rotate();
-      this.log.info({ file, maxFileSize: this.options.maxFileSize }, 'audit trail: rotated a file at or above maxFileSize');
+      this.logger.info({ file, maxFileSize: this.options.maxFileSize }, 'audit trail: rotated a file at or above maxFileSize');
     }
   }
 
@@ -349,7 +349,7 @@ export class AuditTrail {
         if (last[0] !== 0x0a) {
           await fs.appendFile(file, '\n', { mode: 0o600 });
           this.activeSize += 1;
-          this.log.warn({ file }, 'audit trail: the last line was torn (crash or failed write); it is kept and skipped as unreadable');
+          this.logger.warn({ file }, 'audit trail: the last line was torn (crash or failed write); it is kept and skipped as unreadable');
         }
       }
       this.tailSuspect = false;
@@ -423,7 +423,7 @@ export class AuditTrail {
     const id = source.ino !== undefined ? `${source.ino}` : source.name;
     if (this.warnedUnreadable.has(id)) return;
     this.warnedUnreadable.add(id);
-    this.log.warn({ file: source.name, lines }, 'audit trail: unreadable lines skipped (torn by a crash or garbled)');
+    this.logger.warn({ file: source.name, lines }, 'audit trail: unreadable lines skipped (torn by a crash or garbled)');
   }
 }
 

@@ -91,12 +91,12 @@ export class RelayServer {
     ['GET', '/v2/audit', (c) => this.audit(c)],
   ] satisfies Route<Handler>[]);
 
-  constructor(private readonly config: RelayConfig, private readonly state: RelayState, private readonly log: Logger) {
-    this.auth = new Authenticator(state, config.trustedProxies, log);
-    this.enrollment = new Enrollment(state, log);
+  constructor(private readonly config: RelayConfig, private readonly state: RelayState, private readonly logger: Logger) {
+    this.auth = new Authenticator(state, config.trustedProxies, logger);
+    this.enrollment = new Enrollment(state, logger);
     this.uploads = new Uploads(state);
     this.delivery = new Delivery(state);
-    this.operator = new Operator(config, state, log);
+    this.operator = new Operator(config, state, logger);
     this.logReads = new LogReads(state);
   }
 
@@ -117,7 +117,7 @@ export class RelayServer {
       server.setTimeout(limits.idleTimeout); // no 'timeout' listener: idle sockets are destroyed
       server.on('request', (req, res) => void this.dispatch(req, res));
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-        this.log.debug({ code: err.code }, 'client error');
+        this.logger.debug({ code: err.code }, 'client error');
         if (!socket.writable) return socket.destroy();
         const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         socket.end(`HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
@@ -156,7 +156,7 @@ export class RelayServer {
     const started = performance.now();
     res.on('close', () => {
       this.inFlight--;
-      this.log.debug({ method: req.method, path: pathOnly(req.url), status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+      this.logger.debug({ method: req.method, path: pathOnly(req.url), status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
     });
     try {
       if (this.stopping) refuse(new Refusal('shutting_down', 'relay is shutting down', 1000));
@@ -173,7 +173,7 @@ export class RelayServer {
       if (caught instanceof HttpError) refusal = caught.refusal;
       else if (caught instanceof LogPrunedError) refusal = new Refusal('log_pruned', caught.message);
       else if (caught instanceof LogCorruptError) {
-        this.log.error({ err: caught.message }, 'transparency log file damaged; request refused');
+        this.logger.error({ err: caught.message }, 'transparency log file damaged; request refused');
         refusal = new Refusal('log_corrupt', 'a transparency log file is damaged; the relay operator has been told');
       }
       if (refusal) {
@@ -185,7 +185,7 @@ export class RelayServer {
         if (cutOff) req.pause();
         else if (!req.complete) discardBody(req, MAX_DISCARD);
       } else {
-        this.log.error({ err: (caught as Error).message, stack: (caught as Error).stack }, 'request failed');
+        this.logger.error({ err: (caught as Error).message, stack: (caught as Error).stack }, 'request failed');
         sendError(res, new Refusal('internal', 'internal error'), true);
       }
     }

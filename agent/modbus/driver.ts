@@ -88,7 +88,7 @@ class ModbusTap implements Tap {
   private readonly resolved: ResolvedPoint[];
   private readonly plan: PlannedRequest[];
   private readonly link: ModbusLink;
-  private readonly log: Logger;
+  private readonly logger: Logger;
   private readonly retries: number;
   private readonly addressBase: number;
   private state: TapState = 'down';
@@ -104,7 +104,7 @@ class ModbusTap implements Tap {
     private readonly deps: ModbusTapDeps,
   ) {
     this.name = config.name;
-    this.log = deps.logger.child({ kind: 'modbus' }); // createTap() binds the tap name
+    this.logger = deps.logger.child({ kind: 'modbus' }); // createTap() binds the tap name
     this.addressBase = config.addressBase;
     this.retries = config.retries ?? MODBUS_DEFAULTS.retries;
     const { points, issues } = resolvePoints(config.points, {
@@ -119,7 +119,7 @@ class ModbusTap implements Tap {
     this.link = acquireLink(linkTarget(config), {
       timeoutMs: config.timeout ?? MODBUS_DEFAULTS.timeoutMs,
       backoff: { initialMs: config.backoff?.initial ?? MODBUS_DEFAULTS.backoffInitialMs, maxMs: config.backoff?.max ?? MODBUS_DEFAULTS.backoffMaxMs },
-      logger: this.log,
+      logger: this.logger,
     });
   }
 
@@ -135,7 +135,7 @@ class ModbusTap implements Tap {
     this.unsubscribe = this.link.onStateChange((state, reason) => this.setState(state, state === 'down' ? `${this.link.description}: ${reason}` : undefined));
     this.link.start();
     if (this.link.state === 'up') this.setState('up');
-    this.log.info({ link: this.link.description, points: this.points.length, requests: this.plan.length }, 'modbus tap started');
+    this.logger.info({ link: this.link.description, points: this.points.length, requests: this.plan.length }, 'modbus tap started');
   }
 
   status(): TapStatus {
@@ -148,7 +148,7 @@ class ModbusTap implements Tap {
     this.unsubscribe?.();
     await Promise.allSettled([...this.inFlight]);
     await releaseLink(this.link);
-    this.log.info('modbus tap stopped');
+    this.logger.info('modbus tap stopped');
   }
 
   async collect(deadline: number): Promise<Reading[]> {
@@ -212,7 +212,7 @@ class ModbusTap implements Tap {
           const reason = `timeout after ${err.timeoutMs} ms (unit ${req.unitId}, ${rangeText(req, this.addressBase)})`;
           silentUnits.set(req.unitId, reason);
           this.markBad(results, req.points, reason);
-          this.log.warn({ unitId: req.unitId, range: rangeText(req, this.addressBase), reason }, 'modbus unit not answering');
+          this.logger.warn({ unitId: req.unitId, range: rangeText(req, this.addressBase), reason }, 'modbus unit not answering');
           continue;
         }
         const code = (err as ModbusError).modbusCode;
@@ -220,12 +220,12 @@ class ModbusTap implements Tap {
           answered++;
           const reason = `modbus exception ${code} (${exceptionName(code)}) for ${rangeText(req, this.addressBase)}`;
           this.markBad(results, req.points, reason);
-          this.log.warn({ unitId: req.unitId, reason }, 'modbus exception');
+          this.logger.warn({ unitId: req.unitId, reason }, 'modbus exception');
           continue;
         }
         const reason = `${errorText(err)} (unit ${req.unitId}, ${rangeText(req, this.addressBase)})`;
         this.markBad(results, req.points, reason);
-        this.log.warn({ unitId: req.unitId, reason }, 'modbus request failed');
+        this.logger.warn({ unitId: req.unitId, reason }, 'modbus request failed');
       }
     }
     if (answered > 0) {
@@ -260,7 +260,7 @@ class ModbusTap implements Tap {
       } catch (err) {
         const retryable = !(err instanceof LinkDownError) && typeof (err as ModbusError).modbusCode !== 'number';
         if (!retryable || attempt >= this.retries || signal.aborted) throw err;
-        this.log.debug({ unitId: req.unitId, attempt: attempt + 1, error: errorText(err) }, 'modbus request retry');
+        this.logger.debug({ unitId: req.unitId, attempt: attempt + 1, error: errorText(err) }, 'modbus request retry');
       }
     }
   }
@@ -290,7 +290,7 @@ class ModbusTap implements Tap {
           continue;
         }
         results[i] = { ...base, value, quality: 'good' };
-        if (this.log.isLevelEnabled('debug')) this.log.debug({ point: p.name, value: String(value) }, 'modbus reading');
+        if (this.logger.isLevelEnabled('debug')) this.logger.debug({ point: p.name, value: String(value) }, 'modbus reading');
       } catch (err) {
         results[i] = { ...base, value: null, quality: 'bad', reason: errorText(err) };
       }
@@ -302,8 +302,8 @@ class ModbusTap implements Tap {
     this.state = state;
     this.reason = state === 'up' ? undefined : reason;
     if (!changed || this.stopped) return;
-    if (state === 'up') this.log.info({ link: this.link.description }, 'modbus tap up');
-    else this.log.warn({ link: this.link.description, reason }, 'modbus tap down');
+    if (state === 'up') this.logger.info({ link: this.link.description }, 'modbus tap up');
+    else this.logger.warn({ link: this.link.description, reason }, 'modbus tap down');
     this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' && reason !== undefined && { reason }) });
   }
 }

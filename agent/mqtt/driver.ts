@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient, type IPublishPacket } from 'mqtt';
 
 type QoS = 0 | 1 | 2;
-import type { Logger } from 'pino';
+import type { Logger } from '../../common/log.js';
 import { Backoff, sleep } from '../../common/backoff.js';
 import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
 import { decodePayload, type Decoded, type DecodeSpec, type ValueType } from './decode.js';

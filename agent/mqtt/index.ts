@@ -1,5 +1,5 @@
 /** The MQTT tap (subscribe only): schema, config type and factory for the agent core. */
-import type { Logger } from 'pino';
+import type { Logger } from '../../common/log.js';
 import type { Tap, TapEventListener } from '../tap.js';
 import { MqttTap } from './driver.js';
 import type { MqttTapConfig } from './schema.js';

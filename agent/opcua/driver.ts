@@ -71,7 +71,7 @@ class OpcuaTap implements Tap {
   readonly name: string;
   readonly points: readonly string[];
   private readonly parsed: ParsedNodeId[];
-  private readonly log: Logger;
+  private readonly logger: Logger;
   private state: TapState = 'down';
   private reason = 'not started';
   private requests = 0;
@@ -85,7 +85,7 @@ class OpcuaTap implements Tap {
   constructor(private readonly config: OpcuaTapConfig, private readonly deps: OpcuaTapDeps) {
     this.name = config.name;
     this.points = config.points.map((p) => p.name);
-    this.log = deps.logger.child({ kind: 'opcua' }); // createTap() binds the tap name
+    this.logger = deps.logger.child({ kind: 'opcua' }); // createTap() binds the tap name
     this.parsed = config.points.map((p) => {
       const id = parseNodeId(p.nodeId);
       // The schema already rejects bad ids; this guards direct callers.
@@ -102,7 +102,7 @@ class OpcuaTap implements Tap {
   async start(): Promise<void> {
     if (this.loop || this.stopping.signal.aborted) return;
     if (this.config.auth.type === 'username' && this.config.securityMode === 'None') {
-      this.log.warn('username login over securityMode None: the password is protected only if the server\'s user token policy encrypts it');
+      this.logger.warn('username login over securityMode None: the password is protected only if the server\'s user token policy encrypts it');
     }
     this.reason = 'connecting';
     this.loop = this.run();
@@ -277,7 +277,7 @@ class OpcuaTap implements Tap {
     if (!rejectedCertificate) {
       if (/BadCertificate|BadSecurityChecksFailed/.test(messageOf(err))) {
         const own = path.join(manager.rootDir, 'own', 'certs');
-        this.log.warn({ clientCertificateFolder: own }, `the server refused the connection (${messageOf(err)}); it may not trust this client's certificate in ${own}`);
+        this.logger.warn({ clientCertificateFolder: own }, `the server refused the connection (${messageOf(err)}); it may not trust this client's certificate in ${own}`);
       }
       return err instanceof Error ? err : new Error(messageOf(err));
     }
@@ -285,7 +285,7 @@ class OpcuaTap implements Tap {
     const trustedFolder = path.join(manager.rootDir, 'trusted', 'certs');
     const file = await findFile(manager.rejectedFolder, `[${thumbprint}]`);
     const where = file ?? path.join(manager.rejectedFolder, `*[${thumbprint}].pem`);
-    this.log.warn(
+    this.logger.warn(
       { rejectedFile: where, trustedFolder, thumbprint },
       `server certificate is not trusted: after checking its thumbprint, move ${where} to ${trustedFolder}/ to trust it`,
     );
@@ -363,7 +363,7 @@ class OpcuaTap implements Tap {
         if (status && !status.isGood()) {
           const index = indices[k]!;
           connection.targets[index] = { error: `cannot monitor: ${status.name}` };
-          this.log.warn({ point: this.points[index], status: status.name }, 'the server refused to monitor this point');
+          this.logger.warn({ point: this.points[index], status: status.name }, 'the server refused to monitor this point');
         }
       });
     }
@@ -382,9 +382,9 @@ class OpcuaTap implements Tap {
     if (reason !== undefined) this.reason = reason;
     if (!changed) return;
     if (state === 'up') {
-      this.log.info({ endpoint: this.config.endpoint, securityMode: this.config.securityMode, securityPolicy: effectivePolicy(this.config), mode: this.config.mode }, 'opcua tap up');
+      this.logger.info({ endpoint: this.config.endpoint, securityMode: this.config.securityMode, securityPolicy: effectivePolicy(this.config), mode: this.config.mode }, 'opcua tap up');
     } else {
-      this.log.warn({ endpoint: this.config.endpoint, reason }, 'opcua tap down');
+      this.logger.warn({ endpoint: this.config.endpoint, reason }, 'opcua tap down');
     }
     this.deps.onEvent?.({ tap: this.name, state, reason: state === 'down' ? reason : undefined });
   }
