@@ -4,31 +4,9 @@
  * asks it, once per interval, for the readings it has by a deadline.
  */
 
-export type Quality = 'good' | 'uncertain' | 'bad';
-
-/** A reading's value after type decoding, scale and offset. 64-bit integers stay exact as bigint. */
-export type ReadingValue = number | bigint | boolean | string | null;
-
-export interface Reading {
-  /** Tap name from the config. */
-  tap: string;
-  /** Point name from the config (unique within its tap). */
-  point: string;
-  /** Decoded value; null when quality is bad and no value exists. */
-  value: ReadingValue;
-  unit?: string;
-  quality: Quality;
-  /** Why the quality is not good, e.g. "timeout after 1000 ms", "modbus exception 2 (illegal data address)". */
-  reason?: string;
-  /** When the value was produced at the source (device or OPC-UA source timestamp), ms since epoch. */
-  sourceTime?: number;
-  /** OPC-UA server timestamp, ms since epoch. */
-  serverTime?: number;
-  /** When the agent obtained the value, ms since epoch. */
-  readTime: number;
-  /** True when the value was not refreshed within the interval (MQTT, subscriptions). */
-  stale?: boolean;
-}
+/** One reading type for the whole conduit: the frame carries exactly what a tap returns. */
+import type { Reading } from '../protocol/frame.js';
+export type { Quality, Reading, ReadingValue } from '../protocol/frame.js';
 
 export type TapState = 'up' | 'down';
 

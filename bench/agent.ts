@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { measure, percentile, type Row } from './table.js';
+import { measure, percentile, type Row } from '../common/table.js';
 import { silentLogger } from '../common/log.js';
 import { validate } from '../common/schema.js';
 import { agentConfigSchema, loadAgentSecrets } from '../agent/config.js';
@@ -120,6 +120,6 @@ async function allGood(agent: Agent): Promise<boolean> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { formatTable } = await import('./table.js');
+  const { formatTable } = await import('../common/table.js');
   console.log(formatTable(await benchAgent()));
 }

@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { percentile, type Row } from './table.js';
+import { percentile, type Row } from '../common/table.js';
 import { RelayClient } from '../common/relay-client.js';
 import { enrollParty } from './party.js';
 import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';

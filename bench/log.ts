@@ -18,7 +18,7 @@ import { writePrivateKeyFile } from '../common/keyfile.js';
 import { unitNodeFlags } from '../test/helpers/systemd-unit.js';
 import { cliPath } from '../test/helpers/paths.js';
 import { prng } from '../common/prng.js';
-import { measure, type Row } from './table.js';
+import { measure, type Row } from '../common/table.js';
 
 const MiB = 1024 * 1024;
 const BIG = Number(process.env['GP_BENCH_LOG_LEAVES'] ?? 10_000_000);

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { availableProviders } from '../protocol/crypto/provider.js';
 import { xwingDecapsulate, xwingEncapsulate, xwingPublicKeyFromSeed } from '../protocol/crypto/xwing.js';
 import { AEAD, CONTENT_TYPE, DEFAULT_BUCKETS, KEM, SIGNATURE_CONTEXT, bucketCapacity, envelopeLength, openEnvelope, parseEnvelope, sealEnvelope } from '../protocol/envelope/index.js';
-import { measure, type Row } from './table.js';
+import { measure, type Row } from '../common/table.js';
 
 const iterationsFor = (bucket: number, provider: string) => {
   const base = bucket <= 65536 ? 30 : bucket <= 1048576 ? 10 : 8;

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { measure, percentile, type Row } from './table.js';
+import { measure, percentile, type Row } from '../common/table.js';
 import { availableProviders } from '../protocol/crypto/provider.js';
 import {
   MerkleTree, leafHash, mlDsaNoteSigner, mlDsaNoteVerifier, openCheckpoint, signCheckpoint, verifyConsistency, verifyInclusion,

@@ -12,7 +12,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { percentile, type Row } from './table.js';
+import { percentile, type Row } from '../common/table.js';
 import { RelayClient } from '../common/relay-client.js';
 import { getProvider } from '../protocol/crypto/provider.js';
 import { generatePrivateKey, type PrivateKey } from '../protocol/keys.js';

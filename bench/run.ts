@@ -3,7 +3,7 @@
  * Sections: protocol, relay, log, agent, e2e. Targets live in docs/PERFORMANCE.md, never in tests.
  */
 import os from 'node:os';
-import { formatTable, type Row } from './table.js';
+import { formatTable, type Row } from '../common/table.js';
 
 type Bench = () => Promise<Row[]>;
 

@@ -13,20 +13,29 @@
  * so decode(bytes) succeeding implies encode(decode(bytes)) equals bytes.
  */
 
-export type FrameQuality = 'good' | 'uncertain' | 'bad';
-export type FrameValue = number | bigint | boolean | string | null;
+export type Quality = 'good' | 'uncertain' | 'bad';
+/** A reading's value after type decoding, scale and offset. 64-bit integers stay exact as bigint. */
+export type ReadingValue = number | bigint | boolean | string | null;
 
-/** Structurally the same as agent/tap.ts Reading, so readings go in unchanged. */
-export interface FrameReading {
+/** One reading: what a tap returns (agent/tap.ts) and what a frame carries, unchanged. */
+export interface Reading {
+  /** Tap name from the config. */
   tap: string;
+  /** Point name from the config (unique within its tap). */
   point: string;
-  value: FrameValue;
+  /** Decoded value; null when quality is bad and no value exists. */
+  value: ReadingValue;
   unit?: string;
-  quality: FrameQuality;
+  quality: Quality;
+  /** Why the quality is not good, e.g. "timeout after 1000 ms", "modbus exception 2 (illegal data address)". */
   reason?: string;
+  /** When the value was produced at the source (device or OPC-UA source timestamp), ms since epoch. */
   sourceTime?: number;
+  /** OPC-UA server timestamp, ms since epoch. */
   serverTime?: number;
+  /** When the agent obtained the value, ms since epoch. */
   readTime: number;
+  /** True when the value was not refreshed within the interval (MQTT, subscriptions). */
   stale?: boolean;
 }
 
@@ -37,7 +46,7 @@ export interface Frame {
   time: number;
   /** Length of that interval, ms. */
   intervalMs: number;
-  readings: FrameReading[];
+  readings: Reading[];
 }
 
 export type FrameErrorCode = 'truncated' | 'bad_magic' | 'unsupported_version' | 'too_large' | 'malformed' | 'trailing_bytes' | 'bad_value';
@@ -66,7 +75,7 @@ export const FRAME_LIMITS = {
   maxStringBytes: 65_535,
 } as const;
 
-const QUALITIES: readonly FrameQuality[] = ['good', 'uncertain', 'bad'];
+const QUALITIES: readonly Quality[] = ['good', 'uncertain', 'bad'];
 const FLAG = { stale: 0x04, unit: 0x08, reason: 0x10, sourceTime: 0x20, serverTime: 0x40 } as const;
 const TAG = { null: 0, false: 1, true: 2, int: 3, float64: 4, bigint: 5, string: 6 } as const;
 const MAX_U64 = (1n << 64n) - 1n;
@@ -326,7 +335,7 @@ function time(r: Reader, base: number, delta: bigint, what: string, at: number):
   return Number(t);
 }
 
-function decodeValue(r: Reader, what: string): FrameValue {
+function decodeValue(r: Reader, what: string): ReadingValue {
   const at = r.pos;
   const tag = r.byte(`${what} type`);
   switch (tag) {
@@ -379,7 +388,7 @@ function decodeFrame(r: Reader, index: number): Frame {
     if (i === used) used++;
     return strings[i]!;
   };
-  const readings: FrameReading[] = [];
+  const readings: Reading[] = [];
   for (let i = 0; i < readingCount; i++) {
     const rat = `${at}.readings[${i}]`;
     const tap = ref(`${rat}.tap`);
@@ -388,7 +397,7 @@ function decodeFrame(r: Reader, index: number): Frame {
     const flags = r.byte(`${rat}.flags`);
     const q = flags & 0x03;
     if (q === 3 || (flags & 0x80) !== 0) r.fail('malformed', `${rat}: invalid flags 0x${flags.toString(16)}`, flagsAt);
-    const reading: FrameReading = { tap, point, value: null, quality: QUALITIES[q]!, readTime: 0 };
+    const reading: Reading = { tap, point, value: null, quality: QUALITIES[q]!, readTime: 0 };
     if (flags & FLAG.unit) reading.unit = ref(`${rat}.unit`);
     if (flags & FLAG.reason) reading.reason = ref(`${rat}.reason`);
     reading.value = decodeValue(r, `${rat}.value`);

@@ -2,7 +2,7 @@
  * The receiver's output: one JSON object per reading (a JSON line in the stdout and file sinks,
  * the MQTT payload, an element of the webhook batch). Documented in docs/RECEIVER.md.
  */
-import type { Frame, FrameValue } from '../protocol/frame.js';
+import type { Frame, ReadingValue } from '../protocol/frame.js';
 
 export type ValueType = 'null' | 'boolean' | 'number' | 'bigint' | 'string';
 
@@ -34,7 +34,7 @@ export interface ReadingRecord {
 
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 
-function encodeValue(v: FrameValue): { value: ReadingRecord['value']; type: ValueType } {
+function encodeValue(v: ReadingValue): { value: ReadingRecord['value']; type: ValueType } {
   if (v === null) return { value: null, type: 'null' };
   if (typeof v === 'bigint') return { value: v.toString(), type: 'bigint' };
   if (typeof v === 'number') return { value: Number.isFinite(v) ? v : String(v), type: 'number' };

@@ -7,7 +7,7 @@
 import { pathToFileURL } from 'node:url';
 import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
-import { formatTable, measure, type Row } from '../../bench/table.js';
+import { formatTable, measure, type Row } from '../../common/table.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../../test/helpers/modbus-server.js';
 import type { Tap } from '../tap.js';
 import { encodeRegisters } from './decode.js';

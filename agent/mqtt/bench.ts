@@ -5,7 +5,7 @@
  *   - collect() alone: the snapshot cost the agent core pays each interval
  */
 import type { MqttClient } from 'mqtt';
-import { measure, percentile, type Row } from '../../bench/table.js';
+import { measure, percentile, type Row } from '../../common/table.js';
 import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { connectTestClient, startMosquitto } from '../../test/helpers/mosquitto.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { cliPath } from './paths.js';
 import { makeReceiver, tempDir, type Device, type Receiver as ReceiverKeys, type RelayProcess } from './relay.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
-import { encodeFrames, type FrameReading } from '../../protocol/frame.js';
+import { encodeFrames, type Reading } from '../../protocol/frame.js';
 import { encodePrivateKeyPem } from '../../protocol/keys.js';
 
 export interface ReceiverSetup {
@@ -117,7 +117,7 @@ export async function readText(file: string): Promise<string> {
 }
 
 /** Two readings per frame by default, marked with `tag` so each envelope's readings are recognisable. */
-export function readings(tag: string, now = Date.now()): FrameReading[] {
+export function readings(tag: string, now = Date.now()): Reading[] {
   return [
     { tap: 'plc1', point: `temp-${tag}`, value: 21.5, unit: '°C', quality: 'good', readTime: now, sourceTime: now - 10 },
     { tap: 'plc1', point: `count-${tag}`, value: 18446744073709551615n, quality: 'good', readTime: now },
@@ -127,7 +127,7 @@ export function readings(tag: string, now = Date.now()): FrameReading[] {
 export interface SealArgs {
   seq: bigint;
   stream?: number;
-  readings?: FrameReading[];
+  readings?: Reading[];
   createdAt?: number;
   contentType?: number;
 }
