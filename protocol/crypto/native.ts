@@ -6,7 +6,7 @@
  */
 import * as nodeCrypto from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import type { CryptoProvider } from './provider.js';
+import type { CryptoProvider } from './interface.js';
 import { KeyCache } from './cache.js';
 import { checkContext, expectLength, verifyInputsWellFormed, ML_DSA65, ML_KEM768 } from './checks.js';
 

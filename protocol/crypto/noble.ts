@@ -1,7 +1,7 @@
 /** @noble/post-quantum provider: pure JS, runs on every Node version. */
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
-import type { CryptoProvider } from './provider.js';
+import type { CryptoProvider } from './interface.js';
 import { KeyCache } from './cache.js';
 import { checkContext, expectLength, verifyInputsWellFormed, ML_DSA65, ML_KEM768 } from './checks.js';
 

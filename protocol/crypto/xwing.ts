@@ -7,7 +7,7 @@
  */
 import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
-import type { CryptoProvider } from './provider.js';
+import type { CryptoProvider } from './interface.js';
 import { KeyCache } from './cache.js';
 import { expectLength, ML_KEM768 } from './checks.js';
 import { x25519, x25519PrivateKey, x25519PublicKeyOf } from './x25519.js';
