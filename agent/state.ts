@@ -23,10 +23,10 @@ interface StoredState {
 }
 
 /** A state file problem; `exitCode` is from common/state-errors.ts (65 bad file, 74 I/O failure). */
-export class StateError extends Error {
+export class AgentStateError extends Error {
   constructor(message: string, readonly exitCode: number = EXIT_STATE_BAD) {
     super(message);
-    this.name = 'StateError';
+    this.name = 'AgentStateError';
   }
 }
 
@@ -43,12 +43,12 @@ export class AgentState {
   /** Writes of the state file since this process started. */
   writes = 0;
   /** Set once a write failed: from then on no number is handed out (it could exceed what is on disk). */
-  private failed: StateError | undefined;
+  private failed: AgentStateError | undefined;
   /**
    * Told once when a write fails after start. The CLI owns the process and stops it (exit 74):
    * the agent must not keep sealing frames whose sequence numbers are not durably reserved.
    */
-  static onWriteFailure: ((err: StateError) => void) | undefined;
+  static onWriteFailure: ((err: AgentStateError) => void) | undefined;
 
   constructor(
     readonly dir: string,
@@ -61,24 +61,24 @@ export class AgentState {
       lstatSync(file); // lstat: a dangling symlink counts as present (and then fails the layout check)
       existed = true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new StateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new AgentStateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
       existed = false;
     }
     try {
       this.conf = new Conf<StoredState>({ cwd: dir, configName: 'agent-state', configFileMode: 0o600, clearInvalidConfig: false, accessPropertiesByDotNotation: false });
       this.stored = this.conf.store;
     } catch (err) {
-      throw new StateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
+      throw new AgentStateError(`state file ${file}: cannot read: ${describeFileError(err)}; ${KEEP_IT}`, stateExitCode(err));
     }
     // Only a missing file means "first boot": an empty object (`{}`, `null`, `[]` all read as one)
     // in an existing file is a damaged file, and starting from 1 would repeat sequence numbers.
     if (!existed) this.stored = { version: 1, reservedUpTo: {} };
     const layout = this.stored as Partial<StoredState>;
     if (layout.version !== 1 || typeof layout.reservedUpTo !== 'object' || layout.reservedUpTo === null || Array.isArray(layout.reservedUpTo)) {
-      throw new StateError(`state file ${file}: unknown layout (expected {"version":1,"reservedUpTo":{…}}); ${KEEP_IT}`);
+      throw new AgentStateError(`state file ${file}: unknown layout (expected {"version":1,"reservedUpTo":{…}}); ${KEEP_IT}`);
     }
     for (const [key, value] of Object.entries(this.stored.reservedUpTo)) {
-      if (typeof value !== 'string' || !/^\d{1,20}$/.test(value) || BigInt(value) > MAX_U64) throw new StateError(`state file ${file}: reservedUpTo.${key} is not a u64; ${KEEP_IT}`);
+      if (typeof value !== 'string' || !/^\d{1,20}$/.test(value) || BigInt(value) > MAX_U64) throw new AgentStateError(`state file ${file}: reservedUpTo.${key} is not a u64; ${KEEP_IT}`);
     }
   }
 
@@ -99,7 +99,7 @@ export class AgentState {
     if (next === undefined) next = reserved === 0n ? 1n : reserved; // a new process starts above every earlier reservation
     if (next >= reserved) {
       const upTo = next + this.block;
-      if (upTo > MAX_U64) throw new StateError(`sequence ${key} exhausted`);
+      if (upTo > MAX_U64) throw new AgentStateError(`sequence ${key} exhausted`);
       this.stored = { ...this.stored, reservedUpTo: { ...this.stored.reservedUpTo, [key]: upTo.toString() } };
       this.save(`reserved ${counter} sequences up to ${upTo} on stream ${stream}`);
     }
@@ -144,7 +144,7 @@ export class AgentState {
     try {
       this.conf.store = this.stored;
     } catch (err) {
-      this.failed = new StateError(`state file ${this.conf.path}: write failed: ${describeFileError(err)}; stopping so that no sequence number is used beyond the saved reservation`, EXIT_STATE_IO); // a failed write is always an I/O failure, whatever errno
+      this.failed = new AgentStateError(`state file ${this.conf.path}: write failed: ${describeFileError(err)}; stopping so that no sequence number is used beyond the saved reservation`, EXIT_STATE_IO); // a failed write is always an I/O failure, whatever errno
       try {
         this.stored = this.conf.store;
       } catch {

@@ -44,7 +44,7 @@ export function describeFileError(err: unknown): string {
   return code !== undefined ? `${message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '')} (${code})` : message;
 }
 
-/** A state file problem of the relay (the agent and receiver have their own StateError): one line naming the file. */
+/** A state file problem of the relay or the receiver: one line naming the file (the agent's single state file has AgentStateError). */
 export class StateFileError extends Error {
   constructor(readonly file: string, message: string, readonly exitCode: number = EXIT_STATE_BAD) {
     super(`${file}: ${message}`);

@@ -3,6 +3,7 @@
  * definite, minimal lengths only (DER), at most 4 length bytes, no reading past the end.
  * Pure: bytes in, bytes out.
  */
+import { ProtocolError } from './errors.js';
 import { concatBytes } from './bytes.js';
 
 export const TAG = {
@@ -15,10 +16,10 @@ export const TAG = {
   CONTEXT_0_PRIMITIVE: 0x80, // [0] IMPLICIT OCTET STRING (ML-DSA / ML-KEM seed)
 } as const;
 
-export class DerError extends Error {
+/** Every DER problem is one code: the message says which. */
+export class DerError extends ProtocolError<'bad_der'> {
   constructor(message: string) {
-    super(message);
-    this.name = 'DerError';
+    super('bad_der', message);
   }
 }
 

@@ -12,6 +12,7 @@
  * other (overlong varints, unused or out-of-order strings, a float64 holding an integer, ...),
  * so decode(bytes) succeeding implies encode(decode(bytes)) equals bytes.
  */
+import { ProtocolError } from './errors.js';
 
 export type Quality = 'good' | 'uncertain' | 'bad';
 /** A reading's value after type decoding, scale and offset. 64-bit integers stay exact as bigint. */
@@ -51,14 +52,11 @@ export interface Frame {
 
 export type FrameErrorCode = 'truncated' | 'bad_magic' | 'unsupported_version' | 'too_large' | 'malformed' | 'trailing_bytes' | 'bad_value';
 
-export class FrameError extends Error {
-  readonly code: FrameErrorCode;
+export class FrameError extends ProtocolError<FrameErrorCode> {
   /** Byte offset where decoding failed (decode only). */
   readonly offset: number | undefined;
   constructor(code: FrameErrorCode, message: string, offset?: number) {
-    super(offset === undefined ? message : `${message} (at byte ${offset})`);
-    this.name = 'FrameError';
-    this.code = code;
+    super(code, offset === undefined ? message : `${message} (at byte ${offset})`);
     this.offset = offset;
   }
 }

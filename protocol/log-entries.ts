@@ -10,6 +10,7 @@
  * Key ids are protocol/keys.ts keyId(): SHA-256 of the SPKI DER. No names and no plaintext.
  * A receiver recomputes the transfer leaf from the envelope it leased (transferLeaf).
  */
+import { ProtocolError } from './errors.js';
 import { createHash } from 'node:crypto';
 import { leafHash } from './tlog/merkle.js';
 
@@ -23,12 +24,7 @@ export type LogEntry =
   | { type: 'revocation'; signingKeyId: Uint8Array; did: string }
   | { type: 'firmware'; manifestHash: Uint8Array };
 
-export class LogEntryError extends Error {
-  constructor(readonly code: 'empty' | 'unknown_type' | 'bad_length' | 'bad_did', message: string) {
-    super(message);
-    this.name = 'LogEntryError';
-  }
-}
+export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did'> {}
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 const utf8 = new TextEncoder();

@@ -21,7 +21,8 @@ import { fingerprint, streamKey } from './replay-window.js';
 import type { ReplayStore } from './state.js';
 import { toRecords } from './records.js';
 import { SinkError, type Sink } from './sinks/sink.js';
-import { StateError, saveEvidence } from './state.js';
+import { StateFileError } from '../common/state-errors.js';
+import { saveEvidence } from './state.js';
 
 export type RefusalCode =
   | 'id_mismatch' | 'malformed' | 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration'
@@ -111,9 +112,9 @@ export class Receiver {
         }
       } catch (err) {
         if (err instanceof LogIntegrityError) return this.integrityFailure(err);
-        if (err instanceof StateError || (err instanceof SinkError && err.localFailure)) {
+        if (err instanceof StateFileError || (err instanceof SinkError && err.localFailure)) {
           // A local write failed (full disk): the in-memory state is ahead of the disk, so stop (docs/RELIABILITY.md).
-          const exitCode = err instanceof StateError ? err.exitCode : err.localFailure!.exitCode;
+          const exitCode = err instanceof StateFileError ? err.exitCode : err.localFailure!.exitCode;
           logger.fatal({ exitCode }, `${err.message}; stopping`);
           this.stoppedBy = err.message;
           return exitCode;

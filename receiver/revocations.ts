@@ -15,7 +15,8 @@ import { CompactRange } from '../protocol/tlog/subtrees.js';
 import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { LogIntegrityError } from './log-trust.js';
 import { readOptional, writeFileAtomic } from '../common/atomic-file.js';
-import { StateError, onFile } from './state.js';
+import { StateFileError } from '../common/state-errors.js';
+import { onFile } from './state.js';
 
 /** Progress is saved at most this often (a restart re-reads at most this much of the log). */
 const SAVE_EVERY_MS = 30_000;
@@ -59,7 +60,7 @@ export class RevocationWatch {
       if (state.origin !== origin) return new RevocationWatch(client, file, origin, new CompactRange(), new Map(revoked));
       return new RevocationWatch(client, file, origin, new CompactRange(state.size, subtrees), new Map(revoked));
     } catch (err) {
-      throw new StateError(file!, `unreadable revocation state (${(err as Error).message}); delete it to re-read the log from the start`);
+      throw new StateFileError(file!, `unreadable revocation state (${(err as Error).message}); delete it to re-read the log from the start`);
     }
   }
 

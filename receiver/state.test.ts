@@ -4,7 +4,8 @@ import { mkdtemp, rm, writeFile, appendFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fingerprint } from './replay-window.js';
-import { ReplayStore, StateError } from './state.js';
+import { StateFileError } from '../common/state-errors.js';
+import { ReplayStore } from './state.js';
 
 test('replay store survives a restart and a torn journal line, and refuses a corrupt one', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'gp-replay-'));
@@ -18,7 +19,7 @@ test('replay store survives a restart and a torn journal line, and refuses a cor
     assert.equal(store.window.check('k', 6n, fingerprint('6')), 'new', 'the torn record was never acknowledged');
     await store.close();
     await writeFile(path.join(dir, 'replay.journal'), 'garbage\n');
-    await assert.rejects(ReplayStore.open(dir, 16), StateError);
+    await assert.rejects(ReplayStore.open(dir, 16), StateFileError);
     await writeFile(path.join(dir, 'replay.journal'), '');
     await writeFile(path.join(dir, 'replay.json'), '{');
     await assert.rejects(ReplayStore.open(dir, 16), /refusing to start/);

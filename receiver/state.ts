@@ -14,23 +14,15 @@ import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ReplayWindow } from './replay-window.js';
 import { ensurePrivateDir, readOptional, syncDir, writeFileAtomic } from '../common/atomic-file.js';
-import { EXIT_STATE_BAD, EXIT_STATE_IO, describeFileError, stateExitCode } from '../common/state-errors.js';
+import { EXIT_STATE_IO, StateFileError, describeFileError, stateExitCode } from '../common/state-errors.js';
 
-/** A state file problem naming the file; `exitCode` per common/state-errors.ts (65 bad file, 74 I/O failure). */
-export class StateError extends Error {
-  constructor(readonly file: string, message: string, readonly exitCode: number = EXIT_STATE_BAD) {
-    super(`${file}: ${message}`);
-    this.name = 'StateError';
-  }
-}
-
-/** Runs one file operation; an OS error becomes a StateError naming `file` (writes are always 74). */
+/** Runs one file operation; an OS error becomes a StateFileError naming `file` (writes are always 74). */
 export async function onFile<T>(file: string, doing: 'read' | 'write', op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
-    if (err instanceof StateError) throw err;
-    throw new StateError(file, `${doing} failed: ${describeFileError(err)}`, doing === 'write' ? EXIT_STATE_IO : stateExitCode(err));
+    if (err instanceof StateFileError) throw err;
+    throw new StateFileError(file, `${doing} failed: ${describeFileError(err)}`, doing === 'write' ? EXIT_STATE_IO : stateExitCode(err));
   }
 }
 
@@ -51,7 +43,7 @@ export class ReplayStore {
       try {
         window = ReplayWindow.fromJSON(JSON.parse(text), windowSize);
       } catch (err) {
-        throw new StateError(snapshotFile, `unreadable replay state (${(err as Error).message}); refusing to start rather than accept replays`);
+        throw new StateFileError(snapshotFile, `unreadable replay state (${(err as Error).message}); refusing to start rather than accept replays`);
       }
     }
     const store = new ReplayStore(dir, window, compactEvery);
@@ -65,7 +57,7 @@ export class ReplayStore {
         entry = JSON.parse(line) as JournalLine;
         if (typeof entry.k !== 'string' || typeof entry.s !== 'string' || !/^\d{1,20}$/.test(entry.s) || typeof entry.f !== 'string') throw new Error('fields');
       } catch {
-        throw new StateError(journalFile, `line ${i + 1} is malformed; refusing to start rather than accept replays`);
+        throw new StateFileError(journalFile, `line ${i + 1} is malformed; refusing to start rather than accept replays`);
       }
       window.mark(entry.k, BigInt(entry.s), entry.f);
     });
@@ -112,7 +104,7 @@ export class ReplayStore {
 }
 
 /**
- * The saved witness state, checked to be a JSON object (garbled or truncated: StateError, exit 65);
+ * The saved witness state, checked to be a JSON object (garbled or truncated: StateFileError, exit 65);
  * what it says is then checked by the Witness (a checkpoint that does not verify is an integrity failure).
  */
 export async function loadWitnessState(file: string): Promise<string | undefined> {
@@ -122,9 +114,9 @@ export async function loadWitnessState(file: string): Promise<string | undefined
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new StateError(file, `${text === '' ? 'empty file' : describeFileError(err)}; it holds the last trusted checkpoint: restore it, or delete it only to trust the relay's log anew (trust on first use)`);
+    throw new StateFileError(file, `${text === '' ? 'empty file' : describeFileError(err)}; it holds the last trusted checkpoint: restore it, or delete it only to trust the relay's log anew (trust on first use)`);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new StateError(file, 'not a witness state object; it holds the last trusted checkpoint: restore it');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new StateFileError(file, 'not a witness state object; it holds the last trusted checkpoint: restore it');
   return text;
 }
 

@@ -3,7 +3,7 @@ import { ConfigError } from '../../common/schema.js';
 import { createLogger, type Logger } from '../../common/log.js';
 import { loadAgentConfig, loadAgentSecrets, type AgentConfig, type AgentSecrets } from '../../agent/config.js';
 import { Agent } from '../../agent/agent.js';
-import { AgentState, StateError } from '../../agent/state.js';
+import { AgentState, AgentStateError } from '../../agent/state.js';
 
 export const DEFAULT_AGENT_CONFIG = '/etc/ghostpipe/agent.yaml';
 
@@ -58,7 +58,7 @@ export const agent: Command = {
     try {
       running = new Agent({ config, secrets, logger });
     } catch (err) {
-      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
+      if (err instanceof AgentStateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
       throw err;
     }
     // Signals are handled from here on, queued behind the start: a SIGHUP during a slow start
@@ -69,7 +69,7 @@ export const agent: Command = {
       await started;
     } catch (err) {
       lifecycle.dispose();
-      if (err instanceof StateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
+      if (err instanceof AgentStateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
       throw err;
     }
     // A state write that fails while running (full disk): stop like SIGTERM (flush what is sealed,

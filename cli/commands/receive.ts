@@ -4,7 +4,7 @@ import { createLogger } from '../../common/log.js';
 import { loadReceiverConfig, TransportError } from '../../receiver/config.js';
 import { SetupError, startReceiver } from '../../receiver/index.js';
 import { LogIntegrityError } from '../../receiver/log-trust.js';
-import { StateError } from '../../receiver/state.js';
+import { StateFileError } from '../../common/state-errors.js';
 import { SinkError } from '../../receiver/sinks/sink.js';
 import { refusesReceiver } from '../../receiver/receiver.js';
 import { RelayError } from '../../common/relay-client.js';
@@ -43,7 +43,7 @@ export const receive: Command = {
         logger.fatal({ reason: err.code }, err.message);
         throw new CliError(`receive: transparency log check failed (${err.code}): ${err.message}`, 3);
       }
-      if (err instanceof StateError) throw new CliError(`receive: cannot start: state file ${err.message}`, err.exitCode);
+      if (err instanceof StateFileError) throw new CliError(`receive: cannot start: state file ${err.message}`, err.exitCode);
       if (err instanceof SinkError && err.localFailure) throw new CliError(`receive: cannot start: ${err.message}`, err.localFailure.exitCode);
       if (err instanceof SetupError || err instanceof SinkError || err instanceof KeyFileError || err instanceof RelayError) {
         throw new CliError(`receive: cannot start: ${err.message}`, err instanceof RelayError && refusesReceiver(err) ? 4 : 1);
@@ -62,7 +62,7 @@ export const receive: Command = {
       await running.close();
     } catch (err) {
       // Closing compacts the replay state: on a full disk that fails too; the journal on disk still holds every delivery.
-      if (!(err instanceof StateError)) throw err;
+      if (!(err instanceof StateFileError)) throw err;
       logger.error({ exitCode: err.exitCode }, `${err.message} (while stopping)`);
       if (code === 0) code = err.exitCode;
     }
