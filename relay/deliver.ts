@@ -29,28 +29,30 @@ export class Delivery {
     return segment;
   }
 
-  async inbox(recipient: string, limit: number, { waitMs, signal }: Wait): Promise<InboxBody> {
-    const store = this.state.store;
-    const deadline = Date.now() + waitMs;
-    let items = store.list(recipient, limit);
-    while (items.length === 0 && Date.now() < deadline && !signal.aborted) {
-      await store.waitFor(recipient, deadline - Date.now(), signal);
-      items = store.list(recipient, limit);
-    }
+  async inbox(recipient: string, limit: number, wait: Wait): Promise<InboxBody> {
+    const listed = () => {
+      const held = this.state.store.list(recipient, limit);
+      return held.length > 0 ? held : undefined;
+    };
+    const items = (await this.untilArrival(recipient, wait, listed)) ?? [];
     // Listed envelopes are held (pending or leased), never burned.
     return { envelopes: items.map((h) => ({ id: h.id, size: h.size, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state as HeldState })) };
   }
 
   /** The oldest pending envelope of `recipient`, leased to `key`; undefined when none came in time. */
-  async lease(key: KeyRecord, recipient: string, { waitMs, signal }: Wait): Promise<Lease | undefined> {
-    const store = this.state.store;
+  async lease(key: KeyRecord, recipient: string, wait: Wait): Promise<Lease | undefined> {
+    return this.untilArrival(recipient, wait, () => this.state.store.lease(recipient, key.id));
+  }
+
+  /** The long-poll of inbox and lease: `attempt()` now, and again whenever something arrives for `recipient`, until it gives a value or the wait ends. */
+  private async untilArrival<T>(recipient: string, { waitMs, signal }: Wait, attempt: () => T | undefined): Promise<T | undefined> {
     const deadline = Date.now() + waitMs;
-    let lease = store.lease(recipient, key.id);
-    while (!lease && Date.now() < deadline && !signal.aborted) {
-      await store.waitFor(recipient, deadline - Date.now(), signal);
-      lease = store.lease(recipient, key.id);
+    let value = attempt();
+    while (value === undefined && Date.now() < deadline && !signal.aborted) {
+      await this.state.store.waitFor(recipient, deadline - Date.now(), signal);
+      value = attempt();
     }
-    return lease;
+    return value;
   }
 
   /** The lease is being sent: audited, and the bytes to send. */

@@ -64,8 +64,7 @@ const MAX_JSON_BYTES = 64 * 1024;
 /** Reads a JSON object body (<= 64 KiB, application/json). */
 export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   if (mediaType(req) !== 'application/json') refuse(new Refusal('unsupported_media_type', 'expected Content-Type: application/json'));
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
+  if ((contentLength(req) ?? 0) > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of bodyChunks(req)) {
