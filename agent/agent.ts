@@ -10,7 +10,7 @@ import { RelayClient, RelayError } from '../common/relay-client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
 import { aeadId, readApiKeyFile, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
 import { collectInterval, type ScheduledTap } from './collect.js';
-import { Delivery } from './delivery.js';
+import { Delivery, frameRanges } from './delivery.js';
 import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
 import { createTap, tapEventLogger } from './taps.js';
@@ -379,8 +379,12 @@ export class Agent {
     // Accepted but not delivered is lost too: the relay holds it in RAM only, and once this
     // process is gone nobody can re-send it if the relay loses it.
     const lostWithBacklog = unflushedFrames + stats.unconfirmedFrames;
+    // Which frames, so a gap at the sink can be matched to this line (a frame the interval never
+    // finished building has no number yet: it is counted, not listed).
+    const backlog = this.delivery.backlogFrames();
     const fields = {
       flushed: flushed && finished, lostWithBacklog, unflushedFrames, undeliveredFrames: stats.unconfirmedFrames, uncertainFrames, undeliveredEnvelopes: stats.unconfirmed,
+      lostFrameNumbers: frameRanges([...backlog.unflushed, ...backlog.undelivered]), uncertainFrameNumbers: frameRanges(backlog.uncertain),
       droppedFrames: stats.droppedFrames, expiredEnvelopes: stats.expired, stoppedInMs: Date.now() - now, stateWrites: this.state.writes,
     };
     const uncertain = uncertainFrames === 0 ? '' : `; ${uncertainFrames} more were being uploaded when the stop budget ran out (the relay may have them)`;

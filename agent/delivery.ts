@@ -449,6 +449,23 @@ export class Delivery {
     this.updateCounts();
   }
 
+  /**
+   * The frame numbers behind the counts in stats, for the stop line: not accepted (queued or in
+   * the upload under way), of those the uncertain ones, and accepted but not delivered. A frame
+   * waiting for several recipients is listed once.
+   */
+  backlogFrames(): { unflushed: bigint[]; uncertain: bigint[]; undelivered: bigint[] } {
+    const unflushed = new Set<bigint>();
+    const uncertain = new Set<bigint>();
+    const undelivered = new Set<bigint>();
+    for (const lane of this.lanes) {
+      for (const f of lane.queue) unflushed.add(f.sequence);
+      for (const f of lane.head?.frames ?? []) (lane.head!.uncertain ? uncertain : unflushed).add(f);
+      for (const sealed of lane.unconfirmed.values()) for (const f of sealed.frames) undelivered.add(f);
+    }
+    return { unflushed: [...unflushed], uncertain: [...uncertain], undelivered: [...undelivered] };
+  }
+
   private oldestSize(lane: RecipientLane): number {
     return lane.unconfirmed.size + (lane.head ? 1 : 0) + lane.queue.length;
   }
@@ -472,4 +489,17 @@ export class Delivery {
       this.o.logger[rising ? 'warn' : 'info']({ backlogBytes: this.stats.backlogBytes, maxBytes: this.o.maxBytes, percent: Math.round(percent) }, rising ? `backlog above ${level} %` : level === 0 ? 'backlog below 50 %' : `backlog down to ${level} %`);
     }
   }
+}
+
+/** Frame numbers as ranges for a log line: [1,2,3,7] -> "1-3,7" ("" for none). */
+export function frameRanges(frames: readonly bigint[]): string {
+  const sorted = [...new Set(frames)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1n) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
 }
