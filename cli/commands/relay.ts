@@ -28,6 +28,16 @@ export const relay: Command = {
       throw err;
     }
     const logger = createLogger('relay', config.logLevel);
+    // Handlers go in before the start, not after "relay listening": a SIGTERM in between (a unit
+    // stopped while the log recovers, a test stopping a relay it just saw listening) must end in
+    // the clean stop below, not in node's default action. During the start it is remembered.
+    let signalled: string | undefined;
+    let onSignal = (signal: string): void => {
+      signalled = signal;
+    };
+    const handler = (signal: string) => onSignal(signal);
+    process.once('SIGTERM', handler);
+    process.once('SIGINT', handler);
     let running;
     try {
       running = await startRelay(config, logger);
@@ -43,7 +53,7 @@ export const relay: Command = {
     }
     const relayRunning = running;
     return new Promise<number>((resolve) => {
-      const onSignal = (signal: string) => {
+      onSignal = (signal: string) => {
         logger.info({ signal }, 'signal received');
         // After stopForStateFailure() the stop itself may fail on the same disk: the code is 74 either way.
         const finish = (code: number) => {
@@ -56,8 +66,7 @@ export const relay: Command = {
           finish(1);
         });
       };
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
+      if (signalled !== undefined) onSignal(signalled);
     });
   },
 };

@@ -1,7 +1,8 @@
 /** Startup: config errors name file, line and path; direct HTTPS with a configured certificate. */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
@@ -48,4 +49,26 @@ test('direct HTTPS with the configured certificate and key', async () => {
   });
   assert.equal(JSON.parse(body).status, 'ok');
   assert.equal(await relay.stop(), 0);
+});
+
+test('SIGTERM during the start (at its first log line) ends in the clean stop: exit 0, not the default action', async () => {
+  const dir = await tempDir();
+  const configFile = path.join(dir, 'relay.json');
+  await writeFile(configFile, JSON.stringify({ listen: ['127.0.0.1:0'], stateDir: path.join(dir, 'state'), logLevel: 'info' }));
+  const child = spawn(process.execPath, [cliPath, 'relay', '--config', configFile], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  let signalled = false;
+  child.stdout!.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+    if (!signalled) {
+      signalled = true;
+      child.kill('SIGTERM');
+    }
+  });
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  assert.equal(signal, null, `killed by ${signal}: the handler was not installed yet\n${output}`);
+  assert.equal(code, 0, output);
+  assert.match(output, /"msg":"signal received"/);
+  assert.match(output, /"msg":"relay listening"/, 'the start completed before the stop');
 });
