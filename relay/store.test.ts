@@ -2,6 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { EnvelopeStore, ENTRY_OVERHEAD } from './store.js';
 
 const RECIPIENT = 'ab'.repeat(32);
@@ -66,4 +68,65 @@ test('memory accounting refuses what does not fit, before and after allocation',
   store.discard(reserved);
   assert.equal(store.inFlightBytes, 0);
   assert.equal(store.canAllocate(8650), true);
+});
+
+test('queues: a leased, acknowledged or expired envelope leaves its queue at once, and empty queues are dropped', async () => {
+  const store = new EnvelopeStore(1 << 30, 1 << 30, 60_000, 30_000, 10, { onExpired: () => undefined, onLeaseExpired: () => undefined });
+  const other = 'cd'.repeat(32);
+  const a = put(store, 1);
+  const b = put(store, 2);
+  const bytes = store.allocate(100)!;
+  store.add({ id: createHash('sha256').update(bytes).digest('hex'), bytes, recipient: other, uploaderKeyId: 'aaaaaaaaaaaa', leafIndex: 3 });
+  assert.equal(store.queueCount, 2);
+  assert.deepEqual(store.stats().queues, { [RECIPIENT]: { pending: 2, leased: 0 }, [other]: { pending: 1, leased: 0 } });
+
+  // Leased: out of the pending list; released: back in front, before newer ones.
+  const lease = store.lease(RECIPIENT, 'rrrrrrrrrrrr')!;
+  assert.deepEqual(store.list(RECIPIENT, 10).map((h) => h.id), [b.id]);
+  store.release(lease);
+  assert.deepEqual(store.list(RECIPIENT, 10).map((h) => h.id), [a.id, b.id]);
+  store.ack(store.lease(RECIPIENT, 'rrrrrrrrrrrr')!);
+  store.ack(store.lease(RECIPIENT, 'rrrrrrrrrrrr')!);
+  assert.equal(store.queueCount, 1, 'the drained queue is gone');
+  assert.deepEqual(store.stats().queues, { [other]: { pending: 1, leased: 0 } });
+
+  // Expired, unread: the queue goes with its last envelope.
+  store.sweep(Date.now() + 61_000);
+  assert.equal(store.queueCount, 0);
+  assert.equal(store.count, 0);
+
+  // A long-poll keeps its queue while it waits, and drops it when it ends with nothing.
+  const ended = new AbortController();
+  const waiting = store.waitFor(other, 60_000, ended.signal);
+  assert.equal(store.queueCount, 1);
+  ended.abort();
+  await waiting;
+  assert.equal(store.queueCount, 0);
+  await store.waitFor(other, 0, ended.signal);
+  assert.equal(store.queueCount, 0, 'a wait that returns at once makes no queue');
+});
+
+test('heap stays flat: 100,000 envelopes to 100,000 recipients that nobody reads, all expired', (t) => {
+  const store = new EnvelopeStore(1 << 30, 1 << 30, 60_000, 30_000, 1_000, { onExpired: () => undefined, onLeaseExpired: () => undefined });
+  const gc = (globalThis as { gc?: () => void }).gc ?? (setFlagsFromString('--expose-gc'), runInNewContext('gc') as () => void);
+  const round = (base: number): void => {
+    for (let i = 0; i < 100_000; i++) {
+      const bytes = store.allocate(64)!;
+      bytes.writeUInt32BE(base + i);
+      store.add({ id: createHash('sha256').update(bytes).digest('hex'), bytes, recipient: createHash('sha256').update(`r${base + i}`).digest('hex'), uploaderKeyId: 'aaaaaaaaaaaa', leafIndex: i });
+    }
+    store.sweep(Date.now() + 61_000 * (base / 100_000 + 1));
+  };
+  round(0); // warms up pools and maps to their working size
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  round(100_000);
+  gc();
+  const grown = process.memoryUsage().heapUsed - before;
+  t.diagnostic(`heap after 100,000 more expired envelopes: ${grown >= 0 ? '+' : ''}${grown} bytes`);
+  assert.equal(store.count, 0);
+  assert.equal(store.queueCount, 0, 'no queue is left behind');
+  assert.equal(store.heldBytes, 0);
+  // Tombstones are bounded by statusMemory (1,000 here); the old code kept ~154-515 B per envelope (15-50 MB).
+  assert.ok(grown < 2 * 1024 * 1024, `heap grew ${grown} bytes over 100,000 expired envelopes`);
 });
