@@ -42,6 +42,8 @@ export function maskKey(record: KeyRecord): string {
 export class ApiKeys {
   private readonly byId = new Map<string, KeyRecord>();
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** Quota slots held by uploads in progress, per key id (RAM only: a restart ends those uploads). */
+  private readonly reserved = new Map<string, number>();
 
   constructor(records: KeyRecord[] = []) {
     for (const record of records) this.byId.set(record.id, record);
@@ -115,7 +117,22 @@ export class ApiKeys {
       const periods = Math.floor((now - record.usage.periodStart) / plan.period);
       record.usage = { periodStart: record.usage.periodStart + periods * plan.period, transfers: 0 };
     }
-    return plan.quota === 0 || record.usage.transfers < plan.quota;
+    return plan.quota === 0 || record.usage.transfers + (this.reserved.get(record.id) ?? 0) < plan.quota;
+  }
+
+  /**
+   * Holds a quota slot for an upload that passed its checks and is still sending its body: without
+   * it, twelve concurrent uploads under a quota of 3 all pass the check before the first one counts.
+   * Given back by releaseTransfer() whatever the outcome (countTransfer() counts a stored one).
+   */
+  reserveTransfer(record: KeyRecord): void {
+    this.reserved.set(record.id, (this.reserved.get(record.id) ?? 0) + 1);
+  }
+
+  releaseTransfer(record: KeyRecord): void {
+    const left = (this.reserved.get(record.id) ?? 0) - 1;
+    if (left > 0) this.reserved.set(record.id, left);
+    else this.reserved.delete(record.id);
   }
 
   /** Ms until the key's current quota period rolls over (call after quotaAllows rolled it forward). */

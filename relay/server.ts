@@ -252,10 +252,8 @@ export class RelayServer {
   private async upload({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
     const declared = contentLength(req);
-    const admitted = accepted(this.uploads.admit(key, { mediaType: mediaType(req), contentLength: declared }));
-    const envelope = await receiveEnvelope(this.state, req, admitted.limit, declared, key.plan);
-    if (envelope instanceof Refusal) refuse(this.uploads.refused(key, envelope));
-    sendJson(res, 201, accepted(await this.uploads.accept(key, admitted, envelope)));
+    const receive = (limit: number) => receiveEnvelope(this.state, req, limit, declared, key.plan);
+    sendJson(res, 201, accepted(await this.uploads.upload(key, { mediaType: mediaType(req), contentLength: declared }, receive)));
   }
 
   private async status({ req, res }: Call): Promise<void> {

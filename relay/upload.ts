@@ -63,6 +63,24 @@ export class Uploads {
     return { limit };
   }
 
+  /**
+   * One upload, start to end: the checks without the body, then `receive` streams the body in
+   * (the HTTP layer's part), then the checks on the whole envelope. A quota slot is held from the
+   * moment admit() allowed it (nothing runs in between) until the outcome is known.
+   */
+  async upload(key: KeyRecord, request: UploadRequest, receive: (limit: number) => Promise<Outcome<ReceivedEnvelope>>): Promise<Outcome<UploadBody>> {
+    const admitted = this.admit(key, request);
+    if (admitted instanceof Refusal) return admitted;
+    this.state.keys.reserveTransfer(key);
+    try {
+      const envelope = await receive(admitted.limit);
+      if (envelope instanceof Refusal) return this.refused(key, envelope);
+      return await this.accept(key, admitted, envelope);
+    } finally {
+      this.state.keys.releaseTransfer(key);
+    }
+  }
+
   /** Audits a refusal of this upload and returns it (also for those found while the body streams in). */
   refused(key: KeyRecord, refusal: Refusal, detail: AuditDetail = {}): Refusal {
     this.state.audit.record({ event: 'upload', keyId: key.id, keyLabel: key.label, ...detail, outcome: refusal.code });
