@@ -135,3 +135,19 @@ test('a kept-alive connection the server closed is reused once and the request r
   assert.equal(requests - before, 1, 'the server saw the request once');
   client.close();
 });
+
+test('a large body on a kept-alive connection the server closed meanwhile (EPIPE while writing) is retried once (x10)', async () => {
+  const client = new HttpClient();
+  const body = Buffer.alloc(5 * 1024 * 1024, 3);
+  for (let i = 0; i < 10; i++) {
+    assert.equal((await client.request(`${base}/echo`, { method: 'GET', timeoutMs: 5000 })).status, 201);
+    // The server closes the idle socket (as its keepAliveTimeout does); the client has not noticed yet.
+    for (const s of sockets) s.destroy();
+    const before = requests;
+    const reply = await client.request(`${base}/echo`, { method: 'POST', body, timeoutMs: 10_000 });
+    assert.equal(reply.status, 201, `attempt ${i + 1}`);
+    assert.equal(reply.body.length, body.length);
+    assert.equal(requests - before, 1, 'the server saw the request once');
+  }
+  client.close();
+});

@@ -138,8 +138,11 @@ export class HttpClient {
       sent.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
         // A kept-alive socket the server closed just as we reused it: the request never arrived
-        // (Node's documented retry case), so one immediate retry is safe.
-        if (!retried && sent.reusedSocket && err.code === 'ECONNRESET') {
+        // (Node's documented retry case), so one immediate retry is safe. A large body meets EPIPE
+        // instead (still writing when the close arrives): the server cannot have acted on a
+        // request it never received whole, so that is retried too. (An agent whose 15 s interval
+        // outlasts the relay's 5 s keep-alive met this with every coalesced upload.)
+        if (!retried && sent.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
           settled = true;
           cleanup();
           this.attempt(target, request, true).then(resolve, reject);

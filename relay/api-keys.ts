@@ -44,6 +44,7 @@ export class ApiKeys {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   /** Quota slots held by uploads in progress, per key id (RAM only: a restart ends those uploads). */
   private readonly reserved = new Map<string, number>();
+  private readonly revocations = new Map<string, AbortController>();
 
   constructor(records: KeyRecord[] = []) {
     for (const record of records) this.byId.set(record.id, record);
@@ -90,7 +91,23 @@ export class ApiKeys {
   revoke(id: string, now = Date.now()): KeyRecord | undefined {
     const record = this.byId.get(id);
     if (record && record.revokedAt === undefined) record.revokedAt = now;
+    this.revocations.get(id)?.abort();
+    this.revocations.delete(id);
     return record;
+  }
+
+  /**
+   * Aborts when the key is revoked: requests of the key that wait (long-polls) or stream (uploads)
+   * end at once instead of finishing with a key that is no longer valid. One controller per key.
+   */
+  revokedSignal(record: KeyRecord): AbortSignal {
+    if (record.revokedAt !== undefined) return AbortSignal.abort();
+    let controller = this.revocations.get(record.id);
+    if (!controller) {
+      controller = new AbortController();
+      this.revocations.set(record.id, controller);
+    }
+    return controller.signal;
   }
 
   activeOperators(): number {

@@ -29,8 +29,9 @@ export class Delivery {
     return segment;
   }
 
-  async inbox(recipient: string, limit: number, wait: Wait): Promise<InboxBody> {
+  async inbox(key: KeyRecord, recipient: string, limit: number, wait: Wait): Promise<InboxBody> {
     const listed = () => {
+      if (key.revokedAt !== undefined) return undefined;
       const held = this.state.store.list(recipient, limit);
       return held.length > 0 ? held : undefined;
     };
@@ -39,9 +40,12 @@ export class Delivery {
     return { envelopes: items.map((h) => ({ id: h.id, size: h.size, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state as HeldState })) };
   }
 
-  /** The oldest pending envelope of `recipient`, leased to `key`; undefined when none came in time. */
+  /**
+   * The oldest pending envelope of `recipient`, leased to `key`; undefined when none came in time.
+   * Never leased to a key revoked while it waited (the caller answers key_revoked then).
+   */
   async lease(key: KeyRecord, recipient: string, wait: Wait): Promise<Lease | undefined> {
-    return this.untilArrival(recipient, wait, () => this.state.store.lease(recipient, key.id));
+    return this.untilArrival(recipient, wait, () => (key.revokedAt === undefined ? this.state.store.lease(recipient, key.id) : undefined));
   }
 
   /** The long-poll of inbox and lease: `attempt()` now, and again whenever something arrives for `recipient`, until it gives a value or the wait ends. */

@@ -91,15 +91,25 @@ export async function drain(req: IncomingMessage): Promise<void> {
   }
 }
 
-/** After a refusal: reads and drops the rest of the body, cutting the connection past `maxBytes`. */
-export function discardBody(req: IncomingMessage, maxBytes: number): void {
-  let seen = 0;
-  req.removeAllListeners('data');
-  req.on('data', (chunk: Buffer) => {
-    seen += chunk.length;
-    if (seen > maxBytes) req.socket.destroy();
+/**
+ * After a refusal: reads and drops the rest of the body, cutting the connection past `maxBytes`.
+ * True once the whole body was read (the answer may go out then), false when it was cut off.
+ */
+export function discardBody(req: IncomingMessage, maxBytes: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    req.removeAllListeners('data');
+    req.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > maxBytes) {
+        req.socket.destroy();
+        resolve(false);
+      }
+    });
+    req.once('end', () => resolve(true));
+    req.once('close', () => resolve(req.complete));
+    req.resume();
   });
-  req.resume();
 }
 
 /** The body's chunks; a client that closes before sending all it declared gets a typed 400. */

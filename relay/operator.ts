@@ -75,7 +75,7 @@ export class Operator {
     return {
       uptimeSeconds,
       memory: { heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss() },
-      envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired },
+      envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, waiting: q.waiting },
       queues: q.queues,
       log: {
         size: log.signedSize, origin: this.state.origin,

@@ -17,4 +17,6 @@ export class Refusal {
 export type Outcome<T> = T | Refusal;
 
 export const notFound = (): Refusal => new Refusal('not_found', 'no such resource');
+/** The key was revoked while its request waited or streamed (it was valid when the request began). */
+export const keyRevoked = (): Refusal => new Refusal('key_revoked', 'this API key was revoked while the request was under way');
 export const badRequest = (message: string): Refusal => new Refusal('bad_request', message);

@@ -16,6 +16,7 @@ import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEY_ID_PATTERN, LEASE_HEADERS, 
 import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { XWING } from '../protocol/crypto/xwing.js';
 import { MAX_EXPORT_ROWS, sendAuditExport } from './audit.js';
+import type { KeyRecord } from './api-keys.js';
 import { Authenticator, pathOnly } from './auth.js';
 import type { RelayConfig } from './config.js';
 import { Delivery } from './deliver.js';
@@ -26,7 +27,7 @@ import {
 import { LogCorruptError, LogPrunedError } from './log.js';
 import { LogReads } from './log-api.js';
 import { Operator } from './operator.js';
-import { Refusal, badRequest, notFound } from './refusal.js';
+import { Refusal, badRequest, keyRevoked, notFound } from './refusal.js';
 import { Router, type Params, type Route } from './router.js';
 import type { RelayState } from './state.js';
 import { receiveEnvelope } from './upload-body.js';
@@ -178,12 +179,20 @@ export class RelayServer {
       }
       if (refusal) {
         // Unread body: cut off oversized and unauthenticated senders; otherwise discard the rest
-        // (bounded) so the client can read the answer instead of a reset connection.
-        // A 507 body is not read either: reading megabytes only to drop them is what a full relay must avoid.
-        const cutOff = !req.complete && (refusal.status === 413 || refusal.status === 401 || refusal.status === 507);
-        sendError(res, refusal, cutOff);
-        if (cutOff) req.pause();
-        else if (!req.complete) discardBody(req, MAX_DISCARD);
+        // (bounded) so the client can read the answer instead of a reset connection. A 507 is
+        // discarded too: dropping chunks as they arrive costs bandwidth, not memory, and a cut-off
+        // raced the client's read of the answer (under load it saw a reset, not 507 + Retry-After).
+        // The answer waits until the rest is read: Node closes a connection whose request is still
+        // arriving when the response ends, and a client still writing then sees EPIPE, not the answer.
+        const cutOff = !req.complete && (refusal.status === 413 || refusal.status === 401);
+        if (cutOff) {
+          sendError(res, refusal, true);
+          req.pause();
+        } else if (!req.complete) {
+          if (await discardBody(req, MAX_DISCARD)) sendError(res, refusal);
+        } else {
+          sendError(res, refusal);
+        }
       } else {
         this.logger.error({ err: (caught as Error).message, stack: (caught as Error).stack }, 'request failed');
         sendError(res, new Refusal('internal', 'internal error'), true);
@@ -192,10 +201,22 @@ export class RelayServer {
   }
 
   /** Ends with the client's connection or the relay's shutdown: long-polls stop waiting at either. */
-  private abortOnClose(res: ServerResponse): AbortSignal {
+  /** Ends a waiting request when its client leaves, the relay stops, or its key is revoked. */
+  private abortOnClose(res: ServerResponse, key: KeyRecord): AbortSignal {
     const controller = new AbortController();
     res.on('close', () => controller.abort());
-    return AbortSignal.any([controller.signal, this.shutdownSignal.signal]);
+    return AbortSignal.any([controller.signal, this.shutdownSignal.signal, this.state.keys.revokedSignal(key)]);
+  }
+
+  /**
+   * A long-poll is silent for up to `waitMs` by design: the socket's idle timeout covers that wait
+   * (plus the usual idle time) while it runs, and is the plain idle timeout again afterwards.
+   * Otherwise a wait=20s ended in a reset at the 15 s idle timeout.
+   */
+  private holdOpen(req: IncomingMessage, res: ServerResponse, waitMs: number): void {
+    const idle = this.config.limits.idleTimeout;
+    req.socket.setTimeout(waitMs + idle);
+    res.once('finish', () => req.socket.setTimeout(idle));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -252,7 +273,7 @@ export class RelayServer {
   private async upload({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
     const declared = contentLength(req);
-    const receive = (limit: number) => receiveEnvelope(this.state, req, limit, declared, key.plan);
+    const receive = (limit: number) => receiveEnvelope(this.state, req, limit, declared, key.plan, this.state.keys.revokedSignal(key));
     sendJson(res, 201, accepted(await this.uploads.upload(key, { mediaType: mediaType(req), contentLength: declared }, receive)));
   }
 
@@ -274,7 +295,9 @@ export class RelayServer {
     const recipient = accepted(this.delivery.recipient(key, params['recipient']!));
     const limit = queryInt(query, 'limit', { min: 1, max: 1000, fallback: 100 });
     const waitMs = queryWait(query, this.config.limits.maxWait);
-    const body = await this.delivery.inbox(recipient, limit, { waitMs, signal: this.abortOnClose(res) });
+    this.holdOpen(req, res, waitMs);
+    const body = await this.delivery.inbox(key, recipient, limit, { waitMs, signal: this.abortOnClose(res, key) });
+    if (key.revokedAt !== undefined) refuse(keyRevoked());
     if (!res.destroyed) sendJson(res, 200, body);
   }
 
@@ -283,7 +306,9 @@ export class RelayServer {
     const recipient = accepted(this.delivery.recipient(key, params['recipient']!));
     const waitMs = queryWait(query, this.config.limits.maxWait);
     await drain(req);
-    const lease = await this.delivery.lease(key, recipient, { waitMs, signal: this.abortOnClose(res) });
+    this.holdOpen(req, res, waitMs);
+    const lease = await this.delivery.lease(key, recipient, { waitMs, signal: this.abortOnClose(res, key) });
+    if (!lease && key.revokedAt !== undefined) refuse(keyRevoked());
     if (!lease) {
       if (!res.destroyed) sendNoContent(res);
       return;

@@ -323,16 +323,18 @@ export class EnvelopeStore {
     return count;
   }
 
-  stats(): { pending: number; leased: number; queues: Record<string, { pending: number; leased: number }> } {
+  stats(): { pending: number; leased: number; waiting: number; queues: Record<string, { pending: number; leased: number }> } {
     let pending = 0;
     let leased = 0;
+    let waiting = 0;
     const queues: Record<string, { pending: number; leased: number }> = {};
     for (const [recipient, queue] of this.queues) {
       pending += queue.pending;
       leased += queue.leased;
+      waiting += queue.waiters.size;
       if (queue.pending + queue.leased > 0) queues[recipient] = { pending: queue.pending, leased: queue.leased };
     }
-    return { pending, leased, queues };
+    return { pending, leased, waiting, queues };
   }
 
   private burn(held: Held, state: FinalState): void {

@@ -7,14 +7,14 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { EnvelopeError, peekEnvelopeLength } from './envelope-check.js';
-import type { Outcome, Refusal } from './refusal.js';
+import { keyRevoked, type Outcome, type Refusal } from './refusal.js';
 import type { RelayState } from './state.js';
 import { malformed, memoryFull, tooLarge, type ReceivedEnvelope } from './upload.js';
 
 /** Bytes read while looking for the envelope header (its length field) before giving up. */
 const MAX_PREFIX = 4096;
 
-export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: number, contentLength: number | undefined, planName: string): Promise<Outcome<ReceivedEnvelope>> {
+export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: number, contentLength: number | undefined, planName: string, revoked: AbortSignal): Promise<Outcome<ReceivedEnvelope>> {
   return new Promise((resolve) => {
     const hash = createHash('sha256');
     let prefix: Buffer[] = [];
@@ -75,13 +75,17 @@ export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: 
     const onClose = (): void => {
       if (!settled) fail(malformed('connection closed before the envelope was complete'));
     };
+    const onRevoked = (): void => fail(keyRevoked());
     const cleanup = (): void => {
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('close', onClose);
+      revoked.removeEventListener('abort', onRevoked);
     };
+    if (revoked.aborted) return onRevoked();
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('close', onClose);
+    revoked.addEventListener('abort', onRevoked);
   });
 }

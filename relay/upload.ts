@@ -11,7 +11,7 @@ import { transferLeafFromHash } from '../protocol/log-entries.js';
 import type { KeyRecord } from './api-keys.js';
 import { CpuTurns } from './cpu-turns.js';
 import { EnvelopeError, parseForRelay, signatureValid } from './envelope-check.js';
-import { Refusal, type Outcome } from './refusal.js';
+import { Refusal, keyRevoked, type Outcome } from './refusal.js';
 import type { RelayState } from './state.js';
 
 export interface UploadRequest {
@@ -75,6 +75,10 @@ export class Uploads {
     try {
       const envelope = await receive(admitted.limit);
       if (envelope instanceof Refusal) return this.refused(key, envelope);
+      if (key.revokedAt !== undefined) {
+        this.state.store.discard(envelope.bytes);
+        return this.refused(key, keyRevoked());
+      }
       return await this.accept(key, admitted, envelope);
     } finally {
       this.state.keys.releaseTransfer(key);

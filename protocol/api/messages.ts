@@ -31,7 +31,8 @@ export interface HealthBody { status: string; version: string; uptimeSeconds: nu
 export interface StatsBody {
   uptimeSeconds: number;
   memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number };
-  envelopes: { pending: number; leased: number; delivered: number; expired: number };
+  /** waiting: long-polls (inbox or lease) waiting for an arrival now. */
+  envelopes: { pending: number; leased: number; delivered: number; expired: number; waiting: number };
   queues: Record<string, { pending: number; leased: number }>;
   log: { size: number; origin: string; checkpointLatencyMs: { last: number; max: number } };
   keys: { active: number; revoked: number };
