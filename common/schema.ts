@@ -427,6 +427,32 @@ function refine<T>(schema: Schema<T>, check: (value: T) => string | RefineIssue[
   );
 }
 
+/** What a process step returns: the processed value, or the problems that stop it (paths relative to the value). */
+export type Processed<U> = { ok: true; value: U } | { ok: false; issues: RefineIssue[] };
+
+/**
+ * Check, then process: runs `fn` only when `schema` accepted the value, and turns the checked
+ * value (defaults applied) into the shape its component runs on (resolved, planned). The
+ * cross-field rules that the processing itself finds go into `issues`, so they are reported at
+ * their paths like any other problem, and the component never checks them again.
+ */
+function processed<T, U>(schema: Schema<T>, fn: (value: T) => Processed<U>): Schema<U> {
+  return make(
+    schema.kind,
+    () => schema.describe(),
+    (value, at, ctx) => {
+      const before = ctx.issues.length;
+      const parsed = schema.parse(value, at, ctx);
+      if (ctx.issues.length > before) return undefined as never;
+      const result = fn(parsed);
+      if (result.ok) return result.value;
+      for (const issue of result.issues) report(ctx, [...at, ...issue.path], issue.message);
+      return undefined as never;
+    },
+    schema.keyOptional ?? false,
+  );
+}
+
 /** The first schema that accepts the value wins. */
 function union<T extends Schema<any>[]>(...schemas: T): Schema<Infer<T[number]>> {
   const self: Schema<Infer<T[number]>> = make('union', () => schemas.map((schema) => schema.describe()).join(' or '), (value, at, ctx) => {
@@ -464,6 +490,7 @@ export const s = {
   oneOf,
   record,
   refine,
+  process: processed,
   union,
 };
 
