@@ -411,20 +411,11 @@ function record<T>(item: Schema<T>): Schema<Record<string, T>> {
  * naming the problem ("points[3] has the same name as points[1]"), or issues at sub-paths.
  */
 function refine<T>(schema: Schema<T>, check: (value: T) => string | RefineIssue[] | undefined): Schema<T> {
-  return make(
-    schema.kind,
-    () => schema.describe(),
-    (value, at, ctx) => {
-      const before = ctx.issues.length;
-      const parsed = schema.parse(value, at, ctx);
-      if (ctx.issues.length > before) return parsed;
-      const problem = check(parsed);
-      if (typeof problem === 'string') report(ctx, at, problem);
-      else if (problem) for (const issue of problem) report(ctx, [...at, ...issue.path], issue.message);
-      return parsed;
-    },
-    schema.keyOptional ?? false,
-  );
+  return processed(schema, (value) => {
+    const problem = check(value);
+    const issues = typeof problem === 'string' ? [{ path: [], message: problem }] : (problem ?? []);
+    return issues.length > 0 ? { ok: false, issues } : { ok: true, value };
+  });
 }
 
 /** What a process step returns: the processed value, or the problems that stop it (paths relative to the value). */

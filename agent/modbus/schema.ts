@@ -105,21 +105,9 @@ export function processModbusTap(tap: ModbusTapConfig): Processed<ModbusTapSetti
   const resolved = resolvePoints(tap.points, tap);
   issues.push(...resolved.issues);
   if (issues.length > 0) return { ok: false, issues };
-  return {
-    ok: true,
-    value: {
-      name: tap.name,
-      type: tap.type,
-      ...(tap.interval !== undefined && { interval: tap.interval }),
-      target: linkTarget(tap),
-      addressBase: tap.addressBase,
-      timeout: tap.timeout,
-      retries: tap.retries,
-      backoff: tap.backoff,
-      points: resolved.points,
-      plan: planRequests(resolved.points, { maxGap: tap.maxGap }),
-    },
-  };
+  // What the target, the resolved points and the plan are made of does not reach the driver.
+  const { transport: _transport, host: _host, port: _port, serial: _serial, unitId: _unitId, byteOrder: _byteOrder, maxGap, points: _points, ...kept } = tap;
+  return { ok: true, value: { ...kept, target: linkTarget(tap), points: resolved.points, plan: planRequests(resolved.points, { maxGap }) } };
 }
 
 /** Where the link goes; called once the rules above hold (rtu has serial, the others host). */

@@ -145,39 +145,16 @@ export interface MqttTapSettings {
 
 /** The checked tap → the settings the driver runs on. Every rule was checked above: nothing can fail here. */
 export function processMqttTap(tap: MqttTapConfig): Processed<MqttTapSettings> {
-  const points = tap.points.map((point): MqttPointSettings => ({
-    name: point.name,
-    topic: point.topic,
-    qos: point.qos ?? tap.qos,
-    ...(point.unit !== undefined && { unit: point.unit }),
-    decode: {
-      ...(point.json !== undefined && { json: point.json }),
-      ...(point.type !== undefined && { type: point.type }),
-      ...(point.scale !== undefined && { scale: point.scale }),
-      ...(point.offset !== undefined && { offset: point.offset }),
-      ...(point.timestamp !== undefined && { timestamp: point.timestamp }),
-      ...(point.timestampUnit !== undefined && { timestampUnit: point.timestampUnit }),
-    },
-  }));
+  const points = tap.points.map(({ name, topic, qos, unit, ...decode }): MqttPointSettings => ({ name, topic, qos: qos ?? tap.qos, ...(unit !== undefined && { unit }), decode }));
   const subscriptions = new Map<string, QoS>();
   for (const point of points) subscriptions.set(point.topic, Math.max(point.qos, subscriptions.get(point.topic) ?? 0) as QoS);
+  // The tap's qos lives on in each point's; the rest is kept as checked.
+  const { qos: _tapQos, points: _configured, clientId, ...kept } = tap;
   return {
     ok: true,
     value: {
-      name: tap.name,
-      type: tap.type,
-      ...(tap.interval !== undefined && { interval: tap.interval }),
-      url: tap.url,
-      protocolVersion: tap.protocolVersion,
-      clientId: tap.clientId ?? `ghostpipe-${tap.name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)}-${randomBytes(4).toString('hex')}`,
-      ...(tap.username !== undefined && { username: tap.username }),
-      ...(tap.passwordFile !== undefined && { passwordFile: tap.passwordFile }),
-      ...(tap.tls !== undefined && { tls: tap.tls }),
-      keepalive: tap.keepalive,
-      connectTimeout: tap.connectTimeout,
-      ...(tap.staleAfter !== undefined && { staleAfter: tap.staleAfter }),
-      maxMessageSize: tap.maxMessageSize,
-      reconnect: tap.reconnect,
+      ...kept,
+      clientId: clientId ?? `ghostpipe-${tap.name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)}-${randomBytes(4).toString('hex')}`,
       points,
       subscriptions: [...subscriptions].map(([filter, qos]) => ({ filter, qos })),
     },
