@@ -15,7 +15,7 @@ import { MAX_STRING_LENGTH, resolvePoints, type ResolvedPoint } from './points.j
 export const TRANSPORTS = ['tcp', 'rtu', 'rtu-over-tcp'] as const;
 
 /** Modbus TCP's registered port; no schema default, so that transport rtu can refuse a stray `port`. */
-export const DEFAULT_PORT = 502;
+const DEFAULT_PORT = 502;
 
 const pointSchema = s.object({
   name: s.string({ minLength: 1, maxLength: 128 }),
