@@ -110,7 +110,7 @@ test('every problem is reported at once, sorted by position', () => {
 test('the shipped example config is valid', async () => {
   const { loadAgentConfig } = await import('./config.js');
   const { repoRoot } = await import('../test/helpers/paths.js');
-  const config = loadAgentConfig(`${repoRoot}/config/agent.example.yaml`);
+  const { config } = loadAgentConfig(`${repoRoot}/config/agent.example.yaml`);
   assert.deepEqual([...new Set(config.taps.map((t) => t.type))].sort(), ['modbus', 'mqtt', 'opcua']);
 });
 
@@ -165,7 +165,8 @@ taps:
 async function loadSecretsOf(configFile: string): Promise<{ warnings: string[]; error?: string }> {
   const warnings: string[] = [];
   try {
-    await loadAgentSecrets(loadAgentConfig(configFile), configFile, (message) => warnings.push(message));
+    const { config, source } = loadAgentConfig(configFile);
+    await loadAgentSecrets(config, source, (message) => warnings.push(message));
     return { warnings };
   } catch (err) {
     assert.ok(err instanceof ConfigError, String(err));
@@ -233,4 +234,28 @@ test('a tap password or private key readable by group or others is a warning; a 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('problems found after the schema are placed from the parse, not from a second read of the file', async () => {
+  const { dir, configFile, file } = await configWithFiles();
+  try {
+    const { config, source } = loadAgentConfig(configFile);
+    // The file is gone (or was edited) by the time the files it names are checked.
+    await rm(configFile);
+    await rm(file('mqtt.pw'));
+    await assert.rejects(loadAgentSecrets(config, source, () => undefined), (err: Error) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.message, `${configFile}:28:19: taps[2].passwordFile: ${file('mqtt.pw')}: no such file`);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a duplicate point name is reported once, by the tap\'s own schema', () => {
+  const lines = errorOf(BASE.replace('name: temp', 'name: flow')).split('\n');
+  assert.deepEqual(lines, ['agent.yaml:18:17: taps[0].points[1].name: duplicate point name "flow" (also points[0])']);
+  const mqtt = errorOf(BASE.replace('type: string }', 'type: string }\n      - { name: label, topic: plant/other }')).split('\n');
+  assert.deepEqual(mqtt, ['agent.yaml:24:17: taps[1].points[1].name: "label" is already used by points[0]']);
 });

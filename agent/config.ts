@@ -4,9 +4,8 @@
  * be readable). Every setting is shown with its default in config/agent.example.yaml.
  */
 import { constants as fsConstants, promises as fs } from 'node:fs';
-import { isNode, LineCounter, parseDocument } from 'yaml';
-import { ConfigError, formatPath, s, type Infer, type RefineIssue } from '../common/schema.js';
-import { loadConfigFile } from '../common/config-file.js';
+import { s, type Infer, type RefineIssue } from '../common/schema.js';
+import { configErrorAt, loadConfigWithSource, type ConfigSource } from '../common/config-file.js';
 import { loadDeviceKeys, loadPublicKey, type DeviceKeys, KeyFileError } from '../common/keyfile.js';
 import { AEAD, DEFAULT_BUCKETS, KEM, MAX_BUCKET, MIN_BUCKET } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
@@ -17,7 +16,9 @@ import { mqttTapSchema } from './mqtt/index.js';
 const file = s.string({ minLength: 1, maxLength: 4096, hint: 'a file path' });
 
 export const tapSchema = s.oneOf('type', { modbus: modbusTapSchema, opcua: opcuaTapSchema, mqtt: mqttTapSchema });
+/** One processed tap: what its driver runs on (each driver's schema.ts checked and resolved it). */
 export type TapConfig = Infer<typeof tapSchema>;
+type SerialLine = Extract<Extract<TapConfig, { type: 'modbus' }>['target'], { transport: 'rtu' }>;
 
 const AEADS = { 'aes-256-gcm': AEAD.AES256GCM, 'chacha20-poly1305': AEAD.CHACHA20POLY1305 } as const;
 
@@ -83,12 +84,6 @@ function crossCheck(config: Infer<typeof agentObject>): RefineIssue[] | undefine
     const first = tapNames.get(tap.name);
     if (first !== undefined) issues.push({ path: ['taps', i, 'name'], message: `duplicate tap name "${tap.name}" (also taps[${first}])` });
     else tapNames.set(tap.name, i);
-    const points = new Map<string, number>();
-    tap.points.forEach((p: { name: string }, j: number) => {
-      const seen = points.get(p.name);
-      if (seen !== undefined) issues.push({ path: ['taps', i, 'points', j, 'name'], message: `duplicate point name "${p.name}" in tap "${tap.name}" (also points[${seen}])` });
-      else points.set(p.name, j);
-    });
     if (tap.interval !== undefined && tap.interval < config.interval) {
       issues.push({ path: ['taps', i, 'interval'], message: `must be at least the agent interval (${config.interval} ms): one frame per interval; found ${tap.interval} ms` });
     }
@@ -105,22 +100,22 @@ const SERIAL_LINE_SETTINGS = ['baudRate', 'parity', 'dataBits', 'stopBits'] as c
  */
 function serialLineConflicts(taps: readonly TapConfig[]): RefineIssue[] {
   const issues: RefineIssue[] = [];
-  const firstOnPath = new Map<string, number>();
+  const firstOnPath = new Map<string, { index: number; name: string; line: SerialLine }>();
   taps.forEach((tap, i) => {
-    if (tap.type !== 'modbus' || tap.transport !== 'rtu' || tap.serial === undefined) return;
-    const first = firstOnPath.get(tap.serial.path);
+    if (tap.type !== 'modbus' || tap.target.transport !== 'rtu') return;
+    const line = tap.target;
+    const first = firstOnPath.get(line.path);
     if (first === undefined) {
-      firstOnPath.set(tap.serial.path, i);
+      firstOnPath.set(line.path, { index: i, name: tap.name, line });
       return;
     }
-    const other = taps[first] as typeof tap;
     for (const setting of SERIAL_LINE_SETTINGS) {
-      const theirs = other.serial![setting];
-      const ours = tap.serial[setting];
+      const theirs = first.line[setting];
+      const ours = line[setting];
       if (ours !== theirs) {
         issues.push({
           path: ['taps', i, 'serial', setting],
-          message: `must match tap "${other.name}" (taps[${first}]), which uses the same serial line ${tap.serial.path} with ${setting} ${theirs}; found ${ours}`,
+          message: `must match tap "${first.name}" (taps[${first.index}]), which uses the same serial line ${line.path} with ${setting} ${theirs}; found ${ours}`,
         });
       }
     }
@@ -131,9 +126,13 @@ function serialLineConflicts(taps: readonly TapConfig[]): RefineIssue[] {
 export const agentConfigSchema = s.refine(agentObject, crossCheck);
 export type AgentConfig = Infer<typeof agentConfigSchema>;
 
-/** Reads and validates the YAML file. Throws ConfigError (file:line:column: path: message lines). */
-export function loadAgentConfig(path: string): AgentConfig {
-  return loadConfigFile(path, agentConfigSchema);
+/**
+ * Reads and validates the YAML file. Throws ConfigError (file:line:column: path: message lines).
+ * `source` places the problems loadAgentSecrets finds later in the same file.
+ */
+export function loadAgentConfig(path: string): { config: AgentConfig; source: ConfigSource } {
+  const { value, source } = loadConfigWithSource(path, agentConfigSchema);
+  return { config: value, source };
 }
 
 export const aeadId = (config: AgentConfig): number => AEADS[config.aead];
@@ -162,7 +161,7 @@ const API_KEY = /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/;
  * Loads the files the config names. Problems are ConfigErrors naming the config path and file,
  * so `--check` reports them like any other config mistake. Never puts key material in a message.
  */
-export async function loadAgentSecrets(config: AgentConfig, configFile: string, onWarning: (message: string) => void): Promise<AgentSecrets> {
+export async function loadAgentSecrets(config: AgentConfig, source: ConfigSource, onWarning: (message: string) => void): Promise<AgentSecrets> {
   const issues: { path: (string | number)[]; message: string }[] = [];
   const fail = (path: (string | number)[], err: unknown) => issues.push({ path, message: err instanceof KeyFileError ? err.message : (err as Error).message });
   let device: DeviceKeys | undefined;
@@ -195,10 +194,7 @@ export async function loadAgentSecrets(config: AgentConfig, configFile: string, 
       fail(named.path, fileProblem(named.file, err));
     }
   }
-  if (issues.length > 0 || device === undefined) {
-    const at = await positionsIn(configFile, issues.map((issue) => issue.path));
-    throw new ConfigError(issues.map((issue, i) => ({ file: configFile, ...at[i], path: formatPath(issue.path), message: issue.message })));
-  }
+  if (issues.length > 0 || device === undefined) throw configErrorAt(source, issues);
   return { device, apiKey, recipients };
 }
 
@@ -278,26 +274,5 @@ async function checkTapFile(named: TapFile, onWarning: (message: string) => void
     }
   } finally {
     await handle.close();
-  }
-}
-
-/**
- * Line and column of each path's value in the config file, so key-file problems (found after the
- * schema passed) point at the line to fix like every other config error. Best effort: a config
- * built in code, or a file that changed meanwhile, gives no position.
- */
-async function positionsIn(configFile: string, paths: (string | number)[][]): Promise<({ line: number; column: number } | undefined)[]> {
-  try {
-    const lineCounter = new LineCounter();
-    const doc = parseDocument(await fs.readFile(configFile, 'utf8'), { lineCounter });
-    return paths.map((path) => {
-      const node = doc.getIn(path, true);
-      const offset = isNode(node) ? node.range?.[0] : undefined;
-      if (offset === undefined) return undefined;
-      const { line, col } = lineCounter.linePos(offset);
-      return { line, column: col };
-    });
-  } catch {
-    return paths.map(() => undefined);
   }
 }

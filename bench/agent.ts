@@ -13,6 +13,7 @@ import path from 'node:path';
 import { measure, percentile, type Row } from '../common/table.js';
 import { silentLogger } from '../common/log.js';
 import { validate } from '../common/schema.js';
+import { codeSource } from '../common/config-file.js';
 import { agentConfigSchema, loadAgentSecrets } from '../agent/config.js';
 import { Agent } from '../agent/agent.js';
 import { enrollDevice } from '../agent/enroll.js';
@@ -57,7 +58,7 @@ export async function benchAgent(): Promise<Row[]> {
     const env = await makeAgentEnv(relay);
     const raw = agentConfig(env, relay.url, taps, { interval: '1s', deadline: 0.9 });
     const config = validate(agentConfigSchema, raw);
-    const secrets = await loadAgentSecrets(config, 'bench', () => undefined);
+    const secrets = await loadAgentSecrets(config, codeSource('bench'), () => undefined);
     await enrollDevice(new RelayClient({ baseUrl: relay.url, apiKey: secrets.apiKey }), secrets.device);
 
     // In-process: time runInterval (collect by the deadline, encode, seal, sign, upload).

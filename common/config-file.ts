@@ -18,16 +18,45 @@ const MAX_SYNTAX_ISSUES = 20;
 const CORE = 'tag:yaml.org,2002:';
 const ALLOWED_TAGS = new Set(['str', 'int', 'float', 'bool', 'null', 'map', 'seq'].map((t) => CORE + t));
 
+/**
+ * Where the values of a parsed config file sit, so that problems found after the schema ran
+ * (a key file the config names is missing) are placed at file:line:column like every other.
+ */
+export interface ConfigSource {
+  readonly file: string;
+  /** Line and column of the value at `path`; undefined for a config built in code. */
+  positionOf(path: Path): { line: number; column: number } | undefined;
+}
+
+/** The source of a config built in code (no file to point into); `file` names it in messages. */
+export function codeSource(file: string): ConfigSource {
+  return { file, positionOf: () => undefined };
+}
+
+/** One ConfigError for problems found after parsing, each at its position in `source`. */
+export function configErrorAt(source: ConfigSource, issues: readonly { path: Path; message: string }[]): ConfigError {
+  return new ConfigError(issues.map((issue) => ({ file: source.file, ...source.positionOf(issue.path), path: formatPath(issue.path), message: issue.message })));
+}
+
 /** Parses and validates config text; `file` is only used in messages. Throws ConfigError. */
 export function parseConfigText<T>(text: string, file: string, schema: Schema<T>): T {
+  return parseConfigWithSource(text, file, schema).value;
+}
+
+/** parseConfigText, also returning where each value sits (for problems found later). */
+export function parseConfigWithSource<T>(text: string, file: string, schema: Schema<T>): { value: T; source: ConfigSource } {
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > MAX_CONFIG_BYTES) throw new ConfigError([{ file, path: '', message: `file is too large: ${bytes} bytes; the limit is ${MAX_CONFIG_BYTES} (1MiB)` }]);
 
   const lineCounter = new LineCounter();
   const issues: ConfigIssue[] = [];
+  const positionAt = (offset: number | undefined) => {
+    if (offset === undefined) return undefined;
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
+  };
   const add = (offset: number | undefined, path: Path, message: string) => {
-    const position = offset === undefined ? undefined : lineCounter.linePos(offset);
-    issues.push({ file, ...(position ? { line: position.line, column: position.col } : {}), path: formatPath(path), message });
+    issues.push({ file, ...positionAt(offset), path: formatPath(path), message });
   };
 
   const tooDeep = findDeepNesting(text);
@@ -68,11 +97,16 @@ export function parseConfigText<T>(text: string, file: string, schema: Schema<T>
   const result = check(schema, value);
   for (const issue of result.issues) add(locate(doc, issue), issue.path, issue.message);
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
-  return result.value;
+  return { value: result.value, source: { file, positionOf: (path) => positionAt(locate(doc, { path, message: '', target: 'value' })) } };
 }
 
 /** Reads `file` (a regular file of at most 1 MiB, UTF-8) and validates it. Throws ConfigError. */
 export function loadConfigFile<T>(file: string, schema: Schema<T>): T {
+  return loadConfigWithSource(file, schema).value;
+}
+
+/** loadConfigFile, also returning where each value sits (for problems found later). */
+export function loadConfigWithSource<T>(file: string, schema: Schema<T>): { value: T; source: ConfigSource } {
   let text: string;
   try {
     // O_NONBLOCK: opening a FIFO by mistake must fail the regular-file check, not hang the process.
@@ -90,7 +124,7 @@ export function loadConfigFile<T>(file: string, schema: Schema<T>): T {
     if (err instanceof ConfigError) throw err;
     throw new ConfigError([{ file, path: '', message: readFailure(err) }]);
   }
-  return parseConfigText(text, file, schema);
+  return parseConfigWithSource(text, file, schema);
 }
 
 function readFailure(err: unknown): string {

@@ -232,3 +232,17 @@ test('paths, suggestions and issue lines are formatted predictably', () => {
   assert.deepEqual(err.issues, [{ file: 'agent.yaml', path: 'a', message: 'required' }]);
   assert.equal(err.message, 'agent.yaml: a: required');
 });
+
+test('process runs only on an accepted value, reports its issues at their paths, and returns the processed value', () => {
+  let calls = 0;
+  const span = s.process(s.object({ from: s.integer(), to: s.withDefault(s.integer(), 10) }), (value) => {
+    calls++;
+    return value.from > value.to ? { ok: false, issues: [{ path: ['from'], message: `must not exceed to (${value.to})` }] } : { ok: true, value: { length: value.to - value.from } };
+  });
+  const schema = s.object({ spans: s.array(span) });
+  assertType<Equal<Infer<typeof span>, { length: number }>>();
+  assert.deepEqual(validate(schema, { spans: [{ from: 3 }, { from: 1, to: 2 }] }), { spans: [{ length: 7 }, { length: 1 }] });
+  assert.equal(calls, 2);
+  assert.deepEqual(problems(schema, { spans: [{ from: 'x' }, { from: 20 }] }), ['spans[0].from: must be an integer; found "x"', 'spans[1].from: must not exceed to (10)']);
+  assert.equal(calls, 3, 'not called for the value the schema refused');
+});

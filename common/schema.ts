@@ -411,17 +411,34 @@ function record<T>(item: Schema<T>): Schema<Record<string, T>> {
  * naming the problem ("points[3] has the same name as points[1]"), or issues at sub-paths.
  */
 function refine<T>(schema: Schema<T>, check: (value: T) => string | RefineIssue[] | undefined): Schema<T> {
+  return processed(schema, (value) => {
+    const problem = check(value);
+    const issues = typeof problem === 'string' ? [{ path: [], message: problem }] : (problem ?? []);
+    return issues.length > 0 ? { ok: false, issues } : { ok: true, value };
+  });
+}
+
+/** What a process step returns: the processed value, or the problems that stop it (paths relative to the value). */
+export type Processed<U> = { ok: true; value: U } | { ok: false; issues: RefineIssue[] };
+
+/**
+ * Check, then process: runs `fn` only when `schema` accepted the value, and turns the checked
+ * value (defaults applied) into the shape its component runs on (resolved, planned). The
+ * cross-field rules that the processing itself finds go into `issues`, so they are reported at
+ * their paths like any other problem, and the component never checks them again.
+ */
+function processed<T, U>(schema: Schema<T>, fn: (value: T) => Processed<U>): Schema<U> {
   return make(
     schema.kind,
     () => schema.describe(),
     (value, at, ctx) => {
       const before = ctx.issues.length;
       const parsed = schema.parse(value, at, ctx);
-      if (ctx.issues.length > before) return parsed;
-      const problem = check(parsed);
-      if (typeof problem === 'string') report(ctx, at, problem);
-      else if (problem) for (const issue of problem) report(ctx, [...at, ...issue.path], issue.message);
-      return parsed;
+      if (ctx.issues.length > before) return undefined as never;
+      const result = fn(parsed);
+      if (result.ok) return result.value;
+      for (const issue of result.issues) report(ctx, [...at, ...issue.path], issue.message);
+      return undefined as never;
     },
     schema.keyOptional ?? false,
   );
@@ -464,6 +481,7 @@ export const s = {
   oneOf,
   record,
   refine,
+  process: processed,
   union,
 };
 

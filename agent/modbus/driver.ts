@@ -1,56 +1,18 @@
 /**
- * The Modbus tap: plans merged reads once, then per collect() walks the plan on its link
+ * The Modbus tap: runs on processed settings (schema.ts resolved the points and planned the
+ * merged reads once), and per collect() walks the plan on its link
  * (one request in flight per link), decodes, and turns every failure into bad readings with a
  * reason. Failure scopes: a Modbus exception marks the points of that request; a timeout marks
  * the points of that unit id (the unit is skipped for the rest of the collect); a transport
  * failure marks every point of the tap.
  */
 import type { Logger } from '../../common/log.js';
-import { formatPath } from '../../common/schema.js';
 import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
-import { applyScale, decodeRegisters, exceptionName, type ByteOrder, type RegisterType } from './decode.js';
-import { acquireLink, errorText, LinkDownError, releaseLink, RequestTimeoutError, type LinkTarget, type ModbusLink, type Parity } from './link.js';
-import { isBitTable, planRequests, type PlannedRequest } from './plan.js';
-import { resolvePoints, type PointSettings, type ResolvedPoint } from './points.js';
-
-/** The validated tap config (see schema.ts); defaults are applied here so both shapes work. */
-export interface ModbusTapSettings {
-  name: string;
-  transport: 'tcp' | 'rtu' | 'rtu-over-tcp';
-  host?: string;
-  port?: number;
-  serial?: { path: string; baudRate?: number; parity?: Parity; dataBits?: number; stopBits?: number };
-  unitId?: number;
-  addressBase: 0 | 1;
-  byteOrder?: ByteOrder;
-  /** ms */
-  timeout?: number;
-  retries?: number;
-  maxGap?: number;
-  /** ms */
-  backoff?: { initial?: number; max?: number };
-  points: readonly PointSettings[];
-}
-
-export const MODBUS_DEFAULTS = {
-  port: 502,
-  unitId: 1,
-  byteOrder: 'ABCD' as ByteOrder,
-  timeoutMs: 1000,
-  retries: 1,
-  maxGap: 0,
-  backoffInitialMs: 1000,
-  backoffMaxMs: 60_000,
-  serial: { baudRate: 9600, parity: 'none' as Parity, dataBits: 8, stopBits: 1 },
-};
-
-/** The config cannot work (bad point definitions, missing host or serial path). */
-export class ModbusConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ModbusConfigError';
-  }
-}
+import { applyScale, decodeRegisters, exceptionName, type RegisterType } from './decode.js';
+import { acquireLink, errorText, LinkDownError, releaseLink, RequestTimeoutError, type ModbusLink } from './link.js';
+import { isBitTable, type PlannedRequest } from './plan.js';
+import type { ResolvedPoint } from './points.js';
+import type { ModbusTapSettings } from './schema.js';
 
 export interface ModbusTapDeps {
   logger: Logger;
@@ -61,19 +23,9 @@ interface ModbusError extends Error {
   modbusCode?: number;
 }
 
-export function createModbusTap(config: ModbusTapSettings, deps: ModbusTapDeps): Tap {
-  return new ModbusTap(config, deps);
-}
-
-function linkTarget(config: ModbusTapSettings): LinkTarget {
-  if (config.transport === 'rtu') {
-    if (!config.serial?.path) throw new ModbusConfigError(`tap ${config.name}: transport rtu needs serial.path`);
-    const d = MODBUS_DEFAULTS.serial;
-    const s = config.serial;
-    return { transport: 'rtu', path: s.path, baudRate: s.baudRate ?? d.baudRate, parity: s.parity ?? d.parity, dataBits: s.dataBits ?? d.dataBits, stopBits: s.stopBits ?? d.stopBits };
-  }
-  if (!config.host) throw new ModbusConfigError(`tap ${config.name}: transport ${config.transport} needs host`);
-  return { transport: config.transport, host: config.host, port: config.port ?? MODBUS_DEFAULTS.port };
+/** The tap for processed settings (schema.ts: modbusTapSchema or processModbusTap). */
+export function createModbusTap(settings: ModbusTapSettings, deps: ModbusTapDeps): Tap {
+  return new ModbusTap(settings, deps);
 }
 
 function rangeText(req: PlannedRequest, addressBase: number): string {
@@ -85,8 +37,8 @@ class ModbusTap implements Tap {
   readonly kind = 'modbus' as const;
   readonly name: string;
   readonly points: readonly string[];
-  private readonly resolved: ResolvedPoint[];
-  private readonly plan: PlannedRequest[];
+  private readonly resolved: readonly ResolvedPoint[];
+  private readonly plan: readonly PlannedRequest[];
   private readonly link: ModbusLink;
   private readonly logger: Logger;
   private readonly retries: number;
@@ -100,32 +52,21 @@ class ModbusTap implements Tap {
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
-    config: ModbusTapSettings,
+    settings: ModbusTapSettings,
     private readonly deps: ModbusTapDeps,
   ) {
-    this.name = config.name;
+    this.name = settings.name;
     this.logger = deps.logger.child({ kind: 'modbus' }); // createTap() binds the tap name
-    this.addressBase = config.addressBase;
-    this.retries = config.retries ?? MODBUS_DEFAULTS.retries;
-    const { points, issues } = resolvePoints(config.points, {
-      addressBase: config.addressBase,
-      byteOrder: config.byteOrder ?? MODBUS_DEFAULTS.byteOrder,
-      unitId: config.unitId ?? MODBUS_DEFAULTS.unitId,
-    });
-    if (issues.length > 0) throw new ModbusConfigError(issues.map((i) => `tap ${config.name}: ${formatPath(i.path)}: ${i.message}`).join('\n'));
-    this.resolved = points;
-    this.points = points.map((p) => p.name);
-    this.plan = planRequests(points, { maxGap: config.maxGap ?? MODBUS_DEFAULTS.maxGap });
-    this.link = acquireLink(linkTarget(config), {
-      timeoutMs: config.timeout ?? MODBUS_DEFAULTS.timeoutMs,
-      backoff: { initialMs: config.backoff?.initial ?? MODBUS_DEFAULTS.backoffInitialMs, maxMs: config.backoff?.max ?? MODBUS_DEFAULTS.backoffMaxMs },
+    this.addressBase = settings.addressBase;
+    this.retries = settings.retries;
+    this.resolved = settings.points;
+    this.points = settings.points.map((p) => p.name);
+    this.plan = settings.plan;
+    this.link = acquireLink(settings.target, {
+      timeoutMs: settings.timeout,
+      backoff: { initialMs: settings.backoff.initial, maxMs: settings.backoff.max },
       logger: this.logger,
     });
-  }
-
-  /** The merged read plan, for logs and tests. */
-  get requestPlan(): readonly PlannedRequest[] {
-    return this.plan;
   }
 
   async start(): Promise<void> {

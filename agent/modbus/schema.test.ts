@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseConfigText } from '../../common/config-file.js';
-import { s, validate } from '../../common/schema.js';
+import { check, ConfigError, s, validate } from '../../common/schema.js';
 import { repoRoot } from '../../test/helpers/paths.js';
 import { modbusTapSchema } from './schema.js';
-import { createModbusTap, ModbusConfigError } from './index.js';
+import { createModbusTap } from './index.js';
 import { silentLogger } from '../../common/log.js';
 
 const fileSchema = s.object({ taps: s.array(s.oneOf('type', { modbus: modbusTapSchema })) });
@@ -96,24 +96,66 @@ test('sample.yaml is valid and defaults are filled in', () => {
   const [plc, meters, station] = config.taps;
   assert.equal(plc!.timeout, 1000);
   assert.deepEqual(plc!.backoff, { initial: 1000, max: 60_000 });
-  assert.deepEqual(meters!.serial, { path: '/dev/ttyUSB0', baudRate: 19200, parity: 'even', dataBits: 8, stopBits: 1 });
+  assert.deepEqual(meters!.target, { transport: 'rtu', path: '/dev/ttyUSB0', baudRate: 19200, parity: 'even', dataBits: 8, stopBits: 1 });
   assert.equal(meters!.timeout, 500);
-  assert.equal(station!.byteOrder, 'ABCD');
+  assert.deepEqual(meters!.points.map((p) => [p.unitId, p.order, p.address]), [[11, 'CDAB', 12], [12, 'CDAB', 12], [12, 'CDAB', 39]]);
+  assert.deepEqual(station!.target, { transport: 'rtu-over-tcp', host: '10.0.5.7', port: 4001 });
   assert.equal(station!.retries, 1);
-  assert.equal(station!.maxGap, 0);
-  assert.equal(station!.unitId, 1);
-  assert.equal(station!.port, 4001);
-  assert.equal(meters!.port, undefined, 'port defaults to 502 in the driver, so rtu can reject a stray port');
+  assert.deepEqual(station!.points.map((p) => [p.unitId, p.order]), [[1, 'DCBA']]);
+  // maxGap 4: the temperatures share one read, flow, energy-total and pressure (100..111) another.
+  assert.deepEqual(plc!.plan.map((r) => `${r.unitId} ${r.table} ${r.start}+${r.count}`), ['1 coil 0+1', '1 discrete 5+1', '1 holding 100+12', '1 holding 120+1', '1 holding 200+8', '1 input 0+4']);
 });
 
-test('the driver rejects what the schema would (configs built in code skip the schema)', () => {
-  const config = validate(modbusTapSchema, { name: 't', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0, points: [{ name: 'a', table: 'holding', address: 0, type: 'int16' }] });
-  const bad = { ...config, points: [{ name: 'a', table: 'coil' as const, address: 0, type: 'float32' as const }] };
-  assert.throws(() => createModbusTap(bad, { logger: silentLogger() }), (err: Error) => {
-    assert.ok(err instanceof ModbusConfigError);
-    assert.equal(err.message, 'tap t: points[0].type: a coil point must have type bool; found "float32"');
+// ---- processing: the settings the driver runs on, made once
+
+const tcpTap = { name: 't', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0 };
+
+test('processing applies every default once: port 502, unit 1, ABCD, timeout, retries, backoff, maxGap 0', () => {
+  const settings = validate(modbusTapSchema, { ...tcpTap, points: [{ name: 'a', table: 'holding', address: 0, type: 'uint16' }, { name: 'b', table: 'holding', address: 2, type: 'float32' }] });
+  assert.deepEqual(settings.target, { transport: 'tcp', host: '127.0.0.1', port: 502 });
+  assert.deepEqual([settings.timeout, settings.retries, settings.backoff], [1000, 1, { initial: 1000, max: 60_000 }]);
+  assert.deepEqual(settings.points.map((p) => [p.name, p.unitId, p.order, p.address, p.width]), [['a', 1, 'ABCD', 0, 1], ['b', 1, 'ABCD', 2, 2]]);
+  // maxGap 0: the unused register 1 is never read, so two requests.
+  assert.deepEqual(settings.plan.map((r) => [r.start, r.count, r.points]), [[0, 1, [0]], [2, 2, [1]]]);
+  assert.equal(settings.interval, undefined, 'the agent supplies the effective interval');
+  assert.equal('transport' in settings || 'serial' in settings || 'byteOrder' in settings || 'maxGap' in settings, false, 'only processed fields reach the driver');
+});
+
+test('processing fills the serial line defaults: 9600 baud, no parity, 8 data bits, 1 stop bit', () => {
+  const settings = validate(modbusTapSchema, { name: 'r', type: 'modbus', transport: 'rtu', serial: { path: '/dev/ttyS3' }, addressBase: 0, points: [{ name: 'a', table: 'input', address: 0, type: 'int16' }] });
+  assert.deepEqual(settings.target, { transport: 'rtu', path: '/dev/ttyS3', baudRate: 9600, parity: 'none', dataBits: 8, stopBits: 1 });
+});
+
+test('processing applies per-point overrides and the address base; requests never mix unit ids', () => {
+  const settings = validate(modbusTapSchema, {
+    ...tcpTap, addressBase: 1, unitId: 3, byteOrder: 'CDAB', maxGap: 10,
+    points: [
+      { name: 'a', table: 'holding', address: 1, type: 'float32' },
+      { name: 'b', table: 'holding', address: 3, type: 'float32', byteOrder: 'DCBA', unitId: 4 },
+      { name: 'c', table: 'holding', address: 5, type: 'int16', scale: 0.5, unit: 'bar' },
+    ],
+  });
+  assert.deepEqual(settings.points.map((p) => [p.name, p.configAddress, p.address, p.unitId, p.order]), [['a', 1, 0, 3, 'CDAB'], ['b', 3, 2, 4, 'DCBA'], ['c', 5, 4, 3, 'CDAB']]);
+  assert.deepEqual([settings.points[2]!.scale, settings.points[2]!.unit], [0.5, 'bar']);
+  assert.deepEqual(settings.plan.map((r) => [r.unitId, r.start, r.count, r.points]), [[3, 0, 5, [0, 2]], [4, 2, 2, [1]]]);
+});
+
+test('a duplicate point name is reported once, at the second point\'s name', () => {
+  const { issues } = check(modbusTapSchema, { ...tcpTap, points: [{ name: 'a', table: 'holding', address: 0, type: 'int16' }, { name: 'b', table: 'coil', address: 0, type: 'bool' }, { name: 'a', table: 'holding', address: 1, type: 'int16' }] });
+  assert.deepEqual(issues, [{ path: ['points', 2, 'name'], message: 'duplicate point name "a" (also points[0])', target: 'value' }]);
+});
+
+test('a config built in code goes through the same processing (the driver gets no unchecked points)', async () => {
+  const raw = { name: 't', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0, points: [{ name: 'a', table: 'coil', address: 0, type: 'float32' }] };
+  assert.throws(() => validate(modbusTapSchema, raw), (err: Error) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.message, 'points[0].type: a coil point must have type bool; found "float32"');
     return true;
   });
+  const good = validate(modbusTapSchema, { ...raw, points: [{ name: 'a', table: 'holding', address: 0, type: 'int16' }] });
+  const tap = createModbusTap(good, { logger: silentLogger() });
+  assert.deepEqual(tap.points, ['a']);
+  await tap.stop();
 });
 
 test('two taps on one serial path must agree on the line settings', async () => {

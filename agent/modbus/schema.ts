@@ -1,14 +1,21 @@
 /**
- * The `taps:` entry of a Modbus tap. Field-level rules live in the schema; the rules that tie
- * fields together (transport needs host or serial, a point's type fits its table, addresses fit
- * the address base) run in one refine step so every problem is reported at its own path.
+ * The `taps:` entry of a Modbus tap, checked and processed once (Telegraf's check → process).
+ * The field schema validates each setting and applies its default; processModbusTap() checks
+ * the rules that tie fields together (transport needs host or serial, a point's type fits its
+ * table, addresses fit the address base, unique point names), each reported at its own path,
+ * and produces ModbusTapSettings: resolved points, the request plan and the link target. The
+ * driver runs on those and checks nothing again.
  */
-import { s, type Infer, type RefineIssue } from '../../common/schema.js';
+import { s, type Infer, type Processed, type RefineIssue } from '../../common/schema.js';
 import { BYTE_ORDERS, POINT_TYPES } from './decode.js';
-import { TABLES } from './plan.js';
-import { MAX_STRING_LENGTH, resolvePoints } from './points.js';
+import type { LinkTarget } from './link.js';
+import { planRequests, TABLES, type PlannedRequest } from './plan.js';
+import { MAX_STRING_LENGTH, resolvePoints, type ResolvedPoint } from './points.js';
 
 export const TRANSPORTS = ['tcp', 'rtu', 'rtu-over-tcp'] as const;
+
+/** Modbus TCP's registered port; no schema default, so that transport rtu can refuse a stray `port`. */
+const DEFAULT_PORT = 502;
 
 const pointSchema = s.object({
   name: s.string({ minLength: 1, maxLength: 128 }),
@@ -54,7 +61,30 @@ const modbusTapObject = s.object({
   points: s.array(pointSchema, { minItems: 1, maxItems: 10_000 }),
 });
 
-function crossCheck(tap: Infer<typeof modbusTapObject>): RefineIssue[] | undefined {
+/** A Modbus tap as written, checked field by field, with defaults applied. */
+export type ModbusTapConfig = Infer<typeof modbusTapObject>;
+
+/** What the driver runs on: every default applied, every cross-field rule checked, durations in ms. */
+export interface ModbusTapSettings {
+  name: string;
+  type: 'modbus';
+  interval?: number;
+  /** The connection: host and port (502 unless set), or the serial line with its settings. */
+  target: LinkTarget;
+  addressBase: 0 | 1;
+  /** Connect and per-request timeout, ms. */
+  timeout: number;
+  retries: number;
+  /** Reconnect delays, ms. */
+  backoff: { initial: number; max: number };
+  /** Protocol addresses, widths, the effective unit id and byte order of every point. */
+  points: ResolvedPoint[];
+  /** The merged reads, made once; their `points` index into `points`. */
+  plan: PlannedRequest[];
+}
+
+/** The cross-field rules, then the settings the driver runs on. Pure. */
+export function processModbusTap(tap: ModbusTapConfig): Processed<ModbusTapSettings> {
   const issues: RefineIssue[] = [];
   const serialLine = tap.transport === 'rtu';
   if (serialLine) {
@@ -72,9 +102,21 @@ function crossCheck(tap: Infer<typeof modbusTapObject>): RefineIssue[] | undefin
     if (p.unitId !== undefined && !unitOk(p.unitId)) issues.push({ path: ['points', i, 'unitId'], message: `must be from 1 to 247 on a serial line; found ${p.unitId}` });
   });
   if (tap.backoff.initial > tap.backoff.max) issues.push({ path: ['backoff', 'initial'], message: `must not exceed backoff.max (${tap.backoff.max} ms); found ${tap.backoff.initial} ms` });
-  issues.push(...resolvePoints(tap.points, tap).issues);
-  return issues.length > 0 ? issues : undefined;
+  const resolved = resolvePoints(tap.points, tap);
+  issues.push(...resolved.issues);
+  if (issues.length > 0) return { ok: false, issues };
+  // What the target, the resolved points and the plan are made of does not reach the driver.
+  const { transport: _transport, host: _host, port: _port, serial: _serial, unitId: _unitId, byteOrder: _byteOrder, maxGap, points: _points, ...kept } = tap;
+  return { ok: true, value: { ...kept, target: linkTarget(tap), points: resolved.points, plan: planRequests(resolved.points, { maxGap }) } };
 }
 
-export const modbusTapSchema = s.refine(modbusTapObject, crossCheck);
-export type ModbusTapConfig = Infer<typeof modbusTapSchema>;
+/** Where the link goes; called once the rules above hold (rtu has serial, the others host). */
+function linkTarget(tap: ModbusTapConfig): LinkTarget {
+  if (tap.transport === 'rtu') {
+    const { path, baudRate, parity, dataBits, stopBits } = tap.serial!;
+    return { transport: 'rtu', path, baudRate, parity, dataBits, stopBits };
+  }
+  return { transport: tap.transport, host: tap.host!, port: tap.port ?? DEFAULT_PORT };
+}
+
+export const modbusTapSchema = s.process(modbusTapObject, processModbusTap);

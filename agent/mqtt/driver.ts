@@ -7,60 +7,16 @@
  * closes, the loop waits a Backoff delay (exponential, jittered) and builds a fresh one.
  */
 import { readFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient, type IPublishPacket } from 'mqtt';
-
-type QoS = 0 | 1 | 2;
 import type { Logger } from '../../common/log.js';
 import { Backoff, sleep } from '../../common/backoff.js';
 import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
-import { decodePayload, type Decoded, type DecodeSpec, type ValueType } from './decode.js';
-import { parseJsonPath, type JsonPath } from './json-path.js';
-import { topicFilterError, topicMatches } from './topic.js';
+import { decodePayload, type Decoded, type DecodeSpec } from './decode.js';
+import type { MqttTapSettings } from './schema.js';
+import { topicMatches } from './topic.js';
 
-/** The resolved (validated, defaults applied) settings the driver runs on; durations in ms, sizes in bytes. */
-export interface MqttPointSettings {
-  name: string;
-  topic: string;
-  json?: string;
-  type?: ValueType;
-  qos?: QoS;
-  unit?: string;
-  scale?: number;
-  offset?: number;
-  timestamp?: string;
-  timestampUnit?: 'ms' | 's';
-}
-
-export interface MqttTapSettings {
-  name: string;
-  type: 'mqtt';
-  interval?: number;
-  url: string;
-  protocolVersion?: 4 | 5;
-  clientId?: string;
-  username?: string;
-  passwordFile?: string;
-  tls?: { caFile?: string; certFile?: string; keyFile?: string; servername?: string };
-  qos?: QoS;
-  keepalive?: number;
-  connectTimeout?: number;
-  staleAfter?: number;
-  maxMessageSize?: number;
-  reconnect?: { initial?: number; max?: number };
-  points: MqttPointSettings[];
-}
-
-export const DEFAULTS = {
-  interval: 15_000,
-  protocolVersion: 5 as const,
-  qos: 1 as QoS,
-  keepalive: 30_000,
-  connectTimeout: 10_000,
-  maxMessageSize: 256 * 1024,
-  reconnectInitial: 1_000,
-  reconnectMax: 30_000,
-};
+/** The processed settings (schema.ts) and the tap's effective interval, which the agent supplies. */
+export type MqttTapInput = MqttTapSettings & { interval: number };
 
 /** MQTT's largest packet (remaining length 268,435,455 plus header). */
 const MQTT_MAX_PACKET = 268_435_455;
@@ -74,19 +30,6 @@ interface PointState {
   last?: { receivedAt: number; topic: string; decoded: Decoded; connection: number };
   /** Last problem logged for this point, so a repeated bad payload is logged once. */
   loggedReason?: string;
-}
-
-export class MqttConfigError extends Error {
-  constructor(tap: string, message: string) {
-    super(`mqtt tap "${tap}": ${message}`);
-    this.name = 'MqttConfigError';
-  }
-}
-
-function compilePath(tap: string, point: string, field: string, text: string): JsonPath {
-  const parsed = parseJsonPath(text);
-  if (typeof parsed === 'string') throw new MqttConfigError(tap, `point "${point}" ${field}: ${parsed}`);
-  return parsed;
 }
 
 /** The broker URL with any credentials removed, for logs and reasons. */
@@ -120,8 +63,6 @@ export class MqttTap implements Tap {
   readonly name: string;
   readonly points: readonly string[];
   private readonly pointStates: PointState[];
-  /** Topic filter → the QoS to subscribe with (the highest any point asks for). */
-  private readonly subscriptions = new Map<string, QoS>();
   /** Topic filter → why the broker refused it in the current connection. */
   private readonly refused = new Map<string, string>();
   /** Topic filters the broker granted (SUBACK) in the current connection. */
@@ -143,34 +84,16 @@ export class MqttTap implements Tap {
   private client?: MqttClient;
 
   constructor(
-    private readonly config: MqttTapSettings,
+    private readonly config: MqttTapInput,
     private readonly deps: { logger: Logger; onEvent?: TapEventListener },
   ) {
     this.name = config.name;
     this.brokerUrl = safeUrl(config.url);
-    const names = new Set<string>();
-    this.pointStates = config.points.map((point) => {
-      if (names.has(point.name)) throw new MqttConfigError(config.name, `point name "${point.name}" is used twice`);
-      names.add(point.name);
-      const filterError = topicFilterError(point.topic);
-      if (filterError) throw new MqttConfigError(config.name, `point "${point.name}" topic: ${filterError}`);
-      if (point.timestamp && !point.json) throw new MqttConfigError(config.name, `point "${point.name}": timestamp needs a JSON payload (set json)`);
-      const spec: DecodeSpec = {
-        json: point.json === undefined ? undefined : compilePath(config.name, point.name, 'json', point.json),
-        type: point.type,
-        scale: point.scale,
-        offset: point.offset,
-        timestamp: point.timestamp === undefined ? undefined : compilePath(config.name, point.name, 'timestamp', point.timestamp),
-        timestampUnit: point.timestampUnit,
-      };
-      const qos = point.qos ?? config.qos ?? DEFAULTS.qos;
-      this.subscriptions.set(point.topic, Math.max(qos, this.subscriptions.get(point.topic) ?? 0) as QoS);
-      return { name: point.name, filter: point.topic, unit: point.unit, spec };
-    });
+    this.pointStates = config.points.map((point) => ({ name: point.name, filter: point.topic, unit: point.unit, spec: point.decode }));
     this.points = this.pointStates.map((point) => point.name);
-    this.staleAfter = config.staleAfter ?? config.interval ?? DEFAULTS.interval;
-    this.maxMessageSize = config.maxMessageSize ?? DEFAULTS.maxMessageSize;
-    this.clientId = config.clientId ?? `ghostpipe-${config.name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)}-${randomBytes(4).toString('hex')}`;
+    this.staleAfter = config.staleAfter ?? config.interval;
+    this.maxMessageSize = config.maxMessageSize;
+    this.clientId = config.clientId;
   }
 
   async start(): Promise<void> {
@@ -255,10 +178,7 @@ export class MqttTap implements Tap {
   }
 
   private async run(): Promise<void> {
-    const backoff = new Backoff({
-      initialMs: this.config.reconnect?.initial ?? DEFAULTS.reconnectInitial,
-      maxMs: this.config.reconnect?.max ?? DEFAULTS.reconnectMax,
-    });
+    const backoff = new Backoff({ initialMs: this.config.reconnect.initial, maxMs: this.config.reconnect.max });
     while (!this.abort.signal.aborted) {
       const { reason, wasUp } = await this.connection();
       if (this.abort.signal.aborted) break;
@@ -274,15 +194,15 @@ export class MqttTap implements Tap {
 
   private async clientOptions(): Promise<IClientOptions> {
     const { config } = this;
-    const version = config.protocolVersion ?? DEFAULTS.protocolVersion;
+    const version = config.protocolVersion;
     const options: IClientOptions = {
       protocolVersion: version,
       clientId: this.clientId,
       // Clean start, session expiry 0: the broker keeps no queue for us while we are away.
       // A tap reports the latest value; retained messages restore it right after subscribing.
       clean: true,
-      keepalive: Math.max(1, Math.round((config.keepalive ?? DEFAULTS.keepalive) / 1000)),
-      connectTimeout: config.connectTimeout ?? DEFAULTS.connectTimeout,
+      keepalive: Math.max(1, Math.round(config.keepalive / 1000)),
+      connectTimeout: config.connectTimeout,
       reconnectPeriod: 0,
       queueQoSZero: false,
       resubscribe: false,
@@ -354,8 +274,8 @@ export class MqttTap implements Tap {
   }
 
   private subscribeAll(client: MqttClient): void {
-    const v5 = (this.config.protocolVersion ?? DEFAULTS.protocolVersion) === 5;
-    for (const [filter, qos] of this.subscriptions) {
+    const v5 = this.config.protocolVersion === 5;
+    for (const { filter, qos } of this.config.subscriptions) {
       this.requests++; // SUBSCRIBE
       // rh 0: the broker sends retained messages on every subscribe, so a value is there at once.
       const options = v5 ? { qos, rh: 0, rap: false, nl: false } : { qos };

@@ -1,12 +1,12 @@
-/** The MQTT tap (subscribe only): schema, config type and factory for the agent core. */
+/** The MQTT tap (subscribe only): schema, settings types and factory for the agent core. */
 import type { Logger } from '../../common/log.js';
 import type { Tap, TapEventListener } from '../tap.js';
-import { MqttTap } from './driver.js';
-import type { MqttTapConfig } from './schema.js';
+import { MqttTap, type MqttTapInput } from './driver.js';
 
-export { mqttTapSchema, mqttPointSchema, type MqttTapConfig, type MqttPointConfig } from './schema.js';
-export { MqttTap, MqttConfigError } from './driver.js';
+export { mqttTapSchema, mqttPointSchema, processMqttTap, type MqttTapConfig, type MqttPointConfig, type MqttTapSettings, type MqttPointSettings } from './schema.js';
+export { MqttTap, type MqttTapInput } from './driver.js';
 
-export function createMqttTap(config: MqttTapConfig, deps: { logger: Logger; onEvent?: TapEventListener }): Tap {
-  return new MqttTap(config, deps);
+/** The tap for processed settings (mqttTapSchema) at the tap's effective interval. */
+export function createMqttTap(settings: MqttTapInput, deps: { logger: Logger; onEvent?: TapEventListener }): Tap {
+  return new MqttTap(settings, deps);
 }

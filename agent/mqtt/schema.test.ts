@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseConfigText } from '../../common/config-file.js';
-import { ConfigError, s } from '../../common/schema.js';
+import { check, ConfigError, s, validate } from '../../common/schema.js';
 import { repoRoot } from '../../test/helpers/paths.js';
 import { mqttTapSchema } from './index.js';
 
@@ -29,10 +29,59 @@ function errorOf(text: string): string {
 
 test('a valid tap gets its defaults', () => {
   const config = parseConfigText(yaml([URL_LINE]), 'agent.yaml', fileSchema);
-  assert.deepEqual(config.taps[0], {
-    name: 'boiler', type: 'mqtt', url: 'mqtt://127.0.0.1:1883', protocolVersion: 5, qos: 1, keepalive: 30_000, connectTimeout: 10_000,
-    maxMessageSize: 262_144, reconnect: { initial: 1_000, max: 30_000 }, points: [{ name: 'p', topic: 'plant/+/temp' }],
+  const { clientId, ...settings } = config.taps[0]!;
+  assert.match(clientId, /^ghostpipe-boiler-[0-9a-f]{8}$/);
+  assert.deepEqual(settings, {
+    name: 'boiler', type: 'mqtt', url: 'mqtt://127.0.0.1:1883', protocolVersion: 5, keepalive: 30_000, connectTimeout: 10_000,
+    maxMessageSize: 262_144, reconnect: { initial: 1_000, max: 30_000 }, points: [{ name: 'p', topic: 'plant/+/temp', qos: 1, decode: {} }],
+    subscriptions: [{ filter: 'plant/+/temp', qos: 1 }],
   });
+});
+
+// ---- processing: the settings the driver runs on, made once
+
+const settingsOf = (raw: Record<string, unknown>) => validate(mqttTapSchema, { name: 'boiler', type: 'mqtt', url: 'mqtt://127.0.0.1:1883', ...raw });
+
+test('processing resolves each point\'s QoS (its own, else the tap\'s) and subscribes each filter once at the highest', () => {
+  const settings = settingsOf({
+    qos: 0,
+    points: [{ name: 'a', topic: 'p/a' }, { name: 'b', topic: 'p/+', qos: 1 }, { name: 'c', topic: 'p/+', qos: 2, json: '$.v' }, { name: 'd', topic: 'p/a' }],
+  });
+  assert.deepEqual(settings.points.map((p) => [p.name, p.qos]), [['a', 0], ['b', 1], ['c', 2], ['d', 0]]);
+  assert.deepEqual(settings.subscriptions, [{ filter: 'p/a', qos: 0 }, { filter: 'p/+', qos: 2 }]);
+});
+
+test('processing compiles the JSON paths once and keeps the decoding settings of each point', () => {
+  const [point] = settingsOf({ points: [{ name: 'a', topic: 't', json: '$.sensors[0].value', type: 'number', scale: 2, offset: 1, unit: 'bar', timestamp: '$.ts', timestampUnit: 's' }] }).points;
+  assert.deepEqual(point, {
+    name: 'a', topic: 't', qos: 1, unit: 'bar',
+    decode: {
+      json: { text: '$.sensors[0].value', segments: [{ kind: 'key', key: 'sensors' }, { kind: 'index', index: 0 }, { kind: 'key', key: 'value' }] },
+      type: 'number', scale: 2, offset: 1, timestamp: { text: '$.ts', segments: [{ kind: 'key', key: 'ts' }] }, timestampUnit: 's',
+    },
+  });
+});
+
+test('processing: the client id is the configured one, else ghostpipe-<tap name made safe, 32 chars>-<8 random hex>', () => {
+  assert.equal(settingsOf({ clientId: 'gw01', points: [{ name: 'a', topic: 't' }] }).clientId, 'gw01');
+  const name = 'boiler house #2/' + 'x'.repeat(40);
+  const generated = settingsOf({ name, points: [{ name: 'a', topic: 't' }] }).clientId;
+  assert.match(generated, /^ghostpipe-boiler_house__2_x{16}-[0-9a-f]{8}$/);
+  assert.notEqual(settingsOf({ name, points: [{ name: 'a', topic: 't' }] }).clientId, generated, 'a new suffix at every load');
+});
+
+test('processing keeps staleAfter, interval, size, backoff and credentials as configured', () => {
+  const settings = settingsOf({ interval: '30s', staleAfter: '1m', maxMessageSize: '1KiB', reconnect: { initial: '2s', max: '1m' }, keepalive: '10s', protocolVersion: 4, username: 'gw', passwordFile: '/s/pw', points: [{ name: 'a', topic: 't' }] });
+  assert.deepEqual(
+    [settings.interval, settings.staleAfter, settings.maxMessageSize, settings.reconnect, settings.keepalive, settings.protocolVersion, settings.username, settings.passwordFile],
+    [30_000, 60_000, 1024, { initial: 2000, max: 60_000 }, 10_000, 4, 'gw', '/s/pw'],
+  );
+  assert.equal(settingsOf({ points: [{ name: 'a', topic: 't' }] }).staleAfter, undefined, 'absent: the tap\'s effective interval, given by the agent at creation');
+});
+
+test('a duplicate point name is reported once, at the second point\'s name', () => {
+  const { issues } = check(mqttTapSchema, { name: 'boiler', type: 'mqtt', url: 'mqtt://127.0.0.1:1883', points: [{ name: 'a', topic: 't' }, { name: 'a', topic: 'u' }] });
+  assert.deepEqual(issues, [{ path: ['points', 1, 'name'], message: '"a" is already used by points[0]', target: 'value' }]);
 });
 
 const broken: [string, string[], string[] | undefined, string][] = [

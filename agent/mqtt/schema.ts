@@ -1,9 +1,13 @@
 /**
- * Config schema of an MQTT tap (`type: mqtt` entry under `taps:`). Topic filters and JSON paths
- * are checked here, so a typo stops the agent at start with file:line:col instead of
- * surfacing as a bad point at run time.
+ * Config of an MQTT tap (`type: mqtt` entry under `taps:`), checked and processed once
+ * (Telegraf's check → process). Topic filters and JSON paths are checked (and the paths
+ * compiled) here, so a typo stops the agent at start with file:line:col instead of surfacing
+ * as a bad point at run time; processMqttTap() then resolves what the driver runs on
+ * (MqttTapSettings: per-point QoS and decoding, the subscriptions, the client id).
  */
-import { s, type Infer, type RefineIssue } from '../../common/schema.js';
+import { randomBytes } from 'node:crypto';
+import { s, type Infer, type Processed, type RefineIssue } from '../../common/schema.js';
+import type { DecodeSpec } from './decode.js';
 import { parseJsonPath } from './json-path.js';
 import { topicFilterError } from './topic.js';
 
@@ -11,12 +15,14 @@ const MIB = 1024 * 1024;
 
 const topicFilter = s.refine(s.string({ minLength: 1, hint: 'an MQTT topic filter like "plant/line1/+/temperature" or "plant/#"' }), topicFilterError);
 
-const jsonPath = s.refine(s.string({ minLength: 1, hint: 'a JSON path like "$.temperature" or "$.sensors[0].value"' }), (text) => {
+/** Compiled once here; the driver evaluates the compiled path. */
+const jsonPath = s.process(s.string({ minLength: 1, hint: 'a JSON path like "$.temperature" or "$.sensors[0].value"' }), (text) => {
   const parsed = parseJsonPath(text);
-  return typeof parsed === 'string' ? parsed : undefined;
+  return typeof parsed === 'string' ? { ok: false, issues: [{ path: [], message: parsed }] } : { ok: true, value: parsed };
 });
 
 const qos = s.union(s.literal(0), s.literal(1), s.literal(2));
+export type QoS = Infer<typeof qos>;
 const file = s.string({ minLength: 1, hint: 'a file path' });
 
 export const mqttPointSchema = s.refine(
@@ -45,7 +51,7 @@ export const mqttPointSchema = s.refine(
   },
 );
 
-export const mqttTapSchema = s.refine(
+const mqttTapObject = s.refine(
   s.object({
     name: s.string({ minLength: 1, maxLength: 64 }),
     type: s.literal('mqtt'),
@@ -99,5 +105,60 @@ export const mqttTapSchema = s.refine(
   },
 );
 
-export type MqttTapConfig = Infer<typeof mqttTapSchema>;
+/** An MQTT tap as written, checked, with defaults applied (JSON paths compiled). */
+export type MqttTapConfig = Infer<typeof mqttTapObject>;
 export type MqttPointConfig = Infer<typeof mqttPointSchema>;
+
+export interface MqttPointSettings {
+  name: string;
+  /** The topic filter that feeds the point. */
+  topic: string;
+  /** The point's own QoS, else the tap's. */
+  qos: QoS;
+  unit?: string;
+  /** How a payload becomes the value: JSON path, type, scale, offset, source timestamp. */
+  decode: DecodeSpec;
+}
+
+/** What the driver runs on: durations in ms, sizes in bytes, every default applied. */
+export interface MqttTapSettings {
+  name: string;
+  type: 'mqtt';
+  interval?: number;
+  url: string;
+  protocolVersion: 4 | 5;
+  /** As configured, or ghostpipe-<tap>-<8 random hex> (a new suffix at every config load). */
+  clientId: string;
+  username?: string;
+  passwordFile?: string;
+  tls?: MqttTapConfig['tls'];
+  keepalive: number;
+  connectTimeout: number;
+  /** As configured; absent: the tap's effective interval, which the agent passes at creation (agent/taps.ts). */
+  staleAfter?: number;
+  maxMessageSize: number;
+  reconnect: { initial: number; max: number };
+  points: MqttPointSettings[];
+  /** One subscription per topic filter, at the highest QoS any of its points asks for. */
+  subscriptions: { filter: string; qos: QoS }[];
+}
+
+/** The checked tap → the settings the driver runs on. Every rule was checked above: nothing can fail here. */
+export function processMqttTap(tap: MqttTapConfig): Processed<MqttTapSettings> {
+  const points = tap.points.map(({ name, topic, qos, unit, ...decode }): MqttPointSettings => ({ name, topic, qos: qos ?? tap.qos, ...(unit !== undefined && { unit }), decode }));
+  const subscriptions = new Map<string, QoS>();
+  for (const point of points) subscriptions.set(point.topic, Math.max(point.qos, subscriptions.get(point.topic) ?? 0) as QoS);
+  // The tap's qos lives on in each point's; the rest is kept as checked.
+  const { qos: _tapQos, points: _configured, clientId, ...kept } = tap;
+  return {
+    ok: true,
+    value: {
+      ...kept,
+      clientId: clientId ?? `ghostpipe-${tap.name.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)}-${randomBytes(4).toString('hex')}`,
+      points,
+      subscriptions: [...subscriptions].map(([filter, qos]) => ({ filter, qos })),
+    },
+  };
+}
+
+export const mqttTapSchema = s.process(mqttTapObject, processMqttTap);

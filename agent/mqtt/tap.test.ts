@@ -12,7 +12,7 @@ import { createLogger, silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../../test/helpers/mosquitto.js';
 import type { Reading, Tap, TapState } from '../tap.js';
-import { createMqttTap, mqttTapSchema } from './index.js';
+import { createMqttTap, mqttTapSchema, type MqttTapInput } from './index.js';
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -35,9 +35,14 @@ interface TestTap {
   read: (point: string) => Promise<Reading>;
 }
 
+/** Processed settings at the agent's default interval, 15 s (in the agent, createTap passes the tap's effective one). */
+function settingsOf(raw: Record<string, unknown>): MqttTapInput {
+  return { interval: 15_000, ...validate(mqttTapSchema, raw) };
+}
+
 const started: Tap[] = [];
 async function makeTap(raw: Record<string, unknown>): Promise<TestTap> {
-  const config = validate(mqttTapSchema, { name: 'mqtt-test', type: 'mqtt', reconnect: { initial: '100ms', max: '500ms' }, connectTimeout: '2s', ...raw });
+  const config = settingsOf({ name: 'mqtt-test', type: 'mqtt', reconnect: { initial: '100ms', max: '500ms' }, connectTimeout: '2s', ...raw });
   let logText = '';
   const sink = new Writable({ write(chunk, _enc, done) { logText += chunk.toString(); done(); } });
   const events: TestTap['events'] = [];
@@ -435,7 +440,7 @@ describe('mqtt tap, TLS with a test CA and username/password', () => {
 });
 
 test('a tap that is never started or stopped twice does not hang', async () => {
-  const tap = createMqttTap(validate(mqttTapSchema, { name: 'idle', type: 'mqtt', url: 'mqtt://127.0.0.1:1', points: [{ name: 'p', topic: 'a' }] }), { logger: silentLogger() });
+  const tap = createMqttTap(settingsOf({ name: 'idle', type: 'mqtt', url: 'mqtt://127.0.0.1:1', points: [{ name: 'p', topic: 'a' }] }), { logger: silentLogger() });
   assert.deepEqual(tap.status(), { state: 'down', reason: 'not started', requests: 0 });
   const [reading] = await tap.collect(Date.now());
   assert.deepEqual([reading?.quality, reading?.value, reading?.reason], ['bad', null, 'broker down: not started; no value received yet on a']);

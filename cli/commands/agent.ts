@@ -9,8 +9,8 @@ export const DEFAULT_AGENT_CONFIG = '/etc/ghostpipe/agent.yaml';
 
 /** Config plus the files it names; ConfigError lines name file:line:column and path. */
 export async function loadAgent(file: string, onWarning: (message: string) => void): Promise<{ config: AgentConfig; secrets: AgentSecrets }> {
-  const config = loadAgentConfig(file);
-  const secrets = await loadAgentSecrets(config, file, onWarning);
+  const { config, source } = loadAgentConfig(file);
+  const secrets = await loadAgentSecrets(config, source, onWarning);
   return { config, secrets };
 }
 

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { MAX_CONFIG_BYTES, loadConfigFile, parseConfigText } from '../../common/config-file.js';
+import { MAX_CONFIG_BYTES, codeSource, configErrorAt, loadConfigFile, parseConfigText, parseConfigWithSource } from '../../common/config-file.js';
 import { ConfigError, formatIssue, s, type Infer, type Schema } from '../../common/schema.js';
 
 const point = s.object({
@@ -292,4 +292,16 @@ test('loadConfigFile reads files and explains why it cannot', (t) => {
   const empty = path.join(sub, 'empty.yaml');
   writeFileSync(empty, '');
   assert.equal(failure(empty), `${empty}:1:1: the file has no content; expected a mapping`);
+});
+
+test('the source of a parse places problems found later at the value\'s line and column, without reading the file again', () => {
+  const schema = s.object({ keys: s.array(s.object({ name: s.string(), file: s.string() })) });
+  const text = 'keys:\n  - name: a\n    file: /k/a.key\n  - { name: b, file: /k/b.key }\n';
+  const { value, source } = parseConfigWithSource(text, 'c.yaml', schema);
+  assert.equal(value.keys.length, 2);
+  assert.deepEqual(source.positionOf(['keys', 0, 'file']), { line: 3, column: 11 });
+  assert.deepEqual(source.positionOf(['keys', 1, 'file']), { line: 4, column: 22 });
+  const err = configErrorAt(source, [{ path: ['keys', 1, 'file'], message: '/k/b.key: no such file' }, { path: ['keys', 0, 'file'], message: '/k/a.key: permission denied' }]);
+  assert.equal(err.message, 'c.yaml:4:22: keys[1].file: /k/b.key: no such file\nc.yaml:3:11: keys[0].file: /k/a.key: permission denied');
+  assert.equal(configErrorAt(codeSource('bench'), [{ path: ['keys', 0, 'file'], message: 'gone' }]).message, 'bench: keys[0].file: gone');
 });

@@ -29,7 +29,7 @@ describe('config/*.example.yaml', () => {
   it('agent.example.yaml is a valid agent config with every kind of tap and Modbus transport', () => {
     const config = loadConfigFile(path.join(repoRoot, 'config', 'agent.example.yaml'), agentConfigSchema);
     assert.deepEqual([...new Set(config.taps.map((t) => t.type))].sort(), ['modbus', 'mqtt', 'opcua']);
-    const transports = config.taps.flatMap((t) => (t.type === 'modbus' ? [t.transport] : []));
+    const transports = config.taps.flatMap((t) => (t.type === 'modbus' ? [t.target.transport] : []));
     assert.deepEqual([...new Set(transports)].sort(), ['rtu', 'rtu-over-tcp', 'tcp']);
   });
   it('agent.example.yaml holds the taps of agent/{modbus,opcua,mqtt}/sample.yaml, unchanged', () => {
