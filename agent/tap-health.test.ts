@@ -96,19 +96,23 @@ test('one line per transition: a tap that stays down is not logged again, a new 
   assert.equal(lines.filter((l) => l['msg'] === 'tap still down').every((l) => l['level'] === 20), true, 'reason changes only at debug');
 });
 
-test('a first "connecting" is not down; still connecting at the next collection is', async () => {
+test('a first "connecting" is not down, whatever the driver says meanwhile; still connecting at the next collection is', async () => {
   const { health, of } = recorded();
   // Both are still connecting at the first collection (the drivers' first reason, plain or after the link).
   const slow = new FakeTap('slow');
   const quick = new FakeTap('quick', 'tcp 10.0.0.5:502', 'tcp 10.0.0.5:502: connecting');
   health.watch(slow);
   health.watch(quick);
+  // During the first collection the driver says why it could not read (Modbus names the link's reason).
+  slow.set('down', 'not connected: tcp 10.0.0.5:502: connecting');
+  slow.set('down', 'connecting');
   health.collected([fresh('slow'), fresh('quick')]);
+  slow.set('down', 'not connected: tcp 10.0.0.5:502: connecting');
   assert.deepEqual(await of('slow'), []);
   assert.deepEqual(await of('quick'), []);
   quick.set('up');
   health.collected([fresh('slow'), fresh('quick')]);
-  assert.deepEqual(await of('slow'), [['tap down', 'connecting']]);
+  assert.deepEqual(await of('slow'), [['tap down', 'not connected: tcp 10.0.0.5:502: connecting']]);
   assert.deepEqual(await of('quick'), [['tap up', undefined]]);
 });
 

@@ -8,8 +8,9 @@
  *   reason while a tap stays down is not a transition (a dead peer gives several in turn: connect
  *   refused, not connected, timeout); it goes to debug (`tap still down`).
  * - A tap's first status is logged whatever it is (a tap that never comes up says so once),
- *   except a first "connecting": a freshly started tap is not down yet. If it is still connecting
- *   at the next collection, that is logged as down.
+ *   except "connecting": a freshly started tap is not down yet. Only collections judge it: the
+ *   first one that finds the tap connecting marks it starting, the next one that still does logs
+ *   it down (a driver's word meanwhile, e.g. Modbus "not connected: …: connecting", is not).
  * - A driver tells when its status changed, so a drop is logged when it happens, not at the next
  *   interval. The collection adds what only the core sees: a tap that missed the deadline
  *   ('late') or threw ('failed') is down with that reason; a tap that answered ('fresh') is as
@@ -43,7 +44,7 @@ export class TapHealth {
     this.watched.get(tap.name)?.unsubscribe();
     const entry: Watched = { tap, state: undefined, reason: undefined, unsubscribe: () => undefined };
     this.watched.set(tap.name, entry);
-    entry.unsubscribe = tap.onStatusChange(() => this.judge(entry, tap.status()));
+    entry.unsubscribe = tap.onStatusChange(() => this.judge(entry, tap.status(), false));
   }
 
   /** One interval's collection outcomes (agent/collect.ts); outcomes of taps not watched are ignored. */
@@ -51,8 +52,8 @@ export class TapHealth {
     for (const o of outcomes) {
       const entry = this.watched.get(o.tap);
       if (entry === undefined) continue;
-      if (o.outcome === 'late' || o.outcome === 'failed') this.judge(entry, { state: 'down', reason: o.reason ?? o.outcome });
-      else if (o.outcome === 'fresh') this.judge(entry, entry.tap.status());
+      if (o.outcome === 'late' || o.outcome === 'failed') this.judge(entry, { state: 'down', reason: o.reason ?? o.outcome }, true);
+      else if (o.outcome === 'fresh') this.judge(entry, entry.tap.status(), true);
     }
   }
 
@@ -62,12 +63,15 @@ export class TapHealth {
     this.watched.clear();
   }
 
-  private judge(entry: Watched, status: { state: TapState; reason?: string }): void {
+  private judge(entry: Watched, status: { state: TapState; reason?: string }, byCollection: boolean): void {
     const { tap } = entry;
     const reason = status.state === 'down' ? (status.reason ?? 'down') : undefined;
-    if (entry.state === undefined && reason !== undefined && CONNECTING.test(reason)) {
-      entry.state = 'starting';
-      return;
+    if ((entry.state === undefined || entry.state === 'starting') && reason !== undefined && CONNECTING.test(reason)) {
+      if (!byCollection) return;
+      if (entry.state === undefined) {
+        entry.state = 'starting';
+        return;
+      }
     }
     if (entry.state === status.state) {
       if (reason !== entry.reason) this.logger.debug({ tap: tap.name, reason }, 'tap still down');
