@@ -13,13 +13,9 @@ import { collectInterval, type ScheduledTap } from './collect.js';
 import { Delivery, frameRanges } from './delivery.js';
 import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
-import { createTap, tapEventLogger } from './taps.js';
-import { startTaps, type Reading, type TapEventListener, type TapState } from './tap.js';
-
-function tapStatus(s: ScheduledTap): { state: 'up' | 'down'; reason?: string } {
-  const status = s.tap.status();
-  return status.state === 'up' ? { state: 'up' } : { state: 'down', reason: status.reason ?? 'down' };
-}
+import { TapHealth } from './tap-health.js';
+import { createTap } from './taps.js';
+import { startTaps, type Reading } from './tap.js';
 
 interface BuiltFrame {
   frame: Frame;
@@ -74,8 +70,8 @@ export class Agent {
   private lastEnrollmentCheck = 0;
   /** An enrollment check in flight (at most one, however slow the relay). */
   private enrollmentCheck: Promise<void> | undefined;
-  private readonly tapTransitions: TapTransitions;
-  private readonly onTapEvent: TapEventListener;
+  /** The one owner of tap up/down transitions and their log lines. */
+  private readonly tapHealth: TapHealth;
   framesBuilt = 0;
   /** Quality counts of the last frame built (doctor and benchmarks). */
   lastQuality = { good: 0, uncertain: 0, bad: 0 };
@@ -83,8 +79,7 @@ export class Agent {
   constructor(private readonly o: AgentOptions) {
     this.config = o.config;
     this.logger = o.logger;
-    this.tapTransitions = new TapTransitions(o.logger);
-    this.onTapEvent = this.tapTransitions.onEvent;
+    this.tapHealth = new TapHealth(o.logger);
     const { config, secrets } = o;
     this.state = new AgentState(config.stateDir, undefined, (reason, writes) => this.logger.info({ file: this.state?.path, writes }, `state saved: ${reason}`));
     this.apiKey = secrets.apiKey;
@@ -196,12 +191,13 @@ export class Agent {
     const taps: ScheduledTap[] = [];
     for (const [i, tc] of config.taps.entries()) {
       try {
-        taps.push({ tap: createTap(config, tc, { logger: this.logger, onEvent: this.onTapEvent }), intervalMs: tapInterval(config, tc) });
+        taps.push({ tap: createTap(config, tc, { logger: this.logger }), intervalMs: tapInterval(config, tc) });
       } catch (err) {
         await this.stopTaps(taps);
         throw new Error(`taps[${i}] "${tc.name}": ${(err as Error).message}`);
       }
     }
+    for (const s of taps) this.tapHealth.watch(s.tap);
     // start() should not reject for a dead peer; if it does, the tap reports bad readings.
     await startTaps(taps.map((s) => s.tap), (tap, err) => this.logger.warn({ tap: tap.name, reason: err.message }, 'tap failed to start'));
     return taps;
@@ -261,10 +257,7 @@ export class Agent {
       const taps = this.taps;
       this.collectionEnd = deadline;
       const { readings, outcomes } = await collectInterval(taps, start, deadline);
-      for (const [i, o] of outcomes.entries()) {
-        if (o.outcome === 'late' || o.outcome === 'failed') this.onTapEvent({ tap: o.tap, state: 'down', reason: o.reason ?? o.outcome });
-        else if (o.outcome === 'fresh') this.onTapEvent({ tap: o.tap, ...tapStatus(taps[i]!) });
-      }
+      this.tapHealth.collected(outcomes);
       const frame: Frame = { sequence: this.state.take('frame', config.streamId), time: start, intervalMs: config.interval, readings };
       const batch = encodeFrames([frame]);
       this.framesBuilt++;
@@ -325,7 +318,7 @@ export class Agent {
       await this.current; // never swap taps in the middle of a collection (an upload may go on)
       await this.stopTaps(this.taps);
       this.taps = [];
-      this.tapTransitions.forget();
+      this.tapHealth.forget(); // the new taps' first status is logged again; removed taps are gone
       try {
         this.taps = await this.startTaps(applied);
       } catch (err) {
@@ -397,42 +390,5 @@ export class Agent {
     const closed = await Promise.race([this.stopTaps(this.taps).then(() => true), sleep(ms, endLimit.signal).then(() => false)]);
     endLimit.abort();
     if (!closed) this.logger.warn({ waitedMs: ms }, 'taps did not close in time; exiting anyway');
-  }
-}
-
-/** The drivers' reason while a tap's first connection attempt is still under way. */
-const CONNECTING = /(^|: )connecting$/;
-
-/**
- * Logs a tap's up/down transitions once each ('tap down' with the reason, 'tap up'), not every
- * interval: a dead peer reports several reasons in turn (connect refused, not connected, ...);
- * a new reason while the tap stays down goes to debug. A freshly started tap that is still
- * connecting is not down yet: that is logged only if it is still connecting an interval later.
- */
-class TapTransitions {
-  private readonly states = new Map<string, TapState | 'starting'>();
-  private readonly logTransition: TapEventListener;
-
-  constructor(private readonly logger: Logger) {
-    this.logTransition = tapEventLogger(logger);
-  }
-
-  readonly onEvent: TapEventListener = (event) => {
-    const previous = this.states.get(event.tap);
-    if (previous === undefined && event.state === 'down' && CONNECTING.test(event.reason ?? '')) {
-      this.states.set(event.tap, 'starting');
-      return;
-    }
-    if (previous === event.state) {
-      if (event.state === 'down') this.logger.debug({ tap: event.tap, reason: event.reason }, 'tap still down');
-      return;
-    }
-    this.states.set(event.tap, event.state);
-    this.logTransition(event);
-  };
-
-  /** New tap instances (a reload) start over: their first 'connecting' is not an outage. */
-  forget(): void {
-    this.states.clear();
   }
 }

@@ -16,7 +16,10 @@ class TimedTap implements Tap {
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
   status(): TapStatus {
-    return { state: 'up', requests: this.calls };
+    return { state: 'up', requests: this.calls, peer: 'timed' };
+  }
+  onStatusChange(): () => void {
+    return () => undefined;
   }
   async collect(): Promise<Reading[]> {
     this.calls++;

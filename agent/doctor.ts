@@ -34,7 +34,7 @@ export interface DoctorReport {
 const PROBE_DEADLINE_MS = 10_000;
 
 export async function runDoctor(config: AgentConfig, secrets: AgentSecrets, logger: Logger, probeMs = PROBE_DEADLINE_MS): Promise<DoctorReport> {
-  const created = config.taps.map((tc) => createTap(config, tc, { logger, onEvent: () => undefined }));
+  const created = config.taps.map((tc) => createTap(config, tc, { logger }));
   // Heavy imports first, so no probe's connect timer runs while node-opcua loads (see Tap.prepare).
   await Promise.all(created.map((tap) => tap.prepare?.().catch(() => undefined)));
   const taps = await Promise.all(config.taps.map((tc, i) => probeTap(config, tc, created[i]!, probeMs)));

@@ -16,6 +16,10 @@ export interface TapStatus {
   reason?: string;
   /** Number of protocol requests sent since start (Modbus requests, OPC-UA reads). */
   requests: number;
+  /** The peer the tap talks to, named in the core's `tap up`/`tap down` lines: a Modbus link ("tcp 10.0.0.5:502"), an MQTT broker URL (no credentials), an OPC-UA endpoint. */
+  peer: string;
+  /** How it talks to the peer, logged with `tap up` (OPC-UA security mode and policy, MQTT client id). Never values or secrets. */
+  details?: Readonly<Record<string, string>>;
 }
 
 export interface Tap {
@@ -37,12 +41,30 @@ export interface Tap {
    */
   collect(deadline: number): Promise<Reading[]>;
   status(): TapStatus;
+  /**
+   * Calls `listener` at once whenever status() changed state or reason (not after stop()), so the
+   * core logs a drop when it happens, not at the next interval. Drivers only report: the core
+   * (agent/tap-health.ts) decides what is a transition and writes the log lines. Returns a
+   * function that removes the listener.
+   */
+  onStatusChange(listener: () => void): () => void;
   /** Close connections and timers; idempotent. */
   stop(): Promise<void>;
 }
 
-/** Emitted by taps so the core can log up/down transitions with the reason (never values). */
-export type TapEventListener = (event: { tap: string; state: TapState; reason?: string }) => void;
+/** A driver's half of Tap.onStatusChange: the listeners to call when its status changed. */
+export class StatusListeners {
+  private readonly listeners = new Set<() => void>();
+
+  add(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  notify(): void {
+    for (const listener of [...this.listeners]) listener();
+  }
+}
 
 /** prepare() every tap (heavy imports first, see Tap.prepare), then start them all. */
 export async function startTaps(taps: readonly Tap[], onStartError: (tap: Tap, err: Error) => void): Promise<void> {

@@ -7,7 +7,7 @@
  * failure marks every point of the tap.
  */
 import type { Logger } from '../../common/log.js';
-import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
+import { StatusListeners, type Reading, type Tap, type TapState, type TapStatus } from '../tap.js';
 import { applyScale, decodeRegisters, exceptionName, type RegisterType } from './decode.js';
 import { acquireLink, errorText, LinkDownError, releaseLink, RequestTimeoutError, type ModbusLink } from './link.js';
 import { isBitTable, type PlannedRequest } from './plan.js';
@@ -16,7 +16,6 @@ import type { ModbusTapSettings } from './schema.js';
 
 export interface ModbusTapDeps {
   logger: Logger;
-  onEvent?: TapEventListener;
 }
 
 interface ModbusError extends Error {
@@ -49,12 +48,10 @@ class ModbusTap implements Tap {
   private stopped = false;
   private started = false;
   private unsubscribe: (() => void) | undefined;
+  private readonly statusListeners = new StatusListeners();
   private readonly inFlight = new Set<Promise<unknown>>();
 
-  constructor(
-    settings: ModbusTapSettings,
-    private readonly deps: ModbusTapDeps,
-  ) {
+  constructor(settings: ModbusTapSettings, deps: ModbusTapDeps) {
     this.name = settings.name;
     this.logger = deps.logger.child({ kind: 'modbus' }); // createTap() binds the tap name
     this.addressBase = settings.addressBase;
@@ -80,7 +77,11 @@ class ModbusTap implements Tap {
   }
 
   status(): TapStatus {
-    return { state: this.state, ...(this.reason !== undefined && { reason: this.reason }), requests: this.requests };
+    return { state: this.state, ...(this.reason !== undefined && { reason: this.reason }), requests: this.requests, peer: this.link.description };
+  }
+
+  onStatusChange(listener: () => void): () => void {
+    return this.statusListeners.add(listener);
   }
 
   async stop(): Promise<void> {
@@ -238,13 +239,12 @@ class ModbusTap implements Tap {
     }
   }
 
+  /** Records the link's state; the agent core (agent/tap-health.ts) decides what to log. */
   private setState(state: TapState, reason?: string): void {
-    const changed = state !== this.state;
+    const next = state === 'up' ? undefined : reason;
+    const changed = state !== this.state || next !== this.reason;
     this.state = state;
-    this.reason = state === 'up' ? undefined : reason;
-    if (!changed || this.stopped) return;
-    if (state === 'up') this.logger.info({ link: this.link.description }, 'modbus tap up');
-    else this.logger.warn({ link: this.link.description, reason }, 'modbus tap down');
-    this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' && reason !== undefined && { reason }) });
+    this.reason = next;
+    if (changed && !this.stopped) this.statusListeners.notify();
   }
 }

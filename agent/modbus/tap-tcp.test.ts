@@ -2,20 +2,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
-import { PassThrough } from 'node:stream';
-import { createLogger, silentLogger } from '../../common/log.js';
+import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { ModbusMemory, startModbusTcpServer, startSilentTcpServer } from '../../test/helpers/modbus-server.js';
 import { freeLoopbackPort } from '../../common/ports.js';
+import { followedTap } from '../../test/helpers/followed-tap.js';
 import type { Reading, Tap } from '../tap.js';
 import { BYTE_ORDERS, encodeRegisters, type ByteOrder, type DecodedValue, type RegisterType } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';
 
-type Events = { tap: string; state: string; reason?: string }[];
+function tapConfig(fields: Record<string, unknown>) {
+  return validate(modbusTapSchema, { name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0, backoff: { initial: '50ms', max: '200ms' }, ...fields });
+}
 
-function makeTap(fields: Record<string, unknown>, events: Events = []): Tap {
-  const config = validate(modbusTapSchema, { name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0, backoff: { initial: '50ms', max: '200ms' }, ...fields });
-  return createModbusTap(config, { logger: silentLogger(), onEvent: (e) => events.push(e) });
+function makeTap(fields: Record<string, unknown>): Tap {
+  return createModbusTap(tapConfig(fields), { logger: silentLogger() });
 }
 
 function byName(readings: Reading[]): Map<string, Reading> {
@@ -30,8 +31,8 @@ async function until(what: string, check: () => boolean, timeoutMs = 5000): Prom
   }
 }
 
-async function startedTap(fields: Record<string, unknown>, events: Events = []): Promise<Tap> {
-  const tap = makeTap(fields, events);
+async function startedTap(fields: Record<string, unknown>): Promise<Tap> {
+  const tap = makeTap(fields);
   await tap.start();
   await until('tap up', () => tap.status().state === 'up');
   return tap;
@@ -179,7 +180,6 @@ test('a Modbus exception marks only the points of that request', async () => {
   memory.failRange('holding', 100, 10, 2);
   memory.failRange('coil', 5, 1, 4);
   const server = await startModbusTcpServer(memory);
-  const events: Events = [];
   const tap = await startedTap(
     {
       port: server.port,
@@ -191,7 +191,6 @@ test('a Modbus exception marks only the points of that request', async () => {
         { name: 'coil', table: 'coil', address: 5, type: 'bool' },
       ],
     },
-    events,
   );
   try {
     const r = byName(await tap.collect(Date.now() + 2000));
@@ -219,8 +218,10 @@ test('server stop and restart: bad while down with the reason, good again after 
   const memory = new ModbusMemory();
   memory.setRegisters('holding', 0, [7]);
   const server = await startModbusTcpServer(memory);
-  const events: Events = [];
-  const tap = await startedTap({ port: server.port, points: [{ name: 'x', table: 'holding', address: 0, type: 'uint16' }] }, events);
+  // Followed as the agent follows it: the transitions are the agent's `tap up`/`tap down` lines.
+  const { tap, transitions } = followedTap((logger) => createModbusTap(tapConfig({ port: server.port, points: [{ name: 'x', table: 'holding', address: 0, type: 'uint16' }] }), { logger }));
+  await tap.start();
+  await until('tap up', () => tap.status().state === 'up');
   try {
     assert.equal((await tap.collect(Date.now() + 1000))[0]!.value, 7);
     await server.stop();
@@ -237,10 +238,10 @@ test('server stop and restart: bad while down with the reason, good again after 
     assert.equal(up.quality, 'good');
     assert.equal(up.value, 8);
     assert.deepEqual(
-      events.map((e) => e.state),
+      transitions.map((e) => e.state),
       ['up', 'down', 'up'],
     );
-    assert.match(events[1]!.reason!, /tcp 127\.0\.0\.1:\d+/);
+    assert.match(transitions[1]!.reason!, /tcp 127\.0\.0\.1:\d+/);
   } finally {
     await tap.stop();
     await server.stop();
@@ -264,8 +265,7 @@ test('nothing listening: collect returns bad readings naming the refused connect
 
 test('a server that accepts but never answers: timeouts, retries, then reconnect', async () => {
   const silent = await startSilentTcpServer();
-  const events: Events = [];
-  const tap = makeTap({ port: silent.port, timeout: '200ms', retries: 1, points: [{ name: 'x', table: 'holding', address: 0, type: 'uint16' }, { name: 'y', table: 'input', address: 0, type: 'uint16' }] }, events);
+  const tap = makeTap({ port: silent.port, timeout: '200ms', retries: 1, points: [{ name: 'x', table: 'holding', address: 0, type: 'uint16' }, { name: 'y', table: 'input', address: 0, type: 'uint16' }] });
   await tap.start();
   try {
     await until('connected', () => tap.status().state === 'up');
@@ -376,20 +376,17 @@ test('logs: up/down with reasons at info/warn, values only at debug', async () =
   memory.setRegisters('holding', 0, [31337]);
   const server = await startModbusTcpServer(memory);
   for (const level of ['info', 'debug'] as const) {
-    const out = new PassThrough();
-    let text = '';
-    out.on('data', (chunk: Buffer) => (text += chunk.toString()));
     const config = validate(modbusTapSchema, { name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', port: server.port, addressBase: 0, points: [{ name: 'secret-ish', table: 'holding', address: 0, type: 'uint16' }] });
-    const tap = createModbusTap(config, { logger: createLogger('test', level, out) });
+    // The up line is the agent's (agent/tap-health.ts), naming the link the driver reports.
+    const { tap, lines, text } = followedTap((logger) => createModbusTap(config, { logger }), level);
     await tap.start();
     await until('up', () => tap.status().state === 'up');
     assert.equal((await tap.collect(Date.now() + 1000))[0]!.value, 31337);
     await tap.stop();
     await new Promise((r) => setImmediate(r));
-    const lines = text.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; level: number });
-    assert.ok(lines.some((l) => l.msg === 'modbus tap up' && l.level === 30), text);
-    if (level === 'info') assert.ok(!text.includes('31337'), 'no reading value above debug');
-    else assert.ok(lines.some((l) => l.msg === 'modbus reading' && l.level === 20 && text.includes('31337')));
+    assert.ok(lines.some((l) => l['msg'] === 'tap up' && l['level'] === 30 && l['peer'] === `tcp 127.0.0.1:${server.port}`), text());
+    if (level === 'info') assert.ok(!text().includes('31337'), 'no reading value above debug');
+    else assert.ok(lines.some((l) => l['msg'] === 'modbus reading' && l['level'] === 20 && text().includes('31337')));
   }
   await server.stop();
 });

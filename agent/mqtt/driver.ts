@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import mqtt, { type IClientOptions, type MqttClient, type IPublishPacket } from 'mqtt';
 import type { Logger } from '../../common/log.js';
 import { Backoff, sleep } from '../../common/backoff.js';
-import type { Reading, Tap, TapEventListener, TapState, TapStatus } from '../tap.js';
+import { StatusListeners, type Reading, type Tap, type TapState, type TapStatus } from '../tap.js';
 import { decodePayload, type Decoded, type DecodeSpec } from './decode.js';
 import type { MqttTapSettings } from './schema.js';
 import { topicMatches } from './topic.js';
@@ -74,9 +74,8 @@ export class MqttTap implements Tap {
   private readonly clientId: string;
   private readonly brokerUrl: string;
   private state: TapState = 'down';
-  /** False until the first up/down has been reported (a tap that never connects must say so once). */
-  private announced = false;
   private reason = 'not started';
+  private readonly statusListeners = new StatusListeners();
   private requests = 0;
   private messagesReceived = 0;
   private loop?: Promise<void>;
@@ -85,7 +84,7 @@ export class MqttTap implements Tap {
 
   constructor(
     private readonly config: MqttTapInput,
-    private readonly deps: { logger: Logger; onEvent?: TapEventListener },
+    private readonly deps: { logger: Logger },
   ) {
     this.name = config.name;
     this.brokerUrl = safeUrl(config.url);
@@ -103,7 +102,11 @@ export class MqttTap implements Tap {
   }
 
   status(): TapStatus {
-    return { state: this.state, reason: this.state === 'up' ? undefined : this.reason, requests: this.requests };
+    return { state: this.state, reason: this.state === 'up' ? undefined : this.reason, requests: this.requests, peer: this.brokerUrl, details: { clientId: this.clientId } };
+  }
+
+  onStatusChange(listener: () => void): () => void {
+    return this.statusListeners.add(listener);
   }
 
   /** Messages received since start (all topics), for benchmarks and diagnostics. */
@@ -312,15 +315,15 @@ export class MqttTap implements Tap {
     }
   }
 
+  /**
+   * Records the connection's state; the agent core (agent/tap-health.ts) decides what to log. The
+   * first failure changes the reason from "connecting", so a tap that never connects reports it.
+   */
   private setState(state: TapState, reason?: string): void {
-    const changed = state !== this.state || !this.announced;
-    this.announced = true;
+    const changed = state !== this.state || (reason !== undefined && reason !== this.reason);
     this.state = state;
     if (reason !== undefined) this.reason = reason;
-    if (!changed) return;
-    if (state === 'up') this.deps.logger.info({ broker: this.brokerUrl, clientId: this.clientId }, 'mqtt tap up');
-    else this.deps.logger.warn({ broker: this.brokerUrl, reason: this.reason }, 'mqtt tap down');
-    this.deps.onEvent?.({ tap: this.name, state, ...(state === 'down' ? { reason: this.reason } : {}) });
+    if (changed) this.statusListeners.notify();
   }
 }
 

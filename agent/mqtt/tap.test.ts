@@ -6,10 +6,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
-import { createLogger, silentLogger } from '../../common/log.js';
+import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
+import { followedTap } from '../../test/helpers/followed-tap.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../../test/helpers/mosquitto.js';
 import type { Reading, Tap, TapState } from '../tap.js';
 import { createMqttTap, mqttTapSchema, type MqttTapInput } from './index.js';
@@ -43,10 +43,8 @@ function settingsOf(raw: Record<string, unknown>): MqttTapInput {
 const started: Tap[] = [];
 async function makeTap(raw: Record<string, unknown>): Promise<TestTap> {
   const config = settingsOf({ name: 'mqtt-test', type: 'mqtt', reconnect: { initial: '100ms', max: '500ms' }, connectTimeout: '2s', ...raw });
-  let logText = '';
-  const sink = new Writable({ write(chunk, _enc, done) { logText += chunk.toString(); done(); } });
-  const events: TestTap['events'] = [];
-  const tap = createMqttTap(config, { logger: createLogger('test', 'info', sink), onEvent: (event) => events.push(event) });
+  // Followed as the agent follows it: the events are the agent's `tap up`/`tap down` lines.
+  const { tap, transitions: events, text } = followedTap((logger) => createMqttTap(config, { logger }));
   started.push(tap);
   await tap.start();
   const read = async (point: string) => {
@@ -55,7 +53,7 @@ async function makeTap(raw: Record<string, unknown>): Promise<TestTap> {
     assert.ok(reading, `no reading for ${point}`);
     return reading;
   };
-  return { tap, events, logs: () => logText, read };
+  return { tap, events, logs: text, read };
 }
 
 async function stopAll(): Promise<void> {
@@ -327,7 +325,7 @@ describe('mqtt tap, broker restart', () => {
     await delay(1300);
     const attempts = t.tap.status().requests - requestsAtDown;
     assert.ok(attempts >= 2 && attempts <= 7, `reconnect attempts in 1.3 s: ${attempts}`);
-    assert.match(t.logs(), /"msg":"mqtt tap down"/);
+    assert.match(t.logs(), /"msg":"tap down"/);
     // Still bad after many failed attempts, with the current reason.
     assert.match((await t.read('seen')).reason ?? '', /^broker down: connect ECONNREFUSED 127\.0\.0\.1:\d+; last message/);
 
@@ -425,7 +423,7 @@ describe('mqtt tap, TLS with a test CA and username/password', () => {
       assert.match(down.reason ?? '', /^broker refused the connection: (Bad User Name or Password|Not authorized|Bad username or password) \(check username, passwordFile and the broker ACL\)$/i, `v${protocolVersion}`);
       assert.match((await t.read('p')).reason ?? '', /broker down: broker refused the connection/);
       assert.ok(!t.logs().includes('wrong horse'));
-      assert.match(t.logs(), /"msg":"mqtt tap down"/);
+      assert.match(t.logs(), /"msg":"tap down"/);
       await t.tap.stop();
     }
   });
@@ -441,7 +439,9 @@ describe('mqtt tap, TLS with a test CA and username/password', () => {
 
 test('a tap that is never started or stopped twice does not hang', async () => {
   const tap = createMqttTap(settingsOf({ name: 'idle', type: 'mqtt', url: 'mqtt://127.0.0.1:1', points: [{ name: 'p', topic: 'a' }] }), { logger: silentLogger() });
-  assert.deepEqual(tap.status(), { state: 'down', reason: 'not started', requests: 0 });
+  const { details, ...status } = tap.status();
+  assert.deepEqual(status, { state: 'down', reason: 'not started', requests: 0, peer: 'mqtt://127.0.0.1:1' });
+  assert.match(details?.['clientId'] ?? '', /^ghostpipe-idle-[0-9a-f]{8}$/, 'the client id the up line names');
   const [reading] = await tap.collect(Date.now());
   assert.deepEqual([reading?.quality, reading?.value, reading?.reason], ['bad', null, 'broker down: not started; no value received yet on a']);
   await tap.stop();

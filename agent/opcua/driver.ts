@@ -15,7 +15,7 @@ import type { ClientSession, ClientSubscription, NodeId, OPCUAClient, UserIdenti
 import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
 import { Backoff, sleep } from '../../common/backoff.js';
 import type { Logger } from '../../common/log.js';
-import { badReadings, type Reading, type Tap, type TapEventListener, type TapState, type TapStatus } from '../tap.js';
+import { badReadings, StatusListeners, type Reading, type Tap, type TapState, type TapStatus } from '../tap.js';
 import { parseNodeId, type ParsedNodeId } from './node-id.js';
 import type { OpcuaPointConfig, OpcuaTapConfig } from './schema.js';
 import { readingOf, type DataValueLike } from './values.js';
@@ -26,7 +26,6 @@ interface Libraries { ua: ClientModule; certs: CertificateModule }
 
 export interface OpcuaTapDeps {
   logger: Logger;
-  onEvent?: TapEventListener;
   /** Reconnect backoff bounds; tests shorten them. */
   backoff?: { initialMs: number; maxMs: number };
 }
@@ -74,6 +73,7 @@ class OpcuaTap implements Tap {
   private readonly logger: Logger;
   private state: TapState = 'down';
   private reason = 'not started';
+  private readonly statusListeners = new StatusListeners();
   private requests = 0;
   private connection: Connection | undefined;
   /** The attempt in progress, so stop() can cut it short. */
@@ -109,7 +109,12 @@ class OpcuaTap implements Tap {
   }
 
   status(): TapStatus {
-    return { state: this.state, reason: this.state === 'down' ? this.reason : undefined, requests: this.requests };
+    const { endpoint, securityMode, mode } = this.config;
+    return { state: this.state, reason: this.state === 'down' ? this.reason : undefined, requests: this.requests, peer: endpoint, details: { securityMode, securityPolicy: effectivePolicy(this.config), mode } };
+  }
+
+  onStatusChange(listener: () => void): () => void {
+    return this.statusListeners.add(listener);
   }
 
   async stop(): Promise<void> {
@@ -376,17 +381,12 @@ class OpcuaTap implements Tap {
     await settle(connection.certificateManager.dispose(), quick);
   }
 
+  /** Records the connection's state; the agent core (agent/tap-health.ts) decides what to log. */
   private setState(state: TapState, reason?: string): void {
     const changed = state !== this.state || (state === 'down' && reason !== this.reason);
     this.state = state;
     if (reason !== undefined) this.reason = reason;
-    if (!changed) return;
-    if (state === 'up') {
-      this.logger.info({ endpoint: this.config.endpoint, securityMode: this.config.securityMode, securityPolicy: effectivePolicy(this.config), mode: this.config.mode }, 'opcua tap up');
-    } else {
-      this.logger.warn({ endpoint: this.config.endpoint, reason }, 'opcua tap down');
-    }
-    this.deps.onEvent?.({ tap: this.name, state, reason: state === 'down' ? reason : undefined });
+    if (changed) this.statusListeners.notify();
   }
 }
 

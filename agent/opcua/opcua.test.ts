@@ -8,11 +8,10 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeF
 import { createServer, type Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
+import { followedTap } from '../../test/helpers/followed-tap.js';
 import { startOpcuaServer, type OpcuaTestServer, type ServerSessionInfo } from '../../test/helpers/opcua-server.js';
 import type { Reading, Tap, TapState } from '../tap.js';
 import { createOpcuaTap, opcuaTapSchema } from './index.js';
@@ -112,16 +111,9 @@ function makeTap(raw: Record<string, unknown>): Harness {
     timeout: '2s',
     ...raw,
   });
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  const events: Harness['events'] = [];
-  // Short reconnect backoff so recovery is observable within the test budget.
-  const tap = createOpcuaTap(config, { logger: createLogger('test', 'info', sink), onEvent: (e) => events.push(e), backoff: { initialMs: 100, maxMs: 500 } });
+  // Short reconnect backoff so recovery is observable within the test budget. Followed as the
+  // agent follows it: the events are the agent's `tap up`/`tap down` lines.
+  const { tap, lines, transitions: events } = followedTap((logger) => createOpcuaTap(config, { logger, backoff: { initialMs: 100, maxMs: 500 } }));
   taps.push(tap);
   return { tap, lines, events };
 }
@@ -160,7 +152,7 @@ describe('read mode', () => {
     await tap.prepare!();
     await tap.start();
     await waitUp(tap);
-    assert.deepEqual(events.at(-1), { tap: 'plc', state: 'up', reason: undefined });
+    assert.deepEqual(events.at(-1), { tap: 'plc', state: 'up' });
     const requestsBefore = tap.status().requests;
     const r = await collectNow(tap);
     assert.equal(tap.status().requests, requestsBefore + 1, 'exactly one read request per collect');
@@ -427,8 +419,8 @@ describe('security', () => {
         await tap.start();
         await waitUp(tap);
         assert.equal((await collectNow(tap)).temp!.value, 21.5);
-        const up = lines.find((l) => l.msg === 'opcua tap up');
-        assert.deepEqual([up?.securityMode, up?.securityPolicy], [securityMode, policy]);
+        const up = lines.find((l) => l.msg === 'tap up');
+        assert.deepEqual([up?.peer, up?.securityMode, up?.securityPolicy], [server.endpoint, securityMode, policy]);
         const session = await serverSessionOf(name);
         assert.deepEqual([session.securityMode, session.securityPolicy, session.userTokenType], [securityMode, policy, 'Anonymous'], 'the server saw this channel');
         await tap.stop();
@@ -512,7 +504,7 @@ describe('recovery', () => {
         return r.temp!.quality === 'good' ? r : undefined;
       });
       assert.equal(after.temp!.value, 21.5);
-      assert.deepEqual(events.map((e) => e.state).filter((s, i, all) => s !== all[i - 1]), ['up', 'down', 'up']);
+      assert.deepEqual(events.map((e) => e.state), ['up', 'down', 'up'], 'one line per transition');
     }
     // The rebuilt subscription (and the read) see new changes.
     await server.set('Temperature', 40);
