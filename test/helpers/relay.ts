@@ -3,6 +3,7 @@
  * port, plus helpers to make operators, devices (enrolled) and receivers and to seal envelopes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +29,16 @@ export interface RelayProcess {
 
 const running = new Set<ChildProcess>();
 const dirs = new Set<string>();
+
+// The check that catches a test file forgetting cleanupAll(): a temp folder (relay state, keys, an
+// OPC-UA PKI with its private key) still registered when the process exits is removed here, and
+// the test file fails (node --test reports a non-zero exit) naming it.
+process.on('exit', () => {
+  if (dirs.size === 0) return;
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  process.stderr.write(`test/helpers/relay.ts: temp folders left behind (call cleanupAll from after()): ${[...dirs].join(', ')}\n`);
+  process.exitCode = 1;
+});
 
 /**
  * Stops every relay still running with SIGTERM and removes the temp folders; fails when a relay
