@@ -80,7 +80,7 @@ test('every endpoint: no key, bad key, revoked key, wrong role, malformed/oversi
     const truncated = await truncatedRequest(relay.port, e.method, e.path, keys[e.role!], 'application/json', '{"ids":["ab');
     // A client that half-closes before sending the body it declared always gets a 400 (silence is a
     // failure). Today it is node's parser error (HPE_INVALID_EOF_STATE) answered by the relay's
-    // clientError handler with an empty 400, not the JSON truncated_body docs/RELAY.md names: see the issue 10 part 6 report.
+    // clientError handler with an empty 400, not the JSON truncated_body that docs/RELAY.md names (a known gap).
     assert.match(truncated, /^HTTP\/1\.1 400 Bad Request\r\n/, `${what} truncated: ${truncated.slice(0, 300)}`);
   }
 
