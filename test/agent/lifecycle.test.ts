@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import type { Frame } from '../../protocol/frame.js';
-import { agentConfig, cli, intervalsIn, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, untilRelayDrained, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
+import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, untilRelayDrained, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
 
 const servers: ModbusTcpTestServer[] = [];
 const stoppedRelays: RelayProcess[] = [];
@@ -169,7 +169,7 @@ test('SIGTERM while the relay hangs: exit 0 within the bound, the unflushed fram
   const modbus = await modbusServer();
   const relay = await startRelay();
   // A request timeout far beyond the stop bound: only the stop's own budget can end the hung uploads.
-  const env = await enrolledEnv(relay, (e) => agentConfig(e, relay.url, [plcTap(modbus.port)], { logLevel: 'debug', relay: { url: relay.url, apiKeyFile: e.apiKeyFile, timeout: '60s', statusInterval: '300ms' } }));
+  const env = await enrolledEnv(relay, (e) => agentConfig(e, relay.url, [plcTap(modbus.port)], { relay: { url: relay.url, apiKeyFile: e.apiKeyFile, timeout: '60s', statusInterval: '300ms' } }));
   const rx = receiveStamped(env);
   const agent = startAgent(env.configFile);
   await until(() => rx.frames.length >= 2, 15_000, 'frames through the live relay');
@@ -178,8 +178,11 @@ test('SIGTERM while the relay hangs: exit 0 within the bound, the unflushed fram
   // SIGSTOP: the kernel still accepts connections, nothing answers: a hung relay.
   relay.child.kill('SIGSTOP');
   stoppedRelays.push(relay);
-  const builtBeforeHang = intervalsIn(agent.lines);
-  await until(() => intervalsIn(agent.lines) >= builtBeforeHang + 4, 20_000, '4 frames built while the relay hangs');
+  // Collections go on while the upload hangs (no 'interval' line then: it follows the upload):
+  // the Modbus server sees one holding-register read (function 3) per collection.
+  const holdingReads = () => modbus.requests.filter((r) => r.functionCode === 3).length;
+  const readsBeforeHang = holdingReads();
+  await until(() => holdingReads() >= readsBeforeHang + 4, 20_000, '4 collections while the relay hangs');
   const signalled = Date.now();
   const code = await agent.stop('SIGTERM');
   const tookMs = Date.now() - signalled;
