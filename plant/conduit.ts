@@ -20,7 +20,6 @@ import { didFromSigningKey } from '../protocol/did.js';
 import { keyIdHex } from '../protocol/keys.js';
 import { RelayClient, RelayError } from '../common/relay-client.js';
 import { OPCUA, OPCUA_NAMESPACE, MQTT_TOPICS, MODBUS } from './points.js';
-import { freeLoopbackPort } from '../common/ports.js';
 import { RoleProcess, type LogLine } from './process.js';
 
 export interface PlantEndpoints {
@@ -158,15 +157,19 @@ export class Conduit {
     });
   }
 
-  /** Writes relay.yaml (a fresh free port unless one was chosen) and starts the relay; waits until it listens. */
+  /**
+   * Writes relay.yaml and starts the relay; waits until it listens. With relayPort 0 the relay
+   * binds port 0 and relayPort becomes the port it reports in `relay listening` (a restart then
+   * asks for that port again: a caller that restarts the relay should choose the port itself).
+   */
   async startRelay(): Promise<RoleProcess> {
-    if (this.relayPort === 0) this.relayPort = await freeLoopbackPort();
     await fs.writeFile(this.paths.relayConfig, yaml({
       listen: [`127.0.0.1:${this.relayPort}`], stateDir: this.paths.relayState, logLevel: this.o.logLevel ?? 'info', ...this.o.relaySettings,
     }), { mode: 0o600 });
     const relay = this.spawn('relay', ['relay', '--config', this.paths.relayConfig]);
     this.relay = relay;
-    await relay.waitForLog('relay listening', 30_000);
+    const listening = await relay.waitForLog('relay listening', 30_000);
+    this.relayPort = Number(listening['port']);
     return relay;
   }
 

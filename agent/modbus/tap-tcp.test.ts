@@ -5,8 +5,8 @@ import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { ModbusMemory, startModbusTcpServer, startSilentTcpServer } from '../../test/helpers/modbus-server.js';
-import { freeLoopbackPort } from '../../common/ports.js';
 import { followedTap } from '../../test/helpers/followed-tap.js';
+import { reservePort } from '../../test/helpers/ports.js';
 import type { Reading, Tap } from '../tap.js';
 import { BYTE_ORDERS, encodeRegisters, type ByteOrder, type DecodedValue, type RegisterType } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';
@@ -249,7 +249,7 @@ test('server stop and restart: bad while down with the reason, good again after 
 });
 
 test('nothing listening: collect returns bad readings naming the refused connection', async () => {
-  const port = await freeLoopbackPort();
+  const port = await reservePort(); // nothing listens there, and no other bind or connection can take it
   const tap = makeTap({ port, points: [{ name: 'x', table: 'holding', address: 0, type: 'uint16' }, { name: 'y', table: 'coil', address: 0, type: 'bool' }] });
   await tap.start();
   try {

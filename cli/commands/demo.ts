@@ -1,9 +1,9 @@
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CliError, optionalString, type Command } from '../command.js';
 import { parseDuration } from '../../common/duration.js';
 import { Conduit, type PlantEndpoints } from '../../plant/conduit.js';
+import { RoleExitedError } from '../../plant/process.js';
 import { FrameGrouper, formatLogLine, isReadingRecord, type RecordLike } from '../../plant/pretty.js';
 import type { LogLine } from '../../plant/process.js';
 
@@ -15,12 +15,23 @@ const SHOWN = new Set([
   'agent starting', 'device enrolled with the relay', 'tap up', 'relay reachable', 'receiver started', 'receiver stopped', 'agent stopped', 'relay stopped; every held envelope burned',
 ]);
 
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
+/** The relay's documented default port (docs/RELAY.md); the demo uses it when it is free. */
+const DEMO_RELAY_PORT = 8787;
+
+/**
+ * Starts the relay on 8787; when that port is taken, on port 0 (the relay reports the port it
+ * got). Trying the bind itself, rather than probing first, leaves no gap for another process.
+ */
+async function startDemoRelay(conduit: Conduit, say: (text: string) => void): Promise<void> {
+  conduit.relayPort = DEMO_RELAY_PORT;
+  try {
+    await conduit.startRelay();
+  } catch (err) {
+    if (!(err instanceof RoleExitedError) || !/address already in use|EADDRINUSE/.test(err.message)) throw err;
+    say(`port ${DEMO_RELAY_PORT} is taken: the relay listens on a free port instead`);
+    conduit.relayPort = 0;
+    await conduit.startRelay();
+  }
 }
 
 export const demo: Command = {
@@ -119,8 +130,7 @@ export const demo: Command = {
         modbusPort: Number(ready['modbusPort']), opcuaEndpoint: String(ready['opcuaEndpoint']),
         opcuaCertificate: String(ready['opcuaCertificate']), mqttUrl: String(ready['mqttUrl']),
       };
-      if (await portFree(8787)) conduit.relayPort = 8787;
-      await conduit.startRelay();
+      await startDemoRelay(conduit, say);
       const { issued } = await conduit.ensureApiKeys();
       say(issued.length > 0 ? `the operator key (${conduit.paths.operatorKey}) issued: ${issued.join(', ')}` : 'reusing the device and receiver API keys');
       await conduit.writeAgentConfig(endpoints);

@@ -48,7 +48,7 @@ test('agent --check validates config and key files without touching a sensor', {
   assert.notEqual(await new Promise((resolve) => start.child.once('exit', resolve)), 0);
   assert.match(start.output(), /taps: must be a list; found 3/);
   assert.equal(modbus.requests.length, 0);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('the agent refuses to send before enrollment and starts once enrolled; SIGHUP reloads', { timeout: 60_000 }, async () => {
@@ -99,7 +99,7 @@ test('the agent refuses to send before enrollment and starts once enrolled; SIGH
   assert.equal(await agent.stop(), 0);
   await rx.stop();
   assert.equal(agent.lines.filter((l) => l.msg.startsWith('state saved')).length, 2, 'one write at boot, one for the enrollment');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('doctor prints every point with value, quality and latency; exit code says healthy or not', { timeout: 60_000 }, async () => {
@@ -129,7 +129,7 @@ test('doctor prints every point with value, quality and latency; exit code says 
   assert.match(down.stdout, /NOT HEALTHY/);
   await modbus.restart();
 
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   const noRelay = await cli(['doctor', '--config', env.configFile]);
   assert.equal(noRelay.code, 1);
   assert.match(noRelay.stdout, /relay http:\/\/127\.0\.0\.1:\d+: UNREACHABLE/);
@@ -156,5 +156,5 @@ test('log level debug: one summary line per interval, and reading values only in
   }
   const withValue = agent.lines.filter((l) => JSON.stringify(l).includes('31337'));
   assert.ok(withValue.length > 0 && withValue.every((l) => (l.level as number) <= 20), 'reading values appear only at debug level');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

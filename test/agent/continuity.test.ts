@@ -9,7 +9,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
-import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { reservePort } from '../helpers/ports.js';
 import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine, type Received } from '../helpers/agent.js';
 
 let broker: MosquittoBroker | undefined;
@@ -65,7 +66,7 @@ async function pollUntil(predicate: () => Promise<boolean>, timeoutMs: number, w
 }
 
 test('an API key rotated while the agent runs: 401 re-reads the key file, the new key is bound, no frame lost or twice', { timeout: 90_000 }, async () => {
-  const { env, relay } = await setup(await freePort(), '200ms', 'debug');
+  const { env, relay } = await setup(await reservePort(), '200ms', 'debug');
   const oldKeyId = (await readFile(env.apiKeyFile, 'utf8')).trim().slice(4, 16);
   const rx = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
   const agent = startAgent(env.configFile);
@@ -108,11 +109,11 @@ test('an API key rotated while the agent runs: 401 re-reads the key file, the ne
   assert.equal(count(agent.lines, (l) => RESENT.test(l.msg)), 0, 'no re-send after the rotation');
   const keys = await relay.operator.listKeys();
   assert.equal(keys.find((k) => k.id === issued.id)?.did, env.did, 'the new key is bound to the device');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('relay SIGKILL + restart, 5 cycles: what the relay lost is re-sent before newer frames, in order, once', { timeout: 180_000 }, async () => {
-  const port = await freePort();
+  const port = await reservePort();
   let { env, relay } = await setup(port, '200ms', 'debug');
   const received: Received[] = [];
   const listen = () => receiveLoop(() => env.receiver, env.devicePublicKey);
@@ -148,7 +149,7 @@ test('relay SIGKILL + restart, 5 cycles: what the relay lost is re-sent before n
   assert.equal(order.length, built, 'every frame the agent built arrived');
   assert.equal(count(agent.lines, (l) => /dropped/.test(l.msg)), 0, 'nothing dropped');
   assert.ok(count(agent.lines, (l) => RESENT.test(l.msg)) >= CYCLES, 'a re-send after every restart');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 /** The newest frame sequence the agent built (its debug `interval` lines). */
@@ -158,7 +159,7 @@ function lastFrameBuilt(lines: LogLine[]): number {
 }
 
 test('SIGTERM while the relay holds undelivered envelopes: they are counted as lost with the backlog, exactly', { timeout: 60_000 }, async () => {
-  const { env, relay } = await setup(await freePort(), '200ms');
+  const { env, relay } = await setup(await reservePort(), '200ms');
   const before = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
   const agent = startAgent(env.configFile);
   await until(() => before.received.length >= 3, 15_000, 'first frames');
@@ -184,5 +185,5 @@ test('SIGTERM while the relay holds undelivered envelopes: they are counted as l
   await after.stop();
   assert.equal(frameSequences(after.received).length, stopped['undeliveredFrames']);
   assertWholeAndInOrder(frameSequences([...before.received, ...after.received]), 'frames before and after the stop');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

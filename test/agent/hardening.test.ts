@@ -84,5 +84,5 @@ test('with the unit\'s node flags under W^X, Modbus, OPC-UA and MQTT readings ar
   const tapLines = agent.output().split('\n').filter((l) => l.includes('"tap":'));
   assert.ok(tapLines.some((l) => l.includes('"tap":"scada"')) && tapLines.some((l) => l.includes('"tap":"plc"')) && tapLines.some((l) => l.includes('"tap":"broker"')));
   for (const line of tapLines) assert.equal(line.split('"tap":').length, 2, `one "tap" key: ${line}`);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

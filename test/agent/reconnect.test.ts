@@ -14,14 +14,16 @@ import { validate } from '../../common/schema.js';
 import { createModbusTap, modbusTapSchema } from '../../agent/modbus/index.js';
 import { createOpcuaTap, opcuaTapSchema } from '../../agent/opcua/index.js';
 import type { Tap } from '../../agent/tap.js';
-import { tempDir } from '../helpers/relay.js';
+import { cleanupAll, tempDir } from '../helpers/relay.js';
+import { until } from '../helpers/wait.js';
 
 const INITIAL_MS = 100;
 const MAX_MS = 400;
 const servers: net.Server[] = [];
 
-after(() => {
+after(async () => {
   for (const s of servers) s.close();
+  await cleanupAll(); // the OPC-UA client's PKI (with its private key) lives in a tempDir()
 });
 
 /** A TCP server that records when each connection arrives and closes it immediately. */
@@ -36,11 +38,13 @@ async function slammingServer(): Promise<{ port: number; attempts: number[] }> {
   return { port: (server.address() as AddressInfo).port, attempts };
 }
 
-async function observe(tap: Tap, attempts: number[], ms: number): Promise<{ during: number[]; afterStop: number }> {
+/** Waits for `count` connection attempts (a condition: a loaded machine may take seconds to start the client), then stops the tap. */
+async function observe(tap: Tap, attempts: number[], count: number): Promise<{ during: number[]; afterStop: number }> {
   await tap.start();
-  await new Promise((resolve) => setTimeout(resolve, ms));
+  await until(`${count} connection attempts`, () => attempts.length >= count, 40_000);
   await tap.stop();
   const during = [...attempts];
+  // Absence can only be watched for: two capped backoff delays with no attempt after stop().
   await new Promise((resolve) => setTimeout(resolve, 2 * MAX_MS));
   return { during, afterStop: attempts.length - during.length };
 }
@@ -57,7 +61,7 @@ function assertBackoff(kind: string, attempts: number[], afterStop: number): voi
   assert.equal(afterStop, 0, `${kind}: no attempt after stop()`);
 }
 
-test('Modbus TCP: reconnects with exponential backoff and jitter, capped; stop ends it', { timeout: 20_000 }, async () => {
+test('Modbus TCP: reconnects with exponential backoff and jitter, capped; stop ends it', { timeout: 60_000 }, async () => {
   const { port, attempts } = await slammingServer();
   const config = validate(modbusTapSchema, {
     name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', port, addressBase: 0,
@@ -65,11 +69,11 @@ test('Modbus TCP: reconnects with exponential backoff and jitter, capped; stop e
     points: [{ name: 'flow', table: 'holding', address: 0, type: 'uint16' }],
   });
   const tap = createModbusTap(config, { logger: silentLogger() });
-  const { during, afterStop } = await observe(tap, attempts, 3000);
+  const { during, afterStop } = await observe(tap, attempts, 6);
   assertBackoff('modbus', during, afterStop);
 });
 
-test('OPC-UA: one bounded attempt at a time, reconnects with backoff; stop ends it', { timeout: 30_000 }, async () => {
+test('OPC-UA: one bounded attempt at a time, reconnects with backoff; stop ends it', { timeout: 60_000 }, async () => {
   const { port, attempts } = await slammingServer();
   const dir = await tempDir();
   const config = validate(opcuaTapSchema, {
@@ -77,7 +81,7 @@ test('OPC-UA: one bounded attempt at a time, reconnects with backoff; stop ends 
     points: [{ name: 'pressure', nodeId: 'ns=2;s=Pressure' }],
   });
   const tap = createOpcuaTap(config, { logger: silentLogger(), backoff: { initialMs: INITIAL_MS, maxMs: MAX_MS } });
-  const { during, afterStop } = await observe(tap, attempts, 4000);
+  const { during, afterStop } = await observe(tap, attempts, 6);
   assertBackoff('opcua', during, afterStop);
   const readings = await tap.collect(Date.now() + 100);
   assert.equal(readings[0]!.quality, 'bad', 'a tap that cannot connect yields its points bad');

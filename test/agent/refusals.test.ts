@@ -8,7 +8,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
-import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { reservePort } from '../helpers/ports.js';
 import { envelopeLimit } from '../../relay/envelope-check.js';
 import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess, type LogLine, type Received } from '../helpers/agent.js';
 
@@ -41,7 +42,7 @@ async function publishRetained(values: Record<string, string>): Promise<void> {
 /** An enrolled agent env (not started) reading one MQTT point per topic as a string, every 200 ms. */
 async function setup(values: Record<string, string>, relayConfig: Record<string, unknown>, options: { plan?: string; logLevel?: string } = {}): Promise<{ env: AgentEnv; relay: RelayProcess; port: number }> {
   await publishRetained(values);
-  const port = await freePort();
+  const port = await reservePort();
   const relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...relayConfig });
   const env = await makeAgentEnv(relay, options.plan);
   const points = Object.keys(values).map((topic, i) => ({ name: `p${i}`, topic, type: 'string' }));
@@ -105,7 +106,7 @@ test('413 for a coalesced envelope: the agent coalesces smaller and delivers eve
   assertContiguousInArrivalOrder(frameSequences(dedupe(rx.received)));
   assert.deepEqual(agent.lines.filter((l) => l.msg.includes('dropped')).map((l) => l.msg), []);
   assert.equal(agent.lines.find((l) => l.msg.startsWith('agent stopped'))!['droppedFrames'], 0);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('413 for a single frame: dropped with a warning and counted; later frames are not blocked', { timeout: 90_000 }, async () => {
@@ -144,20 +145,20 @@ test('413 for a single frame: dropped with a warning and counted; later frames a
   const lastDropped = dropped.reduce((x, y) => (x > y ? x : y));
   assert.ok(arrived.filter((s) => s > lastDropped).length >= 3, 'frames after the drops arrived');
   for (const r of rx.received) assert.ok(r.bytes <= LIMIT_64K, `an envelope of ${r.bytes} bytes passed a ${LIMIT_64K}-byte plan`);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('a re-send the relay now refuses as too large (plan lowered across a restart) is split, not re-sent forever', { timeout: 90_000 }, async () => {
   // The relay accepts a coalesced 1 MiB-bucket envelope, nobody takes it, the relay restarts with
   // the plan lowered to 64 KiB: the agent's re-send of the same bytes gets 413.
   let { env, relay, port } = await setup({ 'refusals/resend': 'r'.repeat(10_000) }, withGatewayPlan('5MiB'), { plan: 'gateway', logLevel: 'debug' });
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   const agent = startAgent(env.configFile);
   await until(() => intervals(agent) >= 12, 15_000, '12 intervals without a relay');
   relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...withGatewayPlan('5MiB') }, { dir: relay.dir });
   const bigUpload = await agent.waitFor((l) => l.msg === 'envelope uploaded' && (l['bytes'] as number) > LIMIT_64K, 15_000, 'a coalesced envelope above 64 KiB accepted');
   await pause(600);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   relay = await startRelay({ listen: [`127.0.0.1:${port}`], ...withGatewayPlan('64KiB') }, { dir: relay.dir });
   const keyId = await apiKeyId(env);
   await agent.waitFor((l) => l.msg.startsWith('relay no longer knows accepted envelopes'), 15_000, 'the re-send after the restart');
@@ -176,7 +177,7 @@ test('a re-send the relay now refuses as too large (plan lowered across a restar
   for (const seq of (bigUpload['frames'] as string[]).map(BigInt)) assert.ok(arrived.includes(seq), `frame ${seq} of the refused re-send arrived`);
   for (const r of rx.received) assert.ok(r.bytes <= LIMIT_64K, `an envelope of ${r.bytes} bytes passed a ${LIMIT_64K}-byte plan`);
   assert.equal(agent.lines.find((l) => l.msg.startsWith('agent stopped'))!['droppedFrames'], 0);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
 test('envelopes the relay expired (TTL) before a receiver took them are logged as lost; the rest arrives', { timeout: 90_000 }, async () => {
@@ -199,5 +200,5 @@ test('envelopes the relay expired (TTL) before a receiver took them are logged a
   const expired = framesIn(expiredLines);
   assertAccountedFor(frameSequences(dedupe(rx.received)), expired, 'expired');
   assert.ok(expired.length >= 3);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

@@ -7,7 +7,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
-import { connectTestClient, freePort, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
+import { reservePort } from '../helpers/ports.js';
 import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
 
 const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
@@ -47,7 +48,7 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   await publisher.publishAsync('plant/temp', '21.5', { retain: true, qos: 1 });
   await publisher.endAsync();
 
-  const port = await freePort();
+  const port = await reservePort();
   let relay = await startRelay({ listen: [`127.0.0.1:${port}`] });
   const env = await makeAgentEnv(relay);
   await writeAgentConfig(env, agentConfig(env, relay.url, taps(modbus.port, broker.url)));
@@ -114,5 +115,5 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   // Nor in its RAM: the scan finds the device's DID (which the relay does hold), never the marker.
   assert.ok(processMemoryContains(relay.child.pid!, env.did), 'the memory scan works: the DID is found');
   assert.ok(!processMemoryContains(relay.child.pid!, MARKER), 'relay memory holds a plaintext value');
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

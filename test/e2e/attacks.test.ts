@@ -17,7 +17,8 @@ import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { initialState } from '../../plant/model.js';
 import { PlantRegisters, startModbus, type PlantModbus } from '../../plant/modbus.js';
 import type { Conduit } from '../../plant/conduit.js';
-import { INTERVAL_MS, lastFrame, makeConduit, readSink, until } from '../helpers/conduit.js';
+import { lastFrame, makeConduit, stopConduit, readSink, until } from '../helpers/conduit.js';
+import { untilCheckpointCovers } from '../helpers/relay.js';
 
 const ATTACK_STREAM = 77;
 
@@ -63,7 +64,7 @@ describe('end to end: attacks, revocation and a rewritten relay history', () => 
     }]);
     await conduit.enroll();
     // The relay's control-plane state as it is now: restored later to rewrite history.
-    await new Promise((resolve) => setTimeout(resolve, 600)); // the registration's checkpoint is signed within 250 ms
+    await untilCheckpointCovers(new RelayClient({ baseUrl: conduit.relayUrl }), 1); // the registration (leaf 0) is in a signed checkpoint
     oldRelayState = path.join(dir, 'relay-old');
     await fs.cp(conduit.paths.relayState, oldRelayState, { recursive: true });
     await conduit.writeReceiverConfig();
@@ -78,9 +79,12 @@ describe('end to end: attacks, revocation and a rewritten relay history', () => 
   });
 
   after(async () => {
-    await conduit?.kill();
-    await modbus?.close();
-    if (dir) await fs.rm(dir, { recursive: true, force: true });
+    try {
+      if (conduit) await stopConduit(conduit);
+    } finally {
+      await modbus?.close();
+      if (dir) await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('tampered, foreign-signed, replayed, stale and unauthenticated envelopes are refused; none reaches the sink', async () => {
@@ -120,7 +124,8 @@ describe('end to end: attacks, revocation and a rewritten relay history', () => 
 
     // A stale envelope: created two days ago (beyond the receiver's maxAge of 24 h).
     const stale = await refusal(device.upload(seal('stale', 100n, { createdAt: Date.now() - 2 * 86_400_000 })));
-    if (stale.status === 201) await until('the receiver refusing the stale envelope', async () => refusedAtReceiver('too_old'), 15_000);
+    assert.equal(stale.status, 201, 'the relay does not judge age: it accepts a stale envelope, the receiver refuses it');
+    await until('the receiver refusing the stale envelope', async () => refusedAtReceiver('too_old'), 15_000);
 
     // A later genuine envelope proves the receiver went past all of them.
     await device.upload(seal('genuine-after', 200n));
@@ -136,8 +141,15 @@ describe('end to end: attacks, revocation and a rewritten relay history', () => 
     const revokedAt = Date.now();
     assert.deepEqual(await refusal(device.upload(seal('after-revocation', 300n))), { status: 403, code: 'device_revoked' });
     await conduit.agent!.waitFor((l) => l.json?.['level'] === 50 && /relay refused the device/.test(String(l.json['msg'])) && /revoked/.test(String(l.json['msg'])), 15_000, 'the agent logging the refusal');
-    // Several intervals later: nothing the agent read after the revocation is at the sink.
-    await new Promise((resolve) => setTimeout(resolve, 5 * INTERVAL_MS));
+    // The agent's later uploads (frames read after the revocation) are refused too: the relay's
+    // audit shows two more device_revoked refusals for its key after the one above. Then nothing
+    // is pending or leased, so whatever the relay ever accepted has reached the sink.
+    const keyId = (await fs.readFile(conduit.paths.deviceApiKey, 'utf8')).trim().slice(4, 16);
+    await until('two refused uploads by the agent after the revocation', async () => (await operator.audit({ key: keyId })).filter((e) => e.outcome === 'device_revoked').length >= 3, 30_000);
+    await until('the relay drained', async () => {
+      const { pending, leased } = (await operator.stats()).envelopes;
+      return pending === 0 && leased === 0;
+    }, 20_000);
     const late = (await readSink(sinkFile)).filter((r) => r.stream === 1 && Date.parse(r.readTime) > revokedAt);
     assert.deepEqual(late.map((r) => r.frame), []);
     assert.ok(!(await attackPoints()).includes('after-revocation'));

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { startPlant, type Plant } from '../../plant/plant.js';
 import { expectedReadings } from '../../plant/points.js';
 import type { Conduit } from '../../plant/conduit.js';
-import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
+import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, stopConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
 
 const POINTS = 11;
 
@@ -36,9 +36,12 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
   });
 
   after(async () => {
-    await conduit?.kill();
-    await plant?.stop();
-    if (dir) await fs.rm(dir, { recursive: true, force: true });
+    try {
+      if (conduit) await stopConduit(conduit);
+    } finally {
+      await plant?.stop();
+      if (dir) await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('readings from Modbus, OPC-UA and MQTT arrive intact, with quality and timestamps', async () => {

@@ -17,7 +17,7 @@ import type { Conduit } from '../../plant/conduit.js';
 import type { RoleProcess } from '../../plant/process.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { cliPath } from '../helpers/paths.js';
-import { duplicateReadings, lastFrame, makeConduit, readSink, until, untilContiguous } from '../helpers/conduit.js';
+import { duplicateReadings, lastFrame, makeConduit, stopConduit, readSink, until, untilContiguous } from '../helpers/conduit.js';
 
 const CYCLES = 5;
 const EPOCH_WARN = 'the relay started a new log epoch (same pinned key); following it';
@@ -82,9 +82,12 @@ describe('RAM-only relay with an identity directory: reboots need no operator', 
   });
 
   after(async () => {
-    await conduit?.kill();
-    await modbus?.stop();
-    if (dir) await fs.rm(dir, { recursive: true, force: true });
+    try {
+      if (conduit) await stopConduit(conduit);
+    } finally {
+      await modbus?.stop();
+      if (dir) await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
   test(`relay SIGKILLed and restarted ${CYCLES} times: agent and receiver carry on, every sealed frame reaches the sink exactly once`, async () => {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { cliPath } from './paths.js';
+import { stopChildren } from './stop.js';
 import { underWxorX } from './wxorx.js';
 import { makeReceiver, tempDir, type Receiver, type RelayProcess } from './relay.js';
 import { loadReceiverKey, writeKeyBundle, bundlePaths } from '../../common/keyfile.js';
@@ -95,11 +96,18 @@ const agents = new Set<ChildProcess>();
 
 const loops = new Set<() => Promise<void>>();
 
-/** Kills every agent still running and stops every receive loop: call from test.after. */
+/**
+ * Stops every agent still running with SIGTERM (it exits 0 within its documented stop budget)
+ * and every receive loop; fails when an agent did not exit 0 or had to be SIGKILLed after the
+ * deadline (test/helpers/stop.ts). Call from test.after, before the relay's cleanup.
+ */
 export async function killAllAgents(): Promise<void> {
-  for (const child of agents) child.kill('SIGKILL');
-  agents.clear();
-  await Promise.all([...loops].map((stop) => stop()));
+  try {
+    await stopChildren([...agents], 'agent');
+  } finally {
+    agents.clear();
+    await Promise.all([...loops].map((stop) => stop()));
+  }
 }
 
 /**
@@ -220,6 +228,25 @@ export function dedupe(received: Received[]): Received[] {
 
 export function frameSequences(received: Received[]): bigint[] {
   return received.flatMap((r) => r.frames.map((f) => f.sequence));
+}
+
+/**
+ * Waits until the relay holds nothing for any receiver (none pending, none leased): the receive
+ * loop has taken and acknowledged everything that was uploaded.
+ */
+export async function untilRelayDrained(relay: RelayProcess, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const { pending, leased } = (await relay.operator.stats()).envelopes;
+    if (pending === 0 && leased === 0) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for the relay to be drained: ${pending} pending, ${leased} leased`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** How many frames the agent built so far ('interval' lines; the agent must log at debug). */
+export function intervalsIn(lines: LogLine[]): number {
+  return lines.filter((l) => l.msg === 'interval').length;
 }
 
 export async function until(predicate: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {

@@ -8,6 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Conduit, type ConduitOptions } from '../../plant/conduit.js';
 import { cliPath } from './paths.js';
+import { until } from './wait.js';
+import { reservePort } from './ports.js';
+import { stopChild } from './stop.js';
 import type { ReadingRecord } from '../../receiver/records.js';
 
 export const INTERVAL_MS = 400;
@@ -25,7 +28,24 @@ export async function makeConduit(name: string, options: Partial<ConduitOptions>
     receiverSettings: {},
     ...options,
   });
+  // The tests restart the relay, and the agent's config names its URL: a port reserved for this
+  // test process, which no other bind can take in between (test/helpers/ports.ts).
+  conduit.relayPort = await reservePort();
   return { conduit, dir, sinkFile };
+}
+
+/**
+ * Test cleanup: SIGTERM to every role still running, agent and receiver first, relay last; fails
+ * unless each exits 0 (a role SIGKILLed after the deadline fails too, see test/helpers/stop.ts).
+ */
+export async function stopConduit(conduit: Conduit): Promise<void> {
+  const problems: string[] = [];
+  for (const group of [[conduit.agent, conduit.receiver], [conduit.relay]]) {
+    for (const problem of await Promise.all(group.map((role) => (role ? stopChild(role.child, role.name) : undefined)))) {
+      if (problem) problems.push(problem);
+    }
+  }
+  if (problems.length > 0) throw new Error(`cleanup: ${problems.join('; ')}`);
 }
 
 /** Every record in the sink file (none yet: empty). */
@@ -64,15 +84,7 @@ export function missingFrames(records: SinkRecord[], upTo: bigint): bigint[] {
   return missing;
 }
 
-export async function until<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-}
+export { until } from './wait.js';
 
 /** Waits until the sink holds every frame from the first one up to `upTo`. */
 export function untilContiguous(sinkFile: string, upTo: bigint, timeoutMs = 30_000): Promise<SinkRecord[]> {

@@ -10,7 +10,7 @@ import { randomInt } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { makeConduit, readSink, until, type SinkRecord } from './conduit.js';
+import { makeConduit, readSink, stopConduit, until, type SinkRecord } from './conduit.js';
 import { plantTaps, type Conduit } from '../../plant/conduit.js';
 import type { RoleProcess } from '../../plant/process.js';
 import { startPlant, type Plant } from '../../plant/plant.js';
@@ -81,9 +81,13 @@ export function plantForFile(): { start(): Promise<void>; plant(): Plant; rig(na
       return rig;
     },
     async stop() {
-      for (const rig of rigs) await rig.dispose();
-      await plant?.stop();
-      if (dir) await fs.rm(dir, { recursive: true, force: true });
+      try {
+        const failed = (await Promise.allSettled(rigs.map((rig) => rig.dispose()))).flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
+        if (failed.length > 0) throw new Error(failed.join('\n'));
+      } finally {
+        await plant?.stop();
+        if (dir) await fs.rm(dir, { recursive: true, force: true });
+      }
     },
   };
 }
@@ -96,7 +100,7 @@ export interface Rig {
   agentRuns: AgentRun[];
   log: LogWatch;
   startAgent(): Promise<AgentRun>;
-  /** SIGKILL everything and remove the folder (test cleanup). */
+  /** SIGTERM everything, check the exits (stopConduit) and remove the folder (test cleanup). */
   dispose(): Promise<void>;
 }
 
@@ -136,8 +140,11 @@ export async function startRig(name: string, plant: Plant, o: RigOptions = {}): 
       return run;
     },
     async dispose() {
-      await conduit.kill();
-      await fs.rm(dir, { recursive: true, force: true });
+      try {
+        await stopConduit(conduit);
+      } finally {
+        await fs.rm(dir, { recursive: true, force: true });
+      }
     },
   };
   try {
@@ -151,7 +158,7 @@ export async function startRig(name: string, plant: Plant, o: RigOptions = {}): 
     await conduit.startReceiver();
     await rig.startAgent();
   } catch (err) {
-    await rig.dispose();
+    await rig.dispose().catch(() => undefined); // the start failure is the error to report
     throw err;
   }
   return rig;

@@ -5,7 +5,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import ModbusSerial from 'modbus-serial';
-import { freeLoopbackPort } from '../../common/ports.js';
+import { reservePort } from './ports.js';
 
 type RegisterTable = 'holding' | 'input';
 type BitTable = 'coil' | 'discrete';
@@ -172,21 +172,12 @@ function closeTcp(server: ServerTCP): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-/** A Modbus TCP server on 127.0.0.1 at a free port, answering every unit id from `memory`. */
+/** A Modbus TCP server on 127.0.0.1 at a reserved port (test/helpers/ports.ts), answering every unit id from `memory`. */
 export async function startModbusTcpServer(memory = new ModbusMemory()): Promise<ModbusTcpTestServer> {
   const requests: ModbusRequestRecord[] = [];
-  // ServerTCP treats port 0 as 502, so pick a free port first and retry if someone took it.
-  let server: ServerTCP | undefined;
-  let port = 0;
-  for (let attempt = 0; !server; attempt++) {
-    port = await freeLoopbackPort();
-    try {
-      server = await listenTcp(memory, port, requests);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
-    }
-  }
-  let current: ServerTCP | undefined = server;
+  // ServerTCP treats port 0 as 502, and restart() comes back on the same port: a reserved port.
+  const port = await reservePort();
+  let current: ServerTCP | undefined = await listenTcp(memory, port, requests);
   return {
     port,
     memory,

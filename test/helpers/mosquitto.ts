@@ -1,14 +1,15 @@
 /**
- * A real Debian `mosquitto` broker (MQTT 5 / 3.1.1) for tests, on free loopback ports, with a
- * generated config in a temp dir.
+ * A real Debian `mosquitto` broker (MQTT 5 / 3.1.1) for tests, on loopback ports reserved for this
+ * test process (test/helpers/ports.ts: mosquitto cannot report a port 0 bind, and restarts on the
+ * same port), with a generated config in a temp dir.
  *
  *   const broker = await startMosquitto({ tls: true, users: [{ username: 'agent', password: 'pw' }] });
- *   broker.url                 // mqtt://127.0.0.1:<free port>
- *   broker.tls?.url            // mqtts://127.0.0.1:<free port>, server cert for CN/SAN "localhost" and 127.0.0.1
+ *   broker.url                 // mqtt://127.0.0.1:<reserved port>
+ *   broker.tls?.url            // mqtts://127.0.0.1:<reserved port>, server cert for CN/SAN "localhost" and 127.0.0.1
  *   broker.tls?.caFile         // test CA (generated now with the openssl CLI), plus clientCertFile/clientKeyFile
- *   await broker.stop(); await broker.start()   // down and up again on the same ports
+ *   await broker.stop(); await broker.start()   // down (SIGKILL, as a crash) and up again on the same ports
  *   await broker.restart()
- *   await broker.close()       // stop and delete the temp dir; idempotent
+ *   await broker.close()       // SIGTERM (fails unless mosquitto exits 0), delete the temp dir, release the ports; idempotent
  *
  * Listeners bind 127.0.0.1 only. Persistence is off, so a restart forgets retained messages.
  * With `users`, anonymous clients are refused (password file made with mosquitto_passwd);
@@ -22,7 +23,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { freeLoopbackPort as freePort } from '../../common/ports.js';
+import { releasePort, reservePort } from './ports.js';
+import { stopChild } from './stop.js';
 
 const run = promisify(execFile);
 
@@ -73,9 +75,6 @@ export function mosquittoPath(): string {
   return found;
 }
 
-/** Kept under this name for the tests that import it from here. */
-export { freePort };
-
 async function openssl(dir: string, args: string[]): Promise<void> {
   try {
     await run('openssl', args, { cwd: dir });
@@ -122,8 +121,11 @@ function waitForPort(port: number, child: ChildProcess, output: () => string, ti
 export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
   const binary = mosquittoPath();
   const dir = await mkdtemp(path.join(tmpdir(), 'ghostpipe-mosquitto-'));
+  const ports: number[] = [];
+  const release = () => ports.forEach(releasePort);
   try {
-    const port = await freePort();
+    const port = await reservePort();
+    ports.push(port);
     const lines = [
       'persistence false',
       'log_dest stderr',
@@ -153,7 +155,8 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     let tls: MosquittoTls | undefined;
     if (options.tls) {
       const pki = await makeTestPki(dir);
-      const tlsPort = await freePort();
+      const tlsPort = await reservePort();
+      ports.push(tlsPort);
       lines.push(`listener ${tlsPort} 127.0.0.1`, `cafile ${pki.caFile}`, `certfile ${pki.serverCert}`, `keyfile ${pki.serverKey}`,
         `require_certificate ${options.requireClientCertificate ? 'true' : 'false'}`);
       tls = { url: `mqtts://127.0.0.1:${tlsPort}`, port: tlsPort, caFile: pki.caFile, clientCertFile: pki.clientCertFile, clientKeyFile: pki.clientKeyFile, serverName: 'localhost' };
@@ -198,8 +201,10 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       close: async () => {
         if (closed) return;
         closed = true;
-        await stop();
+        const problem = child ? await stopChild(child, 'mosquitto') : undefined;
         await rm(dir, { recursive: true, force: true });
+        release();
+        if (problem) throw new Error(`${problem}\n${output()}`);
       },
     };
     try {
@@ -211,6 +216,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     return broker;
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
+    release();
     throw err;
   }
 }

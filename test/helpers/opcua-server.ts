@@ -23,7 +23,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freeLoopbackPort } from '../../common/ports.js';
+import { reservePort } from './ports.js';
 
 export interface TestVariable {
   name: string;
@@ -119,7 +119,7 @@ const selfPath = fileURLToPath(import.meta.url);
 
 
 export async function startOpcuaServer(options: OpcuaServerOptions): Promise<OpcuaTestServer> {
-  const port = options.port ?? (await freeLoopbackPort());
+  const port = options.port ?? (await reservePort()); // restarts on the same port (test/helpers/ports.ts)
   let child: ChildProcess | undefined;
   let certificateFile = '';
   let nextId = 1;

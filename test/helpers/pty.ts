@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freeLoopbackPort } from '../../common/ports.js';
+import { reservePort } from './ports.js';
 
 export function socatAvailable(): boolean {
   return spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
@@ -84,16 +84,9 @@ export interface TcpSerialBridge {
   close(): Promise<void>;
 }
 
-/** Listens on 127.0.0.1:<free port>; each TCP connection is bridged byte for byte to `devicePath`. */
+/** Listens on 127.0.0.1:<reserved port> (test/helpers/ports.ts: socat cannot report a port 0 bind); each TCP connection is bridged byte for byte to `devicePath`. */
 export async function bridgeTcpToSerial(devicePath: string): Promise<TcpSerialBridge> {
-  for (let attempt = 0; ; attempt++) {
-    const port = await freeLoopbackPort();
-    try {
-      const { stop } = await startSocat([`tcp-listen:${port},bind=127.0.0.1,reuseaddr,fork`, `file:${devicePath},raw,echo=0`], /listening on/);
-      return { port, close: stop };
-    } catch (err) {
-      if (attempt < 5 && /in use/i.test(String(err))) continue;
-      throw err;
-    }
-  }
+  const port = await reservePort();
+  const { stop } = await startSocat([`tcp-listen:${port},bind=127.0.0.1,reuseaddr,fork`, `file:${devicePath},raw,echo=0`], /listening on/);
+  return { port, close: stop };
 }

@@ -7,6 +7,7 @@ import { readFile, writeFile, copyFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { cliPath } from './paths.js';
+import { stopChildren } from './stop.js';
 import { makeReceiver, tempDir, type Device, type Receiver as ReceiverKeys, type RelayProcess } from './relay.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { encodeFrames, type Reading } from '../../protocol/frame.js';
@@ -92,20 +93,19 @@ export async function startReceiverProcess(setup: ReceiverSetup, config: Record<
   return run(['receive', '--config', file]);
 }
 
+/**
+ * Stops every `ghostpipe` child still running (receivers, audits) with SIGTERM; fails when one
+ * did not exit 0 or had to be SIGKILLed after the deadline (test/helpers/stop.ts).
+ */
 export async function killAllChildren(): Promise<void> {
-  for (const child of children) child.kill('SIGKILL');
-  children.clear();
-}
-
-export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000, extra?: () => string): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${extra ? `\n${extra()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    await stopChildren([...children], 'ghostpipe child');
+  } finally {
+    children.clear();
   }
 }
+
+export { until as waitFor } from './wait.js';
 
 export function readLines(file: string): Record<string, unknown>[] {
   if (!existsSync(file)) return [];

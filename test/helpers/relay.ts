@@ -3,10 +3,12 @@
  * port, plus helpers to make operators, devices (enrolled) and receivers and to seal envelopes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { cliPath } from './paths.js';
+import { stopChildren } from './stop.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../../protocol/keys.js';
@@ -28,12 +30,28 @@ export interface RelayProcess {
 const running = new Set<ChildProcess>();
 const dirs = new Set<string>();
 
-/** Kills every relay still running and removes temp folders: call from test.after. */
+// The check that catches a test file forgetting cleanupAll(): a temp folder (relay state, keys, an
+// OPC-UA PKI with its private key) still registered when the process exits is removed here, and
+// the test file fails (node --test reports a non-zero exit) naming it.
+process.on('exit', () => {
+  if (dirs.size === 0) return;
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  process.stderr.write(`test/helpers/relay.ts: temp folders left behind (call cleanupAll from after()): ${[...dirs].join(', ')}\n`);
+  process.exitCode = 1;
+});
+
+/**
+ * Stops every relay still running with SIGTERM and removes the temp folders; fails when a relay
+ * did not exit 0 (or had to be SIGKILLed after test/helpers/stop.ts's deadline). Call from test.after.
+ */
 export async function cleanupAll(): Promise<void> {
-  for (const child of running) child.kill('SIGKILL');
-  running.clear();
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-  dirs.clear();
+  try {
+    await stopChildren([...running], 'relay');
+  } finally {
+    running.clear();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+    dirs.clear();
+  }
 }
 
 export async function tempDir(): Promise<string> {
@@ -103,6 +121,20 @@ export async function startRelay(config: Record<string, unknown> = {}, options: 
       return exited;
     },
   };
+}
+
+/**
+ * Waits until the relay serves a checkpoint of at least `size` leaves (it signs one shortly after
+ * each append, docs/RELAY.md) and resolves with the size served: the condition, not a sleep.
+ */
+export async function untilCheckpointCovers(client: RelayClient, size: number, timeoutMs = 20_000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const served = Number((await client.checkpoint()).split('\n')[1]);
+    if (served >= size) return served;
+    if (Date.now() > end) throw new Error(`timed out waiting for a checkpoint of ${size} leaves; the relay serves ${served}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 export interface Device {

@@ -6,8 +6,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, tempDir } from '../helpers/relay.js';
-import { freePort } from '../helpers/mosquitto.js';
+import { cleanupAll, makeDevice, startRelay, tempDir, untilCheckpointCovers } from '../helpers/relay.js';
+import { reservePort } from '../helpers/ports.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, run, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 
 after(async () => {
@@ -17,7 +17,7 @@ after(async () => {
 
 test('rollback and fork of the relay log: receiver stops, audit fails and says which', async () => {
   const dir = await tempDir();
-  const port = await freePort();
+  const port = await reservePort();
   const relayConfig = { listen: [`127.0.0.1:${port}`], leaseTimeout: '2s' };
   let relay = await startRelay(relayConfig, { dir });
   const device = await makeDevice(relay, 'enterprise');
@@ -38,7 +38,7 @@ test('rollback and fork of the relay log: receiver stops, audit fails and says w
   assert.match(first.output, /"entries":\{"registration":1,"transfer":1\}/);
 
   // Keep a copy of the relay state now, then let history grow.
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   const old = path.join(dir, 'state-old');
   await cp(relay.stateDir, old, { recursive: true });
   relay = await startRelay(relayConfig, { dir });
@@ -50,7 +50,7 @@ test('rollback and fork of the relay log: receiver stops, audit fails and says w
   assert.match(second.output, /"size":4,.*"previousSize":2/);
 
   // Rewrite history: the older state directory comes back.
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   await rm(relay.stateDir, { recursive: true });
   await cp(old, relay.stateDir, { recursive: true });
   relay = await startRelay(relayConfig, { dir });
@@ -68,8 +68,9 @@ test('rollback and fork of the relay log: receiver stops, audit fails and says w
   assert.match(receiver.output(), /rollback/);
 
   // The rewritten log grows past the trusted size: now it is a fork.
-  for (const seq of [4n, 5n, 6n]) await device.client.upload(seal(device, setup.keys, { seq }));
-  await new Promise((r) => setTimeout(r, 400)); // checkpoint signed within 250 ms
+  let lastLeaf = 0;
+  for (const seq of [4n, 5n, 6n]) lastLeaf = (await device.client.upload(seal(device, setup.keys, { seq }))).leafIndex;
+  assert.ok(await untilCheckpointCovers(relay.operator, lastLeaf + 1) > 4, 'the rewritten log grew past the trusted size 4');
   const forked = await audit();
   assert.equal(forked.code, 1, forked.output);
   assert.match(forked.output, /FORK/);

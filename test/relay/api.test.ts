@@ -10,7 +10,7 @@ import { leafHash, verifyInclusion, verifyConsistency } from '../../protocol/tlo
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { decodeLogEntry, transferLeaf } from '../../protocol/log-entries.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, untilCheckpointCovers, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
 
 const MEDIA = 'application/vnd.ghostpipe.envelope';
 let relay: RelayProcess;
@@ -345,7 +345,7 @@ test('device revocation: log entry, uploads refused at once, DID shows revoked',
   const record = await new RelayClient({ baseUrl: relay.url }).getDid(d.did);
   assert.equal(record.revoked, true);
   assert.equal(record.revocationLeafIndex, result.leafIndex);
-  for (let i = 0; i < 50 && (await relay.operator.logKey()) && openCheckpointSize(await relay.operator.checkpoint()) <= result.leafIndex; i++) await new Promise((r) => setTimeout(r, 20));
+  await untilCheckpointCovers(relay.operator, result.leafIndex + 1);
   const [entry] = await relay.operator.entries(result.leafIndex, result.leafIndex + 1);
   const decoded = decodeLogEntry(entry!.data);
   assert.equal(decoded.type, 'revocation');
@@ -368,10 +368,6 @@ test('audit export: JSON and CSV safe against formula injection, filtered by key
   await refused(relay.operator.audit({ key: '../x' }), 400, 'bad_request');
   await refused(device.client.audit(), 403, 'forbidden');
 });
-
-function openCheckpointSize(note: string): number {
-  return Number(note.split('\n')[1]);
-}
 
 test('malformed request targets and unknown paths: 400/404/405, never a 500', async () => {
   const send = (line: string) => new Promise<number>((resolve, reject) => {

@@ -119,7 +119,7 @@ test('restart loop (6 cycles, SIGKILL with a torn line and SIGTERM): the trail s
     assert.equal(shown.length, 30);
     if (cycle % 2 === 0) {
       relay.child.kill('SIGKILL');
-      await relay.stop();
+      assert.equal(await relay.stop(), null, 'relay killed by SIGKILL');
       // A crash in the middle of an append leaves half a line.
       await fs.appendFile(path.join(relay.stateDir, 'audit.jsonl'), '{"time":"2026-01-01T00:00:00.000Z","event":"upl');
       torn++;
@@ -168,5 +168,5 @@ test('a 50 MB audit.jsonl from an older relay: starts and exports within a 64 Mi
   assert.equal(relay.child.exitCode, null, 'the relay is still running');
   const stats = await relay.operator.stats();
   assert.ok(stats.memory.rssBytes < 200 * 1024 * 1024, `RSS ${stats.memory.rssBytes}`);
-  await relay.stop();
+  assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

@@ -78,13 +78,16 @@ test('every endpoint: no key, bad key, revoked key, wrong role, malformed/oversi
     expectError(await send('{}'), 400, 'bad_request', `${what} empty object`);
     expectError(await send(JSON.stringify({ pad: 'x'.repeat(70 * 1024) })), 413, 'too_large', `${what} 70 KiB body`);
     const truncated = await truncatedRequest(relay.port, e.method, e.path, keys[e.role!], 'application/json', '{"ids":["ab');
-    assert.ok(truncated === '' || /^HTTP\/1\.1 400 /.test(truncated), `${what} truncated: ${truncated.slice(0, 80)}`);
+    // A client that half-closes before sending the body it declared always gets a 400 (silence is a
+    // failure). Today it is node's parser error (HPE_INVALID_EOF_STATE) answered by the relay's
+    // clientError handler with an empty 400, not the JSON truncated_body that docs/RELAY.md names (a known gap).
+    assert.match(truncated, /^HTTP\/1\.1 400 Bad Request\r\n/, `${what} truncated: ${truncated.slice(0, 300)}`);
   }
 
   // A truncated envelope upload (connection closed half way) stores nothing.
   const envelope = device.seal(markedPlaintext('truncated'), receiver);
   const cut = await truncatedRequest(relay.port, 'POST', '/v2/envelopes', device.apiKey, 'application/vnd.ghostpipe.envelope', envelope.subarray(0, 2000), envelope.length);
-  assert.ok(cut === '' || /^HTTP\/1\.1 400 /.test(cut), cut.slice(0, 80));
+  assert.match(cut, /^HTTP\/1\.1 400 Bad Request\r\n/, `a cut-off upload: ${cut.slice(0, 300)}`);
   assert.equal((await relay.operator.stats()).envelopes.pending, 0);
   assert.equal((await relay.operator.stats()).memory.inFlightBytes, 0, 'a cut-off upload releases its reservation');
 

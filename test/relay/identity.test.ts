@@ -68,7 +68,7 @@ describe('RAM-only relay with identityDir', () => {
     assert.deepEqual(files, ['devices.json', 'epoch.json', 'keys.json', 'operator.key', 'relay.sign.key', 'relay.sign.pub']);
     for (const file of files.filter((f) => !f.endsWith('.pub'))) assert.equal((await fs.stat(path.join(identityDir, file))).mode & 0o077, 0, `${file} is 0600`);
     await assert.rejects(fs.access(config.stateDir), 'no state directory in RAM-only mode');
-    await relay.stop();
+    assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   });
 
   test('without identityDir the relay warns that a reboot forgets everything', async () => {
@@ -78,7 +78,7 @@ describe('RAM-only relay with identityDir', () => {
     const warn = relay.output().split('\n').find((l) => l.includes('RAM-only relay without identityDir'));
     assert.ok(warn, relay.output());
     assert.equal((JSON.parse(warn) as { level: number }).level, 40);
-    await relay.stop();
+    assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
   });
 
   test('bad setups refuse to start with the file or setting named', async () => {

@@ -13,7 +13,7 @@ import { RelayClient } from '../../common/relay-client.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { verifyConsistency } from '../../protocol/tlog/index.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
 
 after(cleanupAll);
 
@@ -34,8 +34,8 @@ test('state directory: 20 stop/start cycles with traffic in between (SIGTERM and
     let last = 0;
     for (let i = 0; i < 3; i++) last = (await client.upload(device.seal(markedPlaintext(`c${cycle}`), receiver))).leafIndex;
     // Wait until the relay serves a checkpoint covering this cycle's uploads, and remember it.
-    let cp = await checkpointOf(relay);
-    for (let i = 0; cp.size <= last && i < 200; i++) cp = (await new Promise((r) => setTimeout(r, 10)), await checkpointOf(relay));
+    await untilCheckpointCovers(relay.operator, last + 1);
+    const cp = await checkpointOf(relay);
     assert.ok(cp.size > last, `cycle ${cycle}: a checkpoint covers leaf ${last}`);
     served.push(cp);
     assert.equal(await relay.stop(cycle % 2 === 0 ? 'SIGTERM' : 'SIGKILL'), cycle % 2 === 0 ? 0 : null);
@@ -86,14 +86,10 @@ test('the log as C2SP tlog-tiles over HTTP: an independent reader rebuilds the s
   const receiver = await makeReceiver(relay);
   const client = new RelayClient({ baseUrl: relay.url, apiKey: device.apiKey });
   for (let i = 0; i < 5; i++) await client.upload(device.seal(markedPlaintext('t'), receiver));
-  let text = '';
-  for (let i = 0; i < 200; i++) {
-    const res = await get(`${relay.url}/v2/log/checkpoint`);
-    assert.equal(res.headers['content-type'], 'text/plain; charset=utf-8');
-    text = res.body.toString('utf8');
-    if (Number(text.split('\n')[1]) >= 6) break;
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await untilCheckpointCovers(relay.operator, 6);
+  const res = await get(`${relay.url}/v2/log/checkpoint`);
+  assert.equal(res.headers['content-type'], 'text/plain; charset=utf-8');
+  const text = res.body.toString('utf8');
   const [origin, sizeLine, rootLine] = text.split('\n');
   const size = Number(sizeLine);
   assert.ok(origin!.startsWith('ghostpipe-relay/') && size >= 6);
