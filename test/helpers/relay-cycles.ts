@@ -176,7 +176,7 @@ export async function tearAfterCheckpoint(logDir: string, size: number, s: Sched
     const file = path.join(logDir, 'checkpoint');
     const note = await fs.readFile(file);
     const keep = s.between(1, note.length - 1);
-    await fs.truncate(file, keep);
+    await writeTorn(file, note.subarray(0, keep));
     return `torn checkpoint (${note.length} -> ${keep} bytes)`;
   }
   // torn-bundle (also truncate/garble when nothing lies beyond the checkpoint): entries are
@@ -189,9 +189,16 @@ export async function tearAfterCheckpoint(logDir: string, size: number, s: Sched
   return `torn entry bundle ${rel}${kind !== 'torn-bundle' ? ` (${kind}: nothing lay beyond checkpoint ${size})` : ''}`;
 }
 
+/**
+ * Leaves `bytes` under `file` as a new file (a new inode), the way a crash leaves a file the relay
+ * renamed into place: never a write through an existing inode, which may be shared with a hard
+ * link (`checkpoint` and `checkpoint.prev` are one inode for an instant while a checkpoint is
+ * installed).
+ */
 async function writeTorn(file: string, bytes: Uint8Array): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.writeFile(file, bytes);
+  await fs.writeFile(`${file}.torn`, bytes);
+  await fs.rename(`${file}.torn`, file);
 }
 
 /** The torn-write step of relayCycles: tear what followed the durable checkpoint, then check nothing signed changed. */
