@@ -20,6 +20,8 @@ const provider = 'node-opcua-client 2.182.2';
 const nodeCount = 100;
 const iterations = 50;
 const selfPath = fileURLToPath(import.meta.url);
+/** The agent's default interval: the tap's session timeout derives from it, collect() is timed directly. */
+const defaultInterval = 15_000;
 
 export async function benchOpcua(): Promise<Row[]> {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'ghostpipe-opcua-bench-'));
@@ -28,10 +30,10 @@ export async function benchOpcua(): Promise<Row[]> {
   const rows: Row[] = [];
   try {
     for (const mode of ['read', 'subscribe'] as const) {
-      const config = validate(opcuaTapSchema, {
+      const config = { interval: defaultInterval, ...validate(opcuaTapSchema, {
         name: `bench-${mode}`, type: 'opcua', endpoint: server.endpoint, securityMode: 'None', pkiDir: path.join(tmp, 'client'),
         mode, samplingInterval: '100ms', points: names.map((name) => ({ name, nodeId: `ns=2;s=${name}` })),
-      });
+      }) };
       const tap = createOpcuaTap(config, { logger: silentLogger() });
       try {
         await tap.start();
@@ -99,7 +101,7 @@ async function rssProbe(): Promise<void> {
   await import('node-opcua-client');
   await import('node-opcua-certificate-manager');
   const loaded = await settle();
-  const config = validate(opcuaTapSchema, { name: 'rss', type: 'opcua', endpoint, securityMode: 'None', pkiDir, points: names.map((name) => ({ name, nodeId: `ns=2;s=${name}` })) });
+  const config = { interval: defaultInterval, ...validate(opcuaTapSchema, { name: 'rss', type: 'opcua', endpoint, securityMode: 'None', pkiDir, points: names.map((name) => ({ name, nodeId: `ns=2;s=${name}` })) }) };
   const tap: Tap = createOpcuaTap(config, { logger: silentLogger() });
   await tap.start();
   await until(async () => (await tap.collect(Date.now() + 2000)).every((r) => r.quality === 'good'));

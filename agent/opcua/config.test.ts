@@ -7,7 +7,7 @@ import { parseConfigText } from '../../common/config-file.js';
 import { ConfigError, s } from '../../common/schema.js';
 import { repoRoot } from '../../test/helpers/paths.js';
 import { parseNodeId } from './node-id.js';
-import { opcuaTapSchema } from './schema.js';
+import { defaultPolicy, opcuaTapSchema, securityModes } from './schema.js';
 import { qualityOf, readingOf } from './values.js';
 
 describe('node ids', () => {
@@ -101,13 +101,15 @@ describe('config schema', () => {
       type: 'opcua',
       endpoint: 'opc.tcp://127.0.0.1:4840/plc',
       securityMode: 'SignAndEncrypt',
+      securityPolicy: 'Basic256Sha256',
       auth: { type: 'anonymous' },
       pkiDir: '/var/lib/ghostpipe/opcua-pki',
       mode: 'read',
       samplingInterval: 1000,
       queueSize: 1,
       timeout: 5000,
-      points: [{ name: 'temp', nodeId: 'ns=2;s=Temperature' }],
+      points: [{ name: 'temp', nodeId: { namespace: 2, kind: 's', value: 'Temperature' } }],
+      monitorGroups: [],
     });
   });
 
@@ -167,6 +169,84 @@ describe('config schema', () => {
     assert.throws(() => parse(base('    auth: { type: username, username: op, password: [hunter2] }\n')), (err: unknown) => {
       assert.ok(err instanceof ConfigError);
       assert.ok(!err.message.includes('hunter2'), err.message);
+      return true;
+    });
+  });
+});
+
+describe('processing (check → process): what the driver receives', () => {
+  const tapsSchema = s.object({ taps: s.array(opcuaTapSchema) });
+  const parse = (yaml: string) => parseConfigText(yaml, 'agent.yaml', tapsSchema).taps[0]!;
+  const tap = (extra: string, points: string) => `taps:\n  - name: line1\n    type: opcua\n    endpoint: opc.tcp://127.0.0.1:4840/plc\n${extra}    points:\n${points}`;
+
+  test('node ids are parsed once, in the schema: every form reaches the driver parsed', () => {
+    const settings = parse(
+      tap('', '      - { name: a, nodeId: "i=2258" }\n      - { name: b, nodeId: "nsu=urn:vendor:plc;g=09087E75-8E5E-499B-954F-F2A9603DB28A" }\n' +
+        '      - { name: c, nodeId: "ns=3;s=a;ns=4;i=5" }\n      - { name: d, nodeId: "ns=2;b=TWFjaGluZTE=" }\n'),
+    );
+    assert.deepEqual(settings.points.map((p) => p.nodeId), [
+      { namespace: 0, kind: 'i', value: '2258' },
+      { namespace: 'urn:vendor:plc', kind: 'g', value: '09087e75-8e5e-499b-954f-f2a9603db28a' },
+      { namespace: 3, kind: 's', value: 'a;ns=4;i=5' },
+      { namespace: 2, kind: 'b', value: 'TWFjaGluZTE=' },
+    ]);
+    const driver = readFileSync(path.join(repoRoot, 'agent', 'opcua', 'driver.ts'), 'utf8');
+    assert.doesNotMatch(driver, /parseNodeId/, 'the driver builds NodeIds from the parsed form only');
+  });
+
+  test('the security policy is resolved: the default per security mode, a configured one kept', () => {
+    const policyOf = (extra: string) => parse(tap(extra, '      - { name: t, nodeId: "i=1" }\n')).securityPolicy;
+    assert.deepEqual(securityModes.map((mode) => policyOf(`    securityMode: ${mode}\n`)), ['None', 'Basic256Sha256', 'Basic256Sha256']);
+    assert.deepEqual(securityModes.map(defaultPolicy), ['None', 'Basic256Sha256', 'Basic256Sha256']);
+    assert.equal(policyOf(''), 'Basic256Sha256', 'the default mode, SignAndEncrypt');
+    assert.equal(policyOf('    securityMode: Sign\n    securityPolicy: Aes256_Sha256_RsaPss\n'), 'Aes256_Sha256_RsaPss');
+    assert.equal(policyOf('    securityMode: None\n    securityPolicy: None\n'), 'None');
+  });
+
+  test('every setting is kept, durations in ms; subscribe mode groups the points by deadband in order of first use', () => {
+    const settings = parse(
+      tap(
+        '    interval: 2s\n    securityMode: Sign\n    auth: { type: username, username: op, password: hunter2 }\n    pkiDir: /tmp/pki\n' +
+          '    mode: subscribe\n    samplingInterval: 250ms\n    queueSize: 5\n    timeout: 3s\n',
+        '      - { name: a, nodeId: "i=1", unit: bar }\n      - { name: b, nodeId: "i=2", deadband: { type: absolute, value: 1 } }\n' +
+          '      - { name: c, nodeId: "i=3" }\n      - { name: d, nodeId: "i=4", deadband: { type: absolute, value: 1 } }\n' +
+          '      - { name: e, nodeId: "i=5", deadband: { type: percent, value: 2.5 } }\n',
+      ),
+    );
+    const absolute = { type: 'absolute', value: 1 } as const;
+    const percent = { type: 'percent', value: 2.5 } as const;
+    const id = (value: string) => ({ namespace: 0, kind: 'i', value }) as const;
+    assert.deepEqual(settings, {
+      name: 'line1',
+      type: 'opcua',
+      interval: 2000,
+      endpoint: 'opc.tcp://127.0.0.1:4840/plc',
+      securityMode: 'Sign',
+      securityPolicy: 'Basic256Sha256',
+      auth: { type: 'username', username: 'op', password: 'hunter2' },
+      pkiDir: '/tmp/pki',
+      mode: 'subscribe',
+      samplingInterval: 250,
+      queueSize: 5,
+      timeout: 3000,
+      points: [
+        { name: 'a', nodeId: id('1'), unit: 'bar' },
+        { name: 'b', nodeId: id('2'), deadband: absolute },
+        { name: 'c', nodeId: id('3') },
+        { name: 'd', nodeId: id('4'), deadband: absolute },
+        { name: 'e', nodeId: id('5'), deadband: percent },
+      ],
+      monitorGroups: [{ points: [0, 2] }, { deadband: absolute, points: [1, 3] }, { deadband: percent, points: [4] }],
+    });
+  });
+
+  test('a username login carries exactly its one password source', () => {
+    const authOf = (auth: string) => parse(tap(`    auth: ${auth}\n`, '      - { name: t, nodeId: "i=1" }\n')).auth;
+    assert.deepEqual(authOf('{ type: username, username: op, passwordFile: /etc/ghostpipe/opcua.pw }'), { type: 'username', username: 'op', passwordFile: '/etc/ghostpipe/opcua.pw' });
+    assert.deepEqual(authOf('{ type: username, username: op, password: "" }'), { type: 'username', username: 'op', password: '' });
+    assert.throws(() => authOf('{ type: username, username: op }'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.message, 'agent.yaml:5:11: taps[0].auth: must have exactly one of password, passwordFile');
       return true;
     });
   });

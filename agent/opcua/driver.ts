@@ -16,19 +16,24 @@ import type { OPCUACertificateManager } from 'node-opcua-certificate-manager';
 import { Backoff, sleep } from '../../common/backoff.js';
 import type { Logger } from '../../common/log.js';
 import { badReadings, StatusListeners, type Reading, type Tap, type TapState, type TapStatus } from '../tap.js';
-import { parseNodeId, type ParsedNodeId } from './node-id.js';
-import type { OpcuaPointConfig, OpcuaTapConfig } from './schema.js';
+import type { ParsedNodeId } from './node-id.js';
+import type { Deadband, OpcuaTapSettings } from './schema.js';
 import { readingOf, type DataValueLike } from './values.js';
 
 type ClientModule = typeof import('node-opcua-client');
 type CertificateModule = typeof import('node-opcua-certificate-manager');
 interface Libraries { ua: ClientModule; certs: CertificateModule }
 
+/** The processed settings (schema.ts) and the tap's effective interval, which the agent supplies. */
+export type OpcuaTapInput = OpcuaTapSettings & { interval: number };
+
 export interface OpcuaTapDeps {
   logger: Logger;
-  /** Reconnect backoff bounds; tests shorten them. */
+  /** Reconnect backoff bounds (not configurable: 1 s doubling to 60 s); tests shorten them. */
   backoff?: { initialMs: number; maxMs: number };
 }
+
+const reconnectBackoff = { initialMs: 1000, maxMs: 60_000 };
 
 interface Connection {
   client: OPCUAClient;
@@ -61,7 +66,7 @@ function loadLibraries(logger: Logger): Promise<Libraries> {
   return libraries;
 }
 
-export function createOpcuaTapDriver(config: OpcuaTapConfig, deps: OpcuaTapDeps): Tap {
+export function createOpcuaTapDriver(config: OpcuaTapInput, deps: OpcuaTapDeps): Tap {
   return new OpcuaTap(config, deps);
 }
 
@@ -69,7 +74,6 @@ class OpcuaTap implements Tap {
   readonly kind = 'opcua' as const;
   readonly name: string;
   readonly points: readonly string[];
-  private readonly parsed: ParsedNodeId[];
   private readonly logger: Logger;
   private state: TapState = 'down';
   private reason = 'not started';
@@ -82,16 +86,10 @@ class OpcuaTap implements Tap {
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
 
-  constructor(private readonly config: OpcuaTapConfig, private readonly deps: OpcuaTapDeps) {
+  constructor(private readonly config: OpcuaTapInput, private readonly deps: OpcuaTapDeps) {
     this.name = config.name;
     this.points = config.points.map((p) => p.name);
     this.logger = deps.logger.child({ kind: 'opcua' }); // createTap() binds the tap name
-    this.parsed = config.points.map((p) => {
-      const id = parseNodeId(p.nodeId);
-      // The schema already rejects bad ids; this guards direct callers.
-      if (typeof id === 'string') throw new Error(`tap ${config.name}: point ${p.name}: nodeId: ${id}`);
-      return id;
-    });
   }
 
   /** Imports node-opcua (seconds of CPU on a Pi) before the agent starts any tap's timers. */
@@ -109,8 +107,8 @@ class OpcuaTap implements Tap {
   }
 
   status(): TapStatus {
-    const { endpoint, securityMode, mode } = this.config;
-    return { state: this.state, reason: this.state === 'down' ? this.reason : undefined, requests: this.requests, peer: endpoint, details: { securityMode, securityPolicy: effectivePolicy(this.config), mode } };
+    const { endpoint, securityMode, securityPolicy, mode } = this.config;
+    return { state: this.state, reason: this.state === 'down' ? this.reason : undefined, requests: this.requests, peer: endpoint, details: { securityMode, securityPolicy, mode } };
   }
 
   onStatusChange(listener: () => void): () => void {
@@ -187,7 +185,7 @@ class OpcuaTap implements Tap {
   // ---- connection lifecycle --------------------------------------------------------------
 
   private async run(): Promise<void> {
-    const backoff = new Backoff(this.deps.backoff ?? { initialMs: 1000, maxMs: 60_000 });
+    const backoff = new Backoff(this.deps.backoff ?? reconnectBackoff);
     const signal = this.stopping.signal;
     while (!signal.aborted) {
       let connection: Connection | undefined;
@@ -225,18 +223,18 @@ class OpcuaTap implements Tap {
     });
     await certificateManager.initialize();
     const rejected = trackRejections(certificateManager);
-    const policy = effectivePolicy(config);
     const client = ua.OPCUAClient.create({
       applicationName: 'ghostpipe-agent',
       clientName: `ghostpipe-${config.name}`,
       endpointMustExist: false,
       securityMode: ua.MessageSecurityMode[config.securityMode],
-      securityPolicy: ua.SecurityPolicy[policy],
+      securityPolicy: ua.SecurityPolicy[config.securityPolicy],
       clientCertificateManager: certificateManager,
       // One attempt per call: the outer loop owns retry and backoff.
       connectionStrategy: { maxRetry: 0, initialDelay: 500, maxDelay: 5000 },
       defaultTransactionTimeout: config.timeout,
-      requestedSessionTimeout: Math.max(60_000, 4 * (config.interval ?? 15_000)),
+      // Outlives a few intervals of silence in read mode (node-opcua keeps the session alive).
+      requestedSessionTimeout: Math.max(60_000, 4 * config.interval),
       keepSessionAlive: config.mode === 'read',
     });
     let lose!: (reason: string) => void;
@@ -303,7 +301,7 @@ class OpcuaTap implements Tap {
       case 'anonymous':
         return { type: ua.UserTokenType.Anonymous };
       case 'username': {
-        const password = auth.passwordFile !== undefined ? await readSecret(auth.passwordFile, 'passwordFile') : (auth.password ?? '');
+        const password = auth.passwordFile !== undefined ? await readSecret(auth.passwordFile, 'passwordFile') : auth.password;
         return { type: ua.UserTokenType.UserName, userName: auth.username, password };
       }
       case 'certificate': {
@@ -317,18 +315,19 @@ class OpcuaTap implements Tap {
   /** Maps every point to a node id node-opcua can read; nsu= forms go through the server's NamespaceArray. */
   private async resolveTargets(ua: ClientModule, session: ClientSession): Promise<Connection['targets']> {
     let namespaces: string[] | undefined;
-    if (this.parsed.some((id) => typeof id.namespace === 'string')) {
+    const ids = this.config.points.map((p) => p.nodeId);
+    if (ids.some((id) => typeof id.namespace === 'string')) {
       this.requests++;
       namespaces = await ua.readNamespaceArray(session);
     }
-    return this.parsed.map((id) => {
+    return ids.map((id) => {
       if (typeof id.namespace === 'number') return { nodeId: toNodeId(ua, id, id.namespace) };
       const index = namespaces!.indexOf(id.namespace);
       return index < 0 ? { error: `namespace URI ${id.namespace} is not in the server's NamespaceArray` } : { nodeId: toNodeId(ua, id, index) };
     });
   }
 
-  /** One subscription; one monitored-item group per distinct deadband (usually one or two requests). */
+  /** One subscription; one monitored-item request per group of the settings (one per distinct deadband). */
   private async subscribe(ua: ClientModule, connection: Connection): Promise<void> {
     const config = this.config;
     this.requests++;
@@ -345,14 +344,10 @@ class OpcuaTap implements Tap {
     subscription.on('status_changed', (status) => {
       if (status.isBad()) connection.lose(`subscription ${status.name}`);
     });
-    const groups = new Map<string, number[]>();
-    connection.targets.forEach((t, i) => {
-      if (!('nodeId' in t)) return;
-      const key = JSON.stringify(config.points[i]!.deadband ?? null);
-      groups.set(key, [...(groups.get(key) ?? []), i]);
-    });
-    for (const indices of groups.values()) {
-      const deadband = config.points[indices[0]!]!.deadband;
+    for (const { deadband, points } of config.monitorGroups) {
+      // Points whose namespace URI the server does not know stay bad with that reason.
+      const indices = points.filter((i) => 'nodeId' in connection.targets[i]!);
+      if (indices.length === 0) continue;
       this.requests++;
       const group = await subscription.monitorItems(
         indices.map((i) => ({ nodeId: (connection.targets[i] as { nodeId: NodeId }).nodeId, attributeId: ua.AttributeIds.Value })),
@@ -390,11 +385,7 @@ class OpcuaTap implements Tap {
   }
 }
 
-export function effectivePolicy(config: Pick<OpcuaTapConfig, 'securityMode' | 'securityPolicy'>): NonNullable<OpcuaTapConfig['securityPolicy']> {
-  return config.securityPolicy ?? (config.securityMode === 'None' ? 'None' : 'Basic256Sha256');
-}
-
-function dataChangeFilter(ua: ClientModule, deadband: OpcuaPointConfig['deadband']) {
+function dataChangeFilter(ua: ClientModule, deadband: Deadband | undefined) {
   if (!deadband) return null;
   return new ua.DataChangeFilter({
     trigger: ua.DataChangeTrigger.StatusValue,

@@ -100,9 +100,13 @@ interface Harness {
   events: { state: TapState; reason?: string }[];
 }
 
-/** A tap from raw config (validated by the real schema), with its log lines and events captured. */
+/**
+ * A tap from raw config (checked and processed by the real schema) at the agent's default
+ * interval, 15 s (in the agent, createTap passes the tap's effective one), with its log lines
+ * and events captured.
+ */
 function makeTap(raw: Record<string, unknown>): Harness {
-  const config = validate(opcuaTapSchema, {
+  const config = { interval: 15_000, ...validate(opcuaTapSchema, {
     name: 'plc',
     type: 'opcua',
     endpoint: server.endpoint,
@@ -110,7 +114,7 @@ function makeTap(raw: Record<string, unknown>): Harness {
     pkiDir: clientPki,
     timeout: '2s',
     ...raw,
-  });
+  }) };
   // Short reconnect backoff so recovery is observable within the test budget. Followed as the
   // agent follows it: the events are the agent's `tap up`/`tap down` lines.
   const { tap, lines, transitions: events } = followedTap((logger) => createOpcuaTap(config, { logger, backoff: { initialMs: 100, maxMs: 500 } }));
@@ -519,12 +523,13 @@ describe('lazy loading', () => {
     const index = new URL('./index.js', import.meta.url).href;
     const script = `
       import { createRequire } from 'node:module';
-      const { createOpcuaTap } = await import(${JSON.stringify(index)});
+      const { createOpcuaTap, opcuaTapSchema } = await import(${JSON.stringify(index)});
       const { silentLogger } = await import(${JSON.stringify(new URL('../../common/log.js', import.meta.url).href)});
+      const { validate } = await import(${JSON.stringify(new URL('../../common/schema.js', import.meta.url).href)});
       const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((file) => file.includes('node-opcua-client'));
-      const tap = createOpcuaTap({ name: 'x', type: 'opcua', endpoint: 'opc.tcp://127.0.0.1:1/x', securityMode: 'None', auth: { type: 'anonymous' },
-        pkiDir: ${JSON.stringify(clientPki)}, mode: 'read', samplingInterval: 1000, queueSize: 1, timeout: 1000,
-        points: [{ name: 'p', nodeId: 'i=2258' }] }, { logger: silentLogger() });
+      const settings = validate(opcuaTapSchema, { name: 'x', type: 'opcua', endpoint: 'opc.tcp://127.0.0.1:1/x', securityMode: 'None',
+        pkiDir: ${JSON.stringify(clientPki)}, timeout: '1s', points: [{ name: 'p', nodeId: 'i=2258' }] });
+      const tap = createOpcuaTap({ ...settings, interval: 15000 }, { logger: silentLogger() });
       const before = loaded();
       await tap.start();
       while (!loaded()) await new Promise((r) => setTimeout(r, 20));

@@ -1,10 +1,12 @@
 /**
- * Config schema of an OPC-UA tap (one entry of `taps:` with `type: opcua`). Everything that can
- * be checked without the server is checked here: node id syntax, security mode/policy pairs,
- * exactly one password source, unique point names, deadbands only in subscribe mode.
+ * Config of an OPC-UA tap (one entry of `taps:` with `type: opcua`), checked and processed once
+ * (Telegraf's check → process). Everything that can be checked without the server is checked
+ * here: node id syntax, security mode/policy pairs, exactly one password source, unique point
+ * names, deadbands only in subscribe mode. processOpcuaTap() then resolves what the driver runs
+ * on (OpcuaTapSettings: node ids parsed, the effective security policy, the monitored-item groups).
  */
-import { s, type Infer, type RefineIssue } from '../../common/schema.js';
-import { parseNodeId } from './node-id.js';
+import { s, type Infer, type Processed, type RefineIssue } from '../../common/schema.js';
+import { parseNodeId, type ParsedNodeId } from './node-id.js';
 
 export const securityModes = ['None', 'Sign', 'SignAndEncrypt'] as const;
 /** Current policies only: Basic128Rsa15 and Basic256 are deprecated (SHA-1) and refused. */
@@ -15,14 +17,20 @@ export const defaultPkiDir = '/var/lib/ghostpipe/opcua-pki';
 
 const path = s.string({ minLength: 1, maxLength: 4096, hint: 'a file path' });
 
-const nodeId = s.refine(s.string({ minLength: 1, maxLength: 4200, hint: 'an OPC-UA node id like "ns=2;s=Line1.Temperature"' }), (text) => {
+/** Parsed once here; the driver builds node-opcua's NodeId from the parsed form. */
+const nodeId = s.process(s.string({ minLength: 1, maxLength: 4200, hint: 'an OPC-UA node id like "ns=2;s=Line1.Temperature"' }), (text) => {
   const parsed = parseNodeId(text);
-  return typeof parsed === 'string' ? `invalid node id: ${parsed}` : undefined;
+  return typeof parsed === 'string' ? { ok: false, issues: [{ path: [], message: `invalid node id: ${parsed}` }] } : { ok: true, value: parsed };
 });
+
+/** A username login with its one password source: the file, or the inline password. */
+export type UsernameAuth =
+  | { type: 'username'; username: string; passwordFile: string; password?: undefined }
+  | { type: 'username'; username: string; password: string; passwordFile?: undefined };
 
 const auth = s.oneOf('type', {
   anonymous: s.object({ type: s.literal('anonymous') }),
-  username: s.refine(
+  username: s.process(
     s.object({
       type: s.literal('username'),
       username: s.string({ minLength: 1, maxLength: 256 }),
@@ -30,7 +38,11 @@ const auth = s.oneOf('type', {
       password: s.optional(s.string({ maxLength: 1024, secret: true })),
       passwordFile: s.optional(path),
     }),
-    (a) => ((a.password === undefined) === (a.passwordFile === undefined) ? 'must have exactly one of password, passwordFile' : undefined),
+    ({ type, username, password, passwordFile }): Processed<UsernameAuth> => {
+      if (passwordFile !== undefined && password === undefined) return { ok: true, value: { type, username, passwordFile } };
+      if (password !== undefined && passwordFile === undefined) return { ok: true, value: { type, username, password } };
+      return { ok: false, issues: [{ path: [], message: 'must have exactly one of password, passwordFile' }] };
+    },
   ),
   certificate: s.object({ type: s.literal('certificate'), certificateFile: path, privateKeyFile: path }),
 });
@@ -47,7 +59,7 @@ const point = s.object({
   ),
 });
 
-export const opcuaTapSchema = s.refine(
+const opcuaTapObject = s.refine(
   s.object({
     name: s.string({ minLength: 1, maxLength: 64, pattern: /^[A-Za-z0-9_.-]+$/, hint: 'a name of letters, digits, "_", "." or "-"' }),
     type: s.literal('opcua'),
@@ -87,5 +99,69 @@ export const opcuaTapSchema = s.refine(
   },
 );
 
-export type OpcuaTapConfig = Infer<typeof opcuaTapSchema>;
+/** An OPC-UA tap as written, checked, with defaults applied (node ids parsed). */
+export type OpcuaTapConfig = Infer<typeof opcuaTapObject>;
 export type OpcuaPointConfig = OpcuaTapConfig['points'][number];
+export type SecurityMode = (typeof securityModes)[number];
+export type SecurityPolicy = (typeof securityPolicies)[number];
+export type Deadband = NonNullable<OpcuaPointConfig['deadband']>;
+
+export type OpcuaAuth = OpcuaTapConfig['auth'];
+
+export interface OpcuaPointSettings {
+  name: string;
+  nodeId: ParsedNodeId;
+  unit?: string;
+  deadband?: Deadband;
+}
+
+/** Subscribe mode: the points monitored with one request, i.e. one filter (indexes into `points`). */
+export interface MonitorGroup {
+  deadband?: Deadband;
+  points: number[];
+}
+
+/** What the driver runs on: durations in ms, every default applied, every rule checked. */
+export interface OpcuaTapSettings {
+  name: string;
+  type: 'opcua';
+  interval?: number;
+  endpoint: string;
+  securityMode: SecurityMode;
+  /** As configured, else the default for the mode (defaultPolicy). */
+  securityPolicy: SecurityPolicy;
+  auth: OpcuaAuth;
+  pkiDir: string;
+  mode: 'read' | 'subscribe';
+  samplingInterval: number;
+  queueSize: number;
+  /** Connect and per-request timeout, ms. */
+  timeout: number;
+  points: OpcuaPointSettings[];
+  /** Subscribe mode: one group per distinct deadband, in order of first use; read mode: none. */
+  monitorGroups: MonitorGroup[];
+}
+
+/** The policy when none is configured: None for securityMode None, Basic256Sha256 otherwise. */
+export function defaultPolicy(mode: SecurityMode): SecurityPolicy {
+  return mode === 'None' ? 'None' : 'Basic256Sha256';
+}
+
+/** The checked tap → the settings the driver runs on. Every rule was checked above: nothing can fail here. */
+export function processOpcuaTap(tap: OpcuaTapConfig): Processed<OpcuaTapSettings> {
+  const groups = new Map<string, MonitorGroup>();
+  if (tap.mode === 'subscribe') {
+    tap.points.forEach((point, index) => {
+      const key = JSON.stringify(point.deadband ?? null);
+      const group = groups.get(key) ?? { ...(point.deadband && { deadband: point.deadband }), points: [] };
+      group.points.push(index);
+      groups.set(key, group);
+    });
+  }
+  return {
+    ok: true,
+    value: { ...tap, securityPolicy: tap.securityPolicy ?? defaultPolicy(tap.securityMode), monitorGroups: [...groups.values()] },
+  };
+}
+
+export const opcuaTapSchema = s.process(opcuaTapObject, processOpcuaTap);

@@ -76,10 +76,11 @@ test('Modbus TCP: reconnects with exponential backoff and jitter, capped; stop e
 test('OPC-UA: one bounded attempt at a time, reconnects with backoff; stop ends it', { timeout: 60_000 }, async () => {
   const { port, attempts } = await slammingServer();
   const dir = await tempDir();
-  const config = validate(opcuaTapSchema, {
+  // At the agent's default interval, 15 s (in the agent, createTap passes the tap's effective one).
+  const config = { interval: 15_000, ...validate(opcuaTapSchema, {
     name: 'scada', type: 'opcua', endpoint: `opc.tcp://127.0.0.1:${port}/none`, securityMode: 'None', pkiDir: path.join(dir, 'pki'), timeout: '1s',
     points: [{ name: 'pressure', nodeId: 'ns=2;s=Pressure' }],
-  });
+  }) };
   const tap = createOpcuaTap(config, { logger: silentLogger(), backoff: { initialMs: INITIAL_MS, maxMs: MAX_MS } });
   const { during, afterStop } = await observe(tap, attempts, 6);
   assertBackoff('opcua', during, afterStop);
