@@ -197,11 +197,15 @@ export function markedPlaintext(marker: string, size = 3000): Uint8Array {
   return new TextEncoder().encode(text);
 }
 
-/** Raw HTTP request over node:http, for bodies and headers fetch() will not send. */
+/**
+ * Raw HTTP request over node:http, for bodies and headers fetch() will not send. A new connection
+ * each time (agent: false): a kept-alive socket the relay closes after 5 s idle met a request under
+ * load ("socket hang up"), and a raw request has no retry.
+ */
 export async function rawRequest(url: string, init: { method?: string; headers?: Record<string, string>; body?: Uint8Array }): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const http = await import('node:http');
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: init.method ?? 'GET', headers: init.headers }, (res) => {
+    const req = http.request(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
