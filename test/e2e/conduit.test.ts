@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { startPlant, type Plant } from '../../plant/plant.js';
+import { reservePort } from '../helpers/ports.js';
 import { expectedReadings } from '../../plant/points.js';
 import type { Conduit } from '../../plant/conduit.js';
 import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, stopConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
@@ -23,7 +24,8 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
 
   before(async () => {
     ({ conduit, dir, sinkFile } = await makeConduit('flow'));
-    plant = await startPlant({ dataDir: path.join(dir, 'plant'), tickMs: 100, seed: 7 });
+    // Modbus binds port 0; OPC-UA and mosquitto cannot report a port 0 bind: reserved ports.
+    plant = await startPlant({ dataDir: path.join(dir, 'plant'), tickMs: 100, seed: 7, opcuaPort: await reservePort(), mqttPort: await reservePort() });
     await conduit.prepareKeys();
     await conduit.startRelay();
     await conduit.ensureApiKeys();
