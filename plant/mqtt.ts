@@ -118,7 +118,10 @@ async function startMqttOn(port: number, dir: string): Promise<PlantMqtt> {
   let client: MqttClient;
   try {
     await waitForRunning(port, child, () => log);
-    client = await connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: `ghostpipe-plant-${process.pid}`, reconnectPeriod: 1000, connectTimeout: 5000 });
+    // mosquitto runs: the CONNACK is only late when this process is busy (the OPC-UA server
+    // starting beside it blocks the event loop for seconds on a loaded machine; a 5 s timeout
+    // then fired before the CONNACK already received was read).
+    client = await connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, clientId: `ghostpipe-plant-${process.pid}`, reconnectPeriod: 1000, connectTimeout: 30_000 });
   } catch (err) {
     await kill();
     await exited;
