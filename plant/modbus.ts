@@ -6,7 +6,7 @@ import ModbusSerial from 'modbus-serial';
 import type { PlantState } from './model.js';
 import { pumpedLitresU32 } from './model.js';
 import { MODBUS, float32Words, levelMm, uint32WordsCdab, uint64Words } from './points.js';
-import { freeLoopbackPort } from '../common/ports.js';
+import type { Server } from 'node:net';
 
 type ServerTCP = InstanceType<typeof ModbusSerial.ServerTCP>;
 type Callback = (err: Error | null, values: number[]) => void;
@@ -63,30 +63,36 @@ export interface PlantModbus {
   close(): Promise<void>;
 }
 
-function listen(registers: PlantRegisters, port: number): Promise<ServerTCP> {
+function listen(registers: PlantRegisters, port: number): Promise<{ server: ServerTCP; port: number }> {
   return new Promise((resolve, reject) => {
-    const server = new ModbusSerial.ServerTCP(registers.vector(), { host: '127.0.0.1', port, unitID: 255 });
+    // ServerTCP listens on `options.port || 502`: port 0 is passed as the string '0' (truthy),
+    // which net.Server.listen() takes as 0, so the kernel picks a free port while binding.
+    const server = new ModbusSerial.ServerTCP(registers.vector(), { host: '127.0.0.1', port: (port === 0 ? '0' : port) as number, unitID: 255 });
     // Client mistakes and dropped sockets are the client's business; the plant keeps serving.
     server.on('error', () => undefined);
     server.on('socketError', () => undefined);
     server.once('serverError', (err: Error) => server.close(() => reject(err)));
-    server.once('initialized', () => resolve(server));
+    server.once('initialized', () => {
+      // The port it bound (modbus-serial keeps its net.Server in `_server`).
+      const address = (server as unknown as { _server?: Server })._server?.address();
+      if (typeof address !== 'object' || address === null || address.port === 0) {
+        server.close(() => reject(new Error('modbus-serial ServerTCP: cannot read the port it bound')));
+        return;
+      }
+      resolve({ server, port: address.port });
+    });
   });
 }
 
-/** Starts on `port`, or (port undefined) on a free loopback port; ServerTCP would take 0 as 502. */
+/**
+ * Starts on `port`, or (port undefined) on port 0: the port is picked by the kernel while binding
+ * (never picked free and bound later) and reported in `port`.
+ */
 export async function startModbus(registers: PlantRegisters, port?: number): Promise<PlantModbus> {
-  for (let attempt = 0; ; attempt++) {
-    const chosen = port ?? (await freeLoopbackPort());
-    try {
-      const server = await listen(registers, chosen);
-      return {
-        port: chosen,
-        // ServerTCP.close() also destroys every client socket.
-        close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-      };
-    } catch (err) {
-      if (port !== undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
-    }
-  }
+  const { server, port: bound } = await listen(registers, port ?? 0);
+  return {
+    port: bound,
+    // ServerTCP.close() also destroys every client socket.
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }

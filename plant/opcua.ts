@@ -23,7 +23,13 @@ export interface PlantOpcua {
   close(): Promise<void>;
 }
 
-export async function startOpcua(options: { port?: number; pkiDir: string; logger: Logger }): Promise<PlantOpcua> {
+/** Free ports tried when none is given. */
+const PORT_ATTEMPTS = 5;
+
+const addressInUse = (err: unknown): boolean => (err as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE' || /EADDRINUSE/.test(String((err as Error | undefined)?.message));
+
+/** The plant's OPC-UA server on `port`, or (port undefined) on a free loopback port, retried when taken. */
+export async function startOpcua(options: { port?: number; pkiDir: string; logger: Logger; pickPort?: () => Promise<number> }): Promise<PlantOpcua> {
   const debug = await import('node-opcua-debug');
   const toPino = (_context: unknown, ...args: unknown[]) => options.logger.debug({ lib: 'node-opcua' }, format(...args));
   debug.setWarningLogger(toPino);
@@ -38,19 +44,37 @@ export async function startOpcua(options: { port?: number; pkiDir: string; logge
     disableFileWatchers: true,
   });
   await certificateManager.initialize();
-  const port = options.port ?? (await freeLoopbackPort());
-  const server = new OPCUAServer({
-    port,
-    hostname: '127.0.0.1',
-    resourcePath: OPCUA_PATH,
-    nodeset_filename: [nodesets.standard],
-    serverCertificateManager: certificateManager,
-    securityModes: [MessageSecurityMode.None, MessageSecurityMode.SignAndEncrypt],
-    securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
-    allowAnonymous: true,
-    serverInfo: { applicationUri: 'urn:ghostpipe:plant', productUri: 'urn:ghostpipe:plant', applicationName: { text: 'Ghost Pipe simulated plant' } },
-  });
-  await server.initialize();
+  // node-opcua builds its endpoint URLs (GetEndpoints) before it listens, so port 0 would be
+  // advertised as 0: a port is picked free, and when another process took it before the server
+  // bound it (EADDRINUSE), the next free port is tried. Tests pass a reserved port.
+  const pickPort = options.pickPort ?? freeLoopbackPort;
+  let server: InstanceType<typeof OPCUAServer>;
+  let port: number;
+  for (let attempt = 1; ; attempt++) {
+    port = options.port ?? (await pickPort());
+    server = new OPCUAServer({
+      port,
+      hostname: '127.0.0.1',
+      resourcePath: OPCUA_PATH,
+      nodeset_filename: [nodesets.standard],
+      serverCertificateManager: certificateManager,
+      securityModes: [MessageSecurityMode.None, MessageSecurityMode.SignAndEncrypt],
+      securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
+      allowAnonymous: true,
+      serverInfo: { applicationUri: 'urn:ghostpipe:plant', productUri: 'urn:ghostpipe:plant', applicationName: { text: 'Ghost Pipe simulated plant' } },
+    });
+    await server.initialize();
+    try {
+      await server.start();
+      break;
+    } catch (err) {
+      await server.shutdown(0).catch(() => undefined);
+      if (options.port !== undefined || !addressInUse(err) || attempt >= PORT_ATTEMPTS) {
+        await certificateManager.dispose();
+        throw err;
+      }
+    }
+  }
   const addressSpace = server.engine.addressSpace!;
   const namespace = addressSpace.registerNamespace(OPCUA_NAMESPACE);
   const analog = (name: string, high: number) =>
@@ -72,7 +96,6 @@ export async function startOpcua(options: { port?: number; pkiDir: string; logge
     dataType: 'String',
     minimumSamplingInterval: 100,
   });
-  await server.start();
 
   const update = (s: PlantState) => {
     // Source timestamps are the simulated time of the value (node-opcua stamps now otherwise).

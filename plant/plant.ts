@@ -14,7 +14,12 @@ import { startMqtt, type PlantMqtt } from './mqtt.js';
 import { startOpcua, type PlantOpcua } from './opcua.js';
 
 export interface PlantOptions {
-  /** Fixed ports; default: free loopback ports. */
+  /**
+   * Fixed ports (tests pass reserved ones, test/helpers/ports.ts). Default: Modbus binds port 0;
+   * OPC-UA and mosquitto, which cannot report (or advertise) a port 0 bind, take a free loopback
+   * port and try the next one if it was taken before they bound it. The ports bound are in the
+   * returned Plant (and the `plant ready` line of `ghostpipe plant`).
+   */
   modbusPort?: number;
   opcuaPort?: number;
   mqttPort?: number;

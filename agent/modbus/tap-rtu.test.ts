@@ -11,6 +11,7 @@ import { bridgeTcpToSerial, openPtyPair, socatAvailable } from '../../test/helpe
 import type { Reading, Tap } from '../tap.js';
 import { encodeRegisters } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';
+import { until } from '../../test/helpers/wait.js';
 
 before(() => {
   // Not a skip: without socat these tests cannot run, and that must be visible as a failure.
@@ -20,14 +21,6 @@ before(() => {
 function makeTap(fields: Record<string, unknown>): Tap {
   const config = validate(modbusTapSchema, { name: 'rtu', type: 'modbus', addressBase: 0, backoff: { initial: '50ms', max: '200ms' }, ...fields });
   return createModbusTap(config, { logger: silentLogger() });
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 function byName(readings: Reading[]): Map<string, Reading> {
@@ -131,7 +124,9 @@ test('a late answer never passes for the answer to a later request', async () =>
     for (const name of ['u2-f', 'u2-i', 'u2-s', 'u2-c0', 'u2-c1', 'u2-c2']) assert.equal(first.get(name)!.reason, 'timeout after 300 ms (unit 2, coil 0..2)', name);
     checkDevice(first, 3);
     assert.equal(tap.status().state, 'up', 'unit 3 answered');
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // The late answer is sent: it reaches the tap's port while the line is idle (the tap then
+    // lets the line settle before its next request, agent/modbus/link.ts).
+    await until('the late answer of unit 2 sent', () => memory.lateAnswers >= 1);
     // Unit 2 recovers with new values; the stale answer still buffered holds the old ones.
     memory.delayedUnits.delete(2);
     memory.setBits('coil', 0, [true, false, true], 2);

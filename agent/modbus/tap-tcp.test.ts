@@ -10,6 +10,7 @@ import { reservePort } from '../../test/helpers/ports.js';
 import type { Reading, Tap } from '../tap.js';
 import { BYTE_ORDERS, encodeRegisters, type ByteOrder, type DecodedValue, type RegisterType } from './decode.js';
 import { createModbusTap, modbusTapSchema } from './index.js';
+import { until } from '../../test/helpers/wait.js';
 
 function tapConfig(fields: Record<string, unknown>) {
   return validate(modbusTapSchema, { name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', addressBase: 0, backoff: { initial: '50ms', max: '200ms' }, ...fields });
@@ -21,14 +22,6 @@ function makeTap(fields: Record<string, unknown>): Tap {
 
 function byName(readings: Reading[]): Map<string, Reading> {
   return new Map(readings.map((r) => [r.point, r]));
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 async function startedTap(fields: Record<string, unknown>): Promise<Tap> {
@@ -270,7 +263,8 @@ test('a server that accepts but never answers: timeouts, retries, then reconnect
   try {
     await until('connected', () => tap.status().state === 'up');
     const started = Date.now();
-    const readings = await tap.collect(Date.now() + 3000);
+    const deadline = started + 30_000; // far beyond the two 200 ms timeouts: the tap ends this collect itself
+    const readings = await tap.collect(deadline);
     const took = Date.now() - started;
     for (const r of readings) {
       assert.equal(r.quality, 'bad');
@@ -278,7 +272,10 @@ test('a server that accepts but never answers: timeouts, retries, then reconnect
     }
     // One request plus one retry for the first table; the unit is then skipped for this collect.
     assert.equal(tap.status().requests, 2);
-    assert.ok(took >= 400 && took < 2000, `took ${took} ms`);
+    // A timer never fires early: a request and its retry took at least their two 200 ms timeouts.
+    assert.ok(took >= 400, `took ${took} ms`);
+    // Ended by the tap (unit skipped), not by the collect deadline.
+    assert.ok(Date.now() < deadline, `resolved ${took} ms after the start, not before its deadline`);
     assert.equal(tap.status().state, 'down');
     assert.match(tap.status().reason!, /no unit answered on tcp 127\.0\.0\.1:\d+: timeout after 200 ms/);
     // The silent connection is dropped and a new one made.
@@ -298,7 +295,10 @@ test('collect resolves by its deadline even when every request would time out', 
     await until('connected', () => tap.status().state === 'up');
     const deadline = Date.now() + 300;
     const readings = await tap.collect(deadline);
-    assert.ok(Date.now() - deadline < 250, `resolved ${Date.now() - deadline} ms after the deadline`);
+    // Each request would wait 2 s (3 tries, 5 units). Timers fire in order, so whatever the load
+    // the collect's 300 ms deadline ended it while the first request was still waiting: its
+    // timeout would have sent a retry.
+    assert.equal(tap.status().requests, 1, 'resolved at its deadline, before the first request timed out');
     assert.equal(readings.length, 5);
     for (const r of readings) {
       assert.equal(r.quality, 'bad');

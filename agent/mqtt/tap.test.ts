@@ -11,21 +11,9 @@ import { silentLogger } from '../../common/log.js';
 import { validate } from '../../common/schema.js';
 import { followedTap } from '../../test/helpers/followed-tap.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../../test/helpers/mosquitto.js';
+import { settlesAtOnce, until as waitFor } from '../../test/helpers/wait.js';
 import type { Reading, Tap, TapState } from '../tap.js';
 import { createMqttTap, mqttTapSchema, type MqttTapInput } from './index.js';
-
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: T | undefined;
-  while (Date.now() < until) {
-    last = await probe();
-    if (last !== undefined && last !== false) return last;
-    await delay(20);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /** A tap from raw (YAML-like) config, with its events and logs recorded; stopped by cleanup(). */
 interface TestTap {
@@ -62,6 +50,18 @@ async function stopAll(): Promise<void> {
 
 async function waitUp(t: TestTap): Promise<void> {
   await waitFor('tap up', () => t.tap.status().state === 'up');
+}
+
+/**
+ * Waits until the broker granted every point's subscription (SUBACK): until then a point's
+ * reason is "not subscribed yet to … (waiting for SUBACK)" and a message published now could be
+ * missed. Subscriptions are sent right after CONNACK.
+ */
+async function waitSubscribed(t: TestTap): Promise<void> {
+  await waitFor('every subscription granted (SUBACK)', async () => {
+    const readings = await t.tap.collect(Date.now() + 1000);
+    return readings.every((r) => !/not subscribed yet/.test(r.reason ?? '')) ? true : undefined;
+  });
 }
 
 /** Waits until the point has a good reading satisfying `check` (value as expected). */
@@ -109,7 +109,7 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
     });
     await waitUp(t);
     assert.deepEqual(t.events[0], { tap: 'mqtt-test', state: 'up' });
-    await delay(50); // subscriptions are sent right after CONNACK; SUBACK follows
+    await waitSubscribed(t);
     await publish('w/line1/a/temp', '{"value": 21.5}');
     const temp = await waitValue(t, 'temp', 21.5);
     assert.equal(temp.quality, 'good');
@@ -208,7 +208,7 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
   test('stale marking: an old value turns uncertain and stale, a new one is good again', async () => {
     const t = await makeTap({ url: broker.url, staleAfter: '300ms', points: [{ name: 'level', topic: 's/level' }] });
     await waitUp(t);
-    await delay(50);
+    await waitSubscribed(t);
     await publish('s/level', '10');
     const fresh = await waitValue(t, 'level', 10);
     assert.deepEqual([fresh.quality, fresh.stale], ['good', false]);
@@ -230,7 +230,7 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
       ],
     });
     await waitUp(t);
-    await delay(50);
+    await waitSubscribed(t);
     await publish('m/a/json', '{"data": {"value": SECRET-PAYLOAD');
     await waitReason(t, 'json', /^payload on topic m\/a\/json is not valid JSON \(path \$\.data\.value\)$/);
     await publish('m/b/json', '{"data": {}}');
@@ -256,7 +256,7 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
   test('oversized message: bad with a clear reason, then recovers', async () => {
     const t = await makeTap({ url: broker.url, maxMessageSize: '1KiB', points: [{ name: 'blob', topic: 'o/blob', type: 'string' }] });
     await waitUp(t);
-    await delay(50);
+    await waitSubscribed(t);
     await publish('o/blob', 'x'.repeat(2048));
     const big = await waitReason(t, 'blob', /over/);
     assert.equal(big.reason, 'message on topic o/blob is 2048 bytes, over the 1024 byte limit (maxMessageSize)');
@@ -270,9 +270,10 @@ describe('mqtt tap, MQTT 5 and 3.1.1 against mosquitto', () => {
     const t = await makeTap({ url: 'mqtt://127.0.0.1:1', points: [{ name: 'p', topic: 'u/p' }] });
     const down = await waitFor('down event', () => t.events.find((e) => e.state === 'down'));
     assert.match(down.reason ?? '', /ECONNREFUSED 127\.0\.0\.1:1/);
-    const before = Date.now();
-    const reading = await t.read('p');
-    assert.ok(Date.now() - before < 500);
+    // A down tap answers from what it holds: no request, no timer (the driver's collect).
+    const collected = t.tap.collect(Date.now() + 1000);
+    assert.equal(await settlesAtOnce(collected), true, 'collect of a down tap resolves at once');
+    const reading = (await collected).find((r) => r.point === 'p')!;
     assert.deepEqual([reading.quality, reading.value], ['bad', null]);
     assert.match(reading.reason ?? '', /^broker down: connect ECONNREFUSED 127\.0\.0\.1:1; no value received yet on u\/p$/);
     await t.tap.stop();
@@ -299,7 +300,7 @@ describe('mqtt tap, broker restart', () => {
       ],
     });
     await waitUp(t);
-    await delay(50);
+    await waitSubscribed(t);
     let publisher = await connectTestClient(broker.url);
     const firstSourceTime = Date.now() - 1000;
     await publisher.publishAsync('b/seen', JSON.stringify({ v: 1, ts: firstSourceTime }), { qos: 1 });
@@ -307,6 +308,7 @@ describe('mqtt tap, broker restart', () => {
     assert.deepEqual([good.quality, good.stale], ['good', false]);
     await publisher.endAsync(true);
 
+    const outageAt = Date.now();
     await broker.stop();
     const down = await waitFor('down', () => (t.tap.status().state === 'down' ? t.tap.status() : undefined));
     assert.ok(down.reason, 'down with a reason');
@@ -321,10 +323,15 @@ describe('mqtt tap, broker restart', () => {
     const never = await t.read('never');
     assert.deepEqual([never.quality, never.value], ['bad', null]);
     assert.match(never.reason ?? '', /^broker down: .+; no value received yet on b\/never$/);
-    // Backoff 100, 200, 400, 400 ms (±20 %): about 4 attempts in 1.3 s, not dozens.
-    await delay(1300);
+    // Backoff 100, 200, 400, 400 … ms (±20 %, capped at reconnect.max 400 ms): attempt k waits at
+    // least 80, 160, 320, 320 … ms after the one before (common/backoff.ts). A timer never fires
+    // early, so however loaded the machine, `elapsed` ms after the outage allow at most as many
+    // attempts as those floors fit: a backoff, not a tight loop.
+    await waitFor('4 reconnect attempts', () => t.tap.status().requests - requestsAtDown >= 4);
+    const elapsed = Date.now() - outageAt;
     const attempts = t.tap.status().requests - requestsAtDown;
-    assert.ok(attempts >= 2 && attempts <= 7, `reconnect attempts in 1.3 s: ${attempts}`);
+    const floors = (n: number) => Array.from({ length: n }, (_, k) => [80, 160][k] ?? 320).reduce((a, b) => a + b, 0);
+    assert.ok(floors(attempts) <= elapsed, `${attempts} reconnect attempts within ${elapsed} ms of the outage: faster than the backoff allows`);
     assert.match(t.logs(), /"msg":"tap down"/);
     // Still bad after many failed attempts, with the current reason.
     assert.match((await t.read('seen')).reason ?? '', /^broker down: connect ECONNREFUSED 127\.0\.0\.1:\d+; last message/);
@@ -394,7 +401,7 @@ describe('mqtt tap, TLS with a test CA and username/password', () => {
       points: [{ name: 'secure', topic: 'tls/value' }],
     });
     await waitUp(t);
-    await delay(50);
+    await waitSubscribed(t);
     const publisher = await connectTestClient(tls.url, { ca: await readFile(tls.caFile), servername: 'localhost', username: 'agent', password: 'correct horse' });
     await publisher.publishAsync('tls/value', '5', { qos: 1 });
     await waitValue(t, 'secure', 5);

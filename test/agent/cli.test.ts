@@ -66,8 +66,12 @@ test('the agent refuses to send before enrollment and starts once enrolled; SIGH
   const agent = startAgent(env.configFile);
   const refusal = await agent.waitFor((l) => l.msg.startsWith('device is not enrolled: refusing to send'), 10_000, 'the refusal');
   assert.equal(refusal['did'], env.did);
-  await new Promise((resolve) => setTimeout(resolve, 1200));
+  // An absence after a condition: the agent read the PLC 3 more times (3 frames it could have sent).
+  const readsAtRefusal = modbus.requests.length;
+  await until(() => modbus!.requests.length >= readsAtRefusal + 3, 20_000, '3 collections while not enrolled');
   assert.equal(rx.received.length, 0, 'nothing was sent before enrollment');
+  const { pending, leased, delivered } = (await relay.operator.stats()).envelopes;
+  assert.deepEqual({ pending, leased, delivered }, { pending: 0, leased: 0, delivered: 0 }, 'the relay got no envelope before enrollment');
 
   const enrolled = await cli(['enroll', '--config', env.configFile]);
   assert.equal(enrolled.code, 0, enrolled.stderr);

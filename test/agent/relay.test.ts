@@ -9,7 +9,7 @@ import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { reservePort } from '../helpers/ports.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
+import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, untilRelayDrained, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
 
 const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
 let modbus: ModbusTcpTestServer | undefined;
@@ -82,13 +82,16 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   await rx.stop();
   const earlier = rx.received;
   const before = earlier.length;
-  await new Promise((resolve) => setTimeout(resolve, 1200));
+  // Two envelopes accepted and held: the agent uploads one at a time, so the first one's
+  // acceptance reached it before the second was sent.
+  let held = 0;
+  await until(async () => (held = (await relay.operator.stats()).envelopes.pending) >= 2, 20_000, () => `2 envelopes held by the relay (${held})`);
   await relay.stop('SIGKILL');
   const relayOutputBefore = relay.output();
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  // The agent notices the relay is gone before it comes back.
+  await agent.waitFor((l) => l.msg === 'relay unreachable; frames are kept in the RAM backlog', 20_000, 'unreachable log');
   relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
   receiver = { ...env.receiver, client: env.receiver.client }; // same key: the relay kept its key hashes
-  await agent.waitFor((l) => l.msg === 'relay unreachable; frames are kept in the RAM backlog', 5_000, 'unreachable log');
   const resent = await agent.waitFor((l) => l.msg.startsWith('relay no longer knows accepted envelopes'), 10_000, 're-send after the relay restart');
   assert.ok((resent['envelopes'] as number) >= 1);
   rx = receiveLoop(() => receiver, env.devicePublicKey);
@@ -98,7 +101,7 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   assert.equal(await agent.stop('SIGTERM'), 0);
   const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
   assert.equal(stopped['flushed'], true);
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await untilRelayDrained(relay);
   await rx.stop();
 
   const unique = dedupe([...earlier, ...rx.received]);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { startPlant, type Plant } from '../../plant/plant.js';
+import { reservePort } from '../helpers/ports.js';
 import { expectedReadings } from '../../plant/points.js';
 import type { Conduit } from '../../plant/conduit.js';
 import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, stopConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
@@ -23,7 +24,8 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
 
   before(async () => {
     ({ conduit, dir, sinkFile } = await makeConduit('flow'));
-    plant = await startPlant({ dataDir: path.join(dir, 'plant'), tickMs: 100, seed: 7 });
+    // Modbus binds port 0; OPC-UA and mosquitto cannot report a port 0 bind: reserved ports.
+    plant = await startPlant({ dataDir: path.join(dir, 'plant'), tickMs: 100, seed: 7, opcuaPort: await reservePort(), mqttPort: await reservePort() });
     await conduit.prepareKeys();
     await conduit.startRelay();
     await conduit.ensureApiKeys();
@@ -99,10 +101,13 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
 
   test('relay killed with SIGKILL mid-flow and restarted: every frame reaches the sink exactly once', async () => {
     await until('frames flowing', async () => (await lastFrame(sinkFile)) >= 3n);
+    const linesAtKill = conduit.agent!.lines.length;
     await conduit.relay!.kill();
     const atKill = await lastFrame(sinkFile);
-    // Frames built while the relay is down stay in the agent's RAM backlog.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Frames built while the relay is down stay in the agent's RAM backlog: the relay comes back
+    // once the agent failed to upload one (it logs the relay unreachable).
+    await until('the agent finding the relay unreachable', () =>
+      conduit.agent!.lines.slice(linesAtKill).some((l) => l.json?.['msg'] === 'relay unreachable; frames are kept in the RAM backlog'), 30_000);
     await conduit.startRelay();
     const records = await untilContiguous(sinkFile, atKill + 8n, 45_000);
     assert.deepEqual(duplicateReadings(records), []);
@@ -116,7 +121,9 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
     await until('more frames', async () => (await lastFrame(sinkFile)) >= before + 2n);
     await conduit.receiver!.kill();
     const atKill = await lastFrame(sinkFile);
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // Envelopes wait at the relay for the receiver to come back.
+    const operator = await conduit.operator();
+    await until('envelopes waiting at the relay', async () => (await operator.stats()).envelopes.pending >= 2, 30_000);
     await conduit.startReceiver();
     const records = await untilContiguous(sinkFile, atKill + 6n, 45_000);
     assert.deepEqual(duplicateReadings(records), []);
@@ -143,7 +150,7 @@ describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
     }, 20_000);
     const records = await readSink(sinkFile);
     const last = await lastFrame(sinkFile);
-    await untilContiguous(sinkFile, last, 5000);
+    await untilContiguous(sinkFile, last, 20_000);
     assert.deepEqual(duplicateReadings(records), []);
     assert.equal(await conduit.receiver!.stop(), 0);
     assert.equal(await conduit.relay!.stop(), 0);

@@ -8,12 +8,14 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { prng } from '../../common/prng.js';
 import { ALARM_SET_M, PUMP_OFF_M, PUMP_ON_M, initialState, pumpedLitresU32, step } from '../../plant/model.js';
 import { float32Words, uint32WordsCdab, uint64Words } from '../../plant/points.js';
 import { cliPath } from '../helpers/paths.js';
+import { until } from '../helpers/wait.js';
 
 describe('plant model', () => {
   test('the tank cycles: the pump starts at low level, stops at high level; totalisers never decrease', () => {
@@ -162,5 +164,36 @@ describe('ghostpipe demo', () => {
     assert.match(second.out(), /reusing keys in/);
     assert.match(second.out(), /reusing the device and receiver API keys/);
     assert.match(second.out(), /frame \d+ · /);
+  });
+
+  test('8787 taken: the relay falls back to a port it binds as 0 and the whole conduit uses that port', async () => {
+    // This file is the only user of 8787 (the demo's relay; every other test's relay binds port 0
+    // or a reserved port of 20000-29999), and the tests of this describe run one after another.
+    // If another program holds 8787 already, the demo must fall back all the same.
+    const holder = createServer();
+    const hold = await new Promise<{ held: true } | { held: false; code: string | undefined }>((resolve) => {
+      holder.once('error', (err: NodeJS.ErrnoException) => resolve({ held: false, code: err.code }));
+      holder.listen(8787, '127.0.0.1', () => resolve({ held: true }));
+    });
+    if (!hold.held) assert.equal(hold.code, 'EADDRINUSE', '8787 could not be held only because it is taken');
+    try {
+      const demo = run(['demo', '--dir', dir, '--interval', '500ms']);
+      children.push(demo.child);
+      await until('a frame through the relay on its fallback port', () => {
+        assert.equal(demo.child.exitCode, null, `demo exited early:\n${demo.out()}`);
+        return /frame \d+ · /.test(demo.out());
+      }, 90_000, () => demo.out());
+      const out = demo.out();
+      assert.match(out, /port 8787 is taken: the relay listens on a free port instead/);
+      const port = Number(/\[relay\] relay listening .*port=(\d+)/.exec(out)?.[1]);
+      assert.ok(Number.isInteger(port) && port > 0 && port !== 8787, `the relay reported the port it bound: ${port}`);
+      assert.match(out, new RegExp(`\\[agent\\] agent starting .*relay=http://127\\.0\\.0\\.1:${port} `), 'the agent uses that port');
+      assert.match(out, new RegExp(`\\[receiver\\] receiver started .*relay=http://127\\.0\\.0\\.1:${port} `), 'the receiver uses that port');
+      demo.child.kill('SIGINT');
+      assert.equal(await demo.exit, 0, demo.out());
+      assert.match(demo.out(), /stopped\. Readings:/);
+    } finally {
+      if (hold.held) await new Promise((resolve) => holder.close(resolve));
+    }
   });
 });

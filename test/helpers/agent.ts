@@ -249,9 +249,9 @@ export function intervalsIn(lines: LogLine[]): number {
   return lines.filter((l) => l.msg === 'interval').length;
 }
 
-export async function until(predicate: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
+export async function until(predicate: () => boolean | Promise<boolean>, timeoutMs: number, what: string | (() => string)): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -11,6 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { makeConduit, readSink, stopConduit, until, type SinkRecord } from './conduit.js';
+import { reservePort } from './ports.js';
 import { plantTaps, type Conduit } from '../../plant/conduit.js';
 import type { RoleProcess } from '../../plant/process.js';
 import { startPlant, type Plant } from '../../plant/plant.js';
@@ -72,7 +73,8 @@ export function plantForFile(): { start(): Promise<void>; plant(): Plant; rig(na
   return {
     async start() {
       dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ghostpipe-faults-plant-'));
-      plant = await startPlant({ dataDir: dir, tickMs: 200, seed: 11 });
+      // Modbus binds port 0; OPC-UA and mosquitto cannot report a port 0 bind: reserved ports.
+      plant = await startPlant({ dataDir: dir, tickMs: 200, seed: 11, opcuaPort: await reservePort(), mqttPort: await reservePort() });
     },
     plant: () => plant!,
     async rig(name, o) {

@@ -42,6 +42,8 @@ export class ModbusMemory {
   readonly silentUnits = new Set<number>();
   /** Unit ids that answer late: unit id -> delay in ms. */
   readonly delayedUnits = new Map<number, number>();
+  /** Late answers (delayedUnits) handed to the server to send so far: a test waits for them. */
+  lateAnswers = 0;
 
   unit(unitId: number): UnitMemory {
     let memory = this.units.get(unitId);
@@ -82,6 +84,7 @@ export class ModbusMemory {
     const delay = this.delayedUnits.get(unitId);
     if (delay === undefined) return value();
     return new Promise((resolve, reject) => setTimeout(() => {
+      this.lateAnswers++;
       try {
         resolve(value());
       } catch (err) {

@@ -14,3 +14,18 @@ export async function until<T>(what: string, check: () => T | undefined | false 
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
+
+/**
+ * "At once" as an ordering, not a speed: true when `promise` settles before a 0 ms timer fires,
+ * i.e. it needed no timer, no I/O and no other turn of the event loop. A loaded machine delays
+ * both sides alike, so this holds or fails whatever the load.
+ */
+export async function settlesAtOnce(promise: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timerFired = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 0)));
+  try {
+    return await Promise.race([promise.then(() => true as const), timerFired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

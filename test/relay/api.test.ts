@@ -122,13 +122,9 @@ test('upload, status, inbox, lease, ack: the round trip, with log inclusion', as
   // Inclusion proof against a verified checkpoint.
   const key = await relay.operator.logKey();
   const verifier = parseVerifierKey(key.verifierKey);
-  let checkpoint;
-  for (let i = 0; i < 50; i++) {
-    checkpoint = openCheckpoint(await receiver.client.checkpoint(), [verifier], key.origin).checkpoint;
-    if (checkpoint.size > up.leafIndex) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(checkpoint && checkpoint.size > up.leafIndex);
+  await untilCheckpointCovers(receiver.client, up.leafIndex + 1);
+  const checkpoint = openCheckpoint(await receiver.client.checkpoint(), [verifier], key.origin).checkpoint;
+  assert.ok(checkpoint.size > up.leafIndex);
   const proof = await receiver.client.inclusionProof({ index: up.leafIndex }, checkpoint.size);
   verifyInclusion(leaf.hash, up.leafIndex, checkpoint.size, proof.proof, checkpoint.root);
   const byHash = await receiver.client.inclusionProof({ hash: leaf.hash }, checkpoint.size);

@@ -32,12 +32,17 @@ test('an unacknowledged lease expires and the envelope is leased again; the old 
   assert.ok(events.some((e) => e.event === 'lease_expired' && e.envelopeHash === up.id));
 });
 
+/** Until the relay counts a waiting long-poll (stats `envelopes.waiting`, docs/API.md). */
+async function untilPollWaiting(): Promise<void> {
+  await until('a long-poll waiting at the relay', async () => (await relay.operator.stats()).envelopes.waiting >= 1);
+}
+
 test('long-poll: inbox and lease wake up when an envelope arrives', async () => {
   // A long-poll that runs out answers [] (inbox) or null (lease): an answer holding the envelope
   // uploaded after the poll began was woken by its arrival. No clock is read.
   let listed = false;
   const listing = receiver.client.inbox(receiver.recipientKeyId, { waitMs: 60_000 }).finally(() => (listed = true));
-  await new Promise((r) => setTimeout(r, 200)); // let the poll reach the relay first (if it does not, the answer is the same)
+  await untilPollWaiting(); // the poll reached the relay and waits there
   assert.equal(listed, false, 'an empty inbox long-poll waits');
   const up = await device.client.upload(device.seal(markedPlaintext('long-poll list'), receiver));
   const list = await listing;
@@ -47,7 +52,7 @@ test('long-poll: inbox and lease wake up when an envelope arrives', async () => 
 
   let leased = false;
   const waiting = receiver.client.lease(receiver.recipientKeyId, { waitMs: 60_000 }).finally(() => (leased = true));
-  await new Promise((r) => setTimeout(r, 200)); // as above
+  await untilPollWaiting(); // as above
   assert.equal(leased, false, 'an empty lease long-poll waits');
   const up2 = await device.client.upload(device.seal(markedPlaintext('long-poll lease'), receiver));
   const lease = await waiting;

@@ -11,19 +11,17 @@ import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { verifyConsistency } from '../../protocol/tlog/index.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, tempDir, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
 
 after(cleanupAll);
 
 async function signedCheckpoint(relay: RelayProcess, atLeast: number) {
   const key = await relay.operator.logKey();
   const verifier = parseVerifierKey(key.verifierKey);
-  for (let i = 0; i < 100; i++) {
-    const opened = openCheckpoint(await relay.operator.checkpoint(), [verifier], key.origin).checkpoint;
-    if (opened.size >= atLeast) return { ...opened, origin: key.origin, verifierKey: key.verifierKey };
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`no checkpoint of size >= ${atLeast}`);
+  await untilCheckpointCovers(relay.operator, atLeast);
+  const opened = openCheckpoint(await relay.operator.checkpoint(), [verifier], key.origin).checkpoint;
+  assert.ok(opened.size >= atLeast, `a checkpoint of size >= ${atLeast}`);
+  return { ...opened, origin: key.origin, verifierKey: key.verifierKey };
 }
 
 async function filesUnder(dir: string): Promise<string[]> {

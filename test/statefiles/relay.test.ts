@@ -152,7 +152,7 @@ test('the disk fills while the relay runs: a transparency log write fails, the r
   assert.equal(await stopRelay(relay), 0);
 });
 
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
