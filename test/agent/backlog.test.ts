@@ -127,8 +127,12 @@ test('overflow drops the oldest frames, counts and logs them; the rest arrives',
   for (const seq of dropped) assert.ok(!got.has(seq), `dropped frame ${seq} arrived anyway`);
   const afterOutage = [...got].filter((s) => s > dropped[0]!);
   assert.ok(dropped.every((d) => afterOutage.filter((s) => s < d).length === 0), 'only the oldest frames were dropped');
+  // A frame the relay accepted just before its stop (it burns what it holds) is no longer re-sent
+  // once the full backlog stops tracking it: the agent says so, naming the frames. On an idle
+  // machine the receiver has it before the stop; under load it may not.
+  const untracked = agent.lines.filter((l) => l.msg.startsWith('backlog full: stopped tracking')).flatMap((l) => l['frames'] as string[]).map(BigInt);
   const max = [...got].reduce((a, b) => (a > b ? a : b));
-  for (let s = 1n; s <= max; s++) assert.ok(got.has(s) || dropped.includes(s), `frame ${s} neither arrived nor was reported dropped`);
+  for (let s = 1n; s <= max; s++) assert.ok(got.has(s) || dropped.includes(s) || untracked.includes(s), `frame ${s} neither arrived nor was reported dropped or untracked`);
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
