@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, makeReceiver, startRelay, tempDir, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { errorLines, re, snapshot } from '../helpers/statefiles.js';
@@ -124,9 +124,11 @@ test('the disk fills while the relay runs: a transparency log write fails, the r
   const receiver = await makeReceiver(relay);
   // The device's own client points at the first port: every restart listens on a new one.
   const upload = (bytes: Uint8Array) => new RelayClient({ baseUrl: relay.url, apiKey: device.apiKey }).upload(bytes);
-  await upload(device.seal(new Uint8Array(100), receiver));
+  const first = await upload(device.seal(new Uint8Array(100), receiver));
   for (let cycle = 0; cycle < 2; cycle++) {
-    const size = (await relay.operator.checkpoint()).split('\n')[1];
+    // The checkpoint covering that upload is signed a moment later (under load, after a snapshot
+    // taken too early): wait until it is served, which happens only once it is on disk.
+    const size = String(await untilCheckpointCovers(relay.operator, first.leafIndex + 1));
     await until(async () => (await snapshot(path.join(stateDir, 'log', 'checkpoint'))).kind === 'file', 'checkpoint on disk');
     const checkpoint = await snapshot(path.join(stateDir, 'log', 'checkpoint'));
     disk.fill(relay.child.pid);
