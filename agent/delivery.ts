@@ -37,7 +37,11 @@ interface Sealed {
   frames: bigint[];
   /** Frame batches inside, to re-coalesce smaller if the relay refuses the size. */
   batches: QueuedFrame[];
-  /** Its upload was cut off by the stop budget after the request went out: the relay may have it. */
+  /**
+   * An upload of it got no answer after the request went out (a timeout, a reset, the stop
+   * budget's abort): the relay may have it. Cleared by an answer that proves it has (409) or
+   * cannot have it (refused for good).
+   */
   uncertain?: boolean;
 }
 
@@ -270,11 +274,12 @@ export class Delivery {
 
   /** Uploads; true when the relay holds it (201 or 409 duplicate). False: stop pumping for now. */
   private async upload(lane: RecipientLane, sealed: Sealed, resend: boolean): Promise<boolean> {
-    const abortedBefore = this.o.client.aborted;
     try {
       await this.authorized(() => this.o.client.upload(sealed.bytes));
     } catch (err) {
-      if (!abortedBefore && err instanceof RelayError && err.code === 'aborted') sealed.uncertain = true;
+      // No answer, but the request may have arrived (connected, then a timeout, a reset, or the
+      // stop budget's abort): its fate is unknown until a re-send answers (409 = it had arrived).
+      if (err instanceof RelayError && err.status === 0 && err.mayHaveArrived) sealed.uncertain = true;
       if (err instanceof RelayError && err.code === 'duplicate') {
         this.o.logger.debug({ envelope: sealed.id }, 'relay already holds the envelope');
       } else {
@@ -327,7 +332,9 @@ export class Delivery {
       return false;
     }
     if (neverTaken) {
-      // One frame the relay will never take: keeping it would block every later frame.
+      // One frame the relay will never take: keeping it would block every later frame. The same
+      // bytes were never taken before either: nothing is in doubt.
+      sealed.uncertain = false;
       if (lane.head === sealed) lane.head = undefined;
       lane.unconfirmed.delete(sealed.id);
       this.dropped(sealed, `relay refused the envelope for good (${err.code})`);
@@ -472,7 +479,9 @@ export class Delivery {
 
   private dropped(sealed: Sealed, why: string): void {
     this.stats.droppedFrames += sealed.frames.length;
-    this.o.logger.warn({ envelope: sealed.id, frames: sealed.frames.map(String), dropped: this.stats.droppedFrames }, `${why}: dropped ${sealed.frames.length} frame(s)`);
+    // An upload that got no answer may have arrived: say so rather than claim the frames are gone.
+    const doubt = sealed.uncertain ? ' whose upload got no answer (the relay may have them)' : '';
+    this.o.logger.warn({ envelope: sealed.id, frames: sealed.frames.map(String), dropped: this.stats.droppedFrames, ...(sealed.uncertain ? { uncertain: true } : {}) }, `${why}: dropped ${sealed.frames.length} frame(s)${doubt}`);
   }
 
   private updateCounts(): void {

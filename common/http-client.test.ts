@@ -94,6 +94,7 @@ test('a server that never answers times out with the limit named', async () => {
   const err = await failure(client.request(`${base}/silent`, { method: 'GET', timeoutMs: 150 }));
   assert.equal(err.failure, 'timeout');
   assert.match(err.message, /within 150 ms/);
+  assert.equal(err.mayHaveArrived, true, 'it was connected: the server may have the request');
   client.close();
 });
 
@@ -105,6 +106,7 @@ test('connection refused is a network failure naming the address', async () => {
   const err = await failure(new HttpClient().request(`http://127.0.0.1:${port}/`, { method: 'GET', timeoutMs: 2000 }));
   assert.equal(err.failure, 'network');
   assert.match(err.message, new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`));
+  assert.equal(err.mayHaveArrived, false, 'refused: the request never left');
 });
 
 test('an abort signal ends the request (already aborted or while waiting)', async () => {

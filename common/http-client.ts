@@ -40,7 +40,16 @@ export interface HttpRequest {
 export type HttpFailure = 'timeout' | 'network' | 'too_large' | 'aborted';
 
 export class HttpClientError extends Error {
-  constructor(readonly failure: HttpFailure, message: string) {
+  constructor(
+    readonly failure: HttpFailure,
+    message: string,
+    /**
+     * A connection to the server existed when it failed, so the request may have arrived (a
+     * timeout, a reset mid-request). False: it never left (connection refused, no route, an
+     * abort before connecting) and the server cannot have acted on it.
+     */
+    readonly mayHaveArrived = false,
+  ) {
     super(message);
     this.name = 'HttpClientError';
   }
@@ -93,21 +102,22 @@ export class HttpClient {
     if (body !== undefined) headers['content-length'] = String(body.byteLength);
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
+      let connected = false;
       let req: http.ClientRequest | undefined;
-      const fail = (err: HttpClientError): void => {
+      const fail = (failure: HttpFailure, message: string): void => {
         if (settled) return;
         settled = true;
         cleanup();
         req?.destroy();
-        reject(err);
+        reject(new HttpClientError(failure, message, connected));
       };
-      const timer = setTimeout(() => fail(new HttpClientError('timeout', `no complete answer within ${request.timeoutMs} ms`)), request.timeoutMs);
-      const onAbort = (): void => fail(new HttpClientError('aborted', 'request aborted'));
+      const timer = setTimeout(() => fail('timeout', `no complete answer within ${request.timeoutMs} ms`), request.timeoutMs);
+      const onAbort = (): void => fail('aborted', 'request aborted');
       const cleanup = (): void => {
         clearTimeout(timer);
         request.signal?.removeEventListener('abort', onAbort);
       };
-      if (request.signal?.aborted) return fail(new HttpClientError('aborted', 'request aborted'));
+      if (request.signal?.aborted) return fail('aborted', 'request aborted');
       request.signal?.addEventListener('abort', onAbort, { once: true });
 
       req = module.request(target, { method: request.method, headers, agent }, (res) => {
@@ -115,10 +125,10 @@ export class HttpClient {
         let size = 0;
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
-          if (size > this.maxResponseBytes) fail(new HttpClientError('too_large', `response larger than ${this.maxResponseBytes} bytes`));
+          if (size > this.maxResponseBytes) fail('too_large', `response larger than ${this.maxResponseBytes} bytes`);
           else chunks.push(chunk);
         });
-        res.on('error', (err) => fail(new HttpClientError('network', err.message)));
+        res.on('error', (err) => fail('network', err.message));
         res.on('end', () => {
           if (settled) return;
           settled = true;
@@ -135,6 +145,10 @@ export class HttpClient {
         });
       });
       const sent = req;
+      sent.on('socket', (socket) => {
+        if (!socket.connecting) connected = true; // a kept-alive socket
+        else socket.once('connect', () => (connected = true));
+      });
       sent.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
         // A kept-alive socket the server closed just as we reused it: the request never arrived
@@ -148,7 +162,7 @@ export class HttpClient {
           this.attempt(target, request, true).then(resolve, reject);
           return;
         }
-        fail(new HttpClientError('network', err.message));
+        fail('network', err.message);
       });
       sent.end(body);
     });

@@ -86,6 +86,11 @@ export class RelayError extends Error {
     message: string,
     /** From Retry-After, in ms (the relay sends it with every retryAfter refusal). */
     readonly retryAfterMs?: number,
+    /**
+     * With no answer (status 0): whether the request may still have reached the relay (it was
+     * connected: a timeout, a reset mid-request), or certainly did not (connection refused).
+     */
+    readonly mayHaveArrived = status !== 0,
   ) {
     super(message);
     this.name = 'RelayError';
@@ -328,9 +333,9 @@ export class RelayClient {
       response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs, signal: this.aborter.signal });
     } catch (err) {
       if (!(err instanceof HttpClientError)) throw err;
-      if (err.failure === 'aborted') throw new RelayError(0, 'aborted', `${method} ${path}: aborted (client shut down)`);
+      if (err.failure === 'aborted') throw new RelayError(0, 'aborted', `${method} ${path}: aborted (client shut down)`, undefined, err.mayHaveArrived);
       const timedOut = err.failure === 'timeout';
-      throw new RelayError(0, timedOut ? 'timeout' : err.failure === 'too_large' ? 'bad_response' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : err.message}`);
+      throw new RelayError(0, timedOut ? 'timeout' : err.failure === 'too_large' ? 'bad_response' : 'network', `${method} ${path}: ${timedOut ? 'timed out' : err.message}`, undefined, err.mayHaveArrived);
     }
     if (response.status >= 200 && response.status < 300) return response;
     throw refusal(`${method} ${path}`, response);

@@ -124,7 +124,9 @@ test('overflow drops the oldest frames, counts and logs them; the rest arrives',
   const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
   assert.equal(stopped['droppedFrames'], dropped.length, 'the counter matches the logged drops');
   const got = new Set(frameSequences(dedupe(rx.received)));
-  for (const seq of dropped) assert.ok(!got.has(seq), `dropped frame ${seq} arrived anyway`);
+  // A drop of an upload that got no answer is logged as such (uncertain): those frames may arrive.
+  const inDoubt = agent.lines.filter((l) => l.msg.startsWith('backlog full: dropped') && l['uncertain'] === true).flatMap((l) => l['frames'] as string[]).map(BigInt);
+  for (const seq of dropped) assert.ok(!got.has(seq) || inDoubt.includes(seq), `dropped frame ${seq} arrived anyway (not logged as in doubt)`);
   const afterOutage = [...got].filter((s) => s > dropped[0]!);
   assert.ok(dropped.every((d) => afterOutage.filter((s) => s < d).length === 0), 'only the oldest frames were dropped');
   // A frame the relay accepted just before its stop (it burns what it holds) is no longer re-sent
