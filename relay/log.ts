@@ -520,34 +520,45 @@ export class RelayLog {
     for (;;) {
       const index = this.edges[0]!.index;
       const have = this.edges[0]!.width;
-      const bundle = await this.widestStored({ level: 'entries', index });
-      const tile = await this.widestStored({ level: 0, index });
-      if (!bundle || !tile) break;
-      let entries: Uint8Array[];
-      try {
-        entries = parseBundle(bundle, undefined, { prefix: true });
-      } catch (err) {
-        if (err instanceof TileError) break;
-        throw err;
+      // The widest version alone is not enough: a crash can leave it created but empty or short,
+      // and a narrower one holds what the torn checkpoint covered. The pair that proves the most
+      // entries wins (a crash touches at most the newest writes: the three widest are tried).
+      const bundles = await this.storedVersions({ level: 'entries', index }, 3);
+      const tiles = await this.storedVersions({ level: 0, index }, 3);
+      let best: Uint8Array[] = [];
+      for (const bundle of bundles) {
+        let entries: Uint8Array[];
+        try {
+          entries = parseBundle(bundle, undefined, { prefix: true });
+        } catch (err) {
+          if (err instanceof TileError) continue;
+          throw err;
+        }
+        for (const tile of tiles) {
+          const limit = Math.min(entries.length, Math.floor(tile.length / HASH_SIZE), TILE_WIDTH);
+          let i = have;
+          while (i < limit && sameHash(leafHash(entries[i]!), tile.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE))) i++;
+          if (i - have > best.length) best = entries.slice(have, i);
+        }
       }
-      const limit = Math.min(entries.length, Math.floor(tile.length / HASH_SIZE), TILE_WIDTH);
-      let i = have;
-      for (; i < limit; i++) {
-        const entry = entries[i]!;
-        if (!sameHash(leafHash(entry), tile.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE))) break;
-        this.integrate(entry);
-        integrated++;
-      }
-      if (i < TILE_WIDTH || integrated >= 2 * MAX_BATCH_LEAVES) break;
+      for (const entry of best) this.integrate(entry);
+      integrated += best.length;
+      if (have + best.length < TILE_WIDTH || best.length === 0 || integrated >= 2 * MAX_BATCH_LEAVES) break;
     }
     return integrated;
   }
 
-  private async widestStored(tile: Omit<TileId, 'width'>): Promise<Uint8Array | undefined> {
+  /** Up to `most` stored versions of a tile: the full one, then partials from the widest down. */
+  private async storedVersions(tile: Omit<TileId, 'width'>, most: number): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
     const full = await this.store.read({ ...tile, width: TILE_WIDTH });
-    if (full !== undefined) return full;
+    if (full !== undefined) out.push(full);
     const widths = await this.store.partialWidths(tile);
-    return widths.length === 0 ? undefined : this.store.read({ ...tile, width: widths[widths.length - 1]! });
+    for (let w = widths.length - 1; w >= 0 && out.length < most; w--) {
+      const bytes = await this.store.read({ ...tile, width: widths[w]! });
+      if (bytes !== undefined) out.push(bytes);
+    }
+    return out;
   }
 
   /** Fills the recent-leaf index from the last RECENT_LEAVES leaf hashes (verified tile reads). */
