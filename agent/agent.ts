@@ -293,7 +293,7 @@ export class Agent {
     const count = { good: 0, uncertain: 0, bad: 0 };
     for (const r of readings) count[r.quality]++;
     const stats = this.delivery.stats;
-    this.logger.debug({ frame: String(frame.sequence), readings: readings.length, ...count, bytes, tookMs: Date.now() - start, backlogBytes: stats.backlogBytes, queuedFrames: stats.queuedFrames, unconfirmed: stats.unconfirmed }, 'interval');
+    this.logger.debug({ frame: String(frame.sequence), readings: readings.length, ...count, bytes, tookMs: Date.now() - start, backlogBytes: stats.backlogBytes, queuedFrames: stats.queuedFrames, unconfirmed: stats.unconfirmed, delivered: stats.delivered }, 'interval');
     this.logger.debug({ frame: String(frame.sequence), values: readings.map((r) => ({ tap: r.tap, point: r.point, value: typeof r.value === 'bigint' ? String(r.value) : r.value, quality: r.quality, ...(r.reason ? { reason: r.reason } : {}) })) }, 'readings');
   }
 

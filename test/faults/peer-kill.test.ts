@@ -157,11 +157,15 @@ describe('faults: receiver and agent killed under traffic', { concurrency: false
         const wanted = run.acceptedFrames().size + s.between(1, 3);
         await until(`cycle ${cycle}: more frames accepted`, async () => run.acceptedFrames().size >= wanted, 20_000, 20);
         const operator = await conduit.operator();
-        // The agent's own view must have caught up: its unconfirmed envelopes = what the relay holds.
+        // The agent's own view must have caught up: the envelopes it knows delivered are the ones
+        // the relay delivered, and its unconfirmed ones are what the relay holds. Both counts: equal
+        // unconfirmed counts alone can match by chance (it still counts one the receiver took while
+        // the relay already holds a newer one), and CI once failed on that.
         await until(`cycle ${cycle}: the agent's status check catching up with the relay`, async () => {
-          const held = (await operator.stats()).queues[receiverKeyId()];
+          const stats = await operator.stats();
+          const held = stats.queues[receiverKeyId()];
           const view = run.lines('interval').at(-1);
-          return held !== undefined && view !== undefined && view['unconfirmed'] === held.pending + held.leased;
+          return held !== undefined && view !== undefined && view['unconfirmed'] === held.pending + held.leased && view['delivered'] === stats.envelopes.delivered;
         }, 15_000, 50);
         // Every other cycle the relay dies first: the agent then also stops with frames it never got accepted.
         const relayDown = cycle % 2 === 0;
