@@ -6,7 +6,7 @@
  */
 import { ENVELOPE_ID_PATTERN, LEASE_ID_PATTERN, RECIPIENT_ID_PATTERN, type EnvelopeStatus, type InboxBody, type StatusBody } from '../protocol/api/index.js';
 import type { KeyRecord } from './api-keys.js';
-import { Refusal, notFound, type Outcome } from './refusal.js';
+import { Refusal, keyRevoked, notFound, type Outcome } from './refusal.js';
 import type { RelayState } from './state.js';
 import type { HeldState, Lease } from './store.js';
 
@@ -29,23 +29,25 @@ export class Delivery {
     return segment;
   }
 
-  async inbox(key: KeyRecord, recipient: string, limit: number, wait: Wait): Promise<InboxBody> {
+  async inbox(key: KeyRecord, recipient: string, limit: number, wait: Wait): Promise<Outcome<InboxBody>> {
     const listed = () => {
       if (key.revokedAt !== undefined) return undefined;
       const held = this.state.store.list(recipient, limit);
       return held.length > 0 ? held : undefined;
     };
     const items = (await this.untilArrival(recipient, wait, listed)) ?? [];
+    if (key.revokedAt !== undefined) return keyRevoked();
     // Listed envelopes are held (pending or leased), never burned.
     return { envelopes: items.map((h) => ({ id: h.id, size: h.size, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state as HeldState })) };
   }
 
   /**
    * The oldest pending envelope of `recipient`, leased to `key`; undefined when none came in time.
-   * Never leased to a key revoked while it waited (the caller answers key_revoked then).
+   * Never leased to a key revoked while it waited: that wait ends in key_revoked.
    */
-  async lease(key: KeyRecord, recipient: string, wait: Wait): Promise<Lease | undefined> {
-    return this.untilArrival(recipient, wait, () => (key.revokedAt === undefined ? this.state.store.lease(recipient, key.id) : undefined));
+  async lease(key: KeyRecord, recipient: string, wait: Wait): Promise<Outcome<Lease | undefined>> {
+    const lease = await this.untilArrival(recipient, wait, () => (key.revokedAt === undefined ? this.state.store.lease(recipient, key.id) : undefined));
+    return lease === undefined && key.revokedAt !== undefined ? keyRevoked() : lease;
   }
 
   /** The long-poll of inbox and lease: `attempt()` now, and again whenever something arrives for `recipient`, until it gives a value or the wait ends. */

@@ -6,7 +6,8 @@
  * Disk write order (crash safety): every tile and bundle of a batch is written and fdatasync'ed,
  * their folders fsync'ed, and only then the checkpoint: `checkpoint.tmp` written and synced,
  * the old `checkpoint` hard-linked as `checkpoint.prev`, the new one renamed over `checkpoint`
- * (atomic: a `checkpoint` exists at every instant), the folder synced. Files covered by a checkpoint are never rewritten (tile paths are immutable).
+ * (atomic: a `checkpoint` exists at every instant), the folder synced. Files covered by a
+ * checkpoint are never rewritten (tile paths are immutable).
  */
 import { promises as fs, constants } from 'node:fs';
 import path from 'node:path';

@@ -27,7 +27,7 @@ import {
 import { LogCorruptError, LogPrunedError } from './log.js';
 import { LogReads } from './log-api.js';
 import { Operator } from './operator.js';
-import { Refusal, badRequest, keyRevoked, notFound } from './refusal.js';
+import { Refusal, badRequest, notFound } from './refusal.js';
 import { Router, type Params, type Route } from './router.js';
 import type { RelayState } from './state.js';
 import { receiveEnvelope } from './upload-body.js';
@@ -296,8 +296,7 @@ export class RelayServer {
     const limit = queryInt(query, 'limit', { min: 1, max: 1000, fallback: 100 });
     const waitMs = queryWait(query, this.config.limits.maxWait);
     this.holdOpen(req, res, waitMs);
-    const body = await this.delivery.inbox(key, recipient, limit, { waitMs, signal: this.abortOnClose(res, key) });
-    if (key.revokedAt !== undefined) refuse(keyRevoked());
+    const body = accepted(await this.delivery.inbox(key, recipient, limit, { waitMs, signal: this.abortOnClose(res, key) }));
     if (!res.destroyed) sendJson(res, 200, body);
   }
 
@@ -307,8 +306,7 @@ export class RelayServer {
     const waitMs = queryWait(query, this.config.limits.maxWait);
     await drain(req);
     this.holdOpen(req, res, waitMs);
-    const lease = await this.delivery.lease(key, recipient, { waitMs, signal: this.abortOnClose(res, key) });
-    if (!lease && key.revokedAt !== undefined) refuse(keyRevoked());
+    const lease = accepted(await this.delivery.lease(key, recipient, { waitMs, signal: this.abortOnClose(res, key) }));
     if (!lease) {
       if (!res.destroyed) sendNoContent(res);
       return;
