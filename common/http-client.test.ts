@@ -138,6 +138,32 @@ test('a kept-alive connection the server closed is reused once and the request r
   client.close();
 });
 
+test('a server that read the request on a kept-alive connection, then reset it and stopped: the retry is refused, and the error still says the request may have arrived', async () => {
+  // A relay stopping with a request in hand: it may have acted on it (an upload stored and
+  // delivered) before the reset. The retry's "connection refused" must not claim it never left.
+  const acted: string[] = [];
+  const stopping = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url === '/hello') return void res.writeHead(200).end('hi');
+      acted.push(Buffer.concat(chunks).toString());
+      stopping.close();
+      req.socket.resetAndDestroy();
+    });
+  });
+  await new Promise<void>((resolve) => stopping.listen(0, '127.0.0.1', resolve));
+  const at = `http://127.0.0.1:${(stopping.address() as AddressInfo).port}`;
+  const client = new HttpClient();
+  assert.equal((await client.request(`${at}/hello`, { method: 'GET', timeoutMs: 2000 })).status, 200);
+  const err = await failure(client.request(`${at}/upload`, { method: 'POST', body: 'frame 57', timeoutMs: 2000 }));
+  assert.deepEqual(acted, ['frame 57'], 'the server acted on the request once');
+  assert.equal(err.failure, 'network');
+  assert.match(err.message, /ECONNREFUSED/, 'the retry met a closed port');
+  assert.equal(err.mayHaveArrived, true);
+  client.close();
+});
+
 test('a large body on a kept-alive connection the server closed meanwhile (EPIPE while writing) is retried once (x10)', async () => {
   const client = new HttpClient();
   const body = Buffer.alloc(5 * 1024 * 1024, 3);

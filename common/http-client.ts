@@ -151,15 +151,19 @@ export class HttpClient {
       });
       sent.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
-        // A kept-alive socket the server closed just as we reused it: the request never arrived
-        // (Node's documented retry case), so one immediate retry is safe. A large body meets EPIPE
-        // instead (still writing when the close arrives): the server cannot have acted on a
-        // request it never received whole, so that is retried too. (An agent whose 15 s interval
-        // outlasts the relay's 5 s keep-alive met this with every coalesced upload.)
+        // A kept-alive socket the server closed just as we reused it (Node's documented retry
+        // case): one immediate retry, safe because a repeated upload is answered 409 duplicate.
+        // A large body meets EPIPE instead (still writing when the close arrives). (An agent
+        // whose 15 s interval outlasts the relay's 5 s keep-alive met this with every coalesced
+        // upload.)
         if (!retried && sent.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
           settled = true;
           cleanup();
-          this.attempt(target, request, true).then(resolve, reject);
+          // Its fate is still unknown: the server may have read the request before it closed (a
+          // close with unread data resets), so a retry's "never arrived" must not hide that.
+          const mayHaveArrived = connected;
+          this.attempt(target, request, true).then(resolve, (e: unknown) =>
+            reject(e instanceof HttpClientError && mayHaveArrived && !e.mayHaveArrived ? new HttpClientError(e.failure, e.message, true) : e));
           return;
         }
         fail('network', err.message);

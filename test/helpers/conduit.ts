@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Conduit, type ConduitOptions } from '../../plant/conduit.js';
 import { cliPath } from './paths.js';
 import { until } from './wait.js';
+import { completeJsonLines } from './json-lines.js';
 import { reservePort } from './ports.js';
 import { stopChild } from './stop.js';
 import type { ReadingRecord } from '../../receiver/records.js';
@@ -54,7 +55,7 @@ export async function readSink(file: string): Promise<SinkRecord[]> {
     if (err.code === 'ENOENT') return '';
     throw err;
   });
-  return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as SinkRecord);
+  return completeJsonLines<SinkRecord>(text);
 }
 
 /** Frame numbers (as bigint) of the agent's frames in the sink, stream 1 only. */

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { cliPath } from './paths.js';
 import { stopChildren } from './stop.js';
+import { completeJsonLines } from './json-lines.js';
 import { makeReceiver, tempDir, type Device, type Receiver as ReceiverKeys, type RelayProcess } from './relay.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { encodeFrames, type Reading } from '../../protocol/frame.js';
@@ -109,7 +110,7 @@ export { until as waitFor } from './wait.js';
 
 export function readLines(file: string): Record<string, unknown>[] {
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return completeJsonLines(readFileSync(file, 'utf8'));
 }
 
 export async function readText(file: string): Promise<string> {
