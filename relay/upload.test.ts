@@ -121,7 +121,7 @@ test('after the body: well-formed, enrolled, signer, signature, not a duplicate;
   const device = generatePrivateKey('ML-DSA-65');
   const key = issue('small');
   // Built by hand: admit() itself refuses an unenrolled key; accept() checks again on the whole envelope.
-  const admitted = { limit: state.plan(key).envelopeLimit, plan: state.plan(key).plan } as Admitted;
+  const admitted: Admitted = { limit: state.plan(key).envelopeLimit, plan: state.plan(key).plan };
   const envelope = seal(device);
   const before = state.store.inFlightBytes;
 

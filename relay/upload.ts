@@ -28,11 +28,10 @@ export interface UploadRequest {
   contentLength: number | undefined;
 }
 
-/** An upload allowed to send its body: the largest envelope its plan takes, its plan and its device. */
+/** An upload allowed to send its body: the largest envelope its plan takes, and its plan. */
 export interface Admitted {
   limit: number;
   plan: Plan;
-  device: DeviceRecord;
 }
 
 /** The whole envelope, in a buffer reserved in the store, and its SHA-256. */
@@ -68,8 +67,8 @@ export class Uploads {
     if (request.mediaType !== ENVELOPE_MEDIA_TYPE) return this.refused(key, new Refusal('unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
     // The log's unwritten tiles are RAM: when the disk falls that far behind, uploads wait.
     if (this.state.log.congested) return this.refused(key, new Refusal('log_busy', 'the transparency log is writing a large backlog; retry shortly', 1000));
-    const device = this.enrolledDevice(key);
-    if (device instanceof Refusal) return this.refused(key, device);
+    const enrolled = this.enrolledDevice(key);
+    if (enrolled instanceof Refusal) return this.refused(key, enrolled);
     if (this.state.keys.inProgress(key) >= plan.maxConcurrentUploads) {
       return this.refused(key, new Refusal('too_many_uploads', `plan "${key.plan}" allows ${plan.maxConcurrentUploads} uploads in progress per key`, UPLOAD_ENDS_MS));
     }
@@ -80,7 +79,7 @@ export class Uploads {
       const full = this.roomFor(key, plan, contentLength);
       if (full) return this.refused(key, full);
     }
-    return { limit, plan, device };
+    return { limit, plan };
   }
 
   /**

@@ -144,11 +144,6 @@ test('reproduction 1: one key cannot fill memory for the TTL; uploads to a recip
   const flooder = await makeDevice(relay, 'flood');
   const tenant = await makeDevice(relay, 'pro');
 
-  // Addressed to a recipient key id no receiver key lists: nobody could collect it (the old relay held it 24 h).
-  const nobody = { kem: generatePrivateKey('X-Wing') } as Receiver;
-  assert.deepEqual(await outcomes([flooder.client.upload(flooder.seal(big('to nobody'), nobody, undefined, MiB))]), ['422 unknown_recipient']);
-  assert.equal((await relay.operator.stats()).memory.heldBytes, 0);
-
   // Ten uploads in a row, within rate and burst: the old relay stored seven and then refused everyone.
   const flood: string[] = [];
   let size = 0;
@@ -166,6 +161,11 @@ test('reproduction 1: one key cannot fill memory for the TTL; uploads to a recip
   // Another tenant still gets its 1 MiB envelope in.
   assert.deepEqual(await outcomes([tenant.client.upload(tenant.seal(big('another tenant'), receiver, undefined, MiB))]), ['201']);
   assert.equal((await relay.operator.stats()).byKey[tenant.apiKeyId]?.heldBytes, size + ENTRY_OVERHEAD);
+
+  // Addressed to a recipient key id no receiver key lists: nobody could collect it (the old relay held it 24 h).
+  const nobody = { kem: generatePrivateKey('X-Wing') } as Receiver;
+  assert.deepEqual(await outcomes([tenant.client.upload(tenant.seal(big('to nobody'), nobody, undefined, MiB))]), ['422 unknown_recipient']);
+  assert.equal((await relay.operator.stats()).memory.heldBytes, 3 * (size + ENTRY_OVERHEAD), 'nothing more held');
   assert.equal(await relay.stop(), 0);
 });
 
@@ -202,7 +202,7 @@ test('reproduction 2: a trickling body is cut off by the minimum rate (408 too_s
   const envelope = device.seal(big('trickle'), receiver, undefined, MiB);
   const trickle = slowUpload(relay, device.apiKey, envelope, 4096, 5);
   try {
-    await until('the trickling upload reserved its length', async () => (await relay.operator.stats()).byKey[device.apiKeyId]?.inFlightBytes === envelope.length, 20_000, 20);
+    await until('the trickling upload reserved its length', async () => (await relay.operator.stats()).memory.inFlightBytes === envelope.length, 20_000, 20);
     // The old relay let it trickle until requestTimeout (60 s).
     await until('the relay cut the trickling upload off', () => trickle.text() !== '', 30_000);
     await trickle.closed;
@@ -230,11 +230,13 @@ test('reproduction 2: a key at its plan\'s uploads in progress is refused (429 t
   const receiver = await makeReceiver(relay);
   const greedy = await makeDevice(relay, 'two');
   const other = await makeDevice(relay, 'pro');
-  const slow = [0, 1].map((i) => slowUpload(relay, greedy.apiKey, greedy.seal(markedPlaintext(`held open ${i}`), receiver), 1000));
+  const held = [0, 1].map((i) => greedy.seal(markedPlaintext(`held open ${i}`), receiver));
+  const slow = held.map((envelope) => slowUpload(relay, greedy.apiKey, envelope, 1000));
   try {
-    await until('two uploads of the key in progress', async () => (await relay.operator.stats()).byKey[greedy.apiKeyId]?.uploads === 2, 20_000, 20);
+    await until('two uploads of the key in progress (both reserved)', async () => (await relay.operator.stats()).memory.inFlightBytes === held[0]!.length + held[1]!.length, 20_000, 20);
     assert.deepEqual(await outcomes([greedy.client.upload(greedy.seal(markedPlaintext('third'), receiver))]), ['429 too_many_uploads']);
     assert.deepEqual(await outcomes([other.client.upload(other.seal(markedPlaintext('other key'), receiver))]), ['201']);
+    assert.equal((await relay.operator.stats()).byKey[greedy.apiKeyId]?.uploads, 2);
   } finally {
     slow.forEach((s) => s.destroy());
   }
@@ -258,7 +260,7 @@ test('purge: `ghostpipe keys purge ID` burns what one key holds, audited; other 
     await flooder.client.upload(envelope);
   }
   await other.client.upload(other.seal(markedPlaintext('keep me'), receiver));
-  assert.equal((await relay.operator.stats()).byKey[flooder.apiKeyId]?.heldBytes, 5 * (size + ENTRY_OVERHEAD));
+  assert.equal((await relay.operator.stats()).memory.heldBytes, 6 * (size + ENTRY_OVERHEAD));
 
   // The operator's remedy: revoke (stops new uploads), then purge (frees what it holds now).
   await relay.operator.revokeKey(flooder.apiKeyId);
