@@ -38,8 +38,12 @@ export class Authenticator {
 
   /** Whether the TCP peer is a trusted proxy (its X-Forwarded-For names the client). */
   viaProxy(req: IncomingMessage): boolean {
-    const direct = req.socket.remoteAddress;
-    return direct !== undefined && (this.trustedProxies.includes(direct) || this.trustedProxies.includes(normalizeAddress(direct)));
+    return this.isTrustedProxy(req.socket.remoteAddress);
+  }
+
+  /** `address` as the socket reports it; an IPv4-mapped IPv6 form matches its IPv4 entry. */
+  isTrustedProxy(address: string | undefined): boolean {
+    return address !== undefined && (this.trustedProxies.includes(address) || this.trustedProxies.includes(normalizeAddress(address)));
   }
 
   /** The client's address: the TCP peer, or behind trusted proxies the last untrusted X-Forwarded-For hop. */

@@ -66,12 +66,14 @@ export class RelayServer {
   private readonly delivery: Delivery;
   private readonly operator: Operator;
   private readonly logReads: LogReads;
-  /** Open connections per TCP peer address (trusted proxies not counted: see dispatch). */
+  /** Open connections per TCP peer address (trusted proxies not counted: see admitConnection). */
   private readonly peers: SourceLimit;
   /** Requests in progress per forwarded client address, for connections from trusted proxies. */
   private readonly proxied: SourceLimit;
   private openConnections = 0;
   private slowUploads = 0;
+  /** limits.minUploadRate as bytes per window (undefined: off), resolved once. */
+  private readonly minUploadRate: { bytes: number; windowMs: number } | undefined;
 
   /** Every endpoint of docs/API.md, and the only list of them: 404 and 405 are derived from it (relay/router.ts). */
   private readonly router = new Router<Handler>([
@@ -109,6 +111,8 @@ export class RelayServer {
     this.logReads = new LogReads(state);
     this.peers = new SourceLimit(config.limits.maxConnectionsPerSource);
     this.proxied = new SourceLimit(config.limits.maxConnectionsPerSource);
+    const { minUploadRate, uploadRateWindow } = config.limits;
+    this.minUploadRate = minUploadRate > 0 ? { bytes: Math.ceil((minUploadRate * uploadRateWindow) / 1000), windowMs: uploadRateWindow } : undefined;
   }
 
   async listen(): Promise<{ host: string; port: number }[]> {
@@ -172,7 +176,7 @@ export class RelayServer {
     this.openConnections++;
     socket.once('close', () => this.openConnections--);
     const source = normalizeAddress(socket.remoteAddress);
-    if (this.config.trustedProxies.includes(source) || this.config.trustedProxies.includes(socket.remoteAddress ?? '')) return;
+    if (this.auth.isTrustedProxy(socket.remoteAddress)) return;
     if (!this.peers.take(source)) {
       // One line per refused connection would let a flood fill the journal: the first, then every 1000th.
       if (this.peers.refused % 1000 === 1) this.logger.warn({ ip: source, open: this.peers.count(source), refused: this.peers.refused }, 'connection closed: source address at limits.maxConnectionsPerSource (counted in /v2/stats connections.refused)');
@@ -320,10 +324,8 @@ export class RelayServer {
   private async upload({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
     const declared = contentLength(req);
-    const { minUploadRate, uploadRateWindow } = this.config.limits;
-    const minRate = minUploadRate > 0 ? { bytes: Math.ceil((minUploadRate * uploadRateWindow) / 1000), windowMs: uploadRateWindow } : undefined;
     const receive = (admitted: Admitted) => receiveEnvelope(req, {
-      limit: admitted.limit, contentLength: declared, planName: key.plan, revoked: this.state.keys.revokedSignal(key), minRate,
+      limit: admitted.limit, contentLength: declared, planName: key.plan, revoked: this.state.keys.revokedSignal(key), minRate: this.minUploadRate,
       reserve: (header) => this.uploads.reserve(key, admitted, header),
       discard: (buffer) => this.state.store.discard(buffer),
     });
