@@ -19,7 +19,7 @@ import os from 'node:os';
 import { prng } from '../../common/prng.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
-import { generatePrivateKey } from '../../protocol/keys.js';
+import { generatePrivateKey, keyIdHex } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { Witness, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, verifyConsistency, fromBase64 } from '../../protocol/tlog/index.js';
 
@@ -373,8 +373,9 @@ function assertEqual(actual: unknown, expected: unknown, what: string): void {
 }
 
 /**
- * A second device that uploads a burst of envelopes to a recipient nobody reads, so the relay
- * appends many log leaves at once: a kill during the burst lands in the middle of log writes.
+ * A second device that uploads a burst of envelopes to a recipient nobody reads (a receiver key
+ * lists it and is never used), so the relay appends many log leaves at once: a kill during the
+ * burst lands in the middle of log writes.
  */
 export class BurstDevice {
   private constructor(private readonly client: RelayClient, private readonly sign: ReturnType<typeof generatePrivateKey>, private readonly recipientPublicKey: Uint8Array) {}
@@ -387,6 +388,8 @@ export class BurstDevice {
     const kem = generatePrivateKey('X-Wing');
     await client.enroll(sign.publicKey, kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(sign.seed, msg, ctx));
     const sink = generatePrivateKey('X-Wing');
+    // Listed by a receiver key that never reads: the relay refuses uploads to a recipient no active receiver key lists (422).
+    await operator.createKey({ role: 'receiver', plan: 'enterprise', label: 'fault burst sink (never reads)', recipients: [keyIdHex('X-Wing', sink.publicKey)] });
     return new BurstDevice(client, sign, sink.publicKey);
   }
 
