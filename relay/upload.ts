@@ -74,7 +74,7 @@ export class Uploads {
     }
     const { contentLength } = request;
     if (contentLength !== undefined && contentLength > limit) return this.refused(key, tooLarge(limit, key.plan));
-    // Full before the first byte: refuse now, read nothing (the connection is then cut off).
+    // Full before the first byte: refuse now, reserve nothing (the HTTP layer discards the body).
     if (contentLength !== undefined) {
       const full = this.roomFor(key, plan, contentLength);
       if (full) return this.refused(key, full);
