@@ -6,7 +6,7 @@ import { loadPublicKey, loadReceiverKey, readPrivateKeyFile } from '../common/ke
 import { RelayClient } from '../common/relay-client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
-import type { ReceiverConfig, SinkConfig } from './config.js';
+import { plainHttpOffLoopback, type ReceiverConfig, type SinkConfig } from './config.js';
 import { LogTrust } from './log-trust.js';
 import { DeviceTrust } from './trust.js';
 import { RevocationWatch } from './revocations.js';
@@ -126,7 +126,11 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
     maxAgeMs: config.replay.maxAge, maxFutureMs: config.replay.maxFuture,
     waitMs: config.relay.wait, checkpointIntervalMs: config.relay.checkpointInterval,
     retry: { initialMs: config.retry.initial, maxMs: config.retry.max },
+    unprovenAlertAfterMs: config.relay.unprovenAlertAfter,
   });
+  if (plainHttpOffLoopback(config.relay.url)) {
+    logger.warn({ relay: new URL(config.relay.url).origin }, 'relay.allowPlainHttp: the API key and every relay answer travel unprotected; anyone on the path can read the key and delay delivery with garbage answers');
+  }
   logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length }, 'receiver started');
   return {
     receiver,
