@@ -25,7 +25,7 @@ import { toRecords } from './records.js';
 import { SinkError, type Sink } from './sinks/sink.js';
 import { StateFileError } from '../common/state-errors.js';
 import { saveEvidence } from './state.js';
-import { UnprovenAnswers } from './unproven.js';
+import { UnprovenAnswers, type Source } from './unproven.js';
 
 export type RefusalCode =
   | 'id_mismatch' | 'malformed' | 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration'
@@ -107,13 +107,15 @@ export class Receiver {
     const backoff = new Backoff({ initialMs: this.o.retry.initialMs, maxMs: this.o.retry.maxMs });
     let lastCheckpoint = 0;
     while (!this.stopping.signal.aborted) {
+      let stage: Source = 'checkpoint';
       try {
         if (this.now() - lastCheckpoint >= this.o.checkpointIntervalMs) {
           const { size, changed } = await this.o.log.refresh();
           if (changed) logger.debug({ size }, 'checkpoint trusted');
-          this.unproven.verified();
+          this.unproven.verified('checkpoint');
           lastCheckpoint = this.now();
         }
+        stage = 'envelope';
         const wait = Math.min(this.o.waitMs, this.o.checkpointIntervalMs);
         const lease = await this.untilStopped(this.o.client.lease(this.o.recipientKeyId, { waitMs: wait }));
         if (lease === undefined || lease === null) continue;
@@ -127,7 +129,7 @@ export class Receiver {
       } catch (err) {
         if (err instanceof LogIntegrityError && err.kind !== 'unproven') return this.integrityFailure(err);
         if (isUnproven(err)) {
-          this.unproven.failed(err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message);
+          this.unproven.failed(stage, err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message);
           await sleep(backoff.next(), this.stopping.signal);
           continue;
         }
@@ -197,7 +199,7 @@ export class Receiver {
       if (h.createdAt - now > this.o.maxFutureMs) throw new Refusal('from_future', `created ${new Date(h.createdAt).toISOString()}, more than ${this.o.maxFutureMs} ms ahead of this clock`);
       await this.o.log.proveIncluded(transferLeaf(bytes).hash, lease.leafIndex);
       this.notLoggedSince = undefined;
-      this.unproven.verified();
+      this.unproven.verified('envelope');
       await this.o.trust.checkLogRevocation(h.senderKeyId);
 
       const key = streamKey(Buffer.from(h.senderKeyId).toString('hex'), h.streamId);
@@ -255,7 +257,7 @@ export class Receiver {
       if (isUnproven(err)) {
         // Not opened, not acknowledged: the envelope stays at the relay for an answer that proves its inclusion.
         await this.o.client.release(lease.leaseId).catch(() => undefined);
-        this.unproven.failed(err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message, context);
+        this.unproven.failed('envelope', err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message, context);
         return 'retry';
       }
       if ((err instanceof SinkError && !err.localFailure) || (err instanceof RelayError && !refusesReceiver(err))) {

@@ -6,6 +6,9 @@
  */
 import type { Logger } from '../common/log.js';
 
+/** checkpoint: the periodic checkpoint fetch; envelope: a lease answer or the proofs for one leased envelope. */
+export type Source = 'checkpoint' | 'envelope';
+
 export interface UnprovenOptions {
   logger: Logger;
   /** Continuous time of nothing but unproven answers after which an error-level alert is logged (and again every such period). */
@@ -21,6 +24,8 @@ export class UnprovenAnswers {
   /** Start of the current run of failures (undefined: the last answer verified). */
   private since: number | undefined;
   private lastAlert: number | undefined;
+  /** Where the last failure was: a verified checkpoint does not end a run of garbage inclusion proofs. */
+  private lastSource: Source | undefined;
   private readonly now: () => number;
 
   constructor(private readonly o: UnprovenOptions) {
@@ -33,9 +38,10 @@ export class UnprovenAnswers {
   }
 
   /** One more answer that proved nothing; `reason` is its code. The caller retries after its backoff. */
-  failed(reason: string, message: string, context: Record<string, unknown> = {}): void {
+  failed(source: Source, reason: string, message: string, context: Record<string, unknown> = {}): void {
     const now = this.now();
     this.count++;
+    this.lastSource = source;
     this.since ??= now;
     const failingMs = now - this.since;
     this.o.logger.warn({ ...context, reason, failingMs, unproven: this.count }, `relay answer proves nothing, retrying: ${message}`);
@@ -49,9 +55,12 @@ export class UnprovenAnswers {
     }
   }
 
-  /** An answer verified: the run of failures, if any, is over. */
-  verified(): void {
-    if (this.since === undefined) return;
+  /**
+   * An answer verified. An envelope's inclusion proven ends any run of failures; a verified
+   * checkpoint ends only a run whose last failure was a checkpoint (the proofs may still be garbage).
+   */
+  verified(source: Source): void {
+    if (this.since === undefined || (source === 'checkpoint' && this.lastSource !== 'checkpoint')) return;
     this.o.logger.info({ failedForMs: this.now() - this.since, unproven: this.count }, 'relay answers verify again');
     this.since = undefined;
     this.lastAlert = undefined;
