@@ -11,7 +11,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../common/relay-client.js';
-import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
+import { Witness, WitnessError, consistencyProvesFork, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { loadWitnessState, saveWitnessState } from './state.js';
 import { sleep } from '../common/backoff.js';
 
@@ -159,18 +159,24 @@ export class LogTrust {
 
   /**
    * Witness.update verifies the signature before anything else, so a rollback or a same-size fork
-   * rests on two validly signed notes. A larger tree whose consistency proof fails may be an honest
-   * checkpoint with a garbage proof (the proof is unsigned): it proves nothing, and the witness does
-   * not move, so nothing beyond the trusted tree is ever opened on its strength.
+   * rests on two validly signed notes. A larger tree whose consistency proof fails is a fork only
+   * when the proof leads to its signed root but to another root for our size (consistencyProvesFork);
+   * otherwise it may be an honest checkpoint with a garbage proof (the proof is unsigned): it proves
+   * nothing, and the witness does not move, so nothing beyond the trusted tree is opened on it.
    */
   private witnessFailure(err: WitnessError, offered: string, proof: { from: number; to: number; hashes: Uint8Array[] }): LogIntegrityError {
-    const trusted = this.witness.checkpoint.note;
+    const trusted = this.witness.checkpoint;
     switch (err.code) {
       case 'rollback':
       case 'fork':
-        return new LogIntegrityError(err.code, `relay log: ${err.message}`, 'signed_conflict', { trusted, offered });
-      case 'bad_proof':
-        return new LogIntegrityError('bad_consistency_proof', `relay log: ${err.message}`, 'unproven', { trusted, offered, proof });
+        return new LogIntegrityError(err.code, `relay log: ${err.message}`, 'signed_conflict', { trusted: trusted.note, offered });
+      case 'bad_proof': {
+        const offeredRoot = parseCheckpoint(parseNote(offered).text).root; // parsed and verified by update() already
+        if (consistencyProvesFork(proof.from, proof.to, proof.hashes, trusted.root, offeredRoot)) {
+          return new LogIntegrityError('fork', `relay log: the signed tree of size ${proof.to} does not extend the trusted one of size ${proof.from}: its own consistency proof gives another root for the first ${proof.from} leaves`, 'signed_conflict', { trusted: trusted.note, offered, proof });
+        }
+        return new LogIntegrityError('bad_consistency_proof', `relay log: ${err.message}`, 'unproven');
+      }
       default:
         return new LogIntegrityError(err.code, `relay log: ${err.message}`, 'unproven');
     }

@@ -10,10 +10,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, startRelay, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
 import { decodePrivateKeyPem, decodePublicKeyPem } from '../../protocol/keys.js';
-import { mlDsaNoteSigner, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, signCheckpoint } from '../../protocol/tlog/index.js';
+import { consistencyProvesFork, MerkleTree, mlDsaNoteSigner, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, signCheckpoint } from '../../protocol/tlog/index.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, run, seal, startReceiverProcess, waitFor, type Proc, type ReceiverSetup } from '../helpers/receiver.js';
 import { isLease, json, startRelayInTheMiddle, withJson, type RelayInTheMiddle } from '../helpers/relay-in-the-middle.js';
 
@@ -224,6 +224,71 @@ test('a fork the relay signed (same size, another root, valid signature): exit 3
   const offered = verify(evidence['offered']);
   assert.equal(trusted.size, offered.size);
   assert.notDeepEqual(Buffer.from(trusted.root), Buffer.from(offered.root));
+});
+
+test('garbage consistency proofs for an honest larger checkpoint prove nothing: retried, the envelope beyond the trusted tree waits, then arrives once', async () => {
+  const device = await makeDevice(relay, 'enterprise');
+  const { setup, sink, config } = await receiverViaProxy('garbage-consistency');
+  const proc = await startReceiverProcess(setup, config, 'garbage-consistency');
+  const size = parseCheckpoint(parseNote(await relay.operator.checkpoint()).text).size;
+  await waitFor('the current checkpoint trusted', () => proc.logs().some((l) => l['msg'] === 'checkpoint trusted' && l['size'] === size), 30_000, proc.output);
+  proxy.rewrite = (method, url, a) => {
+    if (method !== 'GET' || !url.startsWith('/v2/log/proof/consistency') || a.status !== 200) return undefined;
+    const proof = json(a);
+    return withJson(a, { ...proof, proof: (proof['proof'] as string[]).map(() => Buffer.alloc(32, 0xcd).toString('base64')) });
+  };
+  const env = seal(device, setup.keys, { seq: 1n });
+  await device.client.upload(env);
+  await waitFor('warnings bad_consistency_proof', () => unproven(proc, 'bad_consistency_proof').length >= 2, 30_000, proc.output);
+  assert.equal(proc.child.exitCode, null, 'still running');
+  assert.equal(readLines(sink).length, 0, 'its leaf is beyond the trusted tree: not opened');
+  proxy.rewrite = () => undefined;
+  await arrivesOnce(proc, setup, sink, '1');
+  assert.equal(await proc.kill('SIGTERM'), 0);
+});
+
+test('a fork the relay signed at a larger size, shown by its own consistency proof: exit 3, evidence with both notes and the proof', async () => {
+  const { setup, sink, config } = await receiverViaProxy('signed-fork-larger');
+  // A trusted size that is not a power of two (a perfect subtree is left out of the proof).
+  let size = parseCheckpoint(parseNote(await relay.operator.checkpoint()).text).size;
+  while ((size & (size - 1)) === 0) {
+    await makeDevice(relay); // one registration leaf more
+    size = await untilCheckpointCovers(relay.operator, size + 1);
+  }
+  const proc = await startReceiverProcess(setup, config, 'signed-fork-larger');
+  const cp = parseCheckpoint(parseNote(await relay.operator.checkpoint()).text);
+  await waitFor('the real checkpoint trusted', () => proc.logs().some((l) => l['msg'] === 'checkpoint trusted' && l['size'] === cp.size), 30_000, proc.output);
+  // Another history: the same entries with the first one changed, one entry longer, signed by the relay's key.
+  const forked = new MerkleTree();
+  const entries = await relay.operator.entries(0, cp.size);
+  entries.forEach((e, i) => forked.appendData(i === 0 ? Uint8Array.from([...e.data, 0x00]) : e.data));
+  forked.appendData(new TextEncoder().encode('rewritten history'));
+  const key = decodePrivateKeyPem(readFileSync(path.join(relay.stateDir, 'relay.sign.key'), 'utf8'));
+  const forgedNote = signCheckpoint({ origin: cp.origin, size: cp.size + 1, root: forked.root() }, [mlDsaNoteSigner(cp.origin, key.seed)]);
+  const proof = forked.consistencyProof(cp.size, cp.size + 1);
+  proxy.rewrite = (method, url, a) => {
+    if (method === 'GET' && url === '/v2/log/checkpoint') return { ...a, status: 200, body: Buffer.from(forgedNote) };
+    if (method === 'GET' && url === `/v2/log/proof/consistency?from=${cp.size}&to=${cp.size + 1}`) {
+      return { ...a, status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify({ from: cp.size, to: cp.size + 1, proof: proof.map((h) => Buffer.from(h).toString('base64')) })) };
+    }
+    return undefined;
+  };
+  assert.equal(await proc.exited, 3, proc.output());
+  proxy.rewrite = () => undefined;
+  const fatal = proc.logs().find((l) => l['level'] === 60)!;
+  assert.equal(fatal['reason'], 'fork', proc.output());
+  assert.match(String(fatal['msg']), /does not extend the trusted one/);
+  assert.equal(readLines(sink).length, 0);
+  const evidence = JSON.parse(readFileSync(fatal['evidence'] as string, 'utf8')) as { reason: string; trusted: string; offered: string; proof: { from: number; to: number; hashes: string[] } };
+  assert.equal(evidence.reason, 'fork');
+  assert.deepEqual(evidence.proof, { from: cp.size, to: cp.size + 1, hashes: proof.map((h) => Buffer.from(h).toString('base64')) });
+  // An auditor's check: both notes verify with the pinned key, and the proof leads to the offered
+  // root but not to the trusted root.
+  const pinned = decodePublicKeyPem(readFileSync(setup.relayPubFile, 'utf8')).publicKey;
+  const verify = (note: string) => openCheckpoint(note, [mlDsaNoteVerifier(cp.origin, pinned)]).checkpoint;
+  const trusted = verify(evidence.trusted);
+  const offered = verify(evidence.offered);
+  assert.ok(consistencyProvesFork(trusted.size, offered.size, evidence.proof.hashes.map((h) => new Uint8Array(Buffer.from(h, 'base64'))), trusted.root, offered.root));
 });
 
 test('oversized, truncated and mislabelled lease answers: refused or retried, the receiver keeps running, the real envelope then arrives once', async () => {
