@@ -23,6 +23,7 @@ import { sleep } from '../common/backoff.js';
 const CHECKPOINT_WAIT_MS = 1500;
 const CHECKPOINT_POLL_MS = [5, 10, 20, 40, 80, 150, 250];
 
+/** Which log check failed; its IntegrityKind decides whether the receiver stops. */
 export type IntegrityCode =
   | 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof'
   | 'bad_consistency_proof' | 'bad_entries' | 'new_epoch';

@@ -84,7 +84,7 @@ export class Receiver {
   stoppedBy: string | undefined;
   /** Since when envelopes keep waiting for a signed checkpoint (undefined: none waiting). */
   private notLoggedSince: number | undefined;
-  /** Relay answers that proved nothing: counted in `counts.unproven`/`counts.alerts` too. */
+  /** Relay answers that proved nothing: their count and alerts are in status(). */
   readonly unproven: UnprovenAnswers;
 
   constructor(private readonly o: ReceiverOptions) {
@@ -199,8 +199,8 @@ export class Receiver {
       if (h.createdAt - now > this.o.maxFutureMs) throw new Refusal('from_future', `created ${new Date(h.createdAt).toISOString()}, more than ${this.o.maxFutureMs} ms ahead of this clock`);
       await this.o.log.proveIncluded(transferLeaf(bytes).hash, lease.leafIndex);
       this.notLoggedSince = undefined;
-      this.unproven.verified('envelope');
       await this.o.trust.checkLogRevocation(h.senderKeyId);
+      this.unproven.verified('envelope'); // after both proofs: lying entries must not end a run of failures
 
       const key = streamKey(Buffer.from(h.senderKeyId).toString('hex'), h.streamId);
       const fp = fingerprint(id);

@@ -73,7 +73,7 @@ test('a relay that hides a revocation in its DID record is caught by the revocat
 
 test('log entries that do not hash to the signed root (a revocation leaf swapped out) prove nothing: retried, never believed; the envelope arrives once they are honest', async () => {
   const device = await makeDevice(relay, 'enterprise');
-  const { setup, sink, config } = await receiverViaProxy('lying-entries');
+  const { setup, sink, config } = await receiverViaProxy('lying-entries', { unprovenAlertAfter: '2s' });
   const env = seal(device, setup.keys, { seq: 1n });
   await device.client.upload(env);
   await relay.operator.revokeDevice((await makeDevice(relay)).did); // a revocation leaf to hide
@@ -90,6 +90,10 @@ test('log entries that do not hash to the signed root (a revocation leaf swapped
   const proc = await startReceiverProcess(setup, config, 'lying-entries');
   await waitFor('two warnings bad_entries (retried)', () => unproven(proc, 'bad_entries').length >= 2, 30_000, proc.output);
   assert.match(String(unproven(proc, 'bad_entries')[0]!['msg']), /do not hash to its signed root/);
+  // The envelope's inclusion proof holds each time, but that does not end the run of failures.
+  const alert = await waitFor('the alert line', () => proc.logs().find((l) => l['level'] === 50 && l['alert'] === 'relay_unproven'), 30_000, proc.output);
+  assert.equal(alert['reason'], 'bad_entries');
+  assert.ok(!proc.logs().some((l) => l['msg'] === 'relay answers verify again'), 'no recovery while the entries lie');
   assert.equal(proc.child.exitCode, null, 'still running');
   assert.equal(readLines(sink).length, 0);
   assert.deepEqual(await held(setup), [envelopeId(env)], 'not acknowledged on the strength of unproven entries');
