@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { isLoopbackHost, checkTransport, loadReceiverConfig, TransportError } from './config.js';
+import { isLoopbackHost, checkTransport, loadReceiverConfig, plainHttpOffLoopback, TransportError } from './config.js';
 
 test('plain HTTP only to loopback', () => {
   for (const h of ['127.0.0.1', '127.9.9.9', '::1', '[::1]', 'localhost']) assert.ok(isLoopbackHost(h), h);
@@ -37,7 +37,10 @@ test('a plain-HTTP relay off loopback is a config error naming relay.url and rel
   withConfig({ url: 'http://10.1.2.3:8787', allowPlainHttp: true }, (file) => {
     const config = loadReceiverConfig(file);
     assert.equal(config.relay.allowPlainHttp, true);
+    assert.equal(plainHttpOffLoopback(config.relay.url), true, 'the start line then warns');
   });
+  assert.equal(plainHttpOffLoopback('http://127.0.0.1:8787'), false);
+  assert.equal(plainHttpOffLoopback('https://10.1.2.3'), false);
   withConfig({ url: 'http://127.0.0.1:8787' }, (file) => assert.equal(loadReceiverConfig(file).relay.allowPlainHttp, false));
   withConfig({ url: 'https://relay.example.net' }, (file) => assert.equal(loadReceiverConfig(file).relay.url, 'https://relay.example.net'));
 });
