@@ -61,8 +61,8 @@ export interface ReceiverOptions {
   waitMs: number;
   checkpointIntervalMs: number;
   retry: { initialMs: number; maxMs: number };
-  /** Continuous time of unproven relay answers before the error-level alert (relay.unprovenAlertAfter). */
-  unprovenAlertAfterMs: number;
+  /** Relay answers that prove nothing: counted, warned about, alerted on (relay.unprovenAlertAfter); shared with the start. */
+  unproven: UnprovenAnswers;
   now?: () => number;
 }
 
@@ -89,7 +89,7 @@ export class Receiver {
 
   constructor(private readonly o: ReceiverOptions) {
     this.now = o.now ?? Date.now;
-    this.unproven = new UnprovenAnswers({ logger: o.logger, alertAfterMs: o.unprovenAlertAfterMs, now: this.now });
+    this.unproven = o.unproven;
   }
 
   /** The counters of the `receiver stopped` line (and of any status output): envelopes and unproven answers. */

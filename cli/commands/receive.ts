@@ -2,7 +2,7 @@ import { CliError, requireString, type Command } from '../command.js';
 import { ConfigError } from '../../common/schema.js';
 import { createLogger } from '../../common/log.js';
 import { loadReceiverConfig, TransportError } from '../../receiver/config.js';
-import { SetupError, startReceiver } from '../../receiver/index.js';
+import { SetupError, StartAborted, startReceiver } from '../../receiver/index.js';
 import path from 'node:path';
 import { LogIntegrityError } from '../../receiver/log-trust.js';
 import { saveEvidence } from '../../receiver/state.js';
@@ -39,14 +39,19 @@ export const receive: Command = {
     const toStderr = config.sinks.some((s) => s.type === 'stdout');
     const logger = createLogger('receiver', config.logLevel, toStderr ? process.stderr : process.stdout);
     let running;
+    // Installed before the start: it may wait (with backoff) for a relay answer that verifies.
+    const starting = new AbortController();
+    let onSignal = (signal: string) => {
+      logger.info({ signal }, 'signal received while starting; stopping');
+      starting.abort();
+    };
+    const signalListener = (signal: NodeJS.Signals) => onSignal(signal);
+    process.once('SIGTERM', signalListener);
+    process.once('SIGINT', signalListener);
     try {
-      running = await startReceiver(config, logger);
+      running = await startReceiver(config, logger, starting.signal);
     } catch (err) {
-      if (err instanceof LogIntegrityError && err.kind === 'unproven') {
-        // An answer that proves nothing stops nothing for good: exit 1 like an unreachable relay, and the unit restarts us.
-        logger.error({ reason: err.code }, `relay answer proves nothing at start: ${err.message}`);
-        throw new CliError(`receive: cannot start: the relay's answer proves nothing (${err.code}): ${err.message}`, 1);
-      }
+      if (err instanceof StartAborted) return 0;
       if (err instanceof LogIntegrityError) {
         let evidence: string | undefined;
         if (err.evidence) evidence = await saveEvidence(path.resolve(config.stateDir), err.code, err.evidence, err.message).catch(() => undefined);
@@ -61,12 +66,11 @@ export const receive: Command = {
       throw err;
     }
     const { receiver } = running;
-    const onSignal = (signal: string) => {
+    onSignal = (signal: string) => {
       logger.info({ signal }, 'signal received; finishing the current envelope');
       receiver.stop();
     };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    if (starting.signal.aborted) receiver.stop(); // the signal came as the start finished
     let code = await receiver.run();
     try {
       await running.close();

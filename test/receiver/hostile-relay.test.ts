@@ -175,8 +175,9 @@ test('checkpoints with a broken signature, then unparseable ones: counted and re
   assert.ok(!proc.logs().some((l) => l['level'] === 60), 'no fatal line');
 });
 
-test('another checkpoint key announced at start proves nothing: exit 1 (the unit restarts it), not 3', async () => {
-  const { setup, config } = await receiverViaProxy('wrong-key');
+test('another checkpoint key announced at start proves nothing: retried with the alert, not exit 3; SIGTERM meanwhile exits 0; once honest the receiver starts and the envelope arrives once', async () => {
+  const device = await makeDevice(relay, 'enterprise');
+  const { setup, sink, config } = await receiverViaProxy('wrong-key', { unprovenAlertAfter: '1s' });
   const pinned = decodePublicKeyPem(readFileSync(setup.relayPubFile, 'utf8')).publicKey;
   proxy.rewrite = (method, url, a) => {
     if (method !== 'GET' || url !== '/v2/log/key' || a.status !== 200) return undefined;
@@ -184,10 +185,25 @@ test('another checkpoint key announced at start proves nothing: exit 1 (the unit
     other[0]! ^= 0xff;
     return withJson(a, { ...json(a), publicKey: other.toString('base64') });
   };
+  // Stopped while it waits: a clean exit.
+  const first = await startReceiverProcess(setup, config, 'wrong-key-stopped');
+  await waitFor('a warning key_mismatch', () => unproven(first, 'key_mismatch').length >= 1, 30_000, first.output);
+  assert.equal(await first.kill('SIGTERM'), 0, first.output());
+
   const proc = await startReceiverProcess(setup, config, 'wrong-key');
-  assert.equal(await proc.exited, 1, proc.output());
-  assert.match(proc.output(), /the relay's answer proves nothing \(key_mismatch\)/);
+  const alert = await waitFor('the alert line', () => proc.logs().find((l) => l['level'] === 50 && l['alert'] === 'relay_unproven'), 30_000, proc.output);
+  assert.equal(alert['reason'], 'key_mismatch');
+  assert.match(String(unproven(proc, 'key_mismatch')[0]!['msg']), /announces a checkpoint key other than the pinned relay public key/);
+  assert.equal(proc.child.exitCode, null, 'still running');
+  assert.ok(!proc.logs().some((l) => l['msg'] === 'receiver started'));
+  const env = seal(device, setup.keys, { seq: 1n });
+  await device.client.upload(env);
   proxy.rewrite = () => undefined;
+  await waitFor('receiver started', () => proc.logs().some((l) => l['msg'] === 'receiver started'), 30_000, proc.output);
+  await arrivesOnce(proc, setup, sink, '1');
+  assert.equal(await proc.kill('SIGTERM'), 0);
+  assert.ok((stopped(proc)['unproven'] as number) >= 2, 'the failures at start are counted in the stop line');
+  assert.ok((stopped(proc)['alerts'] as number) >= 1);
 });
 
 test('a fork the relay signed (same size, another root, valid signature): exit 3, both signed notes saved as evidence that verifies', async () => {
