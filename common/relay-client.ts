@@ -272,16 +272,16 @@ export class RelayClient {
   }
   async inclusionProof(at: { index: number } | { hash: Uint8Array | string }, size?: number): Promise<InclusionProof> {
     const where = 'index' in at ? `index=${at.index}` : `hash=${typeof at.hash === 'string' ? at.hash : Buffer.from(at.hash).toString('hex')}`;
-    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`);
+    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`, undefined, undefined, proofShape);
     return { leafIndex: raw.leafIndex, treeSize: raw.treeSize, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   async consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
-    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`);
+    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`, undefined, undefined, proofShape);
     return { from: raw.from, to: raw.to, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   /** Leaves [start, end), at most 1000. */
   async entries(start: number, end: number): Promise<LogEntry[]> {
-    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`);
+    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`, undefined, undefined, entriesShape);
     return raw.entries.map((e) => ({ index: e.index, data: new Uint8Array(Buffer.from(e.data, 'base64')) }));
   }
 
@@ -373,4 +373,14 @@ function auditQuery(query: AuditQuery, format: 'json' | 'csv'): string {
   if (query.key !== undefined) params.set('key', query.key);
   if (query.limit !== undefined) params.set('limit', String(query.limit));
   return params.toString();
+}
+
+/** Shapes of the log answers, checked so that garbage is a bad_response, never a TypeError later. */
+function proofShape(v: { proof?: unknown }): string | undefined {
+  return typeof v === 'object' && v !== null && Array.isArray(v.proof) && v.proof.every((p) => typeof p === 'string') ? undefined : 'proof must be a list of base64 strings';
+}
+function entriesShape(v: { entries?: unknown }): string | undefined {
+  const ok = typeof v === 'object' && v !== null && Array.isArray(v.entries)
+    && v.entries.every((e: unknown) => typeof e === 'object' && e !== null && Number.isSafeInteger((e as { index?: unknown }).index) && typeof (e as { data?: unknown }).data === 'string');
+  return ok ? undefined : 'entries must be a list of {index, data}';
 }
