@@ -19,6 +19,7 @@ import os from 'node:os';
 import { prng } from '../../common/prng.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
+import { approve, prover } from './relay.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { Witness, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, verifyConsistency, fromBase64 } from '../../protocol/tlog/index.js';
@@ -385,7 +386,7 @@ export class BurstDevice {
     const client = new RelayClient({ baseUrl: conduit.relayUrl, apiKey: issued.key });
     const sign = generatePrivateKey('ML-DSA-65');
     const kem = generatePrivateKey('X-Wing');
-    await client.enroll(sign.publicKey, kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(sign.seed, msg, ctx));
+    await client.enroll(prover(sign, kem), approve({ signing: sign, kem }, issued.id));
     const sink = generatePrivateKey('X-Wing');
     return new BurstDevice(client, sign, sink.publicKey);
   }
