@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { CliError, optionalString, requireString, type Command } from '../command.js';
 import { approvalFileText } from '../../common/approval-file.js';
 import { DurationError, parseDuration } from '../../common/duration.js';
-import { KeyFileError, loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
+import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { didFromSigningKey } from '../../protocol/did.js';
 import { encodeEnrollmentStatement, FleetStatementError, signEnrollmentStatement } from '../../protocol/enrollment.js';
 
@@ -40,7 +40,7 @@ export const device: Command = {
   },
   async run(args) {
     const [action] = args.positionals;
-    if (action !== 'approve') throw new CliError(`device: unknown action ${JSON.stringify(action ?? '')}; use approve\n\n${device.usage}`, 2);
+    if (action !== 'approve') throw new CliError(`device: unknown action ${JSON.stringify(action ?? '')}; use approve (ghostpipe device --help)`, 2);
     const apiKeyId = requireString(args, 'api-key-id', 'device approve').toLowerCase();
     if (!/^[0-9a-f]{12}$/.test(apiKeyId)) throw new CliError(`device approve: --api-key-id must be the 12 hex digits after pgp_ (see \`ghostpipe keys list\`), got "${apiKeyId}"`, 2);
     let validMs: number;
@@ -58,8 +58,8 @@ export const device: Command = {
       signing = await loadPublicKey(requireString(args, 'sign-pub', 'device approve'), ['ML-DSA-65']);
       kem = await loadPublicKey(requireString(args, 'kem-pub', 'device approve'), ['X-Wing']);
     } catch (err) {
-      if (err instanceof KeyFileError) throw new CliError(`device approve: ${err.message}`, 2);
-      throw err;
+      // A missing or unreadable file, or a key of the wrong kind: the message names the file.
+      throw new CliError(`device approve: ${(err as Error).message}`, 2);
     }
     const now = Date.now();
     const fields = {
