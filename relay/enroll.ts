@@ -143,7 +143,7 @@ export class Enrollment {
     });
     key.did = did;
     await this.state.save();
-    audit(approval ? 'ok_approved' : 'ok', did);
+    audit('ok', did);
     return { created: true, body: { did, document, leafIndex, ...approvalBody(this.state.devices.get(did)!) } };
   }
 
