@@ -20,6 +20,7 @@ import { prng } from '../../common/prng.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { approve, prover } from './relay.js';
+import { loadSigningKey } from '../../common/keyfile.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { Witness, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, verifyConsistency, fromBase64 } from '../../protocol/tlog/index.js';
@@ -386,7 +387,8 @@ export class BurstDevice {
     const client = new RelayClient({ baseUrl: conduit.relayUrl, apiKey: issued.key });
     const sign = generatePrivateKey('ML-DSA-65');
     const kem = generatePrivateKey('X-Wing');
-    await client.enroll(prover(sign, kem), approve({ signing: sign, kem }, issued.id));
+    // Approved by the conduit's own fleet key: its relay and receiver pin that one.
+    await client.enroll(prover(sign, kem), approve({ signing: sign, kem }, issued.id, await loadSigningKey(conduit.paths.fleetKey)));
     const sink = generatePrivateKey('X-Wing');
     return new BurstDevice(client, sign, sink.publicKey);
   }
