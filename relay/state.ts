@@ -76,6 +76,17 @@ export class RelayState {
     const identityDir = await openIdentityDir(config, logger);
     /** Where keys and devices are read from and written back to: the state or the identity directory. */
     const controlDir = dir ?? identityDir;
+    // Settings that name files are checked before anything is opened: a wrong one is a setup
+    // error, not a damaged state directory.
+    const keyFile = operatorKeyPath(config, controlDir);
+    let fleetPublicKey: Uint8Array | undefined;
+    if (config.fleetPublicKey !== undefined) {
+      try {
+        fleetPublicKey = (await loadPublicKey(config.fleetPublicKey, ['ML-DSA-65'])).publicKey;
+      } catch (err) {
+        throw new Error(`fleetPublicKey: ${(err as Error).message}`);
+      }
+    }
     const relayKey = await loadOrCreateRelayKey(controlDir, logger);
     const baseOrigin = config.origin ?? `ghostpipe-relay/${keyIdHex('ML-DSA-65', relayKey.publicKey).slice(0, 16)}`;
     const epoch = identityDir === undefined ? undefined : await nextEpoch(identityDir);
@@ -105,10 +116,8 @@ export class RelayState {
       onLeaseExpired: (lease) => audit.record({ event: 'lease_expired', keyId: lease.receiverKeyId, envelopeHash: lease.held.id, outcome: 'ok' }),
     });
     let operatorKeyFile: string | undefined;
-    const fleetPublicKey = config.fleetPublicKey === undefined ? undefined : (await loadPublicKey(config.fleetPublicKey, ['ML-DSA-65'])).publicKey;
     const state = new RelayState(config, controlDir, keys, devices, store, log, audit, origin, relayKey.publicKey, fleetPublicKey, undefined, logger);
     if (epoch !== undefined) await state.relogDevices(epoch);
-    const keyFile = await operatorKeyPath(config, controlDir);
     if (controlDir) await moveLegacyOperatorKey(controlDir, keyFile, logger);
     if (keys.activeOperators() === 0) {
       operatorKeyFile = await state.createOperatorKey(keyFile);
@@ -232,7 +241,7 @@ export class RelayState {
  * control directory; undefined (a temp folder) for a RAM-only relay without identity. Never inside
  * the control directory: that is the file a copy of the state directory must not contain.
  */
-async function operatorKeyPath(config: RelayConfig, controlDir: string | undefined): Promise<string | undefined> {
+function operatorKeyPath(config: RelayConfig, controlDir: string | undefined): string | undefined {
   const file = config.operatorKeyFile !== undefined ? path.resolve(config.operatorKeyFile) : controlDir ? path.join(path.dirname(controlDir), 'operator.key') : undefined;
   if (file !== undefined && controlDir !== undefined && !path.relative(controlDir, file).startsWith('..')) {
     throw new Error(`operatorKeyFile (${file}) is inside the state directory ${controlDir}: put it outside, where a copy of the state directory does not reach (docs/RELAY.md "Operator key")`);

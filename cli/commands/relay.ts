@@ -34,6 +34,7 @@ export const relay: Command = {
     const logger = createLogger('relay', config.logLevel);
     const resetTo = optionalString(args, 'reset-operator-key');
     if (resetTo !== undefined) {
+      if (config.ramOnly && config.identityDir === undefined) throw new CliError('relay: --reset-operator-key needs a state directory or an identityDir: a RAM-only relay without one keeps no keys to reset', 2);
       const { RelayState } = await import('../../relay/state.js');
       let state;
       try {

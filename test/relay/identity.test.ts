@@ -138,8 +138,9 @@ describe('the operator key (issue 11): never in the state directory', () => {
     assert.equal(await relay.stop(), 0);
   });
 
-  test('an operatorKeyFile inside the state directory is refused at start', async () => {
+  test('an operatorKeyFile inside the state directory, or a fleetPublicKey that cannot be read, is refused at start', async () => {
     const dir = await tempDir();
     await assert.rejects(startRelay({ operatorKeyFile: path.join(dir, 'state', 'op.key') }, { dir }), /operatorKeyFile .* is inside the state directory/);
+    await assert.rejects(startRelay({ fleetPublicKey: path.join(dir, 'nope.pub') }, { dir }), /exited \(1\)[\s\S]*fleetPublicKey: .*nope\.pub/);
   });
 });
