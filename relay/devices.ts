@@ -2,7 +2,9 @@
  * Enrolled devices and enrollment challenges. A device is identified by its DID (derived from
  * its ML-DSA-65 public key) and bound to exactly one device API key.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+
+const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 
 export interface DeviceRecord {
   did: string;
@@ -28,8 +30,11 @@ export interface DeviceRecord {
   revocationLeafIndex?: number;
 }
 
-/** A challenge, the API key it was issued to, and the KEM key and proof of possession it expects. */
-export interface Challenge { apiKeyId: string; expiresAt: number; kemPublicKey: Uint8Array; kemProof: Uint8Array }
+/**
+ * A challenge, the API key it was issued to, and the KEM key (its SHA-256: up to 100 000 challenges
+ * stay about 100 B each, not 1.3 KB) and proof of possession it expects.
+ */
+export interface Challenge { apiKeyId: string; expiresAt: number; kemKeyHash: Uint8Array; kemProof: Uint8Array }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
 /** A rotation retires one key; a few kept cover undelivered envelopes of quick successive rotations. */
@@ -83,7 +88,7 @@ export class Devices {
     const challenge = randomBytes(32).toString('base64url');
     const expiresAt = now + CHALLENGE_TTL_MS;
     const { kemCiphertext, kemProof } = encapsulate(challenge);
-    this.challenges.set(challenge, { apiKeyId, expiresAt, kemPublicKey, kemProof });
+    this.challenges.set(challenge, { apiKeyId, expiresAt, kemKeyHash: sha256(kemPublicKey), kemProof });
     return { challenge, expiresAt, kemCiphertext };
   }
 

@@ -5,7 +5,7 @@
  * these outcomes are written here.
  */
 import type { Logger } from '../common/log.js';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   ENROLL_CONTEXT, enrollmentMessage, kemProof, type ChallengeBody, type DeviceRevokedBody, type DidRecordBody, type RegistrationBody,
 } from '../protocol/api/index.js';
@@ -91,7 +91,8 @@ export class Enrollment {
       return new Refusal('challenge_expired', 'challenge unknown, already used or expired; ask for a new one');
     }
     // X-Wing proof of possession: only the KEM key's holder could decapsulate the challenge.
-    if (Buffer.compare(Buffer.from(issued.kemPublicKey), Buffer.from(kemPublicKey)) !== 0 || !timingSafeEqual(issued.kemProof, request.kemProof)) {
+    const kemKeyHash = new Uint8Array(createHash('sha256').update(kemPublicKey).digest());
+    if (!timingSafeEqual(issued.kemKeyHash, kemKeyHash) || !timingSafeEqual(issued.kemProof, request.kemProof)) {
       audit('bad_kem_proof');
       return new Refusal('bad_signature', 'KEM proof of possession does not verify (kemProof must come from decapsulating this challenge\'s kemCiphertext with the registered X-Wing key)');
     }
