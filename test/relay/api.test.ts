@@ -102,6 +102,9 @@ test('enrollment: challenge, register, DID document, refusals', async () => {
   await refused(fresh.client.register({ ...c3, signingPublicKey: new Uint8Array(10) }), 400, 'bad_request');
   const bad = await rawRequest(`${relay.url}/v2/did/register`, { method: 'POST', headers: { authorization: `Bearer ${relay.operatorKey}`, 'content-type': 'application/json' }, body: new TextEncoder().encode('{') });
   assert.equal(bad.status, 403); // operator keys may not register devices
+  // A client of the earlier contract (a challenge without the X-Wing key): refused, 415.
+  const old = await rawRequest(`${relay.url}/v2/did/challenge`, { method: 'POST', headers: { authorization: `Bearer ${fresh.apiKey}` } });
+  assert.deepEqual([old.status, JSON.parse(old.body).error], [415, 'unsupported_media_type']);
   // A receiver key cannot ask for challenges.
   await refused(receiver.client.challenge(fresh.kem.publicKey), 403, 'forbidden');
   // The device of another key cannot be registered with this one.
