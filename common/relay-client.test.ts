@@ -68,6 +68,7 @@ const KIND_OF: Record<RelayErrorCode, RelayErrorKind> = {
   bad_approval: 'rejected',
   not_found: 'rejected',
   method_not_allowed: 'rejected',
+  too_slow: 'retryAfter',
   duplicate: 'rejected',
   already_bound: 'rejected',
   last_operator_key: 'rejected',
@@ -76,12 +77,16 @@ const KIND_OF: Record<RelayErrorCode, RelayErrorKind> = {
   log_pruned: 'rejected',
   too_large: 'tooLarge',
   unsupported_media_type: 'rejected',
+  unknown_recipient: 'rejected',
   rate_limited: 'retryAfter',
+  too_many_uploads: 'retryAfter',
+  too_many_connections: 'retryAfter',
   internal: 'unreachable',
   log_corrupt: 'unreachable',
   log_busy: 'retryAfter',
   shutting_down: 'retryAfter',
   memory_full: 'retryAfter',
+  key_memory_full: 'retryAfter',
 };
 
 test('every code of the contract keeps its code and status and gets its kind', async () => {

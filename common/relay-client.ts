@@ -8,13 +8,16 @@
  * status alone; `code` tells refusals of one kind apart; `status` is for logs (0: no answer).
  *
  *   kind          when                                          code
- *   retryAfter    402, 429, 503, 507: come back later            quota_exceeded, rate_limited, log_busy,
- *                 (retryAfterMs from Retry-After)                shutting_down, memory_full
+ *   retryAfter    402, 408, 429, 503, 507: come back later       quota_exceeded, rate_limited, log_busy,
+ *                 (retryAfterMs from Retry-After; 408: the       shutting_down, memory_full, key_memory_full,
+ *                 body came slower than the relay's minimum      too_many_uploads, too_many_connections,
+ *                 rate, a slow link may do better next time)     too_slow
  *   tooLarge      413: send less                                 too_large
  *   unauthorized  401: the key is missing, unknown or revoked    missing_key, invalid_key, key_revoked
  *   rejected      any other 4xx: this request will not succeed   bad_request, malformed_envelope,
  *                 as it is (403 is here: the key is known but    forbidden, device_not_enrolled,
- *                 may not do this)                               not_found, duplicate, lease_expired, …
+ *                 may not do this; 422: no receiver key lists    not_found, duplicate, lease_expired,
+ *                 the envelope's recipient)                      unknown_recipient, …
  *   unreachable   no usable answer: connection failed, timed     network, timeout, aborted,
  *                 out, abort() was called, the answer is not     bad_response; internal, log_corrupt
  *                 the contract (not JSON, a lease without its
@@ -52,6 +55,7 @@ import {
   type IssuedKeyBody,
   type KeyInfoBody,
   type KeyListBody,
+  type KeyPurgedBody,
   type KeyRevokedBody,
   type LogKeyBody,
   type RegisterRequest,
@@ -68,7 +72,7 @@ export type ClientErrorCode = 'network' | 'timeout' | 'aborted' | 'bad_response'
 export type RelayFailureCode = RelayErrorCode | ClientErrorCode | `http_${number}`;
 
 /** Statuses whose refusal says when to come back (docs/API.md: they carry Retry-After). */
-const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([402, 429, 503, 507]);
+const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([402, 408, 429, 503, 507]);
 
 function kindOf(status: number, code: RelayFailureCode): RelayErrorKind {
   if (code === 'bad_response' || status < 400 || status >= 600) return 'unreachable';
@@ -318,6 +322,9 @@ export class RelayClient {
   }
   revokeKey(id: string): Promise<KeyRevokedBody> {
     return this.json('DELETE', `/v2/keys/${encodeURIComponent(id)}`);
+  }
+  purgeKey(id: string): Promise<KeyPurgedBody> {
+    return this.json('POST', `/v2/keys/${encodeURIComponent(id)}/purge`);
   }
 
   // ---- audit (operator) ----

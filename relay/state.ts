@@ -135,7 +135,7 @@ export class RelayState {
 
   plan(key: KeyRecord): { plan: Plan; envelopeLimit: number } {
     const plan = this.config.plans[key.plan];
-    if (!plan) return { plan: { quota: 1, period: 1, ratePerMinute: 1, burst: 1, maxBlob: 0 }, envelopeLimit: 0 };
+    if (!plan) return { plan: { quota: 1, period: 1, ratePerMinute: 1, burst: 1, maxBlob: 0, maxHeldBytes: 0, maxInFlightBytes: 0, maxConcurrentUploads: 1 }, envelopeLimit: 0 };
     return { plan, envelopeLimit: this.limits.get(key.plan) ?? 0 };
   }
 

@@ -21,7 +21,7 @@ import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { approve, prover } from './relay.js';
 import { loadSigningKey } from '../../common/keyfile.js';
-import { generatePrivateKey } from '../../protocol/keys.js';
+import { generatePrivateKey, keyIdHex } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { Witness, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, verifyConsistency, fromBase64 } from '../../protocol/tlog/index.js';
 
@@ -375,8 +375,9 @@ function assertEqual(actual: unknown, expected: unknown, what: string): void {
 }
 
 /**
- * A second device that uploads a burst of envelopes to a recipient nobody reads, so the relay
- * appends many log leaves at once: a kill during the burst lands in the middle of log writes.
+ * A second device that uploads a burst of envelopes to a recipient nobody reads (a receiver key
+ * lists it and is never used), so the relay appends many log leaves at once: a kill during the
+ * burst lands in the middle of log writes.
  */
 export class BurstDevice {
   private constructor(private readonly client: RelayClient, private readonly sign: ReturnType<typeof generatePrivateKey>, private readonly recipientPublicKey: Uint8Array) {}
@@ -390,6 +391,8 @@ export class BurstDevice {
     // Approved by the conduit's own fleet key: its relay and receiver pin that one.
     await client.enroll(prover(sign, kem), approve({ signing: sign, kem }, issued.id, await loadSigningKey(conduit.paths.fleetKey)));
     const sink = generatePrivateKey('X-Wing');
+    // Listed by a receiver key that never reads: the relay refuses uploads to a recipient no active receiver key lists (422).
+    await operator.createKey({ role: 'receiver', plan: 'enterprise', label: 'fault burst sink (never reads)', recipients: [keyIdHex('X-Wing', sink.publicKey)] });
     return new BurstDevice(client, sign, sink.publicKey);
   }
 
