@@ -129,8 +129,8 @@ export async function startRig(name: string, plant: Plant, o: RigOptions = {}): 
     receiverSettings: { retry: { initial: '100ms', max: '500ms' } },
     agentSettings: { logLevel: o.agentLogLevel ?? 'debug' },
   });
-  // The identity directory is the conduit's relay folder, so relay.sign.pub and operator.key are
-  // where the receiver and the operator client look.
+  // The identity directory is the conduit's relay folder, so relay.sign.pub (in it) and operator.key
+  // (next to it) are where the receiver and the operator client look.
   if (o.ramOnly) conduit.o.relaySettings = { ...conduit.o.relaySettings, ramOnly: true, identityDir: conduit.paths.relayState };
   const agentRuns: AgentRun[] = [];
   const rig: Rig = {
