@@ -37,6 +37,8 @@ import {
   RELAY_ERRORS,
   enrollmentMessage,
   isRelayErrorCode,
+  kemProof,
+  type ChallengeRequest,
   type AuditBody,
   type AuditEvent,
   type ChallengeBody,
@@ -145,6 +147,17 @@ function waitParam(waitMs: number | undefined): string {
   return waitMs === undefined || waitMs <= 0 ? '' : `wait=${Math.round(waitMs)}ms`;
 }
 
+/** What a device proves at enrollment: its two public keys and the operations of their private halves. */
+export interface DeviceProver {
+  signingPublicKey: Uint8Array;
+  kemPublicKey: Uint8Array;
+  sign(message: Uint8Array, context: Uint8Array): Uint8Array;
+  decapsulate(ciphertext: Uint8Array): Uint8Array;
+}
+
+/** A fleet approval as bytes (protocol/enrollment.ts). */
+export interface FleetApprovalBytes { statement: Uint8Array; signature: Uint8Array }
+
 export class RelayClient {
   readonly baseUrl: string;
   private apiKey: string | undefined;
@@ -194,25 +207,40 @@ export class RelayClient {
   }
 
   // ---- enrollment ----
-  challenge(): Promise<ChallengeBody> {
+  /** A challenge, with the X-Wing proof-of-possession challenge encapsulated to `kemPublicKey`. */
+  challenge(kemPublicKey: Uint8Array): Promise<ChallengeBody> {
     // enrollmentMessage() takes no other challenge: a relay that sends one breaks the contract.
-    return this.json<ChallengeBody>('POST', '/v2/did/challenge', undefined, undefined, (body) =>
-      typeof body.challenge === 'string' && CHALLENGE_PATTERN.test(body.challenge) ? undefined : 'the challenge is not 43 base64url characters');
+    const body: ChallengeRequest = { kemPublicKey: b64(kemPublicKey) };
+    return this.json<ChallengeBody>('POST', '/v2/did/challenge', body, undefined, (answer) =>
+      typeof answer.challenge !== 'string' || !CHALLENGE_PATTERN.test(answer.challenge) ? 'the challenge is not 43 base64url characters'
+        : typeof answer.kemCiphertext !== 'string' ? 'the challenge has no kemCiphertext' : undefined);
   }
-  register(request: { signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; signature: Uint8Array }): Promise<RegistrationBody> {
+  register(request: {
+    signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; kemProof: Uint8Array; signature: Uint8Array; approval?: FleetApprovalBytes;
+  }): Promise<RegistrationBody> {
     const body: RegisterRequest = {
       signingPublicKey: b64(request.signingPublicKey),
       kemPublicKey: b64(request.kemPublicKey),
       challenge: request.challenge,
+      kemProof: b64(request.kemProof),
       signature: b64(request.signature),
+      ...(request.approval ? { fleetStatement: b64(request.approval.statement), fleetSignature: b64(request.approval.signature) } : {}),
     };
     return this.json('POST', '/v2/did/register', body);
   }
-  /** challenge + sign + register in one call; `sign(message, context)` is the device's ML-DSA-65 signer. */
-  async enroll(signingPublicKey: Uint8Array, kemPublicKey: Uint8Array, sign: (message: Uint8Array, context: Uint8Array) => Uint8Array): Promise<RegistrationBody> {
-    const { challenge } = await this.challenge();
-    const signature = sign(enrollmentMessage(challenge, signingPublicKey, kemPublicKey), ENROLL_CONTEXT);
-    return this.register({ signingPublicKey, kemPublicKey, challenge, signature });
+  /**
+   * challenge + proofs of possession + register in one call: `decapsulate(ciphertext)` is the
+   * device's X-Wing decapsulation, `sign(message, context)` its ML-DSA-65 signer; `approval` the
+   * fleet approval from `ghostpipe device approve`.
+   */
+  async enroll(device: DeviceProver, approval?: FleetApprovalBytes): Promise<RegistrationBody> {
+    const { challenge, kemCiphertext } = await this.challenge(device.kemPublicKey);
+    const ciphertext = new Uint8Array(Buffer.from(kemCiphertext, 'base64'));
+    const secret = device.decapsulate(ciphertext);
+    const proof = kemProof(challenge, ciphertext, secret);
+    secret.fill(0);
+    const signature = device.sign(enrollmentMessage(challenge, device.signingPublicKey, device.kemPublicKey, proof), ENROLL_CONTEXT);
+    return this.register({ signingPublicKey: device.signingPublicKey, kemPublicKey: device.kemPublicKey, challenge, kemProof: proof, signature, ...(approval ? { approval } : {}) });
   }
   getDid(did: string): Promise<DidRecordBody> {
     return this.json('GET', `/v2/did/${encodeURIComponent(did)}`);

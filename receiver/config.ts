@@ -68,14 +68,21 @@ export const receiverConfigSchema = s.object({
   stateDir: s.withDefault(file, './.ghostpipe/receiver'),
   trust: s.refine(
     s.object({
-      /** Accept any device enrolled at the relay whose registration is in the verified log. */
+      /**
+       * Accept any device enrolled at the relay whose registration is in the verified log and
+       * carries a valid approval by the fleet key below (needs fleetPublicKey).
+       */
       enrolled: s.withDefault(s.boolean(), false),
+      /** The fleet public key (ML-DSA-65, `ghostpipe keygen --type fleet`) that approves enrolled devices. */
+      fleetPublicKey: s.optional(file),
       /** Pinned devices: { did: did:ghostpipe:… } or { publicKey: FILE.sign.pub }. */
       devices: s.withDefault(s.array(s.union(s.object({ did: s.string({ minLength: 1, pattern: /^did:ghostpipe:[a-z2-7]{52}$/, hint: 'a did:ghostpipe: DID (66 characters)' }) }), s.object({ publicKey: file }))), []),
       /** How long a device lookup (enrollment, revocation) is trusted before it is asked again. */
       refresh: s.withDefault(s.duration({ min: 0, max: 86_400_000 }), 60_000),
     }),
-    (t) => (t.enrolled || t.devices.length > 0 ? undefined : 'trust no device? set enrolled: true or list devices (did or publicKey)'),
+    (t) => (!t.enrolled && t.devices.length === 0 ? 'trust no device? set enrolled: true or list devices (did or publicKey)'
+      : t.enrolled && t.fleetPublicKey === undefined ? 'enrolled: true needs fleetPublicKey, the fleet key that approves devices (without it a compromised relay could enroll devices; docs/RECEIVER.md)'
+      : undefined),
   ),
   replay: s.withDefault(
     s.object({

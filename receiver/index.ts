@@ -88,9 +88,11 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger, sign
   if (!apiKey.startsWith('pgp_')) throw new SetupError(`${config.relay.apiKeyFile}: expected a pgp_… receiver API key`);
   let recipientKey;
   let relayKey;
+  let fleetKey;
   try {
     recipientKey = await loadReceiverKey(config.receiverKey, warn);
     relayKey = await loadPublicKey(config.relay.publicKey, ['ML-DSA-65']);
+    if (config.trust.fleetPublicKey !== undefined) fleetKey = await loadPublicKey(config.trust.fleetPublicKey, ['ML-DSA-65']);
   } catch (err) {
     throw new SetupError((err as Error).message);
   }
@@ -140,7 +142,10 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger, sign
     }
   }
   const revocations = await RevocationWatch.open(client, log.witness.origin, path.join(stateDir, 'revocations.json'));
-  const trust = new DeviceTrust({ client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
+  const trust = new DeviceTrust({
+    client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh,
+    ...(fleetKey ? { fleetPublicKey: fleetKey.publicKey } : {}),
+  });
   const sinks: Sink[] = [];
   try {
     for (const c of config.sinks) sinks.push(await makeSink(c, warn));
@@ -162,7 +167,7 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger, sign
   if (plainHttpOffLoopback(config.relay.url)) {
     logger.warn({ relay: new URL(config.relay.url).origin }, 'relay.allowPlainHttp: the API key and every relay answer travel unprotected; anyone on the path can read the key and delay delivery with garbage answers');
   }
-  logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length }, 'receiver started');
+  logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length, ...(fleetKey ? { fleetKeyId: keyIdHex('ML-DSA-65', fleetKey.publicKey) } : {}) }, 'receiver started');
   return {
     receiver,
     async close() {

@@ -103,8 +103,17 @@ export const relayConfigSchema = s.object({
    * (docs/RELAY.md "Air-gap mode"). Without it every boot is a new relay (new key, no keys, no devices).
    */
   identityDir: s.optional(s.string({ minLength: 1 })),
-  /** Where the first operator key is written in ramOnly mode (default: a fresh 0700 folder under the OS temp dir). */
+  /**
+   * Where the first operator key (plk_…) is written, once, 0600; never inside the state or identity
+   * directory. Default: operator.key next to the state directory (ramOnly: a fresh 0700 folder under
+   * the OS temp dir). docs/RELAY.md "Operator key".
+   */
   operatorKeyFile: s.optional(s.string({ minLength: 1 })),
+  /**
+   * The fleet public key (ML-DSA-65 PEM, `ghostpipe keygen --type fleet`): when set, a new device
+   * registers only with a valid fleet approval (docs/RELAY.md "Fleet enrollment").
+   */
+  fleetPublicKey: s.optional(s.string({ minLength: 1 })),
   /** Log origin line; default "ghostpipe-relay/<first 16 hex digits of the relay key id>". */
   origin: s.optional(s.string({ minLength: 1, maxLength: 200, pattern: /^[\x21-\x7e]+$/ })),
   memoryCap: s.withDefault(s.size({ min: MiB }), 512 * MiB),

@@ -12,7 +12,8 @@ import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Logger } from '../common/log.js';
-import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody } from '../protocol/api/index.js';
+import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEM_PROOF_BYTES, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody } from '../protocol/api/index.js';
+import { MAX_FLEET_STATEMENT } from '../protocol/enrollment.js';
 import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { XWING } from '../protocol/crypto/xwing.js';
 import { MAX_EXPORT_ROWS, sendAuditExport } from './audit.js';
@@ -292,8 +293,9 @@ export class RelayServer {
 
   private async challenge({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
-    await drain(req);
-    sendJson(res, 200, accepted(this.enrollment.challenge(key)));
+    const body = await readJson(req);
+    const kemPublicKey = base64Field(body, 'kemPublicKey', XWING.publicKey);
+    sendJson(res, 200, accepted(this.enrollment.challenge(key, kemPublicKey)));
   }
 
   private async register({ req, res }: Call): Promise<void> {
@@ -302,9 +304,15 @@ export class RelayServer {
     const signingPublicKey = base64Field(body, 'signingPublicKey', ML_DSA65.publicKey);
     const kemPublicKey = base64Field(body, 'kemPublicKey', XWING.publicKey);
     const signature = base64Field(body, 'signature', ML_DSA65.signature);
+    const kemProof = base64Field(body, 'kemProof', KEM_PROOF_BYTES);
     const challenge = body['challenge'];
     if (typeof challenge !== 'string' || !CHALLENGE_PATTERN.test(challenge)) refuse(badRequest('challenge must be the 43-character string from /v2/did/challenge'));
-    const registered = accepted(await this.enrollment.register(key, { signingPublicKey, kemPublicKey, challenge, signature }));
+    // The statement's own parser checks its length and layout; here only that it is base64 of a sane size.
+    let approval: { statement: Uint8Array; signature: Uint8Array } | undefined;
+    if (body['fleetStatement'] !== undefined || body['fleetSignature'] !== undefined) {
+      approval = { statement: base64Field(body, 'fleetStatement', undefined, MAX_FLEET_STATEMENT), signature: base64Field(body, 'fleetSignature', ML_DSA65.signature) };
+    }
+    const registered = accepted(await this.enrollment.register(key, { signingPublicKey, kemPublicKey, challenge, kemProof, signature, ...(approval ? { approval } : {}) }));
     sendJson(res, registered.created ? 201 : 200, registered.body);
   }
 
@@ -503,10 +511,12 @@ function didParam(segment: string): string {
   }
 }
 
-function base64Field(body: Record<string, unknown>, name: string, length: number): Uint8Array {
+/** A base64 field of exactly `length` bytes, or (length undefined) of 1..maxLength bytes. */
+function base64Field(body: Record<string, unknown>, name: string, length: number | undefined, maxLength = length ?? 0): Uint8Array {
   const value = body[name];
-  if (typeof value !== 'string' || value.length > 2 * length || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) refuse(badRequest(`${name} must be base64`));
+  if (typeof value !== 'string' || value.length > 2 * maxLength || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) refuse(badRequest(`${name} must be base64`));
   const bytes = Buffer.from(value, 'base64');
-  if (bytes.length !== length) refuse(badRequest(`${name} must be ${length} bytes, got ${bytes.length}`));
+  if (length !== undefined && bytes.length !== length) refuse(badRequest(`${name} must be ${length} bytes, got ${bytes.length}`));
+  if (length === undefined && (bytes.length === 0 || bytes.length > maxLength)) refuse(badRequest(`${name} must be 1..${maxLength} bytes, got ${bytes.length}`));
   return new Uint8Array(bytes);
 }

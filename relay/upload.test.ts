@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { silentLogger } from '../common/log.js';
-import { ENVELOPE_MEDIA_TYPE, enrollmentMessage, ENROLL_CONTEXT } from '../protocol/api/index.js';
+import { ENVELOPE_MEDIA_TYPE, enrollmentMessage, ENROLL_CONTEXT, kemProof } from '../protocol/api/index.js';
+import { xwingDecapsulate } from '../protocol/crypto/xwing.js';
 import { getProvider } from '../protocol/crypto/provider.js';
 import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, envelopeLength, sealEnvelope } from '../protocol/envelope/index.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
@@ -80,10 +81,12 @@ function received(bytes: Uint8Array): { bytes: Buffer; sha256: Uint8Array } {
 
 async function enroll(key: KeyRecord, signing: PrivateKey): Promise<void> {
   const kem = generatePrivateKey('X-Wing');
-  const issued = enrollment.challenge(key);
+  const issued = enrollment.challenge(key, kem.publicKey);
   assert.ok(!(issued instanceof Refusal));
-  const signature = getProvider().mlDsa65.sign(signing.seed, enrollmentMessage(issued.challenge, signing.publicKey, kem.publicKey), ENROLL_CONTEXT);
-  const registered = await enrollment.register(key, { signingPublicKey: signing.publicKey, kemPublicKey: kem.publicKey, challenge: issued.challenge, signature });
+  const ct = new Uint8Array(Buffer.from(issued.kemCiphertext, 'base64'));
+  const proof = kemProof(issued.challenge, ct, xwingDecapsulate(kem.seed, ct, getProvider()));
+  const signature = getProvider().mlDsa65.sign(signing.seed, enrollmentMessage(issued.challenge, signing.publicKey, kem.publicKey, proof), ENROLL_CONTEXT);
+  const registered = await enrollment.register(key, { signingPublicKey: signing.publicKey, kemPublicKey: kem.publicKey, challenge: issued.challenge, kemProof: proof, signature });
   assert.ok(!(registered instanceof Refusal) && registered.created);
 }
 

@@ -3,7 +3,7 @@ import { CliError, optionalString, requireString, type Command, type ParsedArgs 
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 
 const DEFAULT_RELAY = 'http://127.0.0.1:8787';
-const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/relay/operator.key';
+const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/operator.key';
 
 function operatorKey(args: ParsedArgs): string {
   const fromEnv = process.env['GHOSTPIPE_OPERATOR_KEY'];

@@ -16,6 +16,7 @@ export const RELAY_ERRORS = {
   device_revoked: 403,
   wrong_signer: 403,
   bad_signature: 403,
+  bad_approval: 403,
   not_found: 404,
   method_not_allowed: 405,
   too_slow: 408,

@@ -53,9 +53,21 @@ export interface StatsBody {
 export interface KeyUsageBody { heldBytes: number; inFlightBytes: number; uploads: number }
 
 // ---- enrollment and DIDs ----
-export interface ChallengeBody { challenge: string; expiresAt: string }
-export interface RegisterRequest { signingPublicKey: string; kemPublicKey: string; challenge: string; signature: string }
-export interface RegistrationBody { did: string; document: Record<string, unknown>; leafIndex: number }
+/** kemPublicKey: the X-Wing key to be enrolled; the relay encapsulates a proof-of-possession challenge to it. */
+export interface ChallengeRequest { kemPublicKey: string }
+export interface ChallengeBody { challenge: string; expiresAt: string; kemCiphertext: string }
+export interface RegisterRequest {
+  signingPublicKey: string;
+  kemPublicKey: string;
+  challenge: string;
+  /** protocol/api/enrollment.ts kemProof(): possession of the X-Wing key. */
+  kemProof: string;
+  signature: string;
+  /** The fleet approval (`ghostpipe device approve`): statement and the fleet key's signature. */
+  fleetStatement?: string;
+  fleetSignature?: string;
+}
+export interface RegistrationBody { did: string; document: Record<string, unknown>; leafIndex: number; fleetStatement?: string; fleetSignature?: string }
 export interface DidRecordBody extends RegistrationBody {
   revoked: boolean;
   registeredAt: string;

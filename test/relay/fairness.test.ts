@@ -265,7 +265,7 @@ test('purge: `ghostpipe keys purge ID` burns what one key holds, audited; other 
   // The operator's remedy: revoke (stops new uploads), then purge (frees what it holds now).
   await relay.operator.revokeKey(flooder.apiKeyId);
   const { stdout } = await promisify(execFile)(process.execPath, [
-    cliPath, 'keys', 'purge', flooder.apiKeyId, '--relay', relay.url, '--operator-key-file', path.join(relay.stateDir, 'operator.key'),
+    cliPath, 'keys', 'purge', flooder.apiKeyId, '--relay', relay.url, '--operator-key-file', path.join(path.dirname(relay.stateDir), 'operator.key'),
   ]);
   assert.equal(stdout.trim(), `purged ${flooder.apiKeyId}: 5 envelopes, ${5 * (size + ENTRY_OVERHEAD)} bytes burned`);
 
