@@ -17,7 +17,7 @@ function withConfig(relay: Record<string, unknown>, check: (file: string) => voi
   const dir = mkdtempSync(path.join(tmpdir(), 'gp-rxcfg-'));
   try {
     const file = path.join(dir, 'receiver.yaml');
-    const config = { relay: { apiKeyFile: 'k', publicKey: 'p', ...relay }, receiverKey: 'r', trust: { enrolled: true } };
+    const config = { relay: { apiKeyFile: 'k', publicKey: 'p', ...relay }, receiverKey: 'r', trust: { enrolled: true, fleetPublicKey: 'fleet.pub' } };
     writeFileSync(file, JSON.stringify(config)); // JSON is YAML 1.2
     check(file);
   } finally {

@@ -7,7 +7,7 @@
  * uploaded and served as they are. Each refusal is asserted by code and count, nothing refused
  * reaches the sink, and each is acknowledged. Then the not-yet-logged retry and the late ack.
  */
-import { test, before, after } from 'node:test';
+import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { cleanupAll, makeDevice, makeReceiver, startRelay, type Device, type Receiver as ReceiverKeys, type RelayProcess } from '../helpers/relay.js';
@@ -135,6 +135,12 @@ function sealPadded(padded: Uint8Array, sequence: bigint): Uint8Array {
 }
 
 const frame = (s: bigint) => encodeFrames([{ sequence: s, time: Date.now(), intervalMs: 15_000, readings: readings(String(s)) }]);
+
+// One receiver serves every test: each starts once the last one's envelope is acknowledged (a
+// held ack or a "nothing else held" check would otherwise meet the previous test's envelope).
+beforeEach(async () => {
+  await until('the relay holds nothing', async () => (await held()).length === 0, 30_000);
+});
 
 test('bad_signature: a tampered ciphertext, served in place of an honest lease', async () => {
   await serveInstead(flipCiphertext(seal(device, setup.keys, { seq: ++seq })));
