@@ -137,6 +137,10 @@ function retryAfterMs(header: string | undefined): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
+/** Base64 strings (a proof's hashes): decoded with map() below, which throws a TypeError on anything else. */
+const isStringList = (v: unknown): boolean => Array.isArray(v) && v.every((item) => typeof item === 'string');
+const proofCheck = (body: { proof?: unknown }): string | undefined => (isStringList(body.proof) ? undefined : 'the proof is not a list of base64 strings');
+
 function waitParam(waitMs: number | undefined): string {
   return waitMs === undefined || waitMs <= 0 ? '' : `wait=${Math.round(waitMs)}ms`;
 }
@@ -268,16 +272,18 @@ export class RelayClient {
   }
   async inclusionProof(at: { index: number } | { hash: Uint8Array | string }, size?: number): Promise<InclusionProof> {
     const where = 'index' in at ? `index=${at.index}` : `hash=${typeof at.hash === 'string' ? at.hash : Buffer.from(at.hash).toString('hex')}`;
-    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`);
+    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`, undefined, undefined, proofCheck);
     return { leafIndex: raw.leafIndex, treeSize: raw.treeSize, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   async consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
-    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`);
+    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`, undefined, undefined, proofCheck);
     return { from: raw.from, to: raw.to, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   /** Leaves [start, end), at most 1000. */
   async entries(start: number, end: number): Promise<LogEntry[]> {
-    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`);
+    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`, undefined, undefined, (body) =>
+      Array.isArray(body.entries) && body.entries.every((e: unknown) => typeof e === 'object' && e !== null && typeof (e as { data?: unknown }).data === 'string')
+        ? undefined : 'the entries are not a list of {index, data}');
     return raw.entries.map((e) => ({ index: e.index, data: new Uint8Array(Buffer.from(e.data, 'base64')) }));
   }
 
@@ -310,6 +316,8 @@ export class RelayClient {
     } catch {
       throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not JSON`);
     }
+    // Every JSON answer of the contract is an object; reading a field of null threw a TypeError.
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not a JSON object`);
     const problem = check?.(value);
     if (problem !== undefined) throw new RelayError(response.status, 'bad_response', `${method} ${path}: ${problem}`);
     return value;
