@@ -66,10 +66,11 @@ async function main(): Promise<number> {
   const requests = Number(values.requests);
   const seed = values.seed !== undefined ? Number(values.seed) >>> 0 : randomInt(2 ** 31);
   say(`seed ${seed} (replay with --seed ${seed}), ${requests} requests`);
-  const { relay, ctx } = await setUpRelay();
   let report: FuzzReport;
   let stopProblem: string | undefined;
   try {
+    // Inside the try: a relay that started but whose set-up failed is stopped too.
+    const { relay, ctx } = await setUpRelay();
     const corpus = await parserCorpus(ctx, relay.operator);
     let lastSaid = 0;
     report = await runFuzz({ url: relay.url, ctx, child: relay.child, output: relay.output }, {

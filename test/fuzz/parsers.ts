@@ -65,7 +65,7 @@ export async function parserCorpus(ctx: FuzzContext, client: RelayClient): Promi
   };
 }
 
-type ParserCase = (rng: Rng, c: ParserCorpus) => { input: string; run: () => unknown };
+export type ParserCase = (rng: Rng, c: ParserCorpus) => { input: string; run: () => unknown };
 
 const show = (b: Uint8Array | string) => (typeof b === 'string' ? JSON.stringify(b.slice(0, 4000)) : Buffer.from(b).toString('base64'));
 
