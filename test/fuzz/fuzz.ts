@@ -82,8 +82,8 @@ async function main(): Promise<number> {
       ...(values.only !== undefined ? { only: Number(values.only) } : {}),
       timeoutMs: Number(values['timeout-ms']),
       ...(values['max-seconds'] !== undefined ? { maxSeconds: Number(values['max-seconds']) } : {}),
-      progress: (line) => {
-        if (Date.now() - lastSaid < 10_000) return;
+      progress: (line, urgent) => {
+        if (!urgent && Date.now() - lastSaid < 10_000) return;
         lastSaid = Date.now();
         say(line);
       },

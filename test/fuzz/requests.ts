@@ -351,7 +351,7 @@ export function sendRaw(url: URL, bytes: Uint8Array, timeoutMs: number): Promise
       clearTimeout(timer);
       const text = Buffer.concat(chunks).toString('latin1');
       const statuses = [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1]));
-      resolve({ status: statuses[0] ?? 0, statuses, ...(error !== undefined && statuses.length === 0 ? { error } : {}) });
+      resolve({ status: statuses[0] ?? 0, statuses, ...(statuses.length === 0 ? { error: error ?? 'closed without an answer' } : {}) });
     });
   });
 }

@@ -83,7 +83,8 @@ export interface FuzzOptions {
   timeoutMs: number;
   /** Stop sending after this long (the report says how many were sent): a run that must end by a deadline. */
   maxSeconds?: number;
-  progress?: (line: string) => void;
+  /** Progress lines; `urgent` ones (findings) are not to be throttled. */
+  progress?: (line: string, urgent?: boolean) => void;
   /** Check afterwards that the relay serves a valid upload and lease (default true; off for a target that is no relay). */
   liveness?: boolean;
   /** For tests: parser table to fuzz instead of the real one. */
@@ -133,6 +134,14 @@ const b64 = (b: Uint8Array | undefined) => (b ? Buffer.from(b).toString('base64'
 export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?: ParserCorpus): Promise<FuzzReport> {
   const url = new URL(target.url);
   const findings: Finding[] = [];
+  // Said as they happen (the first 20): a long run's findings can be looked into before it ends.
+  const push = findings.push.bind(findings);
+  findings.push = (...found: Finding[]) => {
+    for (const f of found) {
+      if (findings.length < 20) o.progress?.(`finding: ${f.kind}${f.index !== undefined ? ` case ${f.index}` : ''}${f.route ? ` ${f.route}` : ''}: ${f.detail.split('\n')[0]!.slice(0, 300)}`, true);
+    }
+    return push(...found);
+  };
   const statuses: Record<string, number> = {};
   const transportErrors: Record<string, number> = {};
   const validByRoute: Record<string, number> = {};
