@@ -135,12 +135,9 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
   const url = new URL(target.url);
   const findings: Finding[] = [];
   // Said as they happen (the first 20): a long run's findings can be looked into before it ends.
-  const push = findings.push.bind(findings);
-  findings.push = (...found: Finding[]) => {
-    for (const f of found) {
-      if (findings.length < 20) o.progress?.(`finding: ${f.kind}${f.index !== undefined ? ` case ${f.index}` : ''}${f.route ? ` ${f.route}` : ''}: ${f.detail.split('\n')[0]!.slice(0, 300)}`, true);
-    }
-    return push(...found);
+  const found = (f: Finding): void => {
+    if (findings.length < 20) o.progress?.(`finding: ${f.kind}${f.index !== undefined ? ` case ${f.index}` : ''}${f.route ? ` ${f.route}` : ''}: ${f.detail.split('\n')[0]!.slice(0, 300)}`, true);
+    findings.push(f);
   };
   const statuses: Record<string, number> = {};
   const transportErrors: Record<string, number> = {};
@@ -153,13 +150,13 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
   let stop = false;
   let current = -1;
 
-  const onRejection = (reason: unknown) => findings.push({ kind: 'unhandled_rejection', detail: String((reason as Error)?.stack ?? reason).slice(0, 2000), index: current });
-  const onException = (err: Error) => findings.push({ kind: 'uncaught_exception', detail: String(err.stack ?? err).slice(0, 2000), index: current });
+  const onRejection = (reason: unknown) => found({ kind: 'unhandled_rejection', detail: String((reason as Error)?.stack ?? reason).slice(0, 2000), index: current });
+  const onException = (err: Error) => found({ kind: 'uncaught_exception', detail: String(err.stack ?? err).slice(0, 2000), index: current });
   process.on('unhandledRejection', onRejection);
   process.on('uncaughtException', onException);
 
   const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
-    findings.push({ kind: 'relay_exit', detail: `relay exited (${code ?? signal}) during the run:\n${target.output?.().slice(-4000) ?? ''}` });
+    found({ kind: 'relay_exit', detail: `relay exited (${code ?? signal}) during the run:\n${target.output?.().slice(-4000) ?? ''}` });
     stop = true;
   };
   target.child?.once('exit', onExit);
@@ -178,7 +175,7 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
       } catch {
         // keep 60
       }
-      if (level >= 50) findings.push({ kind: 'relay_error_log', detail: line.slice(0, 2000) });
+      if (level >= 50) found({ kind: 'relay_error_log', detail: line.slice(0, 2000) });
     }
   };
   const sample = () => {
@@ -211,7 +208,7 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
       learn(target.ctx, request, answer);
       const bad = judge(request, answer);
       if (bad) {
-        findings.push({
+        found({
           ...bad, index, route: request.route, mutations: request.mutations,
           request: { method: request.method, target: request.target.slice(0, 4000), headers: request.headers.map(([n, v]) => [n, v.slice(0, 200)]), bodyBase64: b64(request.body), rawBase64: b64(request.raw) },
           answer: { status: answer.status, body: answer.body?.toString('utf8').slice(0, 500) },
@@ -229,7 +226,7 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
       slowRequests++;
       const request: WireRequest = { index: -i, route: 'slow', mutations: ['slowloris'], method: 'POST', target: '/v2/envelopes', headers: [], raw: new Uint8Array() };
       const bad = judge(request, answer);
-      if (bad && bad.kind !== 'no_answer') findings.push({ ...bad, route: 'slow', mutations: ['slowloris'] });
+      if (bad && bad.kind !== 'no_answer') found({ ...bad, route: 'slow', mutations: ['slowloris'] });
     }
   };
 
@@ -249,12 +246,12 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
           current = i;
           const f = runParserCase(o.seed, i, parserInputs, o.parsers);
           parserCases++;
-          if (f) findings.push({ kind: 'parser', index: f.index, route: f.parser, detail: f.error, input: f.input });
+          if (f) found({ kind: 'parser', index: f.index, route: f.parser, detail: f.error, input: f.input });
         }
         if (i < clientEnd) {
           const f = await runClientCase(o.seed, i, parserInputs, hostile, client);
           clientCases++;
-          if (f) findings.push({ kind: 'parser', index: f.index, route: f.parser, detail: f.error, input: f.input });
+          if (f) found({ kind: 'parser', index: f.index, route: f.parser, detail: f.error, input: f.input });
         }
         await new Promise((resolve) => setImmediate(resolve));
       }
@@ -271,7 +268,7 @@ export async function runFuzz(target: FuzzTarget, o: FuzzOptions, parserInputs?:
     await Promise.all(slow);
     const seconds = (performance.now() - started) / 1000;
     sample();
-    if (o.liveness !== false && !findings.some((f) => f.kind === 'relay_exit')) await liveness(target, findings);
+    if (o.liveness !== false && !findings.some((f) => f.kind === 'relay_exit')) await liveness(target, found);
     scanOutput();
     return {
       seed: o.seed, requests: done, parserCases, clientCases, slowRequests, seconds: Math.round(seconds * 10) / 10,
@@ -333,10 +330,10 @@ function slowRequest(url: URL, rng: Rng, ended: () => boolean): Promise<Answer> 
 }
 
 /** After the run: the relay still answers healthz, takes a valid upload, and hands out a lease that acks. */
-async function liveness(target: FuzzTarget, findings: Finding[]): Promise<void> {
+async function liveness(target: FuzzTarget, found: (f: Finding) => void): Promise<void> {
   const { ctx } = target;
   const fail = (detail: string): void => {
-    findings.push({ kind: 'liveness', detail });
+    found({ kind: 'liveness', detail });
   };
   try {
     const health = await new RelayClient({ baseUrl: target.url }).health();
