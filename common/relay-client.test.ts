@@ -160,6 +160,25 @@ test('an answer that breaks the contract is bad_response: not JSON, a lease with
   assertFailure(await failure((client) => client.checkpoint(), capped), { kind: 'unreachable', code: 'bad_response', status: 0 }, 'over the cap');
 });
 
+test('a proof, entries or body of the wrong shape is bad_response, never a TypeError (found by the fuzzer, test/fuzz)', async () => {
+  const shapes: [string, (client: RelayClient) => Promise<unknown>, unknown][] = [
+    ['inclusion proof not a list', (c) => c.inclusionProof({ index: 1 }, 2), { leafIndex: 1, treeSize: 2, proof: 'KyF9' }],
+    ['inclusion proof missing', (c) => c.inclusionProof({ index: 1 }, 2), { leafIndex: 1, treeSize: 2 }],
+    ['inclusion proof of numbers', (c) => c.inclusionProof({ index: 1 }, 2), { leafIndex: 1, treeSize: 2, proof: [1] }],
+    ['consistency proof null', (c) => c.consistencyProof(1, 2), { from: 1, to: 2, proof: null }],
+    ['entries not a list', (c) => c.entries(0, 1), { entries: {} }],
+    ['an entry that is null', (c) => c.entries(0, 1), { entries: [null] }],
+    ['an entry without data', (c) => c.entries(0, 1), { entries: [{ index: 0 }] }],
+    ['body null', (c) => c.inclusionProof({ index: 1 }, 2), null],
+    ['body a list', (c) => c.status(['ab'.repeat(32)]), []],
+    ['body a number', (c) => c.inbox('cd'.repeat(32)), 7],
+  ];
+  for (const [why, call, body] of shapes) {
+    answer = refusal(200, body);
+    assertFailure(await failure(call), { kind: 'unreachable', code: 'bad_response', status: 200 }, why);
+  }
+});
+
 test('no answer is unreachable: a reset connection, a timeout, abort()', async () => {
   answer = (req) => req.socket.destroy();
   assertFailure(await failure((client) => client.health()), { kind: 'unreachable', code: 'network', status: 0 }, 'reset');

@@ -143,6 +143,7 @@ function retryAfterMs(header: string | undefined): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
+
 function waitParam(waitMs: number | undefined): string {
   return waitMs === undefined || waitMs <= 0 ? '' : `wait=${Math.round(waitMs)}ms`;
 }
@@ -345,6 +346,8 @@ export class RelayClient {
     } catch {
       throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not JSON`);
     }
+    // Every JSON answer of the contract is an object; reading a field of null threw a TypeError.
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new RelayError(response.status, 'bad_response', `${method} ${path}: response is not a JSON object`);
     const problem = check?.(value);
     if (problem !== undefined) throw new RelayError(response.status, 'bad_response', `${method} ${path}: ${problem}`);
     return value;

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AuditTrail, type AuditEvent, type AuditFilter, type AuditOptions } from './audit.js';
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { AuditTrail, sendAuditExport, type AuditEvent, type AuditFilter, type AuditOptions } from './audit.js';
 import { silentLogger } from '../common/log.js';
 
 const dirs: string[] = [];
@@ -223,5 +225,38 @@ test('failed writes (the file is gone, a directory in its place) drop and count 
   assert.ok(lines.some((l) => l.msg === 'audit trail writes work again' && l.dropped === 3));
   assert.deepEqual((await exportAll(trail)).events.map((e) => e.keyLabel), ['e4']);
   assert.equal(((await fs.stat(file)).mode & 0o777), 0o600);
+  await trail.close();
+});
+
+test('an export whose client is gone before a write ends and closes its files (found by the fuzzer: it waited for a close already emitted)', async () => {
+  const dir = await tempDir();
+  const trail = await openTrail(dir, { maxFileSize: 1024 * 1024, keepFiles: 2 });
+  // More than one 64 KiB write of rows, so the export writes before it ends.
+  for (let i = 0; i < 1000; i++) trail.record({ event: 'key_issued', keyId: 'a1b2c3d4e5f6', keyLabel: `e${i}-${'x'.repeat(100)}`, outcome: 'ok' });
+  await trail.flush();
+  const exported = await trail.export({});
+  let closes = 0;
+  const close = exported.close;
+  exported.close = async () => {
+    closes++;
+    await close();
+  };
+  // A response whose socket died during this write: 'close' is emitted before write() returns false.
+  const res = new (class extends EventEmitter {
+    destroyed = false;
+    writes = 0;
+    writeHead(): this { return this; }
+    write(): boolean {
+      this.writes++;
+      this.destroyed = true;
+      this.emit('close');
+      return false;
+    }
+    end(): this { return this; }
+  })();
+  // On the old code this never settled (node:test then fails the test: the event loop emptied with it pending).
+  await sendAuditExport(res as unknown as ServerResponse, exported, 'json');
+  assert.equal(res.writes, 1, 'stopped after the write that met the closed client');
+  assert.equal(closes, 1, 'the export closed its file handles');
   await trail.close();
 });

@@ -558,7 +558,13 @@ export async function sendAuditExport(res: ServerResponse, exported: AuditExport
   }
 }
 
+/**
+ * Resolves at the next 'drain' or 'close'; at once when the response is already destroyed: its
+ * 'close' has been emitted, and waiting for it held the export's file handles until GC closed
+ * them (found by the fuzzer: a client gone while an export was written).
+ */
 function drained(res: ServerResponse): Promise<void> {
+  if (res.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);
