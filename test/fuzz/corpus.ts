@@ -169,6 +169,7 @@ export const TEMPLATES: readonly Template[] = [
   })],
   [1, 'GET /v2/keys', (c) => ({ method: 'GET', segments: seg('/v2/keys'), query: [], headers: [bearer(c.keys.operator)] })],
   [2, 'DELETE /v2/keys/:id', (c) => ({ method: 'DELETE', segments: ['v2', 'keys', c.victimKeyId], query: [], headers: [bearer(c.keys.operator)] })],
+  [2, 'POST /v2/keys/:id/purge', (c) => ({ method: 'POST', segments: ['v2', 'keys', c.victimKeyId, 'purge'], query: [], headers: [bearer(c.keys.operator)] })],
   [1, 'GET /v2/audit', (c) => ({ method: 'GET', segments: seg('/v2/audit'), query: [['limit', '5'], ['format', 'json']], headers: [bearer(c.keys.operator)] })],
 ];
 
