@@ -221,17 +221,9 @@ export class EnvelopeStore {
     const before = this.heldBytes;
     for (const held of [...this.held.values()]) {
       if (held.uploaderKeyId !== keyId) continue;
-      const queue = this.queue(held.recipient);
-      if (held.lease) {
-        this.leases.delete(held.lease.id);
-        queue.leased--;
-      } else {
-        queue.remove(held);
-      }
-      this.burn(held, 'expired');
+      this.evict(held);
       this.purged++;
       envelopes++;
-      this.dropIfEmpty(queue);
     }
     return { envelopes, bytes: before - this.heldBytes };
   }
@@ -355,16 +347,8 @@ export class EnvelopeStore {
     // Insertion order is arrival order and the TTL is fixed, so expiry order too.
     for (const held of this.held.values()) {
       if (held.arrival + this.ttlMs > sinceEpoch) break;
-      const queue = this.queue(held.recipient);
-      if (held.lease) {
-        this.leases.delete(held.lease.id);
-        queue.leased--;
-      } else {
-        queue.remove(held);
-      }
-      this.burn(held, 'expired');
+      this.evict(held);
       this.expired++;
-      this.dropIfEmpty(queue);
       this.events.onExpired(held);
     }
   }
@@ -390,6 +374,19 @@ export class EnvelopeStore {
       if (queue.pending + queue.leased > 0) queues[recipient] = { pending: queue.pending, leased: queue.leased };
     }
     return { pending, leased, waiting, queues };
+  }
+
+  /** Takes a held envelope out of its queue or lease (TTL or purge) and burns it as expired. */
+  private evict(held: Held): void {
+    const queue = this.queue(held.recipient);
+    if (held.lease) {
+      this.leases.delete(held.lease.id);
+      queue.leased--;
+    } else {
+      queue.remove(held);
+    }
+    this.burn(held, 'expired');
+    this.dropIfEmpty(queue);
   }
 
   private burn(held: Held, state: FinalState): void {
