@@ -1,0 +1,286 @@
+/**
+ * The agent tests' receiver: the real `ghostpipe receive` process (file sink, log level debug,
+ * the agent's device pinned by its public key) behind a LeaseTap (test/helpers/lease-tap.ts).
+ * What the agent tests count as arrived is what that receiver verified, opened, de-duplicated and
+ * wrote to its sink: one Arrival per "envelope delivered" line of its log, in that order, whose
+ * readings are checked line for line against the sink file (complete lines only). The frame time,
+ * frame interval and envelope size, which the receiver's records do not carry, come from the bytes
+ * the relay leased to it (the tap's copy, opened with the receiver key); the sink must hold exactly
+ * the records of those frames, so the two cannot disagree unnoticed.
+ *
+ * A receiver failure fails the test: reading `received` throws once the receiver exited without
+ * being stopped, and stop() asserts exit 0 after SIGTERM, no refusal and no error line (unless
+ * the test expects refusals), and that its final counters match its log. stop() first lets the
+ * receiver finish every lease it holds (the tap stops handing out new ones), so a stopped
+ * receiver never leaves a lease for the relay's lease timeout; start() runs it again on the same
+ * state (replay window, witness) and sink, as a restarted service would.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { copyFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { cliPath } from './paths.js';
+import { completeJsonLines } from './json-lines.js';
+import { stopChildren } from './stop.js';
+import { until } from './wait.js';
+import { LeaseTap } from './lease-tap.js';
+import type { AgentEnv } from './agent.js';
+import type { RelayProcess } from './relay.js';
+import { bundlePaths } from '../../common/keyfile.js';
+import { KEM, openEnvelope, parseEnvelope } from '../../protocol/envelope/index.js';
+import { decodeFrames, type Frame } from '../../protocol/frame.js';
+import { toRecords, type ReadingRecord } from '../../receiver/records.js';
+
+export interface Arrival {
+  /** Envelope id (hex SHA-256 of its bytes). */
+  envelope: string;
+  envelopeSequence: bigint;
+  /** The envelope's frames, each with every reading the sink holds for it. */
+  frames: Frame[];
+  /** Size of the envelope on the wire. */
+  bytes: number;
+  /** When the receiver delivered it (the time of its "envelope delivered" line). */
+  at: number;
+}
+
+export interface ReceiverLine {
+  level: number;
+  msg: string;
+  time: string;
+  [key: string]: unknown;
+}
+
+export interface AgentReceiverOptions {
+  /**
+   * Count an envelope only once its ack succeeded (a lease the relay's TTL burned in between is
+   * then not an arrival: the agent will see it expired). The sink has it all the same.
+   */
+  ackedOnly?: boolean;
+}
+
+const DELIVERED = 'envelope delivered';
+const DUPLICATE = 'duplicate envelope dropped (already delivered)';
+const REFUSED = /^envelope refused/;
+const LATE_ACK = 'lease expired before the acknowledgement; raise the relay leaseTimeout if this repeats';
+const ERROR = 50;
+
+const running = new Set<AgentReceiver>();
+
+/**
+ * Stops every agent receiver still running (SIGTERM, exit 0 asserted by test/helpers/stop.ts)
+ * and closes its tap. Called by killAllAgents().
+ */
+export async function stopAllAgentReceivers(): Promise<void> {
+  const all = [...running];
+  running.clear();
+  try {
+    await stopChildren(all.flatMap((r) => (r.child ? [r.child] : [])), 'agent test receiver');
+  } finally {
+    await Promise.all(all.map((r) => r.tap.close()));
+  }
+}
+
+export class AgentReceiver {
+  child: ChildProcess | undefined;
+  /** Every JSON line the receiver logged, across its runs. */
+  readonly lines: ReceiverLine[] = [];
+  private output = '';
+  private stopping = false;
+  private runs = 0;
+  /** Index into `lines` of each run's first line. */
+  private readonly runStarts: number[] = [];
+  private readonly arrivals: Arrival[] = [];
+  /** Next "envelope delivered" line to turn into an Arrival (an index into `lines`). */
+  private scanned = 0;
+
+  private constructor(
+    readonly tap: LeaseTap,
+    private readonly env: AgentEnv,
+    private readonly configFile: string,
+    readonly sinkFile: string,
+    private readonly options: AgentReceiverOptions,
+  ) {}
+
+  /** Writes the receiver's config next to the agent's and starts it. */
+  static async start(env: AgentEnv, relay: RelayProcess, options: AgentReceiverOptions = {}): Promise<AgentReceiver> {
+    const dir = path.join(env.dir, 'receiver');
+    const relayPub = path.join(env.dir, 'relay.sign.pub');
+    const apiKeyFile = path.join(env.dir, 'receiver.apikey');
+    await copyFile(path.join(relay.stateDir, 'relay.sign.pub'), relayPub);
+    await writeFile(apiKeyFile, env.receiver.apiKey + '\n', { mode: 0o600 });
+    const tap = await LeaseTap.start(relay.url);
+    const sinkFile = path.join(dir, 'sink.jsonl');
+    const config = {
+      relay: { url: tap.url, apiKeyFile, publicKey: relayPub, wait: '500ms', checkpointInterval: '1s', timeout: '5s' },
+      receiverKey: bundlePaths(env.dir, 'rx').kemKey,
+      stateDir: path.join(dir, 'state'),
+      trust: { devices: [{ publicKey: bundlePaths(env.dir, 'gw').signPub }] },
+      sinks: [{ type: 'file', path: sinkFile }],
+      retry: { initial: '100ms', max: '1s' },
+      logLevel: 'debug',
+    };
+    const configFile = path.join(env.dir, 'receiver.yaml');
+    await writeFile(configFile, JSON.stringify(config, null, 2)); // JSON is YAML 1.2
+    const receiver = new AgentReceiver(tap, env, configFile, sinkFile, options);
+    running.add(receiver);
+    await receiver.start();
+    return receiver;
+  }
+
+  /** Starts the receiver (again) and waits for its "receiver started" line. */
+  async start(): Promise<void> {
+    assert.ok(this.child === undefined, 'the receiver is already running');
+    this.stopping = false;
+    this.tap.resume();
+    this.runStarts.push(this.lines.length);
+    this.runs++;
+    const child = spawn(process.execPath, [cliPath, 'receive', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    let pending = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      this.output += text;
+      pending += text;
+      const parts = pending.split('\n');
+      pending = parts.pop()!;
+      for (const part of parts) {
+        try {
+          const line = JSON.parse(part) as ReceiverLine;
+          if (typeof line === 'object' && line !== null && typeof line.msg === 'string') this.lines.push(line);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => {
+      this.output += chunk.toString('utf8');
+    });
+    const from = this.lines.length;
+    await until('the receiver\'s start line', () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the receiver exited (${child.exitCode ?? child.signalCode}) at start:\n${this.output.slice(-4000)}`);
+      return this.lines.slice(from).some((l) => l.msg === 'receiver started');
+    }, 30_000);
+  }
+
+  /** Lines of the current (or last) run. */
+  private runLines(): ReceiverLine[] {
+    return this.lines.slice(this.runStarts.at(-1) ?? 0);
+  }
+
+  /**
+   * Everything the receiver delivered so far, in delivery order, across its runs; exact
+   * re-deliveries are not in it (the receiver dropped them, see duplicates()). Throws when the
+   * receiver exited without being stopped, or the sink disagrees with what the relay leased.
+   */
+  get received(): Arrival[] {
+    const child = this.child;
+    if (child && !this.stopping && (child.exitCode !== null || child.signalCode !== null)) {
+      throw new Error(`the receiver exited (${child.exitCode ?? child.signalCode}) while the test ran:\n${this.output.slice(-4000)}`);
+    }
+    this.collect();
+    return this.arrivals;
+  }
+
+  /** Frame sequences of everything received, in delivery order. */
+  frameSequences(): bigint[] {
+    return this.received.flatMap((a) => a.frames.map((f) => f.sequence));
+  }
+
+  /** The envelope sequences the receiver dropped as exact duplicates, across its runs. */
+  duplicates(): bigint[] {
+    return this.lines.filter((l) => l.msg === DUPLICATE).map((l) => BigInt(String(l['seq'])));
+  }
+
+  /** Lines of envelopes the receiver refused, across its runs. */
+  refusals(): ReceiverLine[] {
+    return this.lines.filter((l) => REFUSED.test(l.msg));
+  }
+
+  /** The receiver's log so far (tail), for failure messages. */
+  logTail(chars = 4000): string {
+    return this.output.slice(-chars);
+  }
+
+  /**
+   * Lets the receiver finish what it leased (no new leases), then SIGTERM: asserts exit 0, no
+   * refusal and no error (unless `expectRefusals`), and that its final counters match its log.
+   */
+  async stop(options: { expectRefusals?: boolean } = {}): Promise<void> {
+    const child = this.child;
+    assert.ok(child, 'the receiver is not running');
+    this.tap.pause();
+    await until('the receiver to answer every lease it holds', () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the receiver exited (${child.exitCode ?? child.signalCode}) before it was stopped:\n${this.output.slice(-4000)}`);
+      return this.tap.settled();
+    }, 45_000, () => `unanswered leases: ${this.tap.unanswered().map((l) => l.envelopeId).join(', ')}\n${this.output.slice(-3000)}`);
+    this.collect();
+    this.stopping = true;
+    const exited = new Promise<number | null>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
+      else child.once('exit', (code) => resolve(code));
+    });
+    child.kill('SIGTERM');
+    const code = await exited;
+    this.child = undefined;
+    assert.equal(code, 0, `receiver exit code after SIGTERM\n${this.output.slice(-4000)}`);
+    const lines = this.runLines();
+    if (!options.expectRefusals) {
+      assert.deepEqual(lines.filter((l) => REFUSED.test(l.msg)).map((l) => `${String(l['reason'])}: ${l.msg}`), [], 'the receiver refused nothing');
+      assert.deepEqual(lines.filter((l) => l.level >= ERROR).map((l) => l.msg), [], 'no error or fatal line from the receiver');
+    }
+    const stopped = lines.find((l) => l.msg === 'receiver stopped');
+    assert.ok(stopped, `the receiver's final line\n${this.output.slice(-3000)}`);
+    const count = (msg: string | RegExp) => lines.filter((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg))).length;
+    assert.deepEqual(
+      { delivered: stopped['delivered'], duplicates: stopped['duplicates'], refused: stopped['refused'], lateAcks: stopped['lateAcks'] },
+      { delivered: count(DELIVERED), duplicates: count(DUPLICATE), refused: count(REFUSED), lateAcks: count(LATE_ACK) },
+      'the receiver\'s counters match its log lines',
+    );
+    this.collect();
+  }
+
+  /** Turns new "envelope delivered" lines into Arrivals, checking each against the sink and the tap. */
+  private collect(): void {
+    let sink: Map<string, ReadingRecord[]> | undefined;
+    for (; this.scanned < this.lines.length; this.scanned++) {
+      const line = this.lines[this.scanned]!;
+      if (line.msg !== DELIVERED) continue;
+      const id = String(line['envelope']);
+      if (this.options.ackedOnly) {
+        const lease = this.tap.lastLeaseOf(id);
+        if (lease?.answer === undefined) return; // not acknowledged yet: count it once it is (or is not)
+        if (lease.answer.kind !== 'ack' || lease.answer.status < 200 || lease.answer.status >= 300) continue;
+      }
+      const bytes = this.tap.envelope(id);
+      assert.ok(bytes, `the receiver delivered envelope ${id}, which the relay never leased through the tap`);
+      const envelope = parseEnvelope(bytes);
+      const plaintext = openEnvelope(envelope, { kemId: KEM.XWING, seed: this.env.receiver.kem.seed, publicKey: this.env.receiver.kem.publicKey }, this.env.devicePublicKey);
+      const frames = decodeFrames(plaintext);
+      const { sequence, streamId } = envelope.header;
+      assert.equal(String(line['seq']), sequence.toString(), `envelope ${id}: the receiver's sequence`);
+      sink ??= this.readSink();
+      // As the sink writes them (JSON), so a -0 or a NaN compares as the line holds it.
+      const expected = JSON.parse(JSON.stringify(toRecords(frames, { device: this.env.did, seq: sequence, stream: streamId, envelope: id }))) as ReadingRecord[];
+      assert.deepEqual(sink.get(id) ?? [], expected, `envelope ${id} (seq ${sequence}): the sink holds exactly the readings of the frames the relay leased`);
+      assert.equal(line['readings'], expected.length, `envelope ${id}: readings the receiver logged`);
+      this.arrivals.push({ envelope: id, envelopeSequence: sequence, frames, bytes: bytes.length, at: Date.parse(line.time) });
+    }
+  }
+
+  private readSink(): Map<string, ReadingRecord[]> {
+    const byEnvelope = new Map<string, ReadingRecord[]>();
+    if (!existsSync(this.sinkFile)) return byEnvelope;
+    for (const r of completeJsonLines<ReadingRecord>(readFileSync(this.sinkFile, 'utf8'))) {
+      const list = byEnvelope.get(r.envelope) ?? [];
+      list.push(r);
+      byEnvelope.set(r.envelope, list);
+    }
+    return byEnvelope;
+  }
+}
+
+/** Starts the real receiver for an agent test (see AgentReceiver). */
+export function startAgentReceiver(env: AgentEnv, relay: RelayProcess, options: AgentReceiverOptions = {}): Promise<AgentReceiver> {
+  return AgentReceiver.start(env, relay, options);
+}
