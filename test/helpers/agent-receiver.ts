@@ -91,8 +91,10 @@ export class AgentReceiver {
   /** Index into `lines` of each run's first line. */
   private readonly runStarts: number[] = [];
   private readonly arrivals: Arrival[] = [];
-  /** Next "envelope delivered" line to turn into an Arrival (an index into `lines`). */
+  /** Next line to look at for "envelope delivered" (an index into `lines`). */
   private scanned = 0;
+  /** "envelope delivered" lines not counted yet (ackedOnly: their ack is not through yet). */
+  private unacked: ReceiverLine[] = [];
 
   private constructor(
     readonly tap: LeaseTap,
@@ -214,12 +216,10 @@ export class AgentReceiver {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the receiver exited (${child.exitCode ?? child.signalCode}) before it was stopped:\n${this.output.slice(-4000)}`);
       return this.tap.settled();
     }, 45_000, () => `unanswered leases: ${this.tap.unanswered().map((l) => l.envelopeId).join(', ')}\n${this.output.slice(-3000)}`);
-    this.collect();
+    await this.caughtUp();
     this.stopping = true;
-    const exited = new Promise<number | null>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
-      else child.once('exit', (code) => resolve(code));
-    });
+    // 'close', not 'exit': every line it wrote has been read then.
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     child.kill('SIGTERM');
     const code = await exited;
     this.child = undefined;
@@ -240,32 +240,58 @@ export class AgentReceiver {
     this.collect();
   }
 
+  /**
+   * Waits until the receiver answered every lease the relay handed it and its log (read by this
+   * process through a pipe, which may lag behind the relay's view) names the envelope of every
+   * lease it acknowledged: after untilRelayDrained(), `received` is then complete.
+   */
+  async caughtUp(): Promise<void> {
+    const pending = () => {
+      const logged = new Set(this.lines.filter((l) => l.msg === DELIVERED || l.msg === DUPLICATE || REFUSED.test(l.msg)).map((l) => String(l['envelope'])));
+      return this.tap.leases.filter((l) => l.answer === undefined || (l.answer.kind === 'ack' && !logged.has(l.envelopeId)));
+    };
+    await until('the receiver to answer and log every lease it was handed', () => {
+      const child = this.child;
+      if (child && !this.stopping && (child.exitCode !== null || child.signalCode !== null)) throw new Error(`the receiver exited (${child.exitCode ?? child.signalCode}) while the test ran:\n${this.output.slice(-4000)}`);
+      return pending().length === 0;
+    }, 45_000, () => `leases not answered or not logged: ${pending().map((l) => l.envelopeId).join(', ')}\n${this.output.slice(-3000)}`);
+  }
+
   /** Turns new "envelope delivered" lines into Arrivals, checking each against the sink and the tap. */
   private collect(): void {
-    let sink: Map<string, ReadingRecord[]> | undefined;
     for (; this.scanned < this.lines.length; this.scanned++) {
       const line = this.lines[this.scanned]!;
-      if (line.msg !== DELIVERED) continue;
-      const id = String(line['envelope']);
-      if (this.options.ackedOnly) {
-        const lease = this.tap.lastLeaseOf(id);
-        if (lease?.answer === undefined) return; // not acknowledged yet: count it once it is (or is not)
-        if (lease.answer.kind !== 'ack' || lease.answer.status < 200 || lease.answer.status >= 300) continue;
-      }
-      const bytes = this.tap.envelope(id);
-      assert.ok(bytes, `the receiver delivered envelope ${id}, which the relay never leased through the tap`);
-      const envelope = parseEnvelope(bytes);
-      const plaintext = openEnvelope(envelope, { kemId: KEM.XWING, seed: this.env.receiver.kem.seed, publicKey: this.env.receiver.kem.publicKey }, this.env.devicePublicKey);
-      const frames = decodeFrames(plaintext);
-      const { sequence, streamId } = envelope.header;
-      assert.equal(String(line['seq']), sequence.toString(), `envelope ${id}: the receiver's sequence`);
-      sink ??= this.readSink();
-      // As the sink writes them (JSON), so a -0 or a NaN compares as the line holds it.
-      const expected = JSON.parse(JSON.stringify(toRecords(frames, { device: this.env.did, seq: sequence, stream: streamId, envelope: id }))) as ReadingRecord[];
-      assert.deepEqual(sink.get(id) ?? [], expected, `envelope ${id} (seq ${sequence}): the sink holds exactly the readings of the frames the relay leased`);
-      assert.equal(line['readings'], expected.length, `envelope ${id}: readings the receiver logged`);
-      this.arrivals.push({ envelope: id, envelopeSequence: sequence, frames, bytes: bytes.length, at: Date.parse(line.time) });
+      if (line.msg === DELIVERED) this.unacked.push(line);
     }
+    let sink: Map<string, ReadingRecord[]> | undefined;
+    const waiting: ReceiverLine[] = [];
+    for (const line of this.unacked) {
+      const id = String(line['envelope']);
+      // ackedOnly: counted once one of its leases was acknowledged (a late ack's envelope counts
+      // if the relay leased it again and that ack went through, as the old receive loop did).
+      if (this.options.ackedOnly && !this.tap.leases.some((l) => l.envelopeId === id && l.answer?.kind === 'ack' && l.answer.status >= 200 && l.answer.status < 300)) {
+        waiting.push(line);
+        continue;
+      }
+      sink ??= this.readSink();
+      this.arrivals.push(this.arrival(line, id, sink));
+    }
+    this.unacked = waiting;
+  }
+
+  private arrival(line: ReceiverLine, id: string, sink: Map<string, ReadingRecord[]>): Arrival {
+    const bytes = this.tap.envelope(id);
+    assert.ok(bytes, `the receiver delivered envelope ${id}, which the relay never leased through the tap`);
+    const envelope = parseEnvelope(bytes);
+    const plaintext = openEnvelope(envelope, { kemId: KEM.XWING, seed: this.env.receiver.kem.seed, publicKey: this.env.receiver.kem.publicKey }, this.env.devicePublicKey);
+    const frames = decodeFrames(plaintext);
+    const { sequence, streamId } = envelope.header;
+    assert.equal(String(line['seq']), sequence.toString(), `envelope ${id}: the receiver's sequence`);
+    // As the sink writes them (JSON), so a -0 or a NaN compares as the line holds it.
+    const expected = JSON.parse(JSON.stringify(toRecords(frames, { device: this.env.did, seq: sequence, stream: streamId, envelope: id }))) as ReadingRecord[];
+    assert.deepEqual(sink.get(id) ?? [], expected, `envelope ${id} (seq ${sequence}): the sink holds exactly the readings of the frames the relay leased`);
+    assert.equal(line['readings'], expected.length, `envelope ${id}: readings the receiver logged`);
+    return { envelope: id, envelopeSequence: sequence, frames, bytes: bytes.length, at: Date.parse(line.time) };
   }
 
   private readSink(): Map<string, ReadingRecord[]> {
