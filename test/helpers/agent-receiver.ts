@@ -17,8 +17,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { cliPath } from './paths.js';
 import { completeJsonLines } from './json-lines.js';
@@ -42,6 +43,13 @@ export interface Arrival {
   bytes: number;
   /** When the receiver delivered it (the time of its "envelope delivered" line). */
   at: number;
+}
+
+interface Opened {
+  frames: Frame[];
+  sequence: bigint;
+  streamId: number;
+  bytes: number;
 }
 
 export interface ReceiverLine {
@@ -78,8 +86,36 @@ export async function stopAllAgentReceivers(): Promise<void> {
     await stopChildren(all.flatMap((r) => (r.child ? [r.child] : [])), 'agent test receiver');
   } finally {
     await Promise.all(all.map((r) => r.tap.close()));
+    for (const r of all) r.keepLog();
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+    dirs.clear();
   }
 }
+
+const dirs = new Set<string>();
+
+/**
+ * The receiver's state and sink in RAM (/dev/shm where there is one): it fsyncs its sink and its
+ * replay journal for every envelope (docs/RECEIVER.md), and on a loaded disk those fsyncs made it
+ * slower than an agent sending every 200 ms (envelopes then outlived a 1 s TTL at the relay).
+ * What it checks and writes is the same; removed by stopAllAgentReceivers().
+ */
+async function receiverDir(): Promise<string> {
+  const base = existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+  const dir = await mkdtemp(path.join(base, 'gp-agent-receiver-'));
+  dirs.add(dir);
+  return dir;
+}
+
+// As test/helpers/relay.ts does for its temp folders: one left behind fails the test file.
+process.on('exit', () => {
+  if (dirs.size === 0) return;
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  process.stderr.write(`test/helpers/agent-receiver.ts: receiver folders left behind (call killAllAgents from after()): ${[...dirs].join(', ')}\n`);
+  process.exitCode = 1;
+});
+
+let logsKept = 0;
 
 export class AgentReceiver {
   child: ChildProcess | undefined;
@@ -95,6 +131,8 @@ export class AgentReceiver {
   private scanned = 0;
   /** "envelope delivered" lines not counted yet (ackedOnly: their ack is not through yet). */
   private unacked: ReceiverLine[] = [];
+  /** Leased envelopes opened with the receiver key, by envelope id. */
+  private readonly opened = new Map<string, Opened>();
 
   private constructor(
     readonly tap: LeaseTap,
@@ -102,11 +140,13 @@ export class AgentReceiver {
     private readonly configFile: string,
     readonly sinkFile: string,
     private readonly options: AgentReceiverOptions,
-  ) {}
+  ) {
+    this.openAsLeased();
+  }
 
   /** Writes the receiver's config next to the agent's and starts it. */
   static async start(env: AgentEnv, relay: RelayProcess, options: AgentReceiverOptions = {}): Promise<AgentReceiver> {
-    const dir = path.join(env.dir, 'receiver');
+    const dir = await receiverDir();
     const relayPub = path.join(env.dir, 'relay.sign.pub');
     const apiKeyFile = path.join(env.dir, 'receiver.apikey');
     await copyFile(path.join(relay.stateDir, 'relay.sign.pub'), relayPub);
@@ -199,6 +239,12 @@ export class AgentReceiver {
     return this.lines.filter((l) => REFUSED.test(l.msg));
   }
 
+  /** With GHOSTPIPE_TEST_RECEIVER_LOGS=DIR, the receiver's whole output is kept there (to look into a failure). */
+  keepLog(): void {
+    const dir = process.env['GHOSTPIPE_TEST_RECEIVER_LOGS'];
+    if (dir) writeFileSync(path.join(dir, `agent-receiver-${process.pid}-${++logsKept}.log`), this.output);
+  }
+
   /** The receiver's log so far (tail), for failure messages. */
   logTail(chars = 4000): string {
     return this.output.slice(-chars);
@@ -279,19 +325,49 @@ export class AgentReceiver {
     this.unacked = waiting;
   }
 
-  private arrival(line: ReceiverLine, id: string, sink: Map<string, ReadingRecord[]>): Arrival {
+  /**
+   * Opens leased envelopes one per turn of the event loop as they pass the tap, so a burst of
+   * deliveries never blocks this process (Modbus test servers answer from it) for many openings.
+   */
+  private openAsLeased(): void {
+    const queue: string[] = [];
+    let scheduled = false;
+    const next = () => {
+      scheduled = false;
+      const id = queue.shift();
+      if (id !== undefined && !this.opened.has(id)) this.open(id);
+      if (queue.length > 0) schedule();
+    };
+    const schedule = () => {
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(next);
+    };
+    this.tap.onLease = (lease) => {
+      if (this.opened.has(lease.envelopeId)) return;
+      queue.push(lease.envelopeId);
+      schedule();
+    };
+  }
+
+  private open(id: string): Opened {
     const bytes = this.tap.envelope(id);
     assert.ok(bytes, `the receiver delivered envelope ${id}, which the relay never leased through the tap`);
     const envelope = parseEnvelope(bytes);
     const plaintext = openEnvelope(envelope, { kemId: KEM.XWING, seed: this.env.receiver.kem.seed, publicKey: this.env.receiver.kem.publicKey }, this.env.devicePublicKey);
-    const frames = decodeFrames(plaintext);
-    const { sequence, streamId } = envelope.header;
+    const opened = { frames: decodeFrames(plaintext), sequence: envelope.header.sequence, streamId: envelope.header.streamId, bytes: bytes.length };
+    this.opened.set(id, opened);
+    return opened;
+  }
+
+  private arrival(line: ReceiverLine, id: string, sink: Map<string, ReadingRecord[]>): Arrival {
+    const { frames, sequence, streamId, bytes } = this.opened.get(id) ?? this.open(id);
     assert.equal(String(line['seq']), sequence.toString(), `envelope ${id}: the receiver's sequence`);
     // As the sink writes them (JSON), so a -0 or a NaN compares as the line holds it.
     const expected = JSON.parse(JSON.stringify(toRecords(frames, { device: this.env.did, seq: sequence, stream: streamId, envelope: id }))) as ReadingRecord[];
     assert.deepEqual(sink.get(id) ?? [], expected, `envelope ${id} (seq ${sequence}): the sink holds exactly the readings of the frames the relay leased`);
     assert.equal(line['readings'], expected.length, `envelope ${id}: readings the receiver logged`);
-    return { envelope: id, envelopeSequence: sequence, frames, bytes: bytes.length, at: Date.parse(line.time) };
+    return { envelope: id, envelopeSequence: sequence, frames, bytes, at: Date.parse(line.time) };
   }
 
   private readSink(): Map<string, ReadingRecord[]> {

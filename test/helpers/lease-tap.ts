@@ -35,6 +35,8 @@ export class LeaseTap {
   private inFlightLeases = 0;
   private paused = false;
   private readonly held = new Set<http.ServerResponse>();
+  /** Called after a lease's response went on to the receiver. */
+  onLease: ((lease: TappedLease) => void) | undefined;
 
   private constructor(private readonly server: http.Server, private readonly upstream: URL, readonly url: string) {}
 
@@ -126,12 +128,13 @@ export class LeaseTap {
       upRes.on('end', () => {
         const body = Buffer.concat(chunks);
         const status = upRes.statusCode ?? 502;
+        let leased: TappedLease | undefined;
         if (isLease && status === 200) {
           const leaseId = String(upRes.headers[LEASE_HEADERS.leaseId]);
           const envelopeId = String(upRes.headers[LEASE_HEADERS.envelopeId]);
-          const lease: TappedLease = { leaseId, envelopeId, bytes: body };
-          this.leases.push(lease);
-          this.byLeaseId.set(leaseId, lease);
+          leased = { leaseId, envelopeId, bytes: body };
+          this.leases.push(leased);
+          this.byLeaseId.set(leaseId, leased);
           this.envelopes.set(envelopeId, body);
         }
         if (answer) {
@@ -143,6 +146,7 @@ export class LeaseTap {
         for (const h of HOP_BY_HOP) delete out[h];
         res.writeHead(status, out);
         res.end(body);
+        if (leased) this.onLease?.(leased);
       });
     });
     up.on('error', cut);
