@@ -197,7 +197,11 @@ test('SIGTERM while the relay hangs: exit 0 within the bound, the unflushed fram
   // What the relay accepted before it hung was never confirmed delivered (the receiver stopped): lost too.
   assert.ok((stopped['undeliveredFrames'] as number) >= 1, `undeliveredFrames ${String(stopped['undeliveredFrames'])}`);
   assert.equal(stopped['lostWithBacklog'], (stopped['unflushedFrames'] as number) + (stopped['undeliveredFrames'] as number));
-  assert.equal(stopped.msg, `agent stopped; ${String(stopped['lostWithBacklog'])} frame(s) are lost with the RAM backlog: ${String(stopped['unflushedFrames'])} the relay did not accept, ${String(stopped['undeliveredFrames'])} it accepted but had not delivered`);
+  // An upload the stop budget cut off after it was sent is in doubt (the hung relay may have read
+  // it): counted apart, and the line says so (agent/agent.ts; seen once under load in this test).
+  const uncertain = stopped['uncertainFrames'] as number;
+  const inDoubt = uncertain === 0 ? '' : `; ${uncertain} more were being uploaded when the stop budget ran out (the relay may have them)`;
+  assert.equal(stopped.msg, `agent stopped; ${String(stopped['lostWithBacklog'])} frame(s) are lost with the RAM backlog: ${String(stopped['unflushedFrames'])} the relay did not accept, ${String(stopped['undeliveredFrames'])} it accepted but had not delivered${inDoubt}`);
   assert.equal(stopped.level, 40, 'a loss is logged at warn');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
