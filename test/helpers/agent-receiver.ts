@@ -123,7 +123,6 @@ export class AgentReceiver {
   readonly lines: ReceiverLine[] = [];
   private output = '';
   private stopping = false;
-  private runs = 0;
   /** Index into `lines` of each run's first line. */
   private readonly runStarts: number[] = [];
   private readonly arrivals: Arrival[] = [];
@@ -176,7 +175,6 @@ export class AgentReceiver {
     this.stopping = false;
     this.tap.resume();
     this.runStarts.push(this.lines.length);
-    this.runs++;
     const child = spawn(process.execPath, [cliPath, 'receive', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let pending = '';
