@@ -43,6 +43,8 @@ interface Sealed {
    * cannot have it (refused for good).
    */
   uncertain?: boolean;
+  /** Its upload is under way: dropped now, it may still arrive. */
+  uploading?: boolean;
 }
 
 interface RecipientLane {
@@ -172,9 +174,12 @@ export class Delivery {
       for (const lane of this.lanes) {
         if (!(await this.resendUnknown(lane))) return;
         while (lane.queue.length > 0 || lane.head) {
-          lane.head ??= this.sealNext(lane);
-          if (!(await this.upload(lane, lane.head, false))) return;
-          lane.unconfirmed.set(lane.head.id, { ...lane.head, resend: false });
+          const sealed = (lane.head ??= this.sealNext(lane));
+          const accepted = await this.upload(lane, sealed, false);
+          // The full backlog dropped it while the upload was under way (logged as in doubt): not tracked.
+          if (lane.head !== sealed) continue;
+          if (!accepted) return;
+          lane.unconfirmed.set(sealed.id, { ...sealed, resend: false });
           lane.head = undefined;
         }
       }
@@ -274,6 +279,7 @@ export class Delivery {
 
   /** Uploads; true when the relay holds it (201 or 409 duplicate). False: stop pumping for now. */
   private async upload(lane: RecipientLane, sealed: Sealed, resend: boolean): Promise<boolean> {
+    sealed.uploading = true;
     try {
       await this.authorized(() => this.o.client.upload(sealed.bytes));
     } catch (err) {
@@ -285,6 +291,8 @@ export class Delivery {
       } else {
         return this.refused(lane, sealed, err);
       }
+    } finally {
+      sealed.uploading = false;
     }
     this.reachable(true);
     this.backoff.reset();
@@ -320,6 +328,8 @@ export class Delivery {
     }
     this.reachable(true);
     const neverTaken = err.kind === 'tooLarge' || err.code === 'malformed_envelope';
+    // Dropped by the full backlog while its upload was under way: its frames are counted already.
+    if (neverTaken && lane.head !== sealed && !lane.unconfirmed.has(sealed.id)) return false;
     if (neverTaken && sealed.batches.length > 1) {
       // Too big for the plan (or the relay): put the frames back and coalesce smaller.
       this.coalesceLimit = Math.max(1024, Math.floor(this.coalesceLimit / 4));
@@ -444,6 +454,7 @@ export class Delivery {
         this.o.logger.warn({ recipient: lane.recipient.name, envelope: oldest.value.id, frames: oldest.value.frames.map(String) }, 'backlog full: stopped tracking the oldest accepted envelope (the relay still holds it; it cannot be re-sent if the relay restarts)');
       } else if (lane.head) {
         used -= lane.head.bytes.length;
+        if (lane.head.uploading) lane.head.uncertain = true;
         this.dropped(lane.head, 'backlog full');
         lane.head = undefined;
       } else if (lane.queue.length > 0) {
@@ -480,7 +491,7 @@ export class Delivery {
   private dropped(sealed: Sealed, why: string): void {
     this.stats.droppedFrames += sealed.frames.length;
     // An upload that got no answer may have arrived: say so rather than claim the frames are gone.
-    const doubt = sealed.uncertain ? ' whose upload got no answer (the relay may have them)' : '';
+    const doubt = sealed.uncertain ? ' whose upload is under way or got no answer (the relay may have them)' : '';
     this.o.logger.warn({ envelope: sealed.id, frames: sealed.frames.map(String), dropped: this.stats.droppedFrames, ...(sealed.uncertain ? { uncertain: true } : {}) }, `${why}: dropped ${sealed.frames.length} frame(s)${doubt}`);
   }
 
