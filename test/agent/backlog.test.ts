@@ -54,7 +54,8 @@ function assertAllOnceInOrder(frames: bigint[]): void {
 
 /** The agent's log lines that name frame `seq` (alone or in an envelope), for a failure message. */
 const linesNaming = (lines: LogLine[], seq: bigint): string =>
-  lines.filter((l) => String(l['frame']) === String(seq) || ((l['frames'] as string[] | undefined) ?? []).includes(String(seq))).map((l) => JSON.stringify(l)).join('\n');
+  // 'frames' is a list of frame numbers on most lines, a count on the coalescing line.
+  lines.filter((l) => String(l['frame']) === String(seq) || (Array.isArray(l['frames']) && (l['frames'] as unknown[]).includes(String(seq)))).map((l) => JSON.stringify(l)).join('\n');
 
 const droppedIn = (lines: LogLine[]): bigint[] =>
   lines.filter((l) => l.msg.startsWith('backlog full: dropped')).flatMap((l) => (l['frames'] as string[] | undefined) ?? [l['frame'] as string]).map(BigInt);
