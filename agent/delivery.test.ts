@@ -19,9 +19,11 @@ test('frameRanges: runs of consecutive frame numbers, duplicates once, any order
   assert.equal(frameRanges([2n ** 63n - 1n, 2n ** 63n - 2n]), '9223372036854775806-9223372036854775807');
 });
 
-test('the full backlog drops the oldest envelope while its upload is under way: logged as in doubt, not tracked, nothing resurrected', async () => {
-  // A relay stand-in (a real HTTP server on loopback) that reads each upload and answers only when
-  // told: the agent's oldest envelope is in flight while newer frames overflow the backlog.
+/**
+ * A relay stand-in (a real HTTP server on loopback) that reads each upload and answers 201 when
+ * `release` is called (or at once when `holdAnswers` is false), and a Delivery that uploads to it.
+ */
+async function standIn(maxBytes: number, holdAnswers: boolean) {
   const uploads: Buffer[] = [];
   const held: Array<() => void> = [];
   const server = http.createServer((req, res) => {
@@ -30,7 +32,9 @@ test('the full backlog drops the oldest envelope while its upload is under way: 
     req.on('end', () => {
       if (req.method !== 'POST' || req.url !== '/v2/envelopes') return void res.writeHead(404).end();
       uploads.push(Buffer.concat(chunks));
-      held.push(() => res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'x', leafIndex: uploads.length - 1, size: 1 })));
+      const answer = () => res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'x', leafIndex: uploads.length - 1, size: 1 }));
+      if (holdAnswers) held.push(answer);
+      else answer();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -46,19 +50,31 @@ test('the full backlog drops the oldest envelope while its upload is under way: 
     streamId: 1,
     buckets: DEFAULT_BUCKETS,
     aeadId: AEAD.AES256GCM,
-    maxBytes: 5000, // a sealed one-frame envelope is padded to 4 KiB; each queued frame is about 1 kB
+    maxBytes,
     statusIntervalMs: 3_600_000,
     quotaRetryMs: 1000,
     nextEnvelopeSequence: () => ++envelopeSequence,
     logger: createLogger('delivery', 'debug', sink),
   });
   delivery.enabled = true;
-  const frame = (sequence: bigint) => ({ sequence, batch: encodeFrames([{ sequence, time: 0, intervalMs: 1000, readings: [{ tap: 't', point: 'p', quality: 'good', value: 'v'.repeat(1000), readTime: 0 }] }]) });
+  const close = async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  };
+  return { delivery, uploads, held, lines, close };
+}
+
+/** A one-frame batch with one reading of `size` characters. */
+const frame = (sequence: bigint, size: number) => ({ sequence, batch: encodeFrames([{ sequence, time: 0, intervalMs: 1000, readings: [{ tap: 't', point: 'p', quality: 'good', value: 'v'.repeat(size), readTime: 0 }] }]) });
+
+test('the full backlog drops the oldest envelope while its upload is under way: logged as in doubt, not tracked, nothing resurrected', async () => {
+  // A sealed one-frame envelope is padded to 4 KiB; each queued frame is about 1 kB.
+  const { delivery, uploads, held, lines, close } = await standIn(5000, true);
   try {
-    delivery.enqueue(frame(1n));
+    delivery.enqueue(frame(1n, 1000));
     const pumped = delivery.pump();
     await until('the upload of frame 1 under way', () => held.length === 1);
-    for (let s = 2n; s <= 4n; s++) delivery.enqueue(frame(s)); // 4 KiB in flight + 1 kB > 5,000 B: the oldest goes
+    for (let s = 2n; s <= 4n; s++) delivery.enqueue(frame(s, 1000)); // 4 KiB in flight + 1 kB > 5,000 B: the oldest goes
     const drop = lines.find((l) => String(l['msg']).startsWith('backlog full: dropped'));
     assert.ok(drop, 'a drop was logged');
     assert.deepEqual(drop['frames'], ['1']);
@@ -73,7 +89,24 @@ test('the full backlog drops the oldest envelope while its upload is under way: 
     assert.equal(uploads.length, 2, 'frame 1 once, then 2-4 together: nothing re-sent');
     assert.deepEqual(delivery.backlogFrames().undelivered, [2n, 3n, 4n], 'frame 1 is not tracked; 2-4 are');
   } finally {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    await close();
+  }
+});
+
+test('a coalesced envelope is padded to at most half the backlog: draining a full backlog drops nothing', async () => {
+  // 40 frames of about 3 kB wait in a 160 KiB backlog; one envelope of all of them would be padded
+  // to the 1 MiB bucket and overflow the bound at once. Half the backlog allows the 64 KiB bucket.
+  const { delivery, uploads, lines, close } = await standIn(160 * 1024, false);
+  try {
+    for (let s = 1n; s <= 40n; s++) delivery.enqueue(frame(s, 3000));
+    await delivery.pump();
+    assert.equal(delivery.stats.droppedFrames, 0);
+    assert.equal(delivery.stats.droppedEnvelopes, 0, 'nothing the relay holds was given up either');
+    assert.ok(uploads.length >= 2, `${uploads.length} envelopes`);
+    for (const u of uploads) assert.ok(u.length <= 80 * 1024, `an envelope of ${u.length} bytes`);
+    assert.deepEqual(delivery.backlogFrames().undelivered, Array.from({ length: 40 }, (_, i) => BigInt(i + 1)));
+    assert.equal(lines.filter((l) => String(l['msg']).startsWith('backlog full')).length, 0);
+  } finally {
+    await close();
   }
 });

@@ -133,7 +133,11 @@ export class Delivery {
   constructor(private readonly o: DeliveryOptions) {
     this.lanes = o.recipients.map((recipient) => ({ recipient, queue: [], unconfirmed: new Map() }));
     this.now = o.now ?? Date.now;
-    this.coalesceLimit = bucketCapacity(o.buckets[o.buckets.length - 1]!);
+    // A coalesced envelope is padded to its bucket: one of the largest (5 MiB) would take a small
+    // backlog whole the moment it is sealed, and the bound would then drop what just drained.
+    // Up to the largest bucket within half the backlog (at least the smallest bucket).
+    const fits = o.buckets.filter((b) => b <= o.maxBytes / 2);
+    this.coalesceLimit = bucketCapacity(fits.at(-1) ?? o.buckets[0]!);
     this.stats = { queuedFrames: 0, uncertainFrames: 0, unconfirmed: 0, unconfirmedFrames: 0, backlogBytes: 0, maxBytes: o.maxBytes, uploaded: 0, resent: 0, delivered: 0, droppedFrames: 0, droppedEnvelopes: 0, expired: 0, relayReachable: undefined };
   }
 

@@ -1,7 +1,8 @@
 /** Enrollment with the relay: proof of possession once (`ghostpipe enroll`), a check at every agent start. */
-import { RelayError, type RelayClient } from '../common/relay-client.js';
+import { RelayError, type FleetApprovalBytes, type RelayClient } from '../common/relay-client.js';
 import type { DeviceKeys } from '../common/keyfile.js';
 import { getProvider } from '../protocol/crypto/provider.js';
+import { xwingDecapsulate } from '../protocol/crypto/xwing.js';
 
 export type Enrollment =
   | { state: 'enrolled'; did: string; leafIndex: number }
@@ -21,9 +22,18 @@ export async function checkEnrollment(client: RelayClient, did: string): Promise
   }
 }
 
-/** Challenge, sign (ML-DSA-65, context ghostpipe/enroll/v1), POST /v2/did/register. */
-export async function enrollDevice(client: RelayClient, keys: DeviceKeys): Promise<{ did: string; leafIndex: number }> {
+/**
+ * Challenge, decapsulate (X-Wing proof of possession), sign (ML-DSA-65, context ghostpipe/enroll/v2),
+ * POST /v2/did/register with the fleet approval when there is one.
+ */
+export async function enrollDevice(client: RelayClient, keys: DeviceKeys, approval?: FleetApprovalBytes): Promise<{ did: string; leafIndex: number }> {
   const provider = getProvider();
-  const registration = await client.enroll(keys.signing.publicKey, keys.kem.publicKey, (message, context) => provider.mlDsa65.sign(keys.signing.seed, message, context));
+  if (keys.kem.alg !== 'X-Wing') throw new Error(`enrollment registers an X-Wing key; this device's KEM key is ${keys.kem.alg}`);
+  const registration = await client.enroll({
+    signingPublicKey: keys.signing.publicKey,
+    kemPublicKey: keys.kem.publicKey,
+    sign: (message, context) => provider.mlDsa65.sign(keys.signing.seed, message, context),
+    decapsulate: (ciphertext) => xwingDecapsulate(keys.kem.seed, ciphertext, provider),
+  }, approval);
   return { did: registration.did, leafIndex: registration.leafIndex };
 }

@@ -1,6 +1,7 @@
 /** A device and a receiver enrolled at a bench relay: the set-up every relay-facing bench needs. */
 import { RelayClient } from '../common/relay-client.js';
 import type { CryptoProvider } from '../protocol/crypto/provider.js';
+import { xwingDecapsulate } from '../protocol/crypto/xwing.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../protocol/keys.js';
 
 export interface EnrolledParty {
@@ -20,6 +21,10 @@ export async function enrollParty(url: string, operator: RelayClient, provider: 
   const receiverKey = (await operator.createKey({ role: 'receiver', plan: 'bench', label: `${label} receiver`, recipients: [recipientKeyId] })).key;
   const signing = generatePrivateKey('ML-DSA-65');
   const device = new RelayClient({ baseUrl: url, apiKey: deviceKey });
-  await device.enroll(signing.publicKey, generatePrivateKey('X-Wing').publicKey, (m, c) => provider.mlDsa65.sign(signing.seed, m, c));
+  const deviceKem = generatePrivateKey('X-Wing');
+  await device.enroll({
+    signingPublicKey: signing.publicKey, kemPublicKey: deviceKem.publicKey,
+    sign: (m, c) => provider.mlDsa65.sign(signing.seed, m, c), decapsulate: (ct) => xwingDecapsulate(deviceKem.seed, ct, provider),
+  });
   return { deviceKey, receiverKey, recipientKeyId, signing, kem, device };
 }

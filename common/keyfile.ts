@@ -5,7 +5,7 @@
  *
  *   device:   NAME.sign.key / NAME.sign.pub (ML-DSA-65) and NAME.kem.key / NAME.kem.pub (X-Wing)
  *   receiver: NAME.kem.key / NAME.kem.pub
- *   relay, firmware: NAME.sign.key / NAME.sign.pub
+ *   relay, firmware, fleet: NAME.sign.key / NAME.sign.pub
  *
  * See docs/protocol/keys.md.
  */
@@ -153,8 +153,8 @@ export const loadReceiverKey = (file: string, onWarning?: WarningListener): Prom
 
 // ---------- bundles ----------
 
-export type KeyType = 'device' | 'receiver' | 'relay' | 'firmware';
-export const KEY_TYPES: readonly KeyType[] = ['device', 'receiver', 'relay', 'firmware'];
+export type KeyType = 'device' | 'receiver' | 'relay' | 'firmware' | 'fleet';
+export const KEY_TYPES: readonly KeyType[] = ['device', 'receiver', 'relay', 'firmware', 'fleet'];
 export type KemChoice = 'X-Wing' | 'ML-KEM-768';
 
 /** Which key roles each type holds: "sign" (ML-DSA-65) and/or "kem" (X-Wing by default). */
@@ -163,6 +163,8 @@ const ROLES: Record<KeyType, readonly ('sign' | 'kem')[]> = {
   receiver: ['kem'],
   relay: ['sign'],
   firmware: ['sign'],
+  /** The operator's offline fleet key: approves devices (docs/PROTOCOL.md "Fleet enrollment"). */
+  fleet: ['sign'],
 };
 
 export function bundlePaths(dir: string, name: string): { signKey: string; signPub: string; kemKey: string; kemPub: string } {

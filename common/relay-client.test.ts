@@ -65,8 +65,10 @@ const KIND_OF: Record<RelayErrorCode, RelayErrorKind> = {
   device_revoked: 'rejected',
   wrong_signer: 'rejected',
   bad_signature: 'rejected',
+  bad_approval: 'rejected',
   not_found: 'rejected',
   method_not_allowed: 'rejected',
+  too_slow: 'retryAfter',
   duplicate: 'rejected',
   already_bound: 'rejected',
   last_operator_key: 'rejected',
@@ -75,12 +77,16 @@ const KIND_OF: Record<RelayErrorCode, RelayErrorKind> = {
   log_pruned: 'rejected',
   too_large: 'tooLarge',
   unsupported_media_type: 'rejected',
+  unknown_recipient: 'rejected',
   rate_limited: 'retryAfter',
+  too_many_uploads: 'retryAfter',
+  too_many_connections: 'retryAfter',
   internal: 'unreachable',
   log_corrupt: 'unreachable',
   log_busy: 'retryAfter',
   shutting_down: 'retryAfter',
   memory_full: 'retryAfter',
+  key_memory_full: 'retryAfter',
 };
 
 test('every code of the contract keeps its code and status and gets its kind', async () => {
@@ -145,7 +151,7 @@ test('an answer that breaks the contract is bad_response: not JSON, a lease with
   assert.match(lease.message, /lacks ghostpipe-lease-id/);
 
   answer = refusal(201, { challenge: 'not-43-characters', expiresAt: new Date().toISOString() });
-  const enroll = await failure((client) => client.enroll(new Uint8Array(1952), new Uint8Array(1216), () => assert.fail('nothing to sign')));
+  const enroll = await failure((client) => client.enroll({ signingPublicKey: new Uint8Array(1952), kemPublicKey: new Uint8Array(1216), sign: () => assert.fail('nothing to sign'), decapsulate: () => assert.fail('nothing to decapsulate') }));
   assertFailure(enroll, { kind: 'unreachable', code: 'bad_response', status: 201 }, 'challenge');
   assert.match(enroll.message, /43 base64url/);
 

@@ -8,13 +8,16 @@
  * status alone; `code` tells refusals of one kind apart; `status` is for logs (0: no answer).
  *
  *   kind          when                                          code
- *   retryAfter    402, 429, 503, 507: come back later            quota_exceeded, rate_limited, log_busy,
- *                 (retryAfterMs from Retry-After)                shutting_down, memory_full
+ *   retryAfter    402, 408, 429, 503, 507: come back later       quota_exceeded, rate_limited, log_busy,
+ *                 (retryAfterMs from Retry-After; 408: the       shutting_down, memory_full, key_memory_full,
+ *                 body came slower than the relay's minimum      too_many_uploads, too_many_connections,
+ *                 rate, a slow link may do better next time)     too_slow
  *   tooLarge      413: send less                                 too_large
  *   unauthorized  401: the key is missing, unknown or revoked    missing_key, invalid_key, key_revoked
  *   rejected      any other 4xx: this request will not succeed   bad_request, malformed_envelope,
  *                 as it is (403 is here: the key is known but    forbidden, device_not_enrolled,
- *                 may not do this)                               not_found, duplicate, lease_expired, …
+ *                 may not do this; 422: no receiver key lists    not_found, duplicate, lease_expired,
+ *                 the envelope's recipient)                      unknown_recipient, …
  *   unreachable   no usable answer: connection failed, timed     network, timeout, aborted,
  *                 out, abort() was called, the answer is not     bad_response; internal, log_corrupt
  *                 the contract (not JSON, a lease without its
@@ -34,6 +37,8 @@ import {
   RELAY_ERRORS,
   enrollmentMessage,
   isRelayErrorCode,
+  kemProof,
+  type ChallengeRequest,
   type AuditBody,
   type AuditEvent,
   type ChallengeBody,
@@ -50,6 +55,7 @@ import {
   type IssuedKeyBody,
   type KeyInfoBody,
   type KeyListBody,
+  type KeyPurgedBody,
   type KeyRevokedBody,
   type LogKeyBody,
   type RegisterRequest,
@@ -66,7 +72,7 @@ export type ClientErrorCode = 'network' | 'timeout' | 'aborted' | 'bad_response'
 export type RelayFailureCode = RelayErrorCode | ClientErrorCode | `http_${number}`;
 
 /** Statuses whose refusal says when to come back (docs/API.md: they carry Retry-After). */
-const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([402, 429, 503, 507]);
+const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([402, 408, 429, 503, 507]);
 
 function kindOf(status: number, code: RelayFailureCode): RelayErrorKind {
   if (code === 'bad_response' || status < 400 || status >= 600) return 'unreachable';
@@ -141,6 +147,17 @@ function waitParam(waitMs: number | undefined): string {
   return waitMs === undefined || waitMs <= 0 ? '' : `wait=${Math.round(waitMs)}ms`;
 }
 
+/** What a device proves at enrollment: its two public keys and the operations of their private halves. */
+export interface DeviceProver {
+  signingPublicKey: Uint8Array;
+  kemPublicKey: Uint8Array;
+  sign(message: Uint8Array, context: Uint8Array): Uint8Array;
+  decapsulate(ciphertext: Uint8Array): Uint8Array;
+}
+
+/** A fleet approval as bytes (protocol/enrollment.ts). */
+export interface FleetApprovalBytes { statement: Uint8Array; signature: Uint8Array }
+
 export class RelayClient {
   readonly baseUrl: string;
   private apiKey: string | undefined;
@@ -190,25 +207,40 @@ export class RelayClient {
   }
 
   // ---- enrollment ----
-  challenge(): Promise<ChallengeBody> {
+  /** A challenge, with the X-Wing proof-of-possession challenge encapsulated to `kemPublicKey`. */
+  challenge(kemPublicKey: Uint8Array): Promise<ChallengeBody> {
     // enrollmentMessage() takes no other challenge: a relay that sends one breaks the contract.
-    return this.json<ChallengeBody>('POST', '/v2/did/challenge', undefined, undefined, (body) =>
-      typeof body.challenge === 'string' && CHALLENGE_PATTERN.test(body.challenge) ? undefined : 'the challenge is not 43 base64url characters');
+    const body: ChallengeRequest = { kemPublicKey: b64(kemPublicKey) };
+    return this.json<ChallengeBody>('POST', '/v2/did/challenge', body, undefined, (answer) =>
+      typeof answer.challenge !== 'string' || !CHALLENGE_PATTERN.test(answer.challenge) ? 'the challenge is not 43 base64url characters'
+        : typeof answer.kemCiphertext !== 'string' ? 'the challenge has no kemCiphertext' : undefined);
   }
-  register(request: { signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; signature: Uint8Array }): Promise<RegistrationBody> {
+  register(request: {
+    signingPublicKey: Uint8Array; kemPublicKey: Uint8Array; challenge: string; kemProof: Uint8Array; signature: Uint8Array; approval?: FleetApprovalBytes;
+  }): Promise<RegistrationBody> {
     const body: RegisterRequest = {
       signingPublicKey: b64(request.signingPublicKey),
       kemPublicKey: b64(request.kemPublicKey),
       challenge: request.challenge,
+      kemProof: b64(request.kemProof),
       signature: b64(request.signature),
+      ...(request.approval ? { fleetStatement: b64(request.approval.statement), fleetSignature: b64(request.approval.signature) } : {}),
     };
     return this.json('POST', '/v2/did/register', body);
   }
-  /** challenge + sign + register in one call; `sign(message, context)` is the device's ML-DSA-65 signer. */
-  async enroll(signingPublicKey: Uint8Array, kemPublicKey: Uint8Array, sign: (message: Uint8Array, context: Uint8Array) => Uint8Array): Promise<RegistrationBody> {
-    const { challenge } = await this.challenge();
-    const signature = sign(enrollmentMessage(challenge, signingPublicKey, kemPublicKey), ENROLL_CONTEXT);
-    return this.register({ signingPublicKey, kemPublicKey, challenge, signature });
+  /**
+   * challenge + proofs of possession + register in one call: `decapsulate(ciphertext)` is the
+   * device's X-Wing decapsulation, `sign(message, context)` its ML-DSA-65 signer; `approval` the
+   * fleet approval from `ghostpipe device approve`.
+   */
+  async enroll(device: DeviceProver, approval?: FleetApprovalBytes): Promise<RegistrationBody> {
+    const { challenge, kemCiphertext } = await this.challenge(device.kemPublicKey);
+    const ciphertext = new Uint8Array(Buffer.from(kemCiphertext, 'base64'));
+    const secret = device.decapsulate(ciphertext);
+    const proof = kemProof(challenge, ciphertext, secret);
+    secret.fill(0);
+    const signature = device.sign(enrollmentMessage(challenge, device.signingPublicKey, device.kemPublicKey, proof), ENROLL_CONTEXT);
+    return this.register({ signingPublicKey: device.signingPublicKey, kemPublicKey: device.kemPublicKey, challenge, kemProof: proof, signature, ...(approval ? { approval } : {}) });
   }
   getDid(did: string): Promise<DidRecordBody> {
     return this.json('GET', `/v2/did/${encodeURIComponent(did)}`);
@@ -268,16 +300,16 @@ export class RelayClient {
   }
   async inclusionProof(at: { index: number } | { hash: Uint8Array | string }, size?: number): Promise<InclusionProof> {
     const where = 'index' in at ? `index=${at.index}` : `hash=${typeof at.hash === 'string' ? at.hash : Buffer.from(at.hash).toString('hex')}`;
-    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`);
+    const raw = await this.json<InclusionProofBody>('GET', `/v2/log/proof/inclusion?${where}${size === undefined ? '' : `&size=${size}`}`, undefined, undefined, proofShape);
     return { leafIndex: raw.leafIndex, treeSize: raw.treeSize, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   async consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
-    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`);
+    const raw = await this.json<ConsistencyProofBody>('GET', `/v2/log/proof/consistency?from=${from}&to=${to}`, undefined, undefined, proofShape);
     return { from: raw.from, to: raw.to, proof: raw.proof.map((p) => new Uint8Array(Buffer.from(p, 'base64'))) };
   }
   /** Leaves [start, end), at most 1000. */
   async entries(start: number, end: number): Promise<LogEntry[]> {
-    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`);
+    const raw = await this.json<EntriesBody>('GET', `/v2/log/entries?start=${start}&end=${end}`, undefined, undefined, entriesShape);
     return raw.entries.map((e) => ({ index: e.index, data: new Uint8Array(Buffer.from(e.data, 'base64')) }));
   }
 
@@ -290,6 +322,9 @@ export class RelayClient {
   }
   revokeKey(id: string): Promise<KeyRevokedBody> {
     return this.json('DELETE', `/v2/keys/${encodeURIComponent(id)}`);
+  }
+  purgeKey(id: string): Promise<KeyPurgedBody> {
+    return this.json('POST', `/v2/keys/${encodeURIComponent(id)}/purge`);
   }
 
   // ---- audit (operator) ----
@@ -366,4 +401,14 @@ function auditQuery(query: AuditQuery, format: 'json' | 'csv'): string {
   if (query.key !== undefined) params.set('key', query.key);
   if (query.limit !== undefined) params.set('limit', String(query.limit));
   return params.toString();
+}
+
+/** Shapes of the log answers, checked so that garbage is a bad_response, never a TypeError later. */
+function proofShape(v: { proof?: unknown }): string | undefined {
+  return typeof v === 'object' && v !== null && Array.isArray(v.proof) && v.proof.every((p) => typeof p === 'string') ? undefined : 'proof must be a list of base64 strings';
+}
+function entriesShape(v: { entries?: unknown }): string | undefined {
+  const ok = typeof v === 'object' && v !== null && Array.isArray(v.entries)
+    && v.entries.every((e: unknown) => typeof e === 'object' && e !== null && Number.isSafeInteger((e as { index?: unknown }).index) && typeof (e as { data?: unknown }).data === 'string');
+  return ok ? undefined : 'entries must be a list of {index, data}';
 }

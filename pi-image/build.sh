@@ -204,9 +204,11 @@ sed -e 's#/etc/ghostpipe/keys/gw01\.#/etc/ghostpipe/keys/device.#g' \
     "$REPO/config/agent.example.yaml" > "$ROOT/etc/ghostpipe/agent.yaml"
 sed -e 's|^stateDir: .*|stateDir: /var/lib/ghostpipe/relay   # pi-image: the unit'"'"'s StateDirectory|' \
     -e 's|^memoryCap: .*|memoryCap: 96MiB   # pi-image: 512 MB Pi 3B+ (unit MemoryMax=256M via drop-in)|' \
+    -e 's|^# operatorKeyFile: .*|operatorKeyFile: /var/lib/ghostpipe/relay-operator/operator.key   # pi-image: the unit'"'"'s second StateDirectory|' \
     "$REPO/config/relay.example.yaml" > "$ROOT/etc/ghostpipe/relay.yaml"
 grep -q '^stateDir: /var/lib/ghostpipe/relay' "$ROOT/etc/ghostpipe/relay.yaml" || die "relay.yaml: stateDir not rewritten"
 grep -q '^memoryCap: 96MiB' "$ROOT/etc/ghostpipe/relay.yaml" || die "relay.yaml: memoryCap not rewritten"
+grep -q '^operatorKeyFile: /var/lib/ghostpipe/relay-operator/' "$ROOT/etc/ghostpipe/relay.yaml" || die "relay.yaml: operatorKeyFile not rewritten"
 chroot "$ROOT" chown root:ghostpipe-agent /etc/ghostpipe/agent.yaml
 chroot "$ROOT" chown root:ghostpipe-relay /etc/ghostpipe/relay.yaml
 chmod 0640 "$ROOT/etc/ghostpipe/agent.yaml" "$ROOT/etc/ghostpipe/relay.yaml"

@@ -4,8 +4,10 @@
  * tests. Everything lives in one folder (`dir`, created 0700):
  *
  *   keys/      device.{sign,kem}.{key,pub}, receiver.kem.{key,pub}  (generated once, keys 0600)
+ *              fleet.sign.{key,pub} (the operator's fleet key), device.approval (its approval)
  *   secrets/   device.apikey, receiver.apikey                       (issued by the relay, 0600)
- *   relay/     the relay's state directory (its signing key, operator.key, log, key hashes)
+ *   relay/     the relay's state directory (its signing key, log, key hashes)
+ *   operator.key  the relay's operator key (plk_…), written by its first start, outside relay/
  *   agent/     agent state, agent/opcua-pki (the plant's certificate is trusted there)
  *   receiver/  witness, replay and revocation-scan state
  *   relay.yaml agent.yaml receiver.yaml, logs/<role>.log
@@ -121,7 +123,8 @@ export class Conduit {
       receiverState: d('receiver'), logs: d('logs'),
       relayConfig: d('relay.yaml'), agentConfig: d('agent.yaml'), receiverConfig: d('receiver.yaml'),
       deviceApiKey: d('secrets', 'device.apikey'), receiverApiKey: d('secrets', 'receiver.apikey'),
-      operatorKey: d('relay', 'operator.key'), relayPub: d('relay', 'relay.sign.pub'),
+      operatorKey: d('operator.key'), relayPub: d('relay', 'relay.sign.pub'),
+      fleetKey: d('keys', 'fleet.sign.key'), fleetPub: d('keys', 'fleet.sign.pub'), deviceApproval: d('keys', 'device.approval'),
     };
   }
 
@@ -136,6 +139,11 @@ export class Conduit {
     const device = bundlePaths(this.paths.keys, 'device');
     if (!(await exists(device.signKey))) {
       await writeKeyBundle('device', this.paths.keys, 'device');
+      generated = true;
+    }
+    // The operator's fleet key: in a deployment it stays offline; here it approves the one device.
+    if (!(await exists(this.paths.fleetKey))) {
+      await writeKeyBundle('fleet', this.paths.keys, 'fleet');
       generated = true;
     }
     const receiver = bundlePaths(this.paths.keys, 'receiver');
@@ -164,7 +172,8 @@ export class Conduit {
    */
   async startRelay(): Promise<RoleProcess> {
     await fs.writeFile(this.paths.relayConfig, yaml({
-      listen: [`127.0.0.1:${this.relayPort}`], stateDir: this.paths.relayState, logLevel: this.o.logLevel ?? 'info', ...this.o.relaySettings,
+      listen: [`127.0.0.1:${this.relayPort}`], stateDir: this.paths.relayState, logLevel: this.o.logLevel ?? 'info', fleetPublicKey: this.paths.fleetPub,
+      ...this.o.relaySettings,
     }), { mode: 0o600 });
     const relay = this.spawn('relay', ['relay', '--config', this.paths.relayConfig]);
     this.relay = relay;
@@ -226,12 +235,21 @@ export class Conduit {
     }), { mode: 0o600 });
   }
 
-  /** `ghostpipe enroll` as its own process; resolves with its output, rejects when it fails. */
+  /**
+   * `ghostpipe device approve` (the operator, with the fleet key) and `ghostpipe enroll --approval`
+   * (the device), each as its own process; resolves with their output, rejects when one fails.
+   */
   async enroll(): Promise<string> {
-    const p = this.spawn('enroll', ['enroll', '--config', this.paths.agentConfig]);
+    const apiKeyId = (await fs.readFile(this.paths.deviceApiKey, 'utf8')).trim().slice(4, 16);
+    const device = bundlePaths(this.paths.keys, 'device');
+    const approve = this.spawn('approve', ['device', 'approve', '--fleet-key', this.paths.fleetKey, '--sign-pub', device.signPub, '--kem-pub', device.kemPub,
+      '--api-key-id', apiKeyId, '--out', this.paths.deviceApproval, '--force']);
+    const approved = await approve.exited;
+    if (approved.code !== 0) throw new Error(`ghostpipe device approve failed (exit ${approved.code}):\n${approve.tail()}`);
+    const p = this.spawn('enroll', ['enroll', '--config', this.paths.agentConfig, '--approval', this.paths.deviceApproval]);
     const { code } = await p.exited;
     if (code !== 0) throw new Error(`ghostpipe enroll failed (exit ${code}):\n${p.tail()}`);
-    return p.lines.map((l) => l.text).join('\n');
+    return [...approve.lines, ...p.lines].map((l) => l.text).join('\n');
   }
 
   async writeReceiverConfig(): Promise<void> {
@@ -239,11 +257,12 @@ export class Conduit {
       relay: { url: this.relayUrl, apiKeyFile: this.paths.receiverApiKey, publicKey: this.paths.relayPub, wait: '5s', timeout: '10s', checkpointInterval: this.o.receiverCheckpointInterval ?? '5s' },
       receiverKey: bundlePaths(this.paths.keys, 'receiver').kemKey,
       stateDir: this.paths.receiverState,
-      trust: { devices: [{ did: this.keys!.did }], refresh: '1s' },
       sinks: this.o.sinks,
       retry: { initial: '200ms', max: '2s' },
       logLevel: this.o.logLevel ?? 'info',
       ...this.o.receiverSettings,
+      // Any device the fleet key approved (and the relay logged); settings may add to or replace this.
+      trust: { enrolled: true, fleetPublicKey: this.paths.fleetPub, refresh: '1s', ...(this.o.receiverSettings?.['trust'] as Record<string, unknown> | undefined) },
     }), { mode: 0o600 });
   }
 

@@ -58,3 +58,39 @@ test('malformed entries are typed errors', () => {
   assert.equal(code(() => encodeLogEntry({ type: 'transfer', envelopeHash: new Uint8Array(31) })), 'bad_length');
   assert.equal(code(() => encodeLogEntry({ type: 'revocation', signingKeyId: h(), did: 'x'.repeat(200) })), 'bad_did');
 });
+
+test('an approved registration (0x05) carries the fleet statement and signature; a mismatched one is refused', async () => {
+  const { generatePrivateKey, keyId } = await import('./keys.js');
+  const { didFromSigningKey } = await import('./did.js');
+  const { encodeEnrollmentStatement } = await import('./enrollment.js');
+  const signing = generatePrivateKey('ML-DSA-65');
+  const kem = generatePrivateKey('X-Wing');
+  const did = didFromSigningKey(signing.publicKey);
+  const statement = encodeEnrollmentStatement({ did, signingPublicKey: signing.publicKey, kemAlg: 'X-Wing', kemPublicKey: kem.publicKey, apiKeyId: 'a1b2c3d4e5f6', notBefore: 0, notAfter: 1 });
+  const signature = new Uint8Array(randomBytes(3309));
+  const reg = { type: 'registration' as const, signingKeyId: keyId('ML-DSA-65', signing.publicKey), kemKeyId: keyId('X-Wing', kem.publicKey), did, approval: { statement, signature } };
+  const data = encodeLogEntry(reg);
+  assert.equal(data[0], 0x05);
+  assert.deepEqual(decodeLogEntry(data), reg);
+  // The same device without approval is the old 0x02 leaf, still readable.
+  const { approval: _, ...plain } = reg;
+  assert.equal(encodeLogEntry(plain)[0], 0x02);
+  assert.deepEqual(decodeLogEntry(encodeLogEntry(plain)), plain);
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      assert.ok(err instanceof LogEntryError);
+      return err.code;
+    }
+    return 'no error';
+  };
+  assert.equal(code(() => encodeLogEntry({ ...reg, kemKeyId: h() })), 'bad_approval');
+  assert.equal(code(() => encodeLogEntry({ ...reg, approval: { statement, signature: signature.subarray(1) } })), 'bad_approval');
+  assert.equal(code(() => encodeLogEntry({ ...reg, approval: { statement: statement.subarray(1), signature } })), 'bad_approval');
+  assert.equal(code(() => decodeLogEntry(data.subarray(0, 70))), 'bad_length');
+  assert.equal(code(() => decodeLogEntry(data.subarray(0, data.length - did.length))), 'bad_length');
+  const tampered = data.slice();
+  tampered[1]! ^= 1; // the leaf's signing key id no longer matches the statement
+  assert.equal(code(() => decodeLogEntry(tampered)), 'bad_approval');
+});

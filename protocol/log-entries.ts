@@ -6,6 +6,15 @@
  *   0x02 registration  || keyId(ML-DSA-65 pk) (32) || keyId(KEM pk) (32) || did (UTF-8, rest)
  *   0x03 revocation    || keyId(ML-DSA-65 pk) (32) || did (UTF-8, rest)
  *   0x04 firmware      || SHA-256(manifest bytes)                                  (33 bytes)
+ *   0x05 approved registration || keyId(ML-DSA-65 pk) (32) || keyId(KEM pk) (32)
+ *                      || u16 length || fleet statement (protocol/enrollment.ts)
+ *                      || u16 length || fleet signature (3309) || did (UTF-8, rest)
+ *
+ * 0x02 is a registration without a fleet approval (written by relays before fleet enrollment, and
+ * still by a relay that is given none): decoded as before, with no `approval`. Receivers in
+ * enrolled mode refuse such a device (docs/RECEIVER.md). A 0x05 leaf decodes only when its
+ * statement parses and names the same DID and keys as the leaf (the signature is the verifier's to
+ * check, against the fleet key it pins).
  *
  * Key ids are protocol/keys.ts keyId(): SHA-256 of the SPKI DER. No names and no plaintext.
  * A receiver recomputes the transfer leaf from the envelope it leased (transferLeaf).
@@ -13,18 +22,24 @@
 import { ProtocolError } from './errors.js';
 import { createHash } from 'node:crypto';
 import { leafHash } from './tlog/merkle.js';
+import { decodeEnrollmentStatement, FleetStatementError } from './enrollment.js';
+import { keyId, type KeyAlg } from './keys.js';
+import { ML_DSA65 } from './crypto/sizes.js';
 
-export const LOG_ENTRY = { transfer: 0x01, registration: 0x02, revocation: 0x03, firmware: 0x04 } as const;
+export const LOG_ENTRY = { transfer: 0x01, registration: 0x02, revocation: 0x03, firmware: 0x04, approvedRegistration: 0x05 } as const;
 const HASH = 32;
 const MAX_DID_BYTES = 128;
 
 export type LogEntry =
   | { type: 'transfer'; envelopeHash: Uint8Array }
-  | { type: 'registration'; signingKeyId: Uint8Array; kemKeyId: Uint8Array; did: string }
+  | { type: 'registration'; signingKeyId: Uint8Array; kemKeyId: Uint8Array; did: string; approval?: FleetApproval }
   | { type: 'revocation'; signingKeyId: Uint8Array; did: string }
   | { type: 'firmware'; manifestHash: Uint8Array };
 
-export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did'> {}
+/** The fleet statement and the fleet key's signature over it, as the registration carries them. */
+export interface FleetApproval { statement: Uint8Array; signature: Uint8Array }
+
+export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did' | 'bad_approval'> {}
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 const utf8 = new TextEncoder();
@@ -51,6 +66,26 @@ function withType(type: number, ...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+function u16(n: number): Uint8Array {
+  return Uint8Array.of(n >>> 8, n & 0xff);
+}
+
+/** The statement must parse and name this leaf's DID and keys; the signature must be ML-DSA-65 sized. */
+function checkApproval(approval: FleetApproval, signingKeyId: Uint8Array, kemKeyId: Uint8Array, did: string): void {
+  let s;
+  try {
+    s = decodeEnrollmentStatement(approval.statement);
+  } catch (err) {
+    if (err instanceof FleetStatementError) throw new LogEntryError('bad_approval', `fleet statement: ${err.message}`);
+    throw err;
+  }
+  if (!(approval.signature instanceof Uint8Array) || approval.signature.length !== ML_DSA65.signature) throw new LogEntryError('bad_approval', `fleet signature must be ${ML_DSA65.signature} bytes`);
+  const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (s.did !== did || !same(keyId('ML-DSA-65', s.signingPublicKey), signingKeyId) || !same(keyId(s.kemAlg as KeyAlg, s.kemPublicKey), kemKeyId)) {
+    throw new LogEntryError('bad_approval', 'the fleet statement names another device than the registration');
+  }
+}
+
 export function encodeLogEntry(entry: LogEntry): Uint8Array {
   switch (entry.type) {
     case 'transfer':
@@ -62,7 +97,10 @@ export function encodeLogEntry(entry: LogEntry): Uint8Array {
     case 'registration':
       checkHash(entry.signingKeyId, 'signing key id');
       checkHash(entry.kemKeyId, 'KEM key id');
-      return withType(LOG_ENTRY.registration, entry.signingKeyId, entry.kemKeyId, didBytes(entry.did));
+      if (entry.approval === undefined) return withType(LOG_ENTRY.registration, entry.signingKeyId, entry.kemKeyId, didBytes(entry.did));
+      checkApproval(entry.approval, entry.signingKeyId, entry.kemKeyId, entry.did);
+      return withType(LOG_ENTRY.approvedRegistration, entry.signingKeyId, entry.kemKeyId, u16(entry.approval.statement.length), entry.approval.statement,
+        u16(entry.approval.signature.length), entry.approval.signature, didBytes(entry.did));
     case 'revocation':
       checkHash(entry.signingKeyId, 'signing key id');
       return withType(LOG_ENTRY.revocation, entry.signingKeyId, didBytes(entry.did));
@@ -92,6 +130,24 @@ export function decodeLogEntry(data: Uint8Array): LogEntry {
     case LOG_ENTRY.registration:
       if (body.length <= 2 * HASH) throw new LogEntryError('bad_length', 'registration entry is too short');
       return { type: 'registration', signingKeyId: body.slice(0, HASH), kemKeyId: body.slice(HASH, 2 * HASH), did: did(body.subarray(2 * HASH)) };
+    case LOG_ENTRY.approvedRegistration: {
+      const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+      let at = 2 * HASH;
+      const field = (what: string): Uint8Array => {
+        if (at + 2 > body.length) throw new LogEntryError('bad_length', `approved registration entry ends before the ${what} length`);
+        const length = view.getUint16(at);
+        if (at + 2 + length > body.length) throw new LogEntryError('bad_length', `approved registration entry ends inside the ${what}`);
+        const bytes = body.slice(at + 2, at + 2 + length);
+        at += 2 + length;
+        return bytes;
+      };
+      const statement = field('fleet statement');
+      const signature = field('fleet signature');
+      if (at >= body.length) throw new LogEntryError('bad_length', 'approved registration entry has no DID');
+      const entry = { type: 'registration' as const, signingKeyId: body.slice(0, HASH), kemKeyId: body.slice(HASH, 2 * HASH), did: did(body.subarray(at)), approval: { statement, signature } };
+      checkApproval(entry.approval, entry.signingKeyId, entry.kemKeyId, entry.did);
+      return entry;
+    }
     case LOG_ENTRY.revocation:
       if (body.length <= HASH) throw new LogEntryError('bad_length', 'revocation entry is too short');
       return { type: 'revocation', signingKeyId: body.slice(0, HASH), did: did(body.subarray(HASH)) };

@@ -49,7 +49,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     await log.refresh();
   } catch (err) {
     if (err instanceof LogIntegrityError && err.evidence && o.stateDir !== undefined) {
-      const file = await saveEvidence(o.stateDir, err.code, err.evidence).catch(() => undefined);
+      const file = await saveEvidence(o.stateDir, err.code, err.evidence, err.message).catch(() => undefined);
       if (file) err.message += ` (evidence: ${file})`;
     }
     throw err;
@@ -74,7 +74,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       counts[type] = (counts[type] ?? 0) + 1;
     });
     if (!sameHash(range.root(), cp.root)) {
-      throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`);
+      throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`, 'unproven');
     }
     result.entries = counts;
   }

@@ -58,20 +58,31 @@ export const receiverConfigSchema = s.object({
     timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 30_000),
     /** Fetch the checkpoint at least this often, so a rollback or fork is seen even without traffic. */
     checkpointInterval: s.withDefault(s.duration({ min: 100, max: 86_400_000 }), 60_000),
+    /** After this long of nothing but relay answers that prove nothing (garbage checkpoints or proofs), log an error-level alert. */
+    unprovenAlertAfter: s.withDefault(s.duration({ min: 100, max: 86_400_000 }), 300_000),
+    /** Allow http:// to a relay that is not on loopback (the API key and every answer then travel unprotected). */
+    allowPlainHttp: s.withDefault(s.boolean(), false),
   }),
   /** The receiver's X-Wing (or ML-KEM-768) private key file. */
   receiverKey: file,
   stateDir: s.withDefault(file, './.ghostpipe/receiver'),
   trust: s.refine(
     s.object({
-      /** Accept any device enrolled at the relay whose registration is in the verified log. */
+      /**
+       * Accept any device enrolled at the relay whose registration is in the verified log and
+       * carries a valid approval by the fleet key below (needs fleetPublicKey).
+       */
       enrolled: s.withDefault(s.boolean(), false),
+      /** The fleet public key (ML-DSA-65, `ghostpipe keygen --type fleet`) that approves enrolled devices. */
+      fleetPublicKey: s.optional(file),
       /** Pinned devices: { did: did:ghostpipe:… } or { publicKey: FILE.sign.pub }. */
       devices: s.withDefault(s.array(s.union(s.object({ did: s.string({ minLength: 1, pattern: /^did:ghostpipe:[a-z2-7]{52}$/, hint: 'a did:ghostpipe: DID (66 characters)' }) }), s.object({ publicKey: file }))), []),
       /** How long a device lookup (enrollment, revocation) is trusted before it is asked again. */
       refresh: s.withDefault(s.duration({ min: 0, max: 86_400_000 }), 60_000),
     }),
-    (t) => (t.enrolled || t.devices.length > 0 ? undefined : 'trust no device? set enrolled: true or list devices (did or publicKey)'),
+    (t) => (!t.enrolled && t.devices.length === 0 ? 'trust no device? set enrolled: true or list devices (did or publicKey)'
+      : t.enrolled && t.fleetPublicKey === undefined ? 'enrolled: true needs fleetPublicKey, the fleet key that approves devices (without it a compromised relay could enroll devices; docs/RECEIVER.md)'
+      : undefined),
   ),
   replay: s.withDefault(
     s.object({
@@ -100,10 +111,14 @@ export function isLoopbackHost(hostname: string): boolean {
   return isIP(host) === 4 && host.startsWith('127.');
 }
 
-/** Loads and validates; plain HTTP to a non-loopback relay is refused (envelopes are safe, API keys are not). */
+/**
+ * Loads and validates; plain HTTP to a non-loopback relay is refused unless relay.allowPlainHttp:
+ * envelopes are safe on any path, but the API key is not, and anyone on the path can feed the
+ * receiver garbage answers (which it survives, docs/RECEIVER.md, but which delay delivery).
+ */
 export function loadReceiverConfig(path: string): ReceiverConfig {
   const config = loadConfigFile(path, receiverConfigSchema);
-  checkTransport(config.relay.url, 'relay.url', path);
+  if (!config.relay.allowPlainHttp) checkTransport(config.relay.url, 'relay.url', path, 'or set relay.allowPlainHttp: true to accept an unprotected path');
   return config;
 }
 
@@ -114,9 +129,15 @@ export class TransportError extends Error {
   }
 }
 
-export function checkTransport(url: string, what: string, file?: string): void {
+export function checkTransport(url: string, what: string, file?: string, alternative?: string): void {
   const u = new URL(url);
   if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
-    throw new TransportError(`${file ? file + ': ' : ''}${what}: plain HTTP is only allowed to a loopback address (127.0.0.1, ::1, localhost); use https:// with a pinned ca for ${u.hostname}`);
+    throw new TransportError(`${file ? file + ': ' : ''}${what}: plain HTTP is only allowed to a loopback address (127.0.0.1, ::1, localhost); use https:// with a pinned ca for ${u.hostname}${alternative ? `, ${alternative}` : ''}`);
   }
+}
+
+/** True when the config accepts plain HTTP to a non-loopback relay (the start line warns about it). */
+export function plainHttpOffLoopback(url: string): boolean {
+  const u = new URL(url);
+  return u.protocol === 'http:' && !isLoopbackHost(u.hostname);
 }

@@ -6,8 +6,10 @@ import { loadPublicKey, loadReceiverKey, readPrivateKeyFile } from '../common/ke
 import { RelayClient } from '../common/relay-client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
-import type { ReceiverConfig, SinkConfig } from './config.js';
-import { LogTrust } from './log-trust.js';
+import { plainHttpOffLoopback, type ReceiverConfig, type SinkConfig } from './config.js';
+import { LogIntegrityError, LogTrust } from './log-trust.js';
+import { UnprovenAnswers } from './unproven.js';
+import { Backoff, sleep } from '../common/backoff.js';
 import { DeviceTrust } from './trust.js';
 import { RevocationWatch } from './revocations.js';
 import { ReplayStore } from './state.js';
@@ -72,15 +74,25 @@ export interface RunningReceiver {
   close(): Promise<void>;
 }
 
-export async function startReceiver(config: ReceiverConfig, logger: Logger): Promise<RunningReceiver> {
+/** SIGTERM/SIGINT arrived while the start was still waiting for a verifiable relay answer. */
+export class StartAborted extends Error {
+  constructor() {
+    super('stopped before the relay gave a verifiable answer');
+    this.name = 'StartAborted';
+  }
+}
+
+export async function startReceiver(config: ReceiverConfig, logger: Logger, signal?: AbortSignal): Promise<RunningReceiver> {
   const warn = (message: string) => logger.warn(message);
   const apiKey = await readSecretFile(config.relay.apiKeyFile, warn);
   if (!apiKey.startsWith('pgp_')) throw new SetupError(`${config.relay.apiKeyFile}: expected a pgp_… receiver API key`);
   let recipientKey;
   let relayKey;
+  let fleetKey;
   try {
     recipientKey = await loadReceiverKey(config.receiverKey, warn);
     relayKey = await loadPublicKey(config.relay.publicKey, ['ML-DSA-65']);
+    if (config.trust.fleetPublicKey !== undefined) fleetKey = await loadPublicKey(config.trust.fleetPublicKey, ['ML-DSA-65']);
   } catch (err) {
     throw new SetupError((err as Error).message);
   }
@@ -102,14 +114,38 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
   });
   const stateDir = path.resolve(config.stateDir);
   const replay = await ReplayStore.open(stateDir, config.replay.window);
-  const log = await LogTrust.open({
+  const unproven = new UnprovenAnswers({ logger, alertAfterMs: config.relay.unprovenAlertAfter });
+  const openLog = () => LogTrust.open({
     client, relayPublicKey: relayKey.publicKey, stateFile: path.join(stateDir, 'witness.json'), newEpoch: config.relay.newEpoch,
     ...(config.relay.origin !== undefined ? { origin: config.relay.origin } : {}),
     // Envelopes the relay held in the old epoch are gone with its RAM; the agent re-sends what was not delivered.
     onNewEpoch: ({ from, to, previous }) => logger.warn({ from, to, previousSize: previous.size }, 'the relay started a new log epoch (same pinned key); following it'),
   });
+  // An answer that proves nothing at start is retried like one later (docs/RECEIVER.md "Fault model").
+  let log: LogTrust | undefined;
+  const backoff = new Backoff({ initialMs: config.retry.initial, maxMs: config.retry.max });
+  while (log === undefined) {
+    try {
+      log = await openLog();
+      unproven.verified('checkpoint');
+    } catch (err) {
+      if (!(err instanceof LogIntegrityError && err.kind === 'unproven')) {
+        await replay.close();
+        throw err;
+      }
+      unproven.failed('checkpoint', err.code, err.message);
+      await sleep(backoff.next(), signal);
+      if (signal?.aborted) {
+        await replay.close();
+        throw new StartAborted();
+      }
+    }
+  }
   const revocations = await RevocationWatch.open(client, log.witness.origin, path.join(stateDir, 'revocations.json'));
-  const trust = new DeviceTrust({ client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh });
+  const trust = new DeviceTrust({
+    client, log, revocations, enrolled: config.trust.enrolled, pinnedDids, pinnedKeys, refreshMs: config.trust.refresh,
+    ...(fleetKey ? { fleetPublicKey: fleetKey.publicKey } : {}),
+  });
   const sinks: Sink[] = [];
   try {
     for (const c of config.sinks) sinks.push(await makeSink(c, warn));
@@ -126,8 +162,12 @@ export async function startReceiver(config: ReceiverConfig, logger: Logger): Pro
     maxAgeMs: config.replay.maxAge, maxFutureMs: config.replay.maxFuture,
     waitMs: config.relay.wait, checkpointIntervalMs: config.relay.checkpointInterval,
     retry: { initialMs: config.retry.initial, maxMs: config.retry.max },
+    unproven,
   });
-  logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length }, 'receiver started');
+  if (plainHttpOffLoopback(config.relay.url)) {
+    logger.warn({ relay: new URL(config.relay.url).origin }, 'relay.allowPlainHttp: the API key and every relay answer travel unprotected; anyone on the path can read the key and delay delivery with garbage answers');
+  }
+  logger.info({ relay: new URL(config.relay.url).origin, recipientKeyId, origin: log.witness.origin, trustedSize: log.trusted.size, sinks: sinks.map((s) => s.name), trust: config.trust.enrolled ? 'enrolled' : 'pinned', pinned: pinnedDids.length + pinnedKeys.length, ...(fleetKey ? { fleetKeyId: keyIdHex('ML-DSA-65', fleetKey.publicKey) } : {}) }, 'receiver started');
   return {
     receiver,
     async close() {

@@ -13,15 +13,15 @@ const PAGE = 1000;
 
 /**
  * Fetches entries [range.size, toSize), appends each leaf hash to `range` and hands each entry to
- * `onEntry`. Throws LogIntegrityError when the relay serves a wrong count or index.
+ * `onEntry`. Throws LogIntegrityError (unproven: entries are unsigned) when the relay serves a wrong count or index.
  */
 export async function readEntries(client: RelayClient, range: CompactRange, toSize: number, onEntry: (index: number, data: Uint8Array) => void): Promise<void> {
   for (let start = range.size; start < toSize; start += PAGE) {
     const end = Math.min(toSize, start + PAGE);
     const entries = await client.entries(start, end);
-    if (entries.length !== end - start) throw new LogIntegrityError('bad_proof', `relay returned ${entries.length} log entries for [${start}, ${end})`);
+    if (entries.length !== end - start) throw new LogIntegrityError('bad_proof', `relay returned ${entries.length} log entries for [${start}, ${end})`, 'unproven');
     entries.forEach((e, i) => {
-      if (e.index !== start + i) throw new LogIntegrityError('bad_proof', `relay returned log entry ${e.index} where ${start + i} was expected`);
+      if (e.index !== start + i) throw new LogIntegrityError('bad_proof', `relay returned log entry ${e.index} where ${start + i} was expected`, 'unproven');
       range.append(leafHash(e.data));
       onEntry(e.index, e.data);
     });

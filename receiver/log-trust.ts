@@ -11,7 +11,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../common/relay-client.js';
-import { Witness, WitnessError, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
+import { Witness, WitnessError, consistencyProvesFork, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
 import { loadWitnessState, saveWitnessState } from './state.js';
 import { sleep } from '../common/backoff.js';
 
@@ -23,8 +23,30 @@ import { sleep } from '../common/backoff.js';
 const CHECKPOINT_WAIT_MS = 1500;
 const CHECKPOINT_POLL_MS = [5, 10, 20, 40, 80, 150, 250];
 
-/** The relay's log cannot be trusted any more: stop and tell the operator. Never retried automatically. */
-export type IntegrityCode = 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof' | 'new_epoch';
+/** Which log check failed; its IntegrityKind decides whether the receiver stops. */
+export type IntegrityCode =
+  | 'fork' | 'rollback' | 'bad_proof' | 'bad_signature' | 'wrong_origin' | 'malformed' | 'key_mismatch' | 'bad_inclusion_proof'
+  | 'bad_consistency_proof' | 'bad_entries' | 'new_epoch';
+
+/**
+ * Why a log check failed, which decides what the receiver does (docs/RECEIVER.md "Fault model"):
+ *   signed_conflict  notes validly signed by the pinned key that cannot both be honest (fork, rollback,
+ *                    a signed other log) or a new epoch refused by policy: proof against the relay,
+ *                    stop (exit 3) and keep the evidence;
+ *   local_state      our own saved state does not verify: stop (exit 3), an operator restores it;
+ *   unproven         an answer that proves nothing (unsigned, malformed, another key, a garbage proof,
+ *                    entries that do not hash to a signed root): anyone on the path could have sent it,
+ *                    so it must not stop the receiver: count, warn, retry with backoff, alert.
+ */
+export type IntegrityKind = 'signed_conflict' | 'local_state' | 'unproven';
+
+/** What an auditor needs to check a signed conflict without us: both signed notes, and the proof served with the offered one. */
+export interface Evidence {
+  trusted: string | undefined;
+  offered: string;
+  /** The consistency proof the relay served with `offered` (none for a same-size fork or a rollback: the notes suffice). */
+  proof?: { from: number; to: number; hashes: Uint8Array[] };
+}
 
 /** What to do when the relay (same pinned key) starts a new epoch of its log. */
 export type NewEpochPolicy = 'accept' | 'refuse';
@@ -37,7 +59,7 @@ export interface EpochChange {
 }
 
 export class LogIntegrityError extends Error {
-  constructor(readonly code: IntegrityCode, message: string, readonly evidence?: { trusted: string | undefined; offered: string }) {
+  constructor(readonly code: IntegrityCode, message: string, readonly kind: IntegrityKind, readonly evidence?: Evidence) {
     super(message);
     this.name = 'LogIntegrityError';
   }
@@ -84,9 +106,9 @@ export class LogTrust {
     const announced = await o.client.logKey();
     const announcedKey = Buffer.from(announced.publicKey, 'base64');
     if (announcedKey.length !== o.relayPublicKey.length || !timingSafeEqual(announcedKey, o.relayPublicKey)) {
-      throw new LogIntegrityError('key_mismatch', 'the relay announces a checkpoint key other than the pinned relay public key');
+      throw new LogIntegrityError('key_mismatch', 'the relay announces a checkpoint key other than the pinned relay public key', 'unproven');
     }
-    checkConfiguredOrigin(o.origin, announced.origin);
+    checkConfiguredOrigin(o.origin, announced.origin, 'unproven'); // the announcement is unsigned
     const saved = o.stateFile === undefined ? undefined : await loadWitnessState(o.stateFile);
     let witness: Witness;
     try {
@@ -99,8 +121,8 @@ export class LogTrust {
         witness = Witness.fromJSON(saved, [mlDsaNoteVerifier(name, o.relayPublicKey)]);
       }
     } catch (err) {
-      if (err instanceof WitnessError) throw new LogIntegrityError(err.code, `${o.stateFile}: ${err.message}`);
-      if (err instanceof SyntaxError) throw new LogIntegrityError('malformed', `${o.stateFile}: witness state is not valid JSON`);
+      if (err instanceof WitnessError) throw new LogIntegrityError(err.code, `${o.stateFile}: ${err.message}`, 'local_state');
+      if (err instanceof SyntaxError) throw new LogIntegrityError('malformed', `${o.stateFile}: witness state is not valid JSON`, 'local_state');
       throw err;
     }
     const trust = new LogTrust(o.client, witness, o);
@@ -120,7 +142,7 @@ export class LogTrust {
     try {
       ({ size, origin } = parseCheckpoint(parseNote(note).text));
     } catch (err) {
-      throw new LogIntegrityError('malformed', `relay checkpoint: ${(err as Error).message}`);
+      throw new LogIntegrityError('malformed', `relay checkpoint: ${(err as Error).message}`, 'unproven');
     }
     if (origin !== this.witness.origin) return this.changeEpoch(note, origin, size);
     const from = this.witness.checkpoint.size;
@@ -129,15 +151,36 @@ export class LogTrust {
     try {
       ({ changed } = this.witness.update(note, proof));
     } catch (err) {
-      if (err instanceof WitnessError) {
-        // bad_proof for a larger tree means the new tree does not extend ours: a fork at another size.
-        const code = err.code === 'bad_proof' ? 'fork' : err.code;
-        throw new LogIntegrityError(code, `relay log: ${err.message}`, err.evidence ?? (err.code === 'rollback' ? { trusted: this.witness.checkpoint.note, offered: note } : undefined));
-      }
+      if (err instanceof WitnessError) throw this.witnessFailure(err, note, { from, to: size, hashes: proof });
       throw err;
     }
     if (changed && this.stateFile !== undefined) await saveWitnessState(this.stateFile, this.witness.toJSON());
     return { size, changed };
+  }
+
+  /**
+   * Witness.update verifies the signature before anything else, so a rollback or a same-size fork
+   * rests on two validly signed notes. A larger tree whose consistency proof fails is a fork only
+   * when the proof leads to its signed root but to another root for our size (consistencyProvesFork);
+   * otherwise it may be an honest checkpoint with a garbage proof (the proof is unsigned): it proves
+   * nothing, and the witness does not move, so nothing beyond the trusted tree is opened on it.
+   */
+  private witnessFailure(err: WitnessError, offered: string, proof: { from: number; to: number; hashes: Uint8Array[] }): LogIntegrityError {
+    const trusted = this.witness.checkpoint;
+    switch (err.code) {
+      case 'rollback':
+      case 'fork':
+        return new LogIntegrityError(err.code, `relay log: ${err.message}`, 'signed_conflict', { trusted: trusted.note, offered });
+      case 'bad_proof': {
+        const offeredRoot = parseCheckpoint(parseNote(offered).text).root; // parsed and verified by update() already
+        if (consistencyProvesFork(proof.from, proof.to, proof.hashes, trusted.root, offeredRoot)) {
+          return new LogIntegrityError('fork', `relay log: the signed tree of size ${proof.to} does not extend the trusted one of size ${proof.from}: its own consistency proof gives another root for the first ${proof.from} leaves`, 'signed_conflict', { trusted: trusted.note, offered, proof });
+        }
+        return new LogIntegrityError('bad_consistency_proof', `relay log: ${err.message}`, 'unproven');
+      }
+      default:
+        return new LogIntegrityError(err.code, `relay log: ${err.message}`, 'unproven');
+    }
   }
 
   /**
@@ -147,27 +190,35 @@ export class LogTrust {
   private async changeEpoch(note: string, origin: string, size: number): Promise<{ size: number; changed: boolean }> {
     const old = this.witness;
     const trusted = old.checkpoint;
+    // The signature first: every later refusal then rests on a note the pinned key signed, and an
+    // unsigned note naming another origin is only garbage.
+    try {
+      new Witness(origin, [mlDsaNoteVerifier(origin, this.o.relayPublicKey)]).update(note, []);
+    } catch (err) {
+      if (err instanceof WitnessError) throw new LogIntegrityError(err.code, `relay checkpoint of origin ${JSON.stringify(origin)}: ${err.message}`, 'unproven');
+      throw err;
+    }
+    const evidence = { trusted: trusted.note, offered: note };
     const announced = await this.client.logKey();
     const announcedKey = Buffer.from(announced.publicKey, 'base64');
     if (announcedKey.length !== this.o.relayPublicKey.length || !timingSafeEqual(announcedKey, this.o.relayPublicKey)) {
-      throw new LogIntegrityError('key_mismatch', `the relay now announces a checkpoint key other than the pinned relay public key (origin ${JSON.stringify(announced.origin)}, trusted ${JSON.stringify(old.origin)})`);
+      throw new LogIntegrityError('key_mismatch', `the relay now announces a checkpoint key other than the pinned relay public key (origin ${JSON.stringify(announced.origin)}, trusted ${JSON.stringify(old.origin)})`, 'unproven');
     }
     if (announced.origin !== origin) {
-      throw new LogIntegrityError('wrong_origin', `the relay serves a checkpoint of origin ${JSON.stringify(origin)} but announces ${JSON.stringify(announced.origin)}`);
+      throw new LogIntegrityError('wrong_origin', `the relay serves a checkpoint of origin ${JSON.stringify(origin)} but announces ${JSON.stringify(announced.origin)}`, 'unproven');
     }
-    checkConfiguredOrigin(this.o.origin, origin);
+    checkConfiguredOrigin(this.o.origin, origin, 'signed_conflict', evidence);
     let next: Witness;
     try {
       next = old.nextEpoch(origin, [mlDsaNoteVerifier(origin, this.o.relayPublicKey)], new Date());
       next.update(note, []); // an empty witness trusts any checkpoint its verifier accepts
     } catch (err) {
-      if (err instanceof WitnessError) {
-        throw new LogIntegrityError(err.code, `relay log: ${err.message}`, { trusted: trusted.note, offered: note });
-      }
+      // Another base origin or an older epoch, under a note the pinned key signed.
+      if (err instanceof WitnessError) throw new LogIntegrityError(err.code, `relay log: ${err.message}`, 'signed_conflict', evidence);
       throw err;
     }
     if ((this.o.newEpoch ?? 'accept') === 'refuse') {
-      throw new LogIntegrityError('new_epoch', `the relay started a new log epoch ${JSON.stringify(origin)} (trusted: ${JSON.stringify(old.origin)} at size ${trusted.size}); new epochs are refused here (receiver relay.newEpoch, audit --new-epoch)`, { trusted: trusted.note, offered: note });
+      throw new LogIntegrityError('new_epoch', `the relay started a new log epoch ${JSON.stringify(origin)} (trusted: ${JSON.stringify(old.origin)} at size ${trusted.size}); new epochs are refused here (receiver relay.newEpoch, audit --new-epoch)`, 'signed_conflict', evidence);
     }
     if (this.stateFile !== undefined) await saveWitnessState(this.stateFile, next.toJSON());
     this.current = next;
@@ -214,7 +265,7 @@ export class LogTrust {
         const epoch = this.witness.origin;
         await this.refresh();
         if (this.witness.origin !== epoch) throw new NotYetLoggedError(`the relay started a new log epoch while proving leaf ${leafIndex}`);
-        throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${leafIndex} at size ${cp.size}: ${err.message}`);
+        throw new LogIntegrityError('bad_inclusion_proof', `inclusion proof for leaf ${leafIndex} at size ${cp.size}: ${err.message}`, 'unproven');
       }
       throw err;
     }
@@ -226,7 +277,7 @@ export class LogTrust {
  * A configured origin (receiver relay.origin, audit --origin) pins the log: the relay's origin must
  * be it, or an epoch of it ("<configured>/epoch/<n>").
  */
-function checkConfiguredOrigin(configured: string | undefined, origin: string): void {
+function checkConfiguredOrigin(configured: string | undefined, origin: string, kind: IntegrityKind, evidence?: Evidence): void {
   if (configured === undefined || origin === configured || parseEpochOrigin(origin).base === configured) return;
-  throw new LogIntegrityError('wrong_origin', `the relay announces origin ${JSON.stringify(origin)}, expected ${JSON.stringify(configured)} or an epoch of it`);
+  throw new LogIntegrityError('wrong_origin', `the relay announces origin ${JSON.stringify(origin)}, expected ${JSON.stringify(configured)} or an epoch of it`, kind, evidence);
 }

@@ -6,8 +6,10 @@
  * a checkpoint consistent with the trusted one, anti-replay window, decryption, frame decoding.
  * A refused envelope is logged with its reason, counted and acknowledged (the relay burns it, the
  * log keeps its hash). A transient problem (sink down, proof not signed yet, relay unreachable)
- * releases the lease and backs off. A log integrity failure (fork, rollback, bad checkpoint
- * signature) stops the receiver: nothing more is opened until an operator looks.
+ * releases the lease and backs off. A relay answer that proves nothing (unsigned or malformed
+ * checkpoint, garbage proof: UnprovenAnswers) is treated the same way, counted and alerted on: it
+ * could come from anyone on the path. Only signed conflicting history (fork, rollback) stops the
+ * receiver, with the evidence saved: nothing more is opened until an operator looks.
  */
 import type { Logger } from '../common/log.js';
 import { Backoff, sleep } from '../common/backoff.js';
@@ -23,6 +25,7 @@ import { toRecords } from './records.js';
 import { SinkError, type Sink } from './sinks/sink.js';
 import { StateFileError } from '../common/state-errors.js';
 import { saveEvidence } from './state.js';
+import { UnprovenAnswers, type Source } from './unproven.js';
 
 export type RefusalCode =
   | 'id_mismatch' | 'malformed' | 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration'
@@ -58,6 +61,8 @@ export interface ReceiverOptions {
   waitMs: number;
   checkpointIntervalMs: number;
   retry: { initialMs: number; maxMs: number };
+  /** Relay answers that prove nothing: counted, warned about, alerted on (relay.unprovenAlertAfter); shared with the start. */
+  unproven: UnprovenAnswers;
   now?: () => number;
 }
 
@@ -79,9 +84,17 @@ export class Receiver {
   stoppedBy: string | undefined;
   /** Since when envelopes keep waiting for a signed checkpoint (undefined: none waiting). */
   private notLoggedSince: number | undefined;
+  /** Relay answers that proved nothing: their count and alerts are in status(). */
+  readonly unproven: UnprovenAnswers;
 
   constructor(private readonly o: ReceiverOptions) {
     this.now = o.now ?? Date.now;
+    this.unproven = o.unproven;
+  }
+
+  /** The counters of the `receiver stopped` line (and of any status output): envelopes and unproven answers. */
+  status(): Record<string, unknown> {
+    return { ...this.counts, unproven: this.unproven.count, alerts: this.unproven.alerts, refusals: this.refusals };
   }
 
   stop(): void {
@@ -94,12 +107,15 @@ export class Receiver {
     const backoff = new Backoff({ initialMs: this.o.retry.initialMs, maxMs: this.o.retry.maxMs });
     let lastCheckpoint = 0;
     while (!this.stopping.signal.aborted) {
+      let stage: Source = 'checkpoint';
       try {
         if (this.now() - lastCheckpoint >= this.o.checkpointIntervalMs) {
           const { size, changed } = await this.o.log.refresh();
           if (changed) logger.debug({ size }, 'checkpoint trusted');
+          this.unproven.verified('checkpoint');
           lastCheckpoint = this.now();
         }
+        stage = 'envelope';
         const wait = Math.min(this.o.waitMs, this.o.checkpointIntervalMs);
         const lease = await this.untilStopped(this.o.client.lease(this.o.recipientKeyId, { waitMs: wait }));
         if (lease === undefined || lease === null) continue;
@@ -111,7 +127,12 @@ export class Receiver {
           backoff.reset();
         }
       } catch (err) {
-        if (err instanceof LogIntegrityError) return this.integrityFailure(err);
+        if (err instanceof LogIntegrityError && err.kind !== 'unproven') return this.integrityFailure(err);
+        if (isUnproven(err)) {
+          this.unproven.failed(stage, err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message);
+          await sleep(backoff.next(), this.stopping.signal);
+          continue;
+        }
         if (err instanceof StateFileError || (err instanceof SinkError && err.localFailure)) {
           // A local write failed (full disk): the in-memory state is ahead of the disk, so stop (docs/RELIABILITY.md).
           const exitCode = err instanceof StateFileError ? err.exitCode : err.localFailure!.exitCode;
@@ -151,7 +172,7 @@ export class Receiver {
 
   private async integrityFailure(err: LogIntegrityError): Promise<number> {
     let evidenceFile: string | undefined;
-    if (err.evidence) evidenceFile = await saveEvidence(this.o.stateDir, err.code, err.evidence).catch(() => undefined);
+    if (err.evidence) evidenceFile = await saveEvidence(this.o.stateDir, err.code, err.evidence, err.message).catch(() => undefined);
     this.o.logger.fatal(
       { reason: err.code, trustedSize: this.o.log.trusted.size, evidence: evidenceFile },
       `transparency log check failed (${err.code}): ${err.message}; refusing to open anything until an operator investigates`,
@@ -159,7 +180,7 @@ export class Receiver {
     return EXIT.integrity;
   }
 
-  /** Processes one leased envelope. Throws only LogIntegrityError and relay errors outside the envelope's fault. */
+  /** Processes one leased envelope. Throws only a signed LogIntegrityError and relay errors outside the envelope's fault. */
   async handle(lease: Lease): Promise<Outcome> {
     const { logger } = this.o;
     const bytes = lease.bytes;
@@ -179,6 +200,7 @@ export class Receiver {
       await this.o.log.proveIncluded(transferLeaf(bytes).hash, lease.leafIndex);
       this.notLoggedSince = undefined;
       await this.o.trust.checkLogRevocation(h.senderKeyId);
+      this.unproven.verified('envelope'); // after both proofs: lying entries must not end a run of failures
 
       const key = streamKey(Buffer.from(h.senderKeyId).toString('hex'), h.streamId);
       const fp = fingerprint(id);
@@ -232,6 +254,12 @@ export class Receiver {
         await this.o.client.release(lease.leaseId).catch(() => undefined);
         return 'retry';
       }
+      if (isUnproven(err)) {
+        // Not opened, not acknowledged: the envelope stays at the relay for an answer that proves its inclusion.
+        await this.o.client.release(lease.leaseId).catch(() => undefined);
+        this.unproven.failed('envelope', err instanceof LogIntegrityError ? err.code : 'bad_response', (err as Error).message, context);
+        return 'retry';
+      }
       if ((err instanceof SinkError && !err.localFailure) || (err instanceof RelayError && !refusesReceiver(err))) {
         logger.warn({ ...context, reason: err instanceof SinkError ? 'sink_failed' : err.code }, `envelope not delivered yet, will retry: ${err.message}`);
         await this.o.client.release(lease.leaseId).catch(() => undefined);
@@ -267,4 +295,9 @@ export class Receiver {
       throw err;
     }
   }
+}
+
+/** A log answer that proves nothing, or a relay answer that is not even well-formed. */
+function isUnproven(err: unknown): boolean {
+  return (err instanceof LogIntegrityError && err.kind === 'unproven') || (err instanceof RelayError && err.code === 'bad_response');
 }

@@ -86,7 +86,7 @@ export class RevocationWatch {
       this.unsaved = true;
     }
     if (cp.size < this.range.size) {
-      throw new LogIntegrityError('rollback', `the trusted checkpoint (size ${cp.size}) is smaller than the ${this.range.size} log entries already read (${this.file ?? 'revocation state'}); if witness.json was reset on purpose, delete that file too`);
+      throw new LogIntegrityError('rollback', `the trusted checkpoint (size ${cp.size}) is smaller than the ${this.range.size} log entries already read (${this.file ?? 'revocation state'}); if witness.json was reset on purpose, delete that file too`, 'local_state');
     }
     if (cp.size === this.range.size) return this.maybeSave();
     const range = this.range.clone();
@@ -101,7 +101,8 @@ export class RevocationWatch {
       }
     });
     if (!same(range.root(), cp.root)) {
-      throw new LogIntegrityError('fork', `log entries [0, ${cp.size}) served by the relay do not hash to its signed root`);
+      // Entries are unsigned: wrong ones prove nothing against the signed root (retried, never believed).
+      throw new LogIntegrityError('bad_entries', `log entries [0, ${cp.size}) served by the relay do not hash to its signed root`, 'unproven');
     }
     this.range = range;
     for (const [key, r] of found) if (!this.revoked.has(key)) this.revoked.set(key, r);

@@ -6,7 +6,7 @@
  *   replay.journal    one JSON line per delivered envelope since the snapshot, appended + fsync'ed
  *                     before the ack; folded into replay.json every `compactEvery` lines
  *   revocations.json  how far the verified log was read for revocation leaves (receiver/revocations.ts)
- *   evidence/         signed checkpoints that prove a fork, kept for the operator
+ *   evidence/         <time>-<reason>.json: the signed checkpoints (and proof) of a fork or rollback, for an auditor
  *
  * A torn last journal line (crash during append) is ignored: its envelope was never acknowledged.
  */
@@ -124,12 +124,41 @@ export async function saveWitnessState(file: string, state: unknown): Promise<vo
   await onFile(file, 'write', () => writeFileAtomic(file, JSON.stringify(state) + '\n'));
 }
 
-/** Keeps the two signed notes that prove a fork or a rollback; returns the file written. */
-export async function saveEvidence(dir: string, kind: string, evidence: { trusted?: string | undefined; offered: string }): Promise<string> {
+/** Format tag of an evidence file (docs/RECEIVER.md "Evidence files"). */
+export const EVIDENCE_FORMAT = 'ghostpipe-log-evidence/1';
+
+export interface EvidenceFile {
+  format: typeof EVIDENCE_FORMAT;
+  /** The integrity code: fork, rollback, wrong_origin, new_epoch, … */
+  reason: string;
+  detectedAt: string;
+  message: string;
+  /** Both signed notes exactly as served (signature lines included): an auditor verifies them with the pinned key alone. */
+  trusted: string | null;
+  offered: string;
+  /** The consistency proof served with `offered` (hashes base64), or null when none was served. */
+  proof: { from: number; to: number; hashes: string[] } | null;
+}
+
+/**
+ * Keeps what proves a signed conflict (both signed notes and the proof) in `<dir>/evidence/`
+ * (0700) as `<ISO time with - for : and .>-<reason>.json` (0600); returns the file written.
+ */
+export async function saveEvidence(
+  dir: string,
+  kind: string,
+  evidence: { trusted?: string | undefined; offered: string; proof?: { from: number; to: number; hashes: Uint8Array[] } },
+  message = '',
+  now = new Date(),
+): Promise<string> {
   const folder = path.join(dir, 'evidence');
   await ensurePrivateDir(folder);
-  const file = path.join(folder, `${new Date().toISOString().replace(/[:.]/g, '-')}-${kind}.txt`);
-  const text = `# Trusted checkpoint\n${evidence.trusted ?? '(empty tree)\n'}\n# Offered checkpoint\n${evidence.offered}`;
-  await writeFileAtomic(file, text);
+  const file = path.join(folder, `${now.toISOString().replace(/[:.]/g, '-')}-${kind}.json`);
+  const body: EvidenceFile = {
+    format: EVIDENCE_FORMAT, reason: kind, detectedAt: now.toISOString(), message,
+    trusted: evidence.trusted ?? null, offered: evidence.offered,
+    proof: evidence.proof ? { from: evidence.proof.from, to: evidence.proof.to, hashes: evidence.proof.hashes.map((h) => Buffer.from(h).toString('base64')) } : null,
+  };
+  await writeFileAtomic(file, JSON.stringify(body, null, 2) + '\n');
   return file;
 }

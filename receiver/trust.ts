@@ -1,7 +1,9 @@
 /**
  * Which devices the receiver believes, by the sender key id in the envelope header:
  *   - pinned: ML-DSA-65 public key files or DIDs listed in the config;
- *   - enrolled: any device registered at the relay whose registration leaf is in the verified log.
+ *   - enrolled: any device registered at the relay with a valid, unexpired approval by the pinned
+ *     fleet key over exactly its keys, whose registration leaf (with that approval) is in the
+ *     verified log. The relay alone cannot make a device: it holds no fleet key (issue 11).
  * Every device is looked up at the relay (GET /v2/did/{did}) and re-checked every `refreshMs`, so a
  * revocation applies within that time. A pinned public key is the trust anchor for that device:
  * the relay's document must carry exactly that key; for a pinned DID the DID itself is the
@@ -11,7 +13,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../common/relay-client.js';
 import { base32Lower, DID_PREFIX, parseDid, readDidDocument } from '../protocol/did.js';
 import { keyId } from '../protocol/keys.js';
-import { encodeLogEntry } from '../protocol/log-entries.js';
+import { encodeLogEntry, type FleetApproval } from '../protocol/log-entries.js';
+import { FleetStatementError, verifyEnrollmentApproval } from '../protocol/enrollment.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
 import type { LogTrust } from './log-trust.js';
 import type { RevocationWatch } from './revocations.js';
@@ -39,8 +42,10 @@ interface Cached {
 export interface DeviceTrustOptions {
   client: RelayClient;
   log: LogTrust;
-  /** Accept every device enrolled at the relay (with its registration in the verified log). */
+  /** Accept every device enrolled at the relay with a fleet approval (and its registration in the verified log). */
   enrolled: boolean;
+  /** The fleet public key that approves enrolled devices (required for enrolled mode to accept any). */
+  fleetPublicKey?: Uint8Array;
   /** Pinned devices: DIDs, and public keys (whose DIDs are derived). */
   pinnedDids: string[];
   pinnedKeys: Uint8Array[];
@@ -114,11 +119,32 @@ export class DeviceTrust {
     const pinnedKey = this.pinned.get(did);
     if (pinnedKey !== undefined && !equal(pinnedKey, doc.signingPublicKey)) throw new TrustError('bad_registration', `relay document for ${did} carries another signing key than the pinned one`);
     if (!isPinned) {
-      // Enrolled mode: the registration must be a leaf of the verified log.
-      const data = encodeLogEntry({ type: 'registration', signingKeyId: keyId('ML-DSA-65', doc.signingPublicKey), kemKeyId: keyId(doc.kemAlg, doc.kemPublicKey), did });
+      // Enrolled mode: a fleet approval of exactly these keys, and the registration carrying it a
+      // leaf of the verified log (so what the relay showed us is what every auditor sees).
+      const approval = this.approval(did, record, doc);
+      const data = encodeLogEntry({ type: 'registration', signingKeyId: keyId('ML-DSA-65', doc.signingPublicKey), kemKeyId: keyId(doc.kemAlg, doc.kemPublicKey), did, approval });
       if (!Number.isSafeInteger(record.leafIndex) || record.leafIndex < 0) throw new TrustError('bad_registration', `relay record for ${did} has no leaf index`);
       await this.o.log.proveIncluded(leafHash(data), record.leafIndex);
     }
     return { did, signingPublicKey: doc.signingPublicKey };
+  }
+
+  /** The device's fleet approval, verified against the pinned fleet key; a TrustError otherwise. */
+  private approval(did: string, record: { fleetStatement?: string; fleetSignature?: string }, doc: { signingPublicKey: Uint8Array; kemPublicKey: Uint8Array }): FleetApproval {
+    if (this.o.fleetPublicKey === undefined) throw new TrustError('unenrolled_sender', `sender ${did}: no fleet key is pinned, so no enrolled device is trusted`);
+    if (typeof record.fleetStatement !== 'string' || typeof record.fleetSignature !== 'string') {
+      throw new TrustError('unenrolled_sender', `sender ${did} is enrolled at the relay without a fleet approval`);
+    }
+    const approval = { statement: new Uint8Array(Buffer.from(record.fleetStatement, 'base64')), signature: new Uint8Array(Buffer.from(record.fleetSignature, 'base64')) };
+    try {
+      verifyEnrollmentApproval(approval.statement, approval.signature, { fleetPublicKey: this.o.fleetPublicKey, signingPublicKey: doc.signingPublicKey, kemPublicKey: doc.kemPublicKey, now: this.now() });
+    } catch (err) {
+      if (err instanceof FleetStatementError) {
+        // Signed by another key, or none: the fleet never approved this device.
+        throw new TrustError(err.code === 'bad_signature' ? 'unenrolled_sender' : 'bad_registration', `sender ${did}: fleet approval refused: ${err.message}`);
+      }
+      throw err;
+    }
+    return approval;
   }
 }

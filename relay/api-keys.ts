@@ -45,6 +45,8 @@ export class ApiKeys {
   /** Quota slots held by uploads in progress, per key id (RAM only: a restart ends those uploads). */
   private readonly reserved = new Map<string, number>();
   private readonly revocations = new Map<string, AbortController>();
+  /** Recipient key ids listed by active receiver keys; rebuilt after a key is issued or revoked. */
+  private listed: Set<string> | undefined;
 
   constructor(records: KeyRecord[] = []) {
     for (const record of records) this.byId.set(record.id, record);
@@ -69,6 +71,7 @@ export class ApiKeys {
       ...(recipients === undefined ? {} : { recipients }),
     };
     this.byId.set(id, record);
+    this.listed = undefined;
     return { record, key };
   }
 
@@ -91,6 +94,7 @@ export class ApiKeys {
   revoke(id: string, now = Date.now()): KeyRecord | undefined {
     const record = this.byId.get(id);
     if (record && record.revokedAt === undefined) record.revokedAt = now;
+    this.listed = undefined;
     this.revocations.get(id)?.abort();
     this.revocations.delete(id);
     return record;
@@ -144,6 +148,20 @@ export class ApiKeys {
    */
   reserveTransfer(record: KeyRecord): void {
     this.reserved.set(record.id, (this.reserved.get(record.id) ?? 0) + 1);
+  }
+
+  /** Uploads of this key in progress (each holds one reserved slot). */
+  inProgress(record: KeyRecord): number {
+    return this.reserved.get(record.id) ?? 0;
+  }
+
+  /** Whether an active receiver key may read `recipient` (64 hex digits): otherwise nobody could ever collect it. */
+  recipientListed(recipient: string): boolean {
+    if (!this.listed) {
+      this.listed = new Set();
+      for (const r of this.byId.values()) if (r.role === 'receiver' && r.revokedAt === undefined) for (const id of r.recipients ?? []) this.listed.add(id);
+    }
+    return this.listed.has(recipient);
   }
 
   releaseTransfer(record: KeyRecord): void {

@@ -7,6 +7,7 @@ import type { Logger } from '../common/log.js';
 import type { Role } from '../protocol/api/index.js';
 import { presentedKeyId, type KeyRecord } from './api-keys.js';
 import { refuse } from './http.js';
+import { normalizeAddress } from './connections.js';
 import { Refusal } from './refusal.js';
 import type { RelayState } from './state.js';
 
@@ -23,7 +24,7 @@ export class Authenticator {
   authenticate(req: IncomingMessage, ...roles: Role[]): KeyRecord {
     const result = this.state.keys.authenticate(req.headers.authorization);
     if (typeof result === 'string') {
-      const ip = this.clientIp(req);
+      const ip = this.clientAddress(req);
       const keyId = presentedKeyId(req.headers.authorization);
       // Counted per (ip, key id, reason) and minute (relay/audit.ts); only the first of each is logged now, so a flood cannot fill journald.
       if (this.state.audit.authFailed({ ip, keyId, outcome: result })) {
@@ -35,10 +36,21 @@ export class Authenticator {
     return result;
   }
 
-  private clientIp(req: IncomingMessage): string | undefined {
+  /** Whether the TCP peer is a trusted proxy (its X-Forwarded-For names the client). */
+  viaProxy(req: IncomingMessage): boolean {
+    return this.isTrustedProxy(req.socket.remoteAddress);
+  }
+
+  /** `address` as the socket reports it; an IPv4-mapped IPv6 form matches its IPv4 entry. */
+  isTrustedProxy(address: string | undefined): boolean {
+    return address !== undefined && (this.trustedProxies.includes(address) || this.trustedProxies.includes(normalizeAddress(address)));
+  }
+
+  /** The client's address: the TCP peer, or behind trusted proxies the last untrusted X-Forwarded-For hop. */
+  clientAddress(req: IncomingMessage): string | undefined {
     const direct = req.socket.remoteAddress;
     const forwarded = req.headers['x-forwarded-for'];
-    if (direct && typeof forwarded === 'string' && this.trustedProxies.includes(direct)) {
+    if (direct && typeof forwarded === 'string' && this.viaProxy(req)) {
       const hops = forwarded.split(',').map((h) => h.trim()).filter(Boolean);
       for (let i = hops.length - 1; i >= 0; i--) if (!this.trustedProxies.includes(hops[i]!)) return hops[i];
     }

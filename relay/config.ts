@@ -3,10 +3,12 @@
  * the defaults used when `ghostpipe relay` runs without --config.
  */
 import { s, type Infer } from '../common/schema.js';
+import { envelopeLimit } from './envelope-check.js';
+import { ENTRY_OVERHEAD } from './store.js';
 
 const MiB = 1024 * 1024;
 
-const plan = s.object({
+const planFields = s.object({
   /** Transfers per period; 0 = unlimited. */
   quota: s.integer({ min: 0 }),
   period: s.withDefault(s.duration({ min: 60_000 }), 30 * 86_400_000),
@@ -14,6 +16,24 @@ const plan = s.object({
   ratePerMinute: s.integer({ min: 1, max: 6_000_000 }),
   burst: s.integer({ min: 1, max: 1_000_000 }),
   maxBlob: s.size({ min: 1 }),
+  /**
+   * Fair shares (docs/RELAY.md): what one key of this plan may hold at once. Held bytes count its
+   * stored envelopes (bytes + 640 B bookkeeping each, as memory.heldBytes) plus its in-flight ones,
+   * so one key cannot fill memoryCap for the TTL (issue 11: one device took 536 MB of 512 MiB).
+   */
+  maxHeldBytes: s.withDefault(s.size({ min: 64 * 1024 }), 64 * MiB),
+  /** Bytes of this key's uploads whose body is still arriving (reserved after the header checks). */
+  maxInFlightBytes: s.withDefault(s.size({ min: 16 * 1024 }), 16 * MiB),
+  /** Uploads of this key in progress at once; the next one is refused 429 too_many_uploads. */
+  maxConcurrentUploads: s.withDefault(s.integer({ min: 1, max: 10_000 }), 4),
+});
+/** A share smaller than the plan's largest envelope would refuse every such upload: said at load, not at the first upload. */
+const plan = s.refine(planFields, (p) => {
+  const largest = envelopeLimit(p.maxBlob);
+  const issues = [];
+  if (p.maxInFlightBytes < largest) issues.push({ path: ['maxInFlightBytes'], message: `must be at least ${largest} bytes, the largest envelope maxBlob allows` });
+  if (p.maxHeldBytes < largest + ENTRY_OVERHEAD) issues.push({ path: ['maxHeldBytes'], message: `must be at least ${largest + ENTRY_OVERHEAD} bytes, the largest envelope maxBlob allows plus ${ENTRY_OVERHEAD} B of bookkeeping` });
+  return issues;
 });
 export type Plan = Infer<typeof plan>;
 
@@ -22,9 +42,11 @@ export type Plan = Infer<typeof plan>;
  * "pro" (250,000 per 30 days, 60/min), not "free" (1,000 per 30 days).
  */
 export const DEFAULT_PLANS: Record<string, Plan> = {
-  free: { quota: 1_000, period: 30 * 86_400_000, ratePerMinute: 10, burst: 20, maxBlob: 5 * MiB },
-  pro: { quota: 250_000, period: 30 * 86_400_000, ratePerMinute: 60, burst: 120, maxBlob: 5 * MiB },
-  enterprise: { quota: 0, period: 30 * 86_400_000, ratePerMinute: 600_000, burst: 100_000, maxBlob: 5 * MiB },
+  free: { quota: 1_000, period: 30 * 86_400_000, ratePerMinute: 10, burst: 20, maxBlob: 5 * MiB, maxHeldBytes: 16 * MiB, maxInFlightBytes: 11 * MiB, maxConcurrentUploads: 2 },
+  pro: { quota: 250_000, period: 30 * 86_400_000, ratePerMinute: 60, burst: 120, maxBlob: 5 * MiB, maxHeldBytes: 64 * MiB, maxInFlightBytes: 16 * MiB, maxConcurrentUploads: 4 },
+  enterprise: {
+    quota: 0, period: 30 * 86_400_000, ratePerMinute: 600_000, burst: 100_000, maxBlob: 5 * MiB, maxHeldBytes: 256 * MiB, maxInFlightBytes: 32 * MiB, maxConcurrentUploads: 16,
+  },
 };
 
 const limits = s.object({
@@ -36,6 +58,20 @@ const limits = s.object({
   keepAliveTimeout: s.withDefault(s.duration({ min: 100 }), 5_000),
   maxHeaderSize: s.withDefault(s.size({ min: 1024, max: 1024 * 1024 }), 16 * 1024),
   maxConnections: s.withDefault(s.integer({ min: 1, max: 1_000_000 }), 1024),
+  /**
+   * Open connections from one source address; more are closed at accept. A connection from a
+   * trusted proxy is not counted here (its pooled connections carry many clients): its requests
+   * in progress are counted per forwarded client address instead (429 too_many_connections).
+   */
+  maxConnectionsPerSource: s.withDefault(s.integer({ min: 1, max: 1_000_000 }), 128),
+  /**
+   * Slowest upload body accepted: at least minUploadRate × uploadRateWindow bytes must arrive in
+   * each window, counted from when the request's headers arrived (so the first window is the
+   * grace), until the body is complete; otherwise 408 too_slow and the connection is closed.
+   * 0 turns the rule off.
+   */
+  minUploadRate: s.withDefault(s.size({ min: 0 }), 1024),
+  uploadRateWindow: s.withDefault(s.duration({ min: 100, max: 600_000 }), 10_000),
   /** Upload bytes being received at once across all connections (also counted against memoryCap). */
   maxInFlightBytes: s.withDefault(s.size({ min: 1024 }), 64 * MiB),
   /** Longest long-poll a client may ask for. */
@@ -67,8 +103,17 @@ export const relayConfigSchema = s.object({
    * (docs/RELAY.md "Air-gap mode"). Without it every boot is a new relay (new key, no keys, no devices).
    */
   identityDir: s.optional(s.string({ minLength: 1 })),
-  /** Where the first operator key is written in ramOnly mode (default: a fresh 0700 folder under the OS temp dir). */
+  /**
+   * Where the first operator key (plk_…) is written, once, 0600; never inside the state or identity
+   * directory. Default: operator.key next to the state directory (ramOnly: a fresh 0700 folder under
+   * the OS temp dir). docs/RELAY.md "Operator key".
+   */
   operatorKeyFile: s.optional(s.string({ minLength: 1 })),
+  /**
+   * The fleet public key (ML-DSA-65 PEM, `ghostpipe keygen --type fleet`): when set, a new device
+   * registers only with a valid fleet approval (docs/RELAY.md "Fleet enrollment").
+   */
+  fleetPublicKey: s.optional(s.string({ minLength: 1 })),
   /** Log origin line; default "ghostpipe-relay/<first 16 hex digits of the relay key id>". */
   origin: s.optional(s.string({ minLength: 1, maxLength: 200, pattern: /^[\x21-\x7e]+$/ })),
   memoryCap: s.withDefault(s.size({ min: MiB }), 512 * MiB),

@@ -2,7 +2,9 @@
  * Enrolled devices and enrollment challenges. A device is identified by its DID (derived from
  * its ML-DSA-65 public key) and bound to exactly one device API key.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+
+const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 
 export interface DeviceRecord {
   did: string;
@@ -21,9 +23,18 @@ export interface DeviceRecord {
   formerApiKeyIds?: string[];
   registeredAt: number;
   leafIndex: number;
+  /** base64 fleet statement and fleet signature (protocol/enrollment.ts), when the device was approved. */
+  fleetStatement?: string;
+  fleetSignature?: string;
   revokedAt?: number;
   revocationLeafIndex?: number;
 }
+
+/**
+ * A challenge, the API key it was issued to, and the KEM key (its SHA-256: up to 100 000 challenges
+ * stay about 100 B each, not 1.3 KB) and proof of possession it expects.
+ */
+export interface Challenge { apiKeyId: string; expiresAt: number; kemKeyHash: Uint8Array; kemProof: Uint8Array }
 
 export const CHALLENGE_TTL_MS = 5 * 60_000;
 /** A rotation retires one key; a few kept cover undelivered envelopes of quick successive rotations. */
@@ -34,7 +45,7 @@ const MAX_CHALLENGES = 100_000;
 export class Devices {
   private readonly byDid = new Map<string, DeviceRecord>();
   private readonly publicKeys = new Map<string, Uint8Array>();
-  private readonly challenges = new Map<string, { apiKeyId: string; expiresAt: number }>();
+  private readonly challenges = new Map<string, Challenge>();
 
   constructor(records: DeviceRecord[] = []) {
     for (const record of records) this.byDid.set(record.did, record);
@@ -63,23 +74,30 @@ export class Devices {
   }
 
   /** A fresh single-use challenge for this API key; undefined when too many are outstanding. */
-  newChallenge(apiKeyId: string, now = Date.now()): { challenge: string; expiresAt: number } | undefined {
+  /**
+   * A fresh single-use challenge for this API key; undefined when too many are outstanding.
+   * `encapsulate(challenge)` makes the KEM proof-of-possession challenge for it.
+   */
+  newChallenge(
+    apiKeyId: string, kemPublicKey: Uint8Array, encapsulate: (challenge: string) => { kemCiphertext: Uint8Array; kemProof: Uint8Array }, now = Date.now(),
+  ): { challenge: string; expiresAt: number; kemCiphertext: Uint8Array } | undefined {
     this.pruneChallenges(now);
     let mine = 0;
     for (const c of this.challenges.values()) if (c.apiKeyId === apiKeyId) mine++;
     if (mine >= MAX_CHALLENGES_PER_KEY || this.challenges.size >= MAX_CHALLENGES) return undefined;
     const challenge = randomBytes(32).toString('base64url');
     const expiresAt = now + CHALLENGE_TTL_MS;
-    this.challenges.set(challenge, { apiKeyId, expiresAt });
-    return { challenge, expiresAt };
+    const { kemCiphertext, kemProof } = encapsulate(challenge);
+    this.challenges.set(challenge, { apiKeyId, expiresAt, kemKeyHash: sha256(kemPublicKey), kemProof });
+    return { challenge, expiresAt, kemCiphertext };
   }
 
-  /** Consumes a challenge (single use): true when it was issued to this key and is still fresh. */
-  takeChallenge(challenge: string, apiKeyId: string, now = Date.now()): boolean {
+  /** Consumes a challenge (single use): the entry when it was issued to this key and is still fresh. */
+  takeChallenge(challenge: string, apiKeyId: string, now = Date.now()): Challenge | undefined {
     const entry = this.challenges.get(challenge);
-    if (!entry || entry.apiKeyId !== apiKeyId) return false;
+    if (!entry || entry.apiKeyId !== apiKeyId) return undefined;
     this.challenges.delete(challenge);
-    return entry.expiresAt > now;
+    return entry.expiresAt > now ? entry : undefined;
   }
 
   private pruneChallenges(now: number): void {

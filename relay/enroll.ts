@@ -5,10 +5,14 @@
  * these outcomes are written here.
  */
 import type { Logger } from '../common/log.js';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import {
-  ENROLL_CONTEXT, enrollmentMessage, type ChallengeBody, type DeviceRevokedBody, type DidRecordBody, type RegistrationBody,
+  ENROLL_CONTEXT, enrollmentMessage, kemProof, type ChallengeBody, type DeviceRevokedBody, type DidRecordBody, type RegistrationBody,
 } from '../protocol/api/index.js';
 import { getProvider } from '../protocol/crypto/provider.js';
+import { xwingEncapsulate } from '../protocol/crypto/xwing.js';
+import { decodeEnrollmentStatement, FleetStatementError, verifyEnrollmentApproval } from '../protocol/enrollment.js';
+import type { FleetApproval } from '../protocol/log-entries.js';
 import { didDocument, didFromSigningKey, parseDid } from '../protocol/did.js';
 import { keyId, keyIdHex } from '../protocol/keys.js';
 import { encodeLogEntry } from '../protocol/log-entries.js';
@@ -22,7 +26,9 @@ export interface Registration {
   signingPublicKey: Uint8Array;
   kemPublicKey: Uint8Array;
   challenge: string;
+  kemProof: Uint8Array;
   signature: Uint8Array;
+  approval?: FleetApproval;
 }
 
 /** `created`: a new device (and a new log leaf); otherwise it was registered before, or rebound now. */
@@ -34,21 +40,63 @@ export interface Registered {
 export class Enrollment {
   constructor(private readonly state: RelayState, private readonly logger: Logger) {}
 
-  challenge(key: KeyRecord): Outcome<ChallengeBody> {
-    const issued = this.state.devices.newChallenge(key.id);
+  /** A challenge, and the X-Wing proof-of-possession challenge encapsulated to `kemPublicKey`. */
+  challenge(key: KeyRecord, kemPublicKey: Uint8Array): Outcome<ChallengeBody> {
+    const issued = this.state.devices.newChallenge(key.id, kemPublicKey, (challenge) => {
+      const { ciphertext, sharedSecret } = xwingEncapsulate(kemPublicKey, getProvider());
+      const proof = kemProof(challenge, ciphertext, sharedSecret);
+      sharedSecret.fill(0);
+      return { kemCiphertext: ciphertext, kemProof: proof };
+    });
     if (!issued) return new Refusal('rate_limited', 'too many outstanding challenges for this key', CHALLENGE_TTL_MS);
     this.state.audit.record({ event: 'challenge', keyId: key.id, keyLabel: key.label, outcome: 'ok' });
-    return { challenge: issued.challenge, expiresAt: new Date(issued.expiresAt).toISOString() };
+    return { challenge: issued.challenge, expiresAt: new Date(issued.expiresAt).toISOString(), kemCiphertext: Buffer.from(issued.kemCiphertext).toString('base64') };
+  }
+
+  /**
+   * The fleet approval of a new device: with a configured fleet key it is required and verified
+   * (signature, exactly these keys, this API key, validity now); without one it is optional, and
+   * checked as far as possible without the key (structure, keys, API key, validity).
+   */
+  private checkApproval(key: KeyRecord, request: Registration): Refusal | undefined {
+    const fleetPublicKey = this.state.fleetPublicKey;
+    if (request.approval === undefined) {
+      return fleetPublicKey ? new Refusal('bad_approval', 'this relay enrolls only devices approved by the fleet key: send fleetStatement and fleetSignature (`ghostpipe device approve`)') : undefined;
+    }
+    const { statement, signature } = request.approval;
+    try {
+      const s = fleetPublicKey
+        ? verifyEnrollmentApproval(statement, signature, { fleetPublicKey, signingPublicKey: request.signingPublicKey, kemPublicKey: request.kemPublicKey, now: Date.now() })
+        : decodeEnrollmentStatement(statement);
+      if (!fleetPublicKey) {
+        if (Buffer.compare(Buffer.from(s.signingPublicKey), Buffer.from(request.signingPublicKey)) !== 0 || Buffer.compare(Buffer.from(s.kemPublicKey), Buffer.from(request.kemPublicKey)) !== 0) {
+          return new Refusal('bad_approval', 'the fleet statement names other device keys than this registration');
+        }
+        if (Date.now() >= s.notAfter || Date.now() < s.notBefore) return new Refusal('bad_approval', `the fleet statement is valid only from ${new Date(s.notBefore).toISOString()} to ${new Date(s.notAfter).toISOString()}`);
+      }
+      if (s.apiKeyId !== key.id) return new Refusal('bad_approval', `the fleet statement approves this device for API key ${s.apiKeyId}, not ${key.id}`);
+    } catch (err) {
+      if (err instanceof FleetStatementError) return new Refusal('bad_approval', `fleet approval: ${err.message}`);
+      throw err;
+    }
+    return undefined;
   }
 
   async register(key: KeyRecord, request: Registration): Promise<Outcome<Registered>> {
     const { signingPublicKey, kemPublicKey, challenge, signature } = request;
     const audit = (outcome: string, did?: string) => this.state.audit.record({ event: 'register', keyId: key.id, keyLabel: key.label, ...(did ? { did } : {}), outcome });
-    if (!this.state.devices.takeChallenge(challenge, key.id)) {
+    const issued = this.state.devices.takeChallenge(challenge, key.id);
+    if (!issued) {
       audit('challenge_expired');
       return new Refusal('challenge_expired', 'challenge unknown, already used or expired; ask for a new one');
     }
-    const message = enrollmentMessage(challenge, signingPublicKey, kemPublicKey);
+    // X-Wing proof of possession: only the KEM key's holder could decapsulate the challenge.
+    const kemKeyHash = new Uint8Array(createHash('sha256').update(kemPublicKey).digest());
+    if (!timingSafeEqual(issued.kemKeyHash, kemKeyHash) || !timingSafeEqual(issued.kemProof, request.kemProof)) {
+      audit('bad_kem_proof');
+      return new Refusal('bad_signature', 'KEM proof of possession does not verify (kemProof must come from decapsulating this challenge\'s kemCiphertext with the registered X-Wing key)');
+    }
+    const message = enrollmentMessage(challenge, signingPublicKey, kemPublicKey, request.kemProof);
     if (!getProvider().mlDsa65.verify(signingPublicKey, message, signature, ENROLL_CONTEXT)) {
       audit('bad_signature');
       return new Refusal('bad_signature', 'proof-of-possession signature does not verify');
@@ -75,20 +123,29 @@ export class Enrollment {
         this.logger.info({ did, keyId: key.id, formerKeyId: existing.formerApiKeyIds.at(-1) }, 'device bound to a new API key (the former one is revoked)');
       }
       audit(rebind ? 'rebound' : 'ok', did);
-      return { created: false, body: { did, document, leafIndex: existing.leafIndex } };
+      return { created: false, body: { did, document, leafIndex: existing.leafIndex, ...approvalBody(existing) } };
     }
-    const leafIndex = this.state.log.append(encodeLogEntry({ type: 'registration', signingKeyId: keyId('ML-DSA-65', signingPublicKey), kemKeyId: keyId('X-Wing', kemPublicKey), did }));
+    const refused = this.checkApproval(key, request);
+    if (refused) {
+      audit('bad_approval', did);
+      return refused;
+    }
+    const approval = request.approval;
+    const leafIndex = this.state.log.append(encodeLogEntry({
+      type: 'registration', signingKeyId: keyId('ML-DSA-65', signingPublicKey), kemKeyId: keyId('X-Wing', kemPublicKey), did, ...(approval ? { approval } : {}),
+    }));
     // The device record names its leaf: the leaf must be durable first, or a crash could leave
     // the record pointing at a position a different leaf takes after the restart.
     await this.state.log.flush();
     this.state.devices.add({
       did, signingPublicKey: Buffer.from(signingPublicKey).toString('base64'), kemPublicKey: Buffer.from(kemPublicKey).toString('base64'),
       signingKeyId: keyIdHex('ML-DSA-65', signingPublicKey), apiKeyId: key.id, registeredAt: Date.now(), leafIndex,
+      ...(approval ? { fleetStatement: Buffer.from(approval.statement).toString('base64'), fleetSignature: Buffer.from(approval.signature).toString('base64') } : {}),
     });
     key.did = did;
     await this.state.save();
     audit('ok', did);
-    return { created: true, body: { did, document, leafIndex } };
+    return { created: true, body: { did, document, leafIndex, ...approvalBody(this.state.devices.get(did)!) } };
   }
 
   /** `did` as it came in the path (percent-decoded): anything but an enrolled DID is not found. */
@@ -98,7 +155,7 @@ export class Enrollment {
     const document = documentBody(Buffer.from(device.signingPublicKey, 'base64'), Buffer.from(device.kemPublicKey, 'base64'));
     return {
       did: device.did, document, revoked: device.revokedAt !== undefined,
-      registeredAt: new Date(device.registeredAt).toISOString(), leafIndex: device.leafIndex,
+      registeredAt: new Date(device.registeredAt).toISOString(), leafIndex: device.leafIndex, ...approvalBody(device),
       ...(device.revokedAt !== undefined ? { revokedAt: new Date(device.revokedAt).toISOString(), revocationLeafIndex: device.revocationLeafIndex } : {}),
     };
   }
@@ -126,6 +183,11 @@ export class Enrollment {
     }
     return this.state.devices.get(did);
   }
+}
+
+/** The fleet approval as it travels (base64), when the device has one. */
+function approvalBody(device: DeviceRecord): { fleetStatement?: string; fleetSignature?: string } {
+  return device.fleetStatement !== undefined && device.fleetSignature !== undefined ? { fleetStatement: device.fleetStatement, fleetSignature: device.fleetSignature } : {};
 }
 
 /** The DID document as it travels (protocol/api keeps it an open JSON object). */

@@ -4,6 +4,9 @@ import {
   type ParsedEnvelope,
 } from '../protocol/envelope/index.js';
 
+// The header decoder itself (not re-exported by the envelope's index): the relay checks sender and
+// recipient from the first 109 bytes, before it reserves memory for the rest.
+export { decodeHeaderPrefix, type DecodedHeader } from '../protocol/envelope/header.js';
 export { EnvelopeError, peekEnvelopeLength, type ParsedEnvelope };
 export const ALLOWED_BUCKETS: readonly number[] = DEFAULT_BUCKETS;
 

@@ -1,10 +1,10 @@
 /**
- * What operator keys do (docs/API.md "Keys and audit" and "GET /v2/stats"): issue, list and revoke
- * API keys, and read the relay's counters. Plain values in; a response body or a Refusal out.
+ * What operator keys do (docs/API.md "Keys and audit" and "GET /v2/stats"): issue, list, revoke
+ * and purge API keys, and read the relay's counters. Plain values in; a response body or a Refusal out.
  */
 import type { Logger } from '../common/log.js';
 import {
-  KEY_ID_PATTERN, RECIPIENT_ID_PATTERN, type IssuedKeyBody, type KeyInfoBody, type KeyListBody, type KeyRevokedBody, type StatsBody,
+  KEY_ID_PATTERN, RECIPIENT_ID_PATTERN, type IssuedKeyBody, type KeyInfoBody, type KeyListBody, type KeyPurgedBody, type KeyRevokedBody, type KeyUsageBody, type StatsBody,
 } from '../protocol/api/index.js';
 import { maskKey, type KeyRecord } from './api-keys.js';
 import type { RelayConfig } from './config.js';
@@ -67,7 +67,20 @@ export class Operator {
     return { id, revoked: true };
   }
 
-  stats(uptimeSeconds: number): StatsBody {
+  /**
+   * Burns every envelope the key uploaded that the relay still holds (revoked or not: revoking a
+   * flooding key alone frees nothing until the TTL). Purging a key that holds nothing answers 0s.
+   */
+  purgeKey(operator: KeyRecord, id: string): Outcome<KeyPurgedBody> {
+    const record = KEY_ID_PATTERN.test(id) ? this.state.keys.get(id) : undefined;
+    if (!record) return notFound();
+    const { envelopes, bytes } = this.state.store.purge(record.id);
+    this.state.audit.record({ event: 'key_purged', keyId: record.id, keyLabel: record.label, size: bytes, count: envelopes, outcome: 'ok' });
+    this.logger.info({ keyId: record.id, envelopes, bytes, by: operator.id }, 'API key purged: the envelopes it uploaded were burned');
+    return { id: record.id, envelopes, bytes };
+  }
+
+  stats(uptimeSeconds: number, connections: StatsBody['connections']): StatsBody {
     const { store, log } = this.state;
     const q = store.stats();
     const keys = this.state.keys.all();
@@ -75,7 +88,7 @@ export class Operator {
     return {
       uptimeSeconds,
       memory: { heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss() },
-      envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, waiting: q.waiting },
+      envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, purged: store.purged, waiting: q.waiting },
       queues: q.queues,
       log: {
         size: log.signedSize, origin: this.state.origin,
@@ -83,6 +96,19 @@ export class Operator {
       },
       keys: { active: keys.filter((k) => k.revokedAt === undefined).length, revoked: keys.filter((k) => k.revokedAt !== undefined).length },
       devices: { active: devices.filter((d) => d.revokedAt === undefined).length, revoked: devices.filter((d) => d.revokedAt !== undefined).length },
+      byKey: this.byKey(),
+      connections,
     };
+  }
+
+  private byKey(): Record<string, KeyUsageBody> {
+    const ids = this.state.store.holders();
+    for (const record of this.state.keys.all()) if (this.state.keys.inProgress(record) > 0) ids.add(record.id);
+    const out: Record<string, KeyUsageBody> = {};
+    for (const id of [...ids].sort()) {
+      const record = this.state.keys.get(id);
+      out[id] = { ...this.state.store.usage(id), uploads: record ? this.state.keys.inProgress(record) : 0 };
+    }
+    return out;
   }
 }

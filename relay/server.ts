@@ -9,16 +9,18 @@ import type https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Logger } from '../common/log.js';
-import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody } from '../protocol/api/index.js';
+import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEM_PROOF_BYTES, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody } from '../protocol/api/index.js';
+import { MAX_FLEET_STATEMENT } from '../protocol/enrollment.js';
 import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { XWING } from '../protocol/crypto/xwing.js';
 import { MAX_EXPORT_ROWS, sendAuditExport } from './audit.js';
 import type { KeyRecord } from './api-keys.js';
 import { Authenticator, pathOnly } from './auth.js';
 import type { RelayConfig } from './config.js';
+import { SourceLimit, normalizeAddress } from './connections.js';
 import { Delivery } from './deliver.js';
 import { Enrollment } from './enroll.js';
 import {
@@ -31,7 +33,7 @@ import { Refusal, badRequest, notFound } from './refusal.js';
 import { Router, type Params, type Route } from './router.js';
 import type { RelayState } from './state.js';
 import { receiveEnvelope } from './upload-body.js';
-import { Uploads } from './upload.js';
+import { Uploads, type Admitted } from './upload.js';
 
 export const VERSION = '0.1.0';
 /**
@@ -65,6 +67,14 @@ export class RelayServer {
   private readonly delivery: Delivery;
   private readonly operator: Operator;
   private readonly logReads: LogReads;
+  /** Open connections per TCP peer address (trusted proxies not counted: see admitConnection). */
+  private readonly peers: SourceLimit;
+  /** Requests in progress per forwarded client address, for connections from trusted proxies. */
+  private readonly proxied: SourceLimit;
+  private openConnections = 0;
+  private slowUploads = 0;
+  /** limits.minUploadRate as bytes per window (undefined: off), resolved once. */
+  private readonly minUploadRate: { bytes: number; windowMs: number } | undefined;
 
   /** Every endpoint of docs/API.md, and the only list of them: 404 and 405 are derived from it (relay/router.ts). */
   private readonly router = new Router<Handler>([
@@ -89,6 +99,7 @@ export class RelayServer {
     ['POST', '/v2/keys', (c) => this.createKey(c)],
     ['GET', '/v2/keys', (c) => this.listKeys(c)],
     ['DELETE', '/v2/keys/:id', (c) => this.revokeKey(c)],
+    ['POST', '/v2/keys/:id/purge', (c) => this.purgeKey(c)],
     ['GET', '/v2/audit', (c) => this.audit(c)],
   ] satisfies Route<Handler>[]);
 
@@ -99,6 +110,10 @@ export class RelayServer {
     this.delivery = new Delivery(state);
     this.operator = new Operator(config, state, logger);
     this.logReads = new LogReads(state);
+    this.peers = new SourceLimit(config.limits.maxConnectionsPerSource);
+    this.proxied = new SourceLimit(config.limits.maxConnectionsPerSource);
+    const { minUploadRate, uploadRateWindow } = config.limits;
+    this.minUploadRate = minUploadRate > 0 ? { bytes: Math.ceil((minUploadRate * uploadRateWindow) / 1000), windowMs: uploadRateWindow } : undefined;
   }
 
   async listen(): Promise<{ host: string; port: number }[]> {
@@ -116,6 +131,7 @@ export class RelayServer {
       const server = tls ? (require('node:https') as typeof https).createServer({ ...options, ...tls }) : nodeHttp.createServer(options);
       server.maxConnections = limits.maxConnections;
       server.setTimeout(limits.idleTimeout); // no 'timeout' listener: idle sockets are destroyed
+      server.on('connection', (socket: Socket) => this.admitConnection(socket));
       server.on('request', (req, res) => void this.dispatch(req, res));
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
         this.logger.debug({ code: err.code }, 'client error');
@@ -150,6 +166,38 @@ export class RelayServer {
   }
 
   // ---------------------------------------------------------------------------------------
+  // Connections
+
+  /**
+   * Closes a new connection at once when its source already has limits.maxConnectionsPerSource
+   * open, before it costs a parser or a request. A trusted proxy's connections are not counted
+   * per address (they carry many clients, pooled); their requests are, per forwarded address.
+   */
+  private admitConnection(socket: Socket): void {
+    this.openConnections++;
+    socket.once('close', () => this.openConnections--);
+    const source = normalizeAddress(socket.remoteAddress);
+    if (this.auth.isTrustedProxy(socket.remoteAddress)) return;
+    if (!this.peers.take(source)) {
+      // One line per refused connection would let a flood fill the journal: the first, then every 1000th.
+      if (this.peers.refused % 1000 === 1) this.logger.warn({ ip: source, open: this.peers.count(source), refused: this.peers.refused }, 'connection closed: source address at limits.maxConnectionsPerSource (counted in /v2/stats connections.refused)');
+      socket.destroy();
+      return;
+    }
+    socket.once('close', () => this.peers.release(source));
+  }
+
+  /** Behind a trusted proxy: one more request of this forwarded client, or 429 (released when it ends). */
+  private admitProxied(req: IncomingMessage, res: ServerResponse): void {
+    if (!this.auth.viaProxy(req)) return;
+    const client = normalizeAddress(this.auth.clientAddress(req));
+    if (!this.proxied.take(client)) {
+      refuse(new Refusal('too_many_connections', `client ${client} has ${this.proxied.perSource} requests in progress (limits.maxConnectionsPerSource)`, 1000));
+    }
+    res.once('close', () => this.proxied.release(client));
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Dispatch
 
   private async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -161,6 +209,7 @@ export class RelayServer {
     });
     try {
       if (this.stopping) refuse(new Refusal('shutting_down', 'relay is shutting down', 1000));
+      this.admitProxied(req, res);
       let url: URL;
       try {
         url = new URL(req.url ?? '/', 'http://relay.invalid');
@@ -184,7 +233,8 @@ export class RelayServer {
         // raced the client's read of the answer (under load it saw a reset, not 507 + Retry-After).
         // The answer waits until the rest is read: Node closes a connection whose request is still
         // arriving when the response ends, and a client still writing then sees EPIPE, not the answer.
-        const cutOff = !req.complete && (refusal.status === 413 || refusal.status === 401);
+        // A too-slow body is cut off too: waiting for its rest is what the rule ends.
+        const cutOff = !req.complete && (refusal.status === 413 || refusal.status === 401 || refusal.code === 'too_slow');
         if (cutOff) {
           sendError(res, refusal, true);
           req.pause();
@@ -229,7 +279,9 @@ export class RelayServer {
 
   private async stats({ req, res }: Call): Promise<void> {
     this.auth.authenticate(req, 'operator');
-    sendJson(res, 200, this.operator.stats(this.uptimeSeconds()));
+    sendJson(res, 200, this.operator.stats(this.uptimeSeconds(), {
+      open: this.openConnections, sources: this.peers.sources, refused: this.peers.refused + this.proxied.refused, slowUploads: this.slowUploads,
+    }));
   }
 
   private uptimeSeconds(): number {
@@ -241,8 +293,9 @@ export class RelayServer {
 
   private async challenge({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
-    await drain(req);
-    sendJson(res, 200, accepted(this.enrollment.challenge(key)));
+    const body = await readJson(req);
+    const kemPublicKey = base64Field(body, 'kemPublicKey', XWING.publicKey);
+    sendJson(res, 200, accepted(this.enrollment.challenge(key, kemPublicKey)));
   }
 
   private async register({ req, res }: Call): Promise<void> {
@@ -251,9 +304,15 @@ export class RelayServer {
     const signingPublicKey = base64Field(body, 'signingPublicKey', ML_DSA65.publicKey);
     const kemPublicKey = base64Field(body, 'kemPublicKey', XWING.publicKey);
     const signature = base64Field(body, 'signature', ML_DSA65.signature);
+    const kemProof = base64Field(body, 'kemProof', KEM_PROOF_BYTES);
     const challenge = body['challenge'];
     if (typeof challenge !== 'string' || !CHALLENGE_PATTERN.test(challenge)) refuse(badRequest('challenge must be the 43-character string from /v2/did/challenge'));
-    const registered = accepted(await this.enrollment.register(key, { signingPublicKey, kemPublicKey, challenge, signature }));
+    // The statement's own parser checks its length and layout; here only that it is base64 of a sane size.
+    let approval: { statement: Uint8Array; signature: Uint8Array } | undefined;
+    if (body['fleetStatement'] !== undefined || body['fleetSignature'] !== undefined) {
+      approval = { statement: base64Field(body, 'fleetStatement', undefined, MAX_FLEET_STATEMENT), signature: base64Field(body, 'fleetSignature', ML_DSA65.signature) };
+    }
+    const registered = accepted(await this.enrollment.register(key, { signingPublicKey, kemPublicKey, challenge, kemProof, signature, ...(approval ? { approval } : {}) }));
     sendJson(res, registered.created ? 201 : 200, registered.body);
   }
 
@@ -273,8 +332,17 @@ export class RelayServer {
   private async upload({ req, res }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
     const declared = contentLength(req);
-    const receive = (limit: number) => receiveEnvelope(this.state, req, limit, declared, key.plan, this.state.keys.revokedSignal(key));
-    sendJson(res, 201, accepted(await this.uploads.upload(key, { mediaType: mediaType(req), contentLength: declared }, receive)));
+    const receive = (admitted: Admitted) => receiveEnvelope(req, {
+      limit: admitted.limit, contentLength: declared, planName: key.plan, revoked: this.state.keys.revokedSignal(key), minRate: this.minUploadRate,
+      reserve: (header) => this.uploads.reserve(key, admitted, header),
+      discard: (buffer) => this.state.store.discard(buffer),
+    });
+    const outcome = await this.uploads.upload(key, { mediaType: mediaType(req), contentLength: declared }, receive);
+    if (outcome instanceof Refusal && outcome.code === 'too_slow') {
+      this.slowUploads++;
+      this.logger.info({ keyId: key.id, ip: this.auth.clientAddress(req) }, 'upload cut off: body slower than limits.minUploadRate');
+    }
+    sendJson(res, 201, accepted(outcome));
   }
 
   private async status({ req, res }: Call): Promise<void> {
@@ -414,6 +482,12 @@ export class RelayServer {
     sendJson(res, 200, accepted(await this.operator.revokeKey(operator, params['id']!)));
   }
 
+  private async purgeKey({ req, res, params }: Call): Promise<void> {
+    const operator = this.auth.authenticate(req, 'operator');
+    await drain(req);
+    sendJson(res, 200, accepted(this.operator.purgeKey(operator, params['id']!)));
+  }
+
   private async audit({ req, res, query }: Call): Promise<void> {
     this.auth.authenticate(req, 'operator');
     const key = query.get('key') ?? undefined;
@@ -437,10 +511,12 @@ function didParam(segment: string): string {
   }
 }
 
-function base64Field(body: Record<string, unknown>, name: string, length: number): Uint8Array {
+/** A base64 field of exactly `length` bytes, or (length undefined) of 1..maxLength bytes. */
+function base64Field(body: Record<string, unknown>, name: string, length: number | undefined, maxLength = length ?? 0): Uint8Array {
   const value = body[name];
-  if (typeof value !== 'string' || value.length > 2 * length || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) refuse(badRequest(`${name} must be base64`));
+  if (typeof value !== 'string' || value.length > 2 * maxLength || !/^[A-Za-z0-9+/]*={0,2}$/.test(value)) refuse(badRequest(`${name} must be base64`));
   const bytes = Buffer.from(value, 'base64');
-  if (bytes.length !== length) refuse(badRequest(`${name} must be ${length} bytes, got ${bytes.length}`));
+  if (length !== undefined && bytes.length !== length) refuse(badRequest(`${name} must be ${length} bytes, got ${bytes.length}`));
+  if (length === undefined && (bytes.length === 0 || bytes.length > maxLength)) refuse(badRequest(`${name} must be 1..${maxLength} bytes, got ${bytes.length}`));
   return new Uint8Array(bytes);
 }

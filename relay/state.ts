@@ -2,14 +2,18 @@
  * Everything the relay knows, and where it lives on disk (state directory, all 0600/0700):
  *
  *   relay.sign.key / relay.sign.pub   the relay's ML-DSA-65 key (checkpoint signer)
- *   operator.key                      the first operator key (plk_…), written once, 0600
  *   keys.json                         API key hashes, roles, plans, labels, usage counters
  *   devices.json                      enrolled devices (public keys, DIDs, revocations)
  *   log/checkpoint, log/tile/…        transparency log as C2SP tlog-tiles (relay/log.ts, log-store.ts)
  *   audit.jsonl, audit.jsonl.1 …      audit trail (append-only, rotated by size; relay/audit.ts)
  *
+ * The first operator key (plk_…) is written once, 0600, to operatorKeyFile — by default operator.key
+ * next to the state (or identity) directory, never inside it: a copy of the state directory must
+ * not carry an operator credential (issue 11). Only its hash stays, in keys.json. An operator.key
+ * left inside by an older version is moved out at start. Lost: `ghostpipe relay --reset-operator-key`.
+ *
  * Payloads are never written anywhere. In RAM-only mode the log and the audit trail stay in RAM.
- * With an identity directory (config identityDir) relay.sign.key, operator.key, keys.json and
+ * With an identity directory (config identityDir) relay.sign.key, keys.json and
  * devices.json live there as above (no log, no audit), plus epoch.json, the boot counter: each
  * boot is log epoch n+1 under "<origin>/epoch/<n+1>", signed by the same key, and starts by logging
  * the registrations (and revocations) of the provisioned devices again. Without one, every boot is
@@ -20,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
 import { generatePrivateKey, keyId, keyIdHex, encodePrivateKeyPem, encodePublicKeyPem, type PrivateKey } from '../protocol/keys.js';
-import { loadSigningKey, writePrivateKeyFile, writePublicKeyFile } from '../common/keyfile.js';
+import { loadPublicKey, loadSigningKey, writePrivateKeyFile, writePublicKeyFile } from '../common/keyfile.js';
 import { mlDsaNoteSigner, mlDsaNoteVerifier } from '../protocol/tlog/note.js';
 import { epochOrigin } from '../protocol/tlog/witness.js';
 import { encodeLogEntry } from '../protocol/log-entries.js';
@@ -49,6 +53,8 @@ export class RelayState {
     readonly audit: AuditTrail,
     readonly origin: string,
     readonly relayPublicKey: Uint8Array,
+    /** The fleet public key (config fleetPublicKey): new devices need its approval. */
+    readonly fleetPublicKey: Uint8Array | undefined,
     public operatorKeyFile: string | undefined,
     private readonly logger: Logger,
   ) {
@@ -70,6 +76,17 @@ export class RelayState {
     const identityDir = await openIdentityDir(config, logger);
     /** Where keys and devices are read from and written back to: the state or the identity directory. */
     const controlDir = dir ?? identityDir;
+    // Settings that name files are checked before anything is opened: a wrong one is a setup
+    // error, not a damaged state directory.
+    const keyFile = operatorKeyPath(config, controlDir);
+    let fleetPublicKey: Uint8Array | undefined;
+    if (config.fleetPublicKey !== undefined) {
+      try {
+        fleetPublicKey = (await loadPublicKey(config.fleetPublicKey, ['ML-DSA-65'])).publicKey;
+      } catch (err) {
+        throw new Error(`fleetPublicKey: ${(err as Error).message}`);
+      }
+    }
     const relayKey = await loadOrCreateRelayKey(controlDir, logger);
     const baseOrigin = config.origin ?? `ghostpipe-relay/${keyIdHex('ML-DSA-65', relayKey.publicKey).slice(0, 16)}`;
     const epoch = identityDir === undefined ? undefined : await nextEpoch(identityDir);
@@ -99,14 +116,16 @@ export class RelayState {
       onLeaseExpired: (lease) => audit.record({ event: 'lease_expired', keyId: lease.receiverKeyId, envelopeHash: lease.held.id, outcome: 'ok' }),
     });
     let operatorKeyFile: string | undefined;
-    const state = new RelayState(config, controlDir, keys, devices, store, log, audit, origin, relayKey.publicKey, undefined, logger);
+    const state = new RelayState(config, controlDir, keys, devices, store, log, audit, origin, relayKey.publicKey, fleetPublicKey, undefined, logger);
     if (epoch !== undefined) await state.relogDevices(epoch);
+    if (controlDir) await moveLegacyOperatorKey(controlDir, keyFile, logger);
     if (keys.activeOperators() === 0) {
-      operatorKeyFile = await state.createOperatorKey();
-    } else if (controlDir) {
-      operatorKeyFile = path.join(controlDir, 'operator.key');
+      operatorKeyFile = await state.createOperatorKey(keyFile);
+    } else if (keyFile !== undefined) {
+      operatorKeyFile = keyFile;
     }
     state.operatorKeyFile = operatorKeyFile;
+    if (fleetPublicKey) logger.info({ fleetKeyId: keyIdHex('ML-DSA-65', fleetPublicKey) }, 'fleet key pinned: new devices need its approval');
     logger.info({
       origin, logSize: log.size, stateDir: dir ?? null, ramOnly: dir === undefined, keys: keys.all().length, devices: devices.all().length,
       ...(identityDir !== undefined ? { identityDir, epoch } : {}),
@@ -116,7 +135,7 @@ export class RelayState {
 
   plan(key: KeyRecord): { plan: Plan; envelopeLimit: number } {
     const plan = this.config.plans[key.plan];
-    if (!plan) return { plan: { quota: 1, period: 1, ratePerMinute: 1, burst: 1, maxBlob: 0 }, envelopeLimit: 0 };
+    if (!plan) return { plan: { quota: 1, period: 1, ratePerMinute: 1, burst: 1, maxBlob: 0, maxHeldBytes: 0, maxInFlightBytes: 0, maxConcurrentUploads: 1 }, envelopeLimit: 0 };
     return { plan, envelopeLimit: this.limits.get(key.plan) ?? 0 };
   }
 
@@ -174,8 +193,11 @@ export class RelayState {
     const list = this.devices.all().sort((a, b) => a.registeredAt - b.registeredAt || a.leafIndex - b.leafIndex);
     for (const device of list) {
       const signingKeyId = Buffer.from(device.signingKeyId, 'hex');
+      const approval = device.fleetStatement !== undefined && device.fleetSignature !== undefined
+        ? { statement: new Uint8Array(Buffer.from(device.fleetStatement, 'base64')), signature: new Uint8Array(Buffer.from(device.fleetSignature, 'base64')) }
+        : undefined;
       device.leafIndex = this.log.append(encodeLogEntry({
-        type: 'registration', signingKeyId, kemKeyId: keyId('X-Wing', Buffer.from(device.kemPublicKey, 'base64')), did: device.did,
+        type: 'registration', signingKeyId, kemKeyId: keyId('X-Wing', Buffer.from(device.kemPublicKey, 'base64')), did: device.did, ...(approval ? { approval } : {}),
       }));
       if (device.revokedAt !== undefined) device.revocationLeafIndex = this.log.append(encodeLogEntry({ type: 'revocation', signingKeyId, did: device.did }));
     }
@@ -184,18 +206,70 @@ export class RelayState {
     this.logger.info({ epoch, origin: this.origin, devices: list.length, revoked: list.filter((d) => d.revokedAt !== undefined).length }, 'new log epoch: provisioned devices logged again');
   }
 
-  /** First start: one operator key, written 0600; only its hash stays in keys.json. */
-  private async createOperatorKey(): Promise<string> {
+  /** First start: one operator key, written 0600 outside the state directory; only its hash stays in keys.json. */
+  private async createOperatorKey(target: string | undefined): Promise<string> {
     const { key } = this.keys.issue('operator', 'enterprise', 'initial operator key');
-    let file = this.config.operatorKeyFile;
-    if (file === undefined) {
-      file = this.dir ? path.join(this.dir, 'operator.key') : path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'ghostpipe-relay-')), 'operator.key');
-    }
-    await writeFileAtomic(path.resolve(file), key + '\n', 0o600);
+    const file = target ?? path.join(await fs.mkdtemp(path.join(os.tmpdir(), 'ghostpipe-relay-')), 'operator.key');
+    await writeFileAtomic(file, key + '\n', 0o600);
     await this.save();
-    this.logger.info({ file: path.resolve(file) }, 'created the operator key (plk_…); read it from this file');
-    return path.resolve(file);
+    this.logger.info({ file }, 'created the operator key (plk_…); read it from this file, keep it off the relay host');
+    return file;
   }
+
+  /**
+   * Recovery of a lost operator key (`ghostpipe relay --reset-operator-key`, relay stopped):
+   * revokes every active operator key, issues one new one to `file` (0600), audited.
+   */
+  async resetOperatorKey(file: string): Promise<{ revoked: string[]; id: string }> {
+    const revoked: string[] = [];
+    for (const k of this.keys.all()) {
+      if (k.role === 'operator' && k.revokedAt === undefined) {
+        this.keys.revoke(k.id);
+        revoked.push(k.id);
+      }
+    }
+    const issued = this.keys.issue('operator', 'enterprise', 'operator key (reset)');
+    await writeFileAtomic(path.resolve(file), issued.key + '\n', 0o600);
+    await this.save();
+    this.audit.record({ event: 'operator_key_reset', keyId: issued.record.id, keyLabel: issued.record.label, outcome: `ok (revoked ${revoked.length ? revoked.join(', ') : 'none'})` });
+    return { revoked, id: issued.record.id };
+  }
+}
+
+/**
+ * Where the first operator key goes: config operatorKeyFile, else operator.key next to the
+ * control directory; undefined (a temp folder) for a RAM-only relay without identity. Never inside
+ * the control directory: that is the file a copy of the state directory must not contain.
+ */
+function operatorKeyPath(config: RelayConfig, controlDir: string | undefined): string | undefined {
+  const file = config.operatorKeyFile !== undefined ? path.resolve(config.operatorKeyFile) : controlDir ? path.join(path.dirname(controlDir), 'operator.key') : undefined;
+  if (file !== undefined && controlDir !== undefined && !path.relative(controlDir, file).startsWith('..')) {
+    throw new Error(`operatorKeyFile (${file}) is inside the state directory ${controlDir}: put it outside, where a copy of the state directory does not reach (docs/RELAY.md "Operator key")`);
+  }
+  return file;
+}
+
+/** An operator.key an older version left in the control directory is moved to `target` (or removed if already there). */
+async function moveLegacyOperatorKey(controlDir: string, target: string | undefined, logger: Logger): Promise<void> {
+  const legacy = path.join(controlDir, 'operator.key');
+  let key: string;
+  try {
+    key = await fs.readFile(legacy, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (target === undefined) throw new Error(`${legacy}: an operator key inside the state directory, and no operatorKeyFile to move it to`);
+  const existing = await fs.readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (existing !== undefined && existing.trim() !== key.trim()) {
+    throw new Error(`${legacy} and ${target} hold different operator keys: keep the one you use at ${target} and delete ${legacy} (docs/RELAY.md "Operator key")`);
+  }
+  if (existing === undefined) await writeFileAtomic(target, key, 0o600);
+  await fs.rm(legacy);
+  logger.warn({ from: legacy, file: target }, 'moved the operator key out of the state directory (a copy of the state directory must not carry it)');
 }
 
 /**

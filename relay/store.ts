@@ -157,6 +157,12 @@ export class EnvelopeStore {
   inFlightBytes = 0;
   delivered = 0;
   expired = 0;
+  purged = 0;
+  /** Per uploader key id: held bytes (as heldBytes) and reserved bytes; a key at 0 is removed. */
+  private readonly heldByKey = new Map<string, number>();
+  private readonly inFlightByKey = new Map<string, number>();
+  /** Who reserved each buffer handed out by allocate(), until add() or discard(). */
+  private readonly reservedBy = new Map<Buffer, string>();
 
   constructor(
     readonly capBytes: number,
@@ -172,13 +178,16 @@ export class EnvelopeStore {
   }
 
   /**
-   * Reserves room for an upload of `size` bytes and returns the buffer to receive it into;
-   * undefined when memory is full. Give it back with add() or discard().
+   * Reserves room for an upload of `size` bytes by `keyId` and returns the buffer to receive it
+   * into; undefined when memory is full. Give it back with add() or discard().
    */
-  allocate(size: number): Buffer | undefined {
+  allocate(size: number, keyId = ''): Buffer | undefined {
     if (!this.canAllocate(size)) return undefined;
     this.inFlightBytes += size;
-    return this.pool.allocate(size);
+    this.inFlightByKey.set(keyId, (this.inFlightByKey.get(keyId) ?? 0) + size);
+    const bytes = this.pool.allocate(size);
+    this.reservedBy.set(bytes, keyId);
+    return bytes;
   }
 
   /** Whether allocate(size) would succeed now. */
@@ -188,8 +197,53 @@ export class EnvelopeStore {
 
   /** An upload that was refused after allocate(): zeroed and returned. */
   discard(bytes: Buffer): void {
-    this.inFlightBytes -= bytes.length;
+    this.unreserve(bytes);
     this.pool.release(bytes);
+  }
+
+  /** What `keyId` holds now: its stored envelopes (as heldBytes counts them) and its reservations. */
+  usage(keyId: string): { heldBytes: number; inFlightBytes: number } {
+    return { heldBytes: this.heldByKey.get(keyId) ?? 0, inFlightBytes: this.inFlightByKey.get(keyId) ?? 0 };
+  }
+
+  /** Key ids holding something now. */
+  holders(): Set<string> {
+    return new Set([...this.heldByKey.keys(), ...this.inFlightByKey.keys()]);
+  }
+
+  /**
+   * Burns every envelope `keyId` uploaded that is still held, leased ones included (their lease
+   * ends; an ack then gets 404). An operator's remedy for a flooding key: revocation alone frees
+   * nothing until the TTL. Tombstones say "expired" to status queries.
+   */
+  purge(keyId: string): { envelopes: number; bytes: number } {
+    let envelopes = 0;
+    const before = this.heldBytes;
+    for (const held of [...this.held.values()]) {
+      if (held.uploaderKeyId !== keyId) continue;
+      const queue = this.queue(held.recipient);
+      if (held.lease) {
+        this.leases.delete(held.lease.id);
+        queue.leased--;
+      } else {
+        queue.remove(held);
+      }
+      this.burn(held, 'expired');
+      this.purged++;
+      envelopes++;
+      this.dropIfEmpty(queue);
+    }
+    return { envelopes, bytes: before - this.heldBytes };
+  }
+
+  private unreserve(bytes: Buffer): string {
+    const keyId = this.reservedBy.get(bytes) ?? '';
+    this.reservedBy.delete(bytes);
+    this.inFlightBytes -= bytes.length;
+    const left = (this.inFlightByKey.get(keyId) ?? 0) - bytes.length;
+    if (left > 0) this.inFlightByKey.set(keyId, left);
+    else this.inFlightByKey.delete(keyId);
+    return keyId;
   }
 
   /** Held or remembered (delivered/expired) by this relay. */
@@ -200,13 +254,14 @@ export class EnvelopeStore {
 
   /** Adds an envelope whose `size` bytes were reserved. */
   add(entry: { id: string; bytes: Buffer; recipient: string; uploaderKeyId: string; leafIndex: number }, now = Date.now()): Held {
-    this.inFlightBytes -= entry.bytes.length;
+    this.unreserve(entry.bytes);
     const queue = this.queue(entry.recipient);
     // The queue's own key string: one copy per recipient, not one per envelope.
     const { buffer, byteOffset, length } = entry.bytes;
     const held = new Held(idKey(entry.id), buffer, byteOffset, length, queue.recipient, entry.uploaderKeyId, entry.leafIndex, now - EPOCH);
     this.held.set(held.key, held);
     this.heldBytes += length + ENTRY_OVERHEAD;
+    this.heldByKey.set(entry.uploaderKeyId, (this.heldByKey.get(entry.uploaderKeyId) ?? 0) + length + ENTRY_OVERHEAD);
     queue.push(held);
     this.wake(queue);
     return held;
@@ -339,6 +394,9 @@ export class EnvelopeStore {
 
   private burn(held: Held, state: FinalState): void {
     this.heldBytes -= held.size + ENTRY_OVERHEAD;
+    const left = (this.heldByKey.get(held.uploaderKeyId) ?? 0) - held.size - ENTRY_OVERHEAD;
+    if (left > 0) this.heldByKey.set(held.uploaderKeyId, left);
+    else this.heldByKey.delete(held.uploaderKeyId);
     this.pool.release(held.bytes); // zeroes it
     held.forget();
     held.lease = undefined;

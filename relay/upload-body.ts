@@ -1,20 +1,40 @@
 /**
  * Streams an upload body into one buffer of the declared envelope length. Refuses as soon as the
- * size is known to be wrong (413 over the limit, 400 inconsistent) or memory is full (507),
- * without reading the rest (the refusal is the outcome). The returned buffer's length is reserved in the store. Its SHA-256
- * (the envelope id) is computed chunk by chunk while the body streams in.
+ * size is known to be wrong (413 over the limit, 400 inconsistent), the header's checks fail or
+ * memory is full (`reserve`, relay/upload.ts), or the body arrives slower than the minimum rate
+ * (408), without reading the rest (the refusal is the outcome). Nothing is reserved until the
+ * envelope header arrived and passed `reserve`; the returned buffer's length is reserved in the
+ * store. Its SHA-256 (the envelope id) is computed chunk by chunk while the body streams in.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { EnvelopeError, peekEnvelopeLength } from './envelope-check.js';
-import { keyRevoked, type Outcome, type Refusal } from './refusal.js';
-import type { RelayState } from './state.js';
-import { malformed, memoryFull, tooLarge, type ReceivedEnvelope } from './upload.js';
+import { EnvelopeError, decodeHeaderPrefix, type DecodedHeader } from './envelope-check.js';
+import { Refusal, keyRevoked, type Outcome } from './refusal.js';
+import { malformed, tooLarge, type ReceivedEnvelope } from './upload.js';
 
 /** Bytes read while looking for the envelope header (its length field) before giving up. */
 const MAX_PREFIX = 4096;
 
-export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: number, contentLength: number | undefined, planName: string, revoked: AbortSignal): Promise<Outcome<ReceivedEnvelope>> {
+export interface ReceiveOptions {
+  /** Largest envelope the key's plan takes. */
+  limit: number;
+  contentLength: number | undefined;
+  planName: string;
+  /** Aborts when the key is revoked: the upload ends at once. */
+  revoked: AbortSignal;
+  /** The header's checks, then a buffer of header.totalLength reserved bytes, or why not. */
+  reserve(header: DecodedHeader): Outcome<Buffer>;
+  /** Gives back a buffer `reserve` returned (on any refusal after it). */
+  discard(buffer: Buffer): void;
+  /** At least `bytes` must arrive in every `windowMs`, counted from now; undefined: no rule. */
+  minRate: { bytes: number; windowMs: number } | undefined;
+}
+
+export const tooSlow = (bytes: number, windowMs: number): Refusal =>
+  new Refusal('too_slow', `upload body slower than the relay's minimum of ${bytes} bytes per ${windowMs} ms`, 1000);
+
+export function receiveEnvelope(req: IncomingMessage, o: ReceiveOptions): Promise<Outcome<ReceivedEnvelope>> {
+  const { limit, contentLength, planName } = o;
   return new Promise((resolve) => {
     const hash = createHash('sha256');
     let prefix: Buffer[] = [];
@@ -26,12 +46,19 @@ export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: 
       if (settled) return;
       settled = true;
       cleanup();
-      if (buffer) {
-        state.store.discard(buffer);
-      }
+      if (buffer) o.discard(buffer);
       req.pause();
       resolve(refusal);
     };
+    // The minimum rate, measured per window: a body that trickles (issue 11: a byte every 8 s
+    // kept 35 reservations alive past the idle timeout) is cut off after one slow window.
+    let windowStart = 0;
+    const rateTimer = o.minRate && o.minRate.bytes > 0
+      ? setInterval(() => {
+        if (received - windowStart < o.minRate!.bytes) return fail(tooSlow(o.minRate!.bytes, o.minRate!.windowMs));
+        windowStart = received;
+      }, o.minRate.windowMs)
+      : undefined;
     const onData = (chunk: Buffer): void => {
       if (settled) return;
       received += chunk.length;
@@ -46,22 +73,24 @@ export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: 
       prefixLength += chunk.length;
       const head = prefix.length === 1 ? prefix[0]! : Buffer.concat(prefix);
       prefix = [head];
-      let declared: number | undefined;
+      let header: DecodedHeader | undefined;
       try {
-        declared = peekEnvelopeLength(head);
+        header = decodeHeaderPrefix(head);
       } catch (err) {
         if (err instanceof EnvelopeError) return fail(err.code === 'too_large' ? tooLarge(limit, planName) : malformed(`envelope: ${err.message}`));
         throw err;
       }
-      if (declared === undefined) {
+      if (header === undefined) {
         if (prefixLength > MAX_PREFIX) fail(malformed('envelope header not found'));
         return;
       }
+      const declared = header.totalLength;
       if (declared > limit) return fail(tooLarge(limit, planName));
       if (contentLength !== undefined && contentLength !== declared) return fail(malformed(`Content-Length ${contentLength} differs from the envelope's declared length ${declared}`));
       if (received > declared) return fail(malformed(`body is longer than the declared envelope length ${declared}`));
-      buffer = state.store.allocate(declared);
-      if (!buffer) return fail(memoryFull(state.retryAfterMs()));
+      const reserved = o.reserve(header);
+      if (reserved instanceof Refusal) return fail(reserved);
+      buffer = reserved;
       head.copy(buffer, 0);
       prefix = [];
     };
@@ -77,15 +106,16 @@ export function receiveEnvelope(state: RelayState, req: IncomingMessage, limit: 
     };
     const onRevoked = (): void => fail(keyRevoked());
     const cleanup = (): void => {
+      if (rateTimer) clearInterval(rateTimer);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('close', onClose);
-      revoked.removeEventListener('abort', onRevoked);
+      o.revoked.removeEventListener('abort', onRevoked);
     };
-    if (revoked.aborted) return onRevoked();
+    if (o.revoked.aborted) return onRevoked();
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('close', onClose);
-    revoked.addEventListener('abort', onRevoked);
+    o.revoked.addEventListener('abort', onRevoked);
   });
 }

@@ -16,6 +16,8 @@ const WHAT: Record<string, string> = {
   malformed: 'MALFORMED: the checkpoint or the saved state cannot be read',
   bad_proof: 'BAD PROOF: the relay served inconsistent log data',
   bad_inclusion_proof: 'BAD PROOF: an inclusion proof does not verify',
+  bad_consistency_proof: 'FORK: the signed tree does not extend the trusted one (no valid consistency proof was served)',
+  bad_entries: 'FORK: the served log entries do not hash to the signed root',
   new_epoch: 'NEW EPOCH REFUSED: the relay started a new log epoch (same key) and --new-epoch is refuse',
 };
 

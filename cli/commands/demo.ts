@@ -11,7 +11,7 @@ const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'g
 
 /** Info lines worth showing in the demo; warnings and errors are always shown. */
 const SHOWN = new Set([
-  'plant ready', 'relay listening', 'relay state loaded', 'created the operator key (plk_…); read it from this file', 'created the relay signing key (ML-DSA-65)',
+  'plant ready', 'relay listening', 'relay state loaded', 'created the operator key (plk_…); read it from this file, keep it off the relay host', 'fleet key pinned: new devices need its approval', 'created the relay signing key (ML-DSA-65)',
   'agent starting', 'device enrolled with the relay', 'tap up', 'relay reachable', 'receiver started', 'receiver stopped', 'agent stopped', 'relay stopped; every held envelope burned',
 ]);
 
@@ -42,9 +42,11 @@ export const demo: Command = {
     '',
     'Starts, each as its own process on 127.0.0.1: the simulated plant (`ghostpipe plant`), the relay,',
     'the agent (polling the plant over Modbus TCP, OPC-UA and MQTT) and the receiver, and prints the',
-    'readings the receiver opened, one block per frame. First run: generates the device and receiver',
-    'keys in DIR/keys (0600), the relay creates its key and operator key in DIR/relay, the operator key',
-    'issues a device and a receiver API key, the device is enrolled. Later runs reuse all of it.',
+    'readings the receiver opened, one block per frame. First run: generates the device, receiver and',
+    'fleet keys in DIR/keys (0600), the relay creates its key in DIR/relay and the operator key in',
+    'DIR/operator.key, the operator key issues a device and a receiver API key, the fleet key approves',
+    'the device (`ghostpipe device approve`) and it is enrolled; the receiver accepts devices the fleet',
+    'key approved. Later runs reuse all of it.',
     'Ctrl-C stops every process (SIGTERM, agent first) and exits 0. Full logs: DIR/logs/.',
     '',
     'Options:',

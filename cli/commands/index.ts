@@ -15,6 +15,7 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   audit: async () => (await import('./audit.js')).audit,
   agent: async () => (await import('./agent.js')).agent,
   enroll: async () => (await import('./enroll.js')).enroll,
+  device: async () => (await import('./device.js')).device,
   doctor: async () => (await import('./doctor.js')).doctor,
   plant: async () => (await import('./plant.js')).plant,
   demo: async () => (await import('./demo.js')).demo,

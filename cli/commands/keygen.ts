@@ -6,9 +6,9 @@ const KEM_CHOICES: Record<string, KemChoice> = { 'x-wing': 'X-Wing', 'ml-kem-768
 
 export const keygen: Command = {
   name: 'keygen',
-  summary: 'Generate a device, receiver, relay or firmware-signer key bundle',
+  summary: 'Generate a device, receiver, relay, firmware-signer or fleet key bundle',
   usage: [
-    'Usage: ghostpipe keygen --type device|receiver|relay|firmware --out DIR [--name N] [--kem x-wing|ml-kem-768] [--force] [--json]',
+    'Usage: ghostpipe keygen --type device|receiver|relay|firmware|fleet --out DIR [--name N] [--kem x-wing|ml-kem-768] [--force] [--json]',
     '',
     'Writes PEM key files into DIR (created 0700 if missing): private keys 0600 (PKCS#8, seed form),',
     'public keys 0644 (SPKI). N defaults to the type.',
@@ -16,6 +16,8 @@ export const keygen: Command = {
     '  receiver  N.kem.key N.kem.pub (X-Wing)',
     '  relay     N.sign.key N.sign.pub (ML-DSA-65)',
     '  firmware  N.sign.key N.sign.pub (ML-DSA-65)',
+    '  fleet     N.sign.key N.sign.pub (ML-DSA-65): the operator\'s offline key that approves devices',
+    '            (`ghostpipe device approve`); keep N.sign.key off the relay host, ideally offline',
     '',
     'Options:',
     '  --type T      which bundle to generate (required)',
@@ -44,7 +46,7 @@ export const keygen: Command = {
     const kemName = (optionalString(args, 'kem') ?? 'x-wing').toLowerCase();
     const kem = KEM_CHOICES[kemName];
     if (!kem) throw new CliError(`keygen: --kem must be x-wing or ml-kem-768, got "${kemName}"`, 2);
-    if (optionalString(args, 'kem') !== undefined && (type === 'relay' || type === 'firmware')) {
+    if (optionalString(args, 'kem') !== undefined && (type === 'relay' || type === 'firmware' || type === 'fleet')) {
       throw new CliError(`keygen: --kem does not apply to --type ${type} (it has only a signing key)`, 2);
     }
     let bundle;

@@ -3,7 +3,7 @@ import { CliError, optionalString, requireString, type Command, type ParsedArgs 
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 
 const DEFAULT_RELAY = 'http://127.0.0.1:8787';
-const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/relay/operator.key';
+const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/operator.key';
 
 function operatorKey(args: ParsedArgs): string {
   const fromEnv = process.env['GHOSTPIPE_OPERATOR_KEY'];
@@ -23,11 +23,12 @@ function asList(value: ParsedArgs['values'][string]): string[] {
 
 export const keys: Command = {
   name: 'keys',
-  summary: 'Issue, list and revoke relay API keys (against a running relay)',
+  summary: 'Issue, list, revoke and purge relay API keys (against a running relay)',
   usage: [
     'Usage: ghostpipe keys issue --role device|receiver --plan PLAN --label TEXT [--recipient KEYID ...]',
     '       ghostpipe keys list',
     '       ghostpipe keys revoke ID',
+    '       ghostpipe keys purge ID',
     '',
     'Options:',
     '  --relay URL               relay base URL (default $GHOSTPIPE_RELAY_URL or ' + DEFAULT_RELAY + ')',
@@ -39,6 +40,8 @@ export const keys: Command = {
     '  --json                    print JSON',
     '',
     '`issue` prints the new key once; the relay keeps only its hash. `list` shows keys masked.',
+    '`purge` burns every envelope the key uploaded that the relay still holds (audited); to stop a',
+    'flooding device, revoke its key, then purge it.',
   ].join('\n'),
   options: {
     relay: { type: 'string' },
@@ -80,8 +83,15 @@ export const keys: Command = {
           print(result, `revoked ${result.id}`);
           return 0;
         }
+        case 'purge': {
+          const id = rest[0];
+          if (!id) throw new CliError('keys purge: give the key id (see `ghostpipe keys list`)', 2);
+          const result = await client.purgeKey(id);
+          print(result, `purged ${result.id}: ${result.envelopes} envelopes, ${result.bytes} bytes burned`);
+          return 0;
+        }
         default:
-          throw new CliError(`keys: unknown action ${JSON.stringify(action ?? '')}; use issue, list or revoke\n\n${keys.usage}`, 2);
+          throw new CliError(`keys: unknown action ${JSON.stringify(action ?? '')}; use issue, list, revoke or purge\n\n${keys.usage}`, 2);
       }
     } catch (err) {
       if (err instanceof RelayError) throw new CliError(`keys ${action}: ${err.message} (${err.code})`);

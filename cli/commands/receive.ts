@@ -2,8 +2,10 @@ import { CliError, requireString, type Command } from '../command.js';
 import { ConfigError } from '../../common/schema.js';
 import { createLogger } from '../../common/log.js';
 import { loadReceiverConfig, TransportError } from '../../receiver/config.js';
-import { SetupError, startReceiver } from '../../receiver/index.js';
+import { SetupError, StartAborted, startReceiver } from '../../receiver/index.js';
+import path from 'node:path';
 import { LogIntegrityError } from '../../receiver/log-trust.js';
+import { saveEvidence } from '../../receiver/state.js';
 import { StateFileError } from '../../common/state-errors.js';
 import { SinkError } from '../../receiver/sinks/sink.js';
 import { refusesReceiver } from '../../receiver/receiver.js';
@@ -20,7 +22,8 @@ export const receive: Command = {
     'Every setting is documented in config/receiver.example.yaml; behaviour in docs/RECEIVER.md.',
     'Readings go to the configured sinks (default: JSON lines on stdout; logs then go to stderr).',
     'Exit codes: 0 stopped by SIGTERM/SIGINT, 1 setup failure, 2 bad config or usage,',
-    '3 transparency log fork/rollback/bad checkpoint signature, 4 the relay refuses the API key,',
+    '3 the relay signed conflicting log history (fork, rollback; evidence in STATE/evidence/),',
+    '4 the relay refuses the API key,',
     '65 a state file is damaged, 74 a state or sink file could not be read or written (docs/RELIABILITY.md).',
   ].join('\n'),
   options: { config: { type: 'string', short: 'c' } },
@@ -36,11 +39,23 @@ export const receive: Command = {
     const toStderr = config.sinks.some((s) => s.type === 'stdout');
     const logger = createLogger('receiver', config.logLevel, toStderr ? process.stderr : process.stdout);
     let running;
+    // Installed before the start: it may wait (with backoff) for a relay answer that verifies.
+    const starting = new AbortController();
+    let onSignal = (signal: string) => {
+      logger.info({ signal }, 'signal received while starting; stopping');
+      starting.abort();
+    };
+    const signalListener = (signal: NodeJS.Signals) => onSignal(signal);
+    process.once('SIGTERM', signalListener);
+    process.once('SIGINT', signalListener);
     try {
-      running = await startReceiver(config, logger);
+      running = await startReceiver(config, logger, starting.signal);
     } catch (err) {
+      if (err instanceof StartAborted) return 0;
       if (err instanceof LogIntegrityError) {
-        logger.fatal({ reason: err.code }, err.message);
+        let evidence: string | undefined;
+        if (err.evidence) evidence = await saveEvidence(path.resolve(config.stateDir), err.code, err.evidence, err.message).catch(() => undefined);
+        logger.fatal({ reason: err.code, evidence }, err.message);
         throw new CliError(`receive: transparency log check failed (${err.code}): ${err.message}`, 3);
       }
       if (err instanceof StateFileError) throw new CliError(`receive: cannot start: state file ${err.message}`, err.exitCode);
@@ -51,12 +66,11 @@ export const receive: Command = {
       throw err;
     }
     const { receiver } = running;
-    const onSignal = (signal: string) => {
+    onSignal = (signal: string) => {
       logger.info({ signal }, 'signal received; finishing the current envelope');
       receiver.stop();
     };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    if (starting.signal.aborted) receiver.stop(); // the signal came as the start finished
     let code = await receiver.run();
     try {
       await running.close();
@@ -66,7 +80,7 @@ export const receive: Command = {
       logger.error({ exitCode: err.exitCode }, `${err.message} (while stopping)`);
       if (code === 0) code = err.exitCode;
     }
-    logger.info({ ...receiver.counts, refusals: receiver.refusals }, 'receiver stopped');
+    logger.info(receiver.status(), 'receiver stopped');
     if (code === EXIT_STATE_BAD || code === EXIT_STATE_IO) process.stderr.write(`ghostpipe: receive: stopped: ${receiver.stoppedBy ?? 'a state file could not be written'}\n`);
     return code;
   },

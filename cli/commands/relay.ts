@@ -5,15 +5,19 @@ export const relay: Command = {
   summary: 'Run the RAM-only relay (ciphertext in memory only, transparency log, API keys)',
   usage: [
     'Usage: ghostpipe relay [--config config/relay.yaml]',
+    '       ghostpipe relay [--config config/relay.yaml] --reset-operator-key FILE',
     '',
     'Without --config: listens on 127.0.0.1:8787, state directory ./.ghostpipe/relay.',
     'Every setting is documented in config/relay.example.yaml; the API in docs/API.md.',
-    'First start creates the relay signing key and one operator key (plk_…) in the state',
-    'directory (0600) and logs where they are. SIGTERM/SIGINT: stop accepting, finish in-flight',
+    'First start creates the relay signing key in the state directory and one operator key',
+    '(plk_…) in operatorKeyFile (default ./.ghostpipe/operator.key, next to the state directory,',
+    'never in it; 0600) and logs where they are. Move the operator key off the relay host.',
+    '--reset-operator-key FILE: with the relay stopped, revokes every operator key and writes a new',
+    'one to FILE (0600); audited as operator_key_reset. For a lost operator key (docs/RELAY.md). SIGTERM/SIGINT: stop accepting, finish in-flight',
     'requests, burn every held envelope, exit 0. Exit codes: 1 cannot start, 2 bad config, 65 a state',
     'file is damaged, 74 a state file could not be read or written (docs/RELIABILITY.md).',
   ].join('\n'),
-  options: { config: { type: 'string', short: 'c' } },
+  options: { config: { type: 'string', short: 'c' }, 'reset-operator-key': { type: 'string' } },
   async run(args) {
     // Loaded here, not at the top: other commands should not pay for the relay's modules.
     const [{ ConfigError }, { createLogger }, { loadRelayConfig }, { startRelay }, { StateFileError, stateFailureExitCode, stateFailureMessage, stateExitCode, EXIT_STATE_BAD, EXIT_STATE_IO }, { KeyFileError }, { LogStartError, LogCorruptError }, { LogStoreError }] = await Promise.all([
@@ -28,6 +32,21 @@ export const relay: Command = {
       throw err;
     }
     const logger = createLogger('relay', config.logLevel);
+    const resetTo = optionalString(args, 'reset-operator-key');
+    if (resetTo !== undefined) {
+      if (config.ramOnly && config.identityDir === undefined) throw new CliError('relay: --reset-operator-key needs a state directory or an identityDir: a RAM-only relay without one keeps no keys to reset', 2);
+      const { RelayState } = await import('../../relay/state.js');
+      let state;
+      try {
+        state = await RelayState.open(config, logger);
+      } catch (err) {
+        throw new CliError(`relay: cannot open the state to reset the operator key: ${(err as Error).message}`, 1);
+      }
+      const reset = await state.resetOperatorKey(resetTo);
+      await state.close();
+      process.stdout.write(`wrote a new operator key (id ${reset.id}) to ${resetTo}; revoked ${reset.revoked.length > 0 ? reset.revoked.join(', ') : 'no key'}\n`);
+      return 0;
+    }
     // Handlers go in before the start, not after "relay listening": a SIGTERM in between (a unit
     // stopped while the log recovers, a test stopping a relay it just saw listening) must end in
     // the clean stop below, not in node's default action. During the start it is remembered.

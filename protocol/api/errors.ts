@@ -16,8 +16,10 @@ export const RELAY_ERRORS = {
   device_revoked: 403,
   wrong_signer: 403,
   bad_signature: 403,
+  bad_approval: 403,
   not_found: 404,
   method_not_allowed: 405,
+  too_slow: 408,
   duplicate: 409,
   already_bound: 409,
   last_operator_key: 409,
@@ -26,12 +28,16 @@ export const RELAY_ERRORS = {
   log_pruned: 410,
   too_large: 413,
   unsupported_media_type: 415,
+  unknown_recipient: 422,
   rate_limited: 429,
+  too_many_uploads: 429,
+  too_many_connections: 429,
   internal: 500,
   log_corrupt: 500,
   log_busy: 503,
   shutting_down: 503,
   memory_full: 507,
+  key_memory_full: 507,
 } as const satisfies Record<string, number>;
 
 export type RelayErrorCode = keyof typeof RELAY_ERRORS;

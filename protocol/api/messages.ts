@@ -32,17 +32,42 @@ export interface StatsBody {
   uptimeSeconds: number;
   memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number };
   /** waiting: long-polls (inbox or lease) waiting for an arrival now. */
-  envelopes: { pending: number; leased: number; delivered: number; expired: number; waiting: number };
+  envelopes: { pending: number; leased: number; delivered: number; expired: number; purged: number; waiting: number };
   queues: Record<string, { pending: number; leased: number }>;
   log: { size: number; origin: string; checkpointLatencyMs: { last: number; max: number } };
   keys: { active: number; revoked: number };
   devices: { active: number; revoked: number };
+  /**
+   * What each key holds now, only keys holding something: heldBytes counts envelopes it uploaded
+   * (bytes + per-envelope bookkeeping, as memory.heldBytes), inFlightBytes its reservations for
+   * bodies still arriving, uploads its uploads in progress. Bounded by its plan (docs/RELAY.md "Fair shares").
+   */
+  byKey: Record<string, KeyUsageBody>;
+  /**
+   * open: connections now; sources: distinct source addresses among them; refused: connections
+   * closed at accept since start because their source was at limits.maxConnectionsPerSource;
+   * slowUploads: uploads cut off by the minimum transfer rate since start.
+   */
+  connections: { open: number; sources: number; refused: number; slowUploads: number };
 }
+export interface KeyUsageBody { heldBytes: number; inFlightBytes: number; uploads: number }
 
 // ---- enrollment and DIDs ----
-export interface ChallengeBody { challenge: string; expiresAt: string }
-export interface RegisterRequest { signingPublicKey: string; kemPublicKey: string; challenge: string; signature: string }
-export interface RegistrationBody { did: string; document: Record<string, unknown>; leafIndex: number }
+/** kemPublicKey: the X-Wing key to be enrolled; the relay encapsulates a proof-of-possession challenge to it. */
+export interface ChallengeRequest { kemPublicKey: string }
+export interface ChallengeBody { challenge: string; expiresAt: string; kemCiphertext: string }
+export interface RegisterRequest {
+  signingPublicKey: string;
+  kemPublicKey: string;
+  challenge: string;
+  /** protocol/api/enrollment.ts kemProof(): possession of the X-Wing key. */
+  kemProof: string;
+  signature: string;
+  /** The fleet approval (`ghostpipe device approve`): statement and the fleet key's signature. */
+  fleetStatement?: string;
+  fleetSignature?: string;
+}
+export interface RegistrationBody { did: string; document: Record<string, unknown>; leafIndex: number; fleetStatement?: string; fleetSignature?: string }
 export interface DidRecordBody extends RegistrationBody {
   revoked: boolean;
   registeredAt: string;
@@ -84,6 +109,8 @@ export interface KeyInfoBody {
 }
 export interface KeyListBody { keys: KeyInfoBody[] }
 export interface KeyRevokedBody { id: string; revoked: true }
+/** POST /v2/keys/{id}/purge: what was burned (envelopes the key uploaded that were still held). */
+export interface KeyPurgedBody { id: string; envelopes: number; bytes: number }
 
 /** One audit event as the relay records and exports it (JSON rows; CSV has the same columns). */
 export interface AuditEvent {
@@ -97,7 +124,7 @@ export interface AuditEvent {
   outcome: string;
   /** auth_failed only: the source address ("other" for the overflow counter). */
   ip?: string;
-  /** auth_failed only: failures counted in the minute that starts at `time`. */
+  /** auth_failed: failures counted in the minute that starts at `time`; key_purged: envelopes burned (`size`: their bytes). */
   count?: number;
 }
 export interface AuditBody { events: AuditEvent[] }

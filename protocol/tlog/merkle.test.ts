@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { vectorsDir } from '../../test/helpers/paths.js';
 import {
   MerkleTree, ProofError, TreeRangeError, emptyRoot, leafHash, nodeHash,
-  rootFromInclusionProof, verifyConsistency, verifyInclusion,
+  consistencyProvesFork, rootFromInclusionProof, verifyConsistency, verifyInclusion,
 } from './index.js';
 
 const merkleDir = path.join(vectorsDir, 'merkle');
@@ -260,4 +260,26 @@ test('storage grows in chunks across the 32768-hash chunk boundary', () => {
   }
   verifyConsistency(32769, 70_000, tree.consistencyProof(32769, 70_000), tree.root(32769), tree.root());
   assert.ok(tree.bytesAllocated() < 70_000 * 32 * 2 + 12 * 1024 * 1024, 'about two hashes per leaf');
+});
+
+test('consistencyProvesFork: a proof that leads to the new root but another old root shows a fork; garbage, honest proofs and perfect old sizes show none', () => {
+  const data = (tag: string, i: number) => new TextEncoder().encode(`${tag}-${i}`);
+  for (const [m, n] of [[3, 7], [5, 6], [6, 13], [7, 8], [4, 9], [1, 2], [8, 12]] as const) {
+    const honest = new MerkleTree();
+    const forked = new MerkleTree(); // another history: leaf 0 differs
+    for (let i = 0; i < n; i++) {
+      honest.appendData(data('a', i));
+      forked.appendData(data(i === 0 ? 'b' : 'a', i));
+    }
+    const trusted = honest.root(m);
+    const perfect = (m & (m - 1)) === 0;
+    // The forked tree's own proof leads to its signed root but not to our root for m.
+    assert.equal(consistencyProvesFork(m, n, forked.consistencyProof(m, n), trusted, forked.root(n)), !perfect, `fork ${m}->${n}`);
+    // An honest proof, garbage, and a proof for another root show nothing.
+    assert.equal(consistencyProvesFork(m, n, honest.consistencyProof(m, n), trusted, honest.root(n)), false, `honest ${m}->${n}`);
+    const garbage = forked.consistencyProof(m, n).map(() => new Uint8Array(32).fill(0xab));
+    assert.equal(consistencyProvesFork(m, n, garbage, trusted, forked.root(n)), false, `garbage ${m}->${n}`);
+    assert.equal(consistencyProvesFork(m, n, forked.consistencyProof(m, n), trusted, honest.root(n)), false, `proof of another tree ${m}->${n}`);
+    assert.equal(consistencyProvesFork(m, n, [], trusted, forked.root(n)), false);
+  }
 });

@@ -70,7 +70,39 @@ export function verifyConsistency(
     return;
   }
   if (hashes.length === 0) throw new ProofError('wrong_proof_size', 'consistency proof is empty');
+  const { hash1, hash2 } = consistencyRoots(size1, size2, hashes, root1);
+  if (!sameHash(hash1, root1)) throw new ProofError('root_mismatch', 'consistency proof does not lead to root1');
+  if (!sameHash(hash2, root2)) throw new ProofError('root_mismatch', 'consistency proof does not lead to root2');
+}
 
+/**
+ * True when a consistency proof shows that root1 (size1) and root2 (size2) cannot belong to one
+ * append-only log: the proof leads to root2, so (SHA-256 being collision resistant) its hashes
+ * are nodes of that tree, and the root they give for its first size1 leaves is not root1. A proof
+ * that does not lead to root2 shows nothing (false). Requires 0 < size1 < size2. When size1 is a
+ * power of two the proof omits that subtree (the verifier holds it), so no fork can be shown: false.
+ */
+export function consistencyProvesFork(size1: number, size2: number, proof: readonly Uint8Array[] | null, root1: Uint8Array, root2: Uint8Array): boolean {
+  checkCount(size1, 'size1');
+  checkCount(size2, 'size2');
+  let hashes: Uint8Array[];
+  try {
+    hashes = checkProofHashes(proof);
+  } catch {
+    return false;
+  }
+  if (!(size1 > 0 && size1 < size2) || hashes.length === 0 || size1 === 2 ** trailingZeros(size1)) return false;
+  let roots;
+  try {
+    roots = consistencyRoots(size1, size2, hashes, root1);
+  } catch {
+    return false;
+  }
+  return sameHash(roots.hash2, root2) && !sameHash(roots.hash1, root1);
+}
+
+/** The roots of the first size1 and of all size2 leaves that a non-empty consistency proof leads to (RFC 9162 2.1.4.2). */
+function consistencyRoots(size1: number, size2: number, hashes: Uint8Array[], root1: Uint8Array): { hash1: Uint8Array; hash2: Uint8Array } {
   // The proof is a suffix of the inclusion proof of leaf size1-1 in the tree of size2,
   // starting at level `shift` (the largest perfect subtree ending at size1).
   const decomposed = decomposeInclusionProof(size1 - 1, size2);
@@ -86,11 +118,10 @@ export function verifyConsistency(
   const mask = shiftRight(size1 - 1, shift);
   const innerHashes = rest.slice(0, inner);
   const borderHashes = rest.slice(inner);
-
+  // hash1 uses a subset of the nodes hash2 uses: if hash2 is the signed root, hash1 is that tree's own prefix root.
   const hash1 = chainBorderRight(chainInnerRight(seed, innerHashes, mask), borderHashes);
-  if (!sameHash(hash1, root1)) throw new ProofError('root_mismatch', 'consistency proof does not lead to root1');
   const hash2 = chainBorderRight(chainInner(seed, innerHashes, mask), borderHashes);
-  if (!sameHash(hash2, root2)) throw new ProofError('root_mismatch', 'consistency proof does not lead to root2');
+  return { hash1, hash2 };
 }
 
 /** Constant-time equality of two hashes; different lengths are simply unequal. */

@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { reservePort } from '../helpers/ports.js';
+import { frameRanges } from '../../agent/delivery.js';
 import { agentConfig, cli, frameSequences, intervalsIn, killAllAgents, makeAgentEnv, startAgent, until, untilRelayDrained, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
 import { startAgentReceiver } from '../helpers/agent-receiver.js';
 
@@ -54,8 +55,7 @@ function assertAllOnceInOrder(frames: bigint[]): void {
 
 /** The agent's log lines that name frame `seq` (alone or in an envelope), for a failure message. */
 const linesNaming = (lines: LogLine[], seq: bigint): string =>
-  // 'frames' is a list of frame numbers on most lines, a count on the coalescing line.
-  lines.filter((l) => String(l['frame']) === String(seq) || (Array.isArray(l['frames']) && (l['frames'] as unknown[]).includes(String(seq)))).map((l) => JSON.stringify(l)).join('\n');
+  lines.filter((l) => String(l['frame']) === String(seq) || (Array.isArray(l['frames']) && (l['frames'] as string[]).includes(String(seq)))).map((l) => JSON.stringify(l)).join('\n');
 
 const droppedIn = (lines: LogLine[]): bigint[] =>
   lines.filter((l) => l.msg.startsWith('backlog full: dropped')).flatMap((l) => (l['frames'] as string[] | undefined) ?? [l['frame'] as string]).map(BigInt);
@@ -68,11 +68,11 @@ test('relay down: the backlog grows; relay back: drained in order, coalesced, no
   assert.equal(await relay.stop('SIGTERM'), 0);
   const builtBefore = intervalsIn(agent.lines);
   await until(() => intervalsIn(agent.lines) >= builtBefore + 12, 30_000, '12 frames built without a relay');
-  const outage = agent.lines.length;
   relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
-  // The backlog of the outage (under load an upload slower than the interval coalesces two frames before it, too).
-  const coalesced = await agent.waitFor((l) => l.msg === 'coalesced backlog frames into one envelope' && agent.lines.indexOf(l) >= outage, 15_000, 'coalescing');
-  assert.ok((coalesced['frames'] as number) >= 5, `coalesced ${String(coalesced['frames'])} frames`);
+  // Under load the agent may already be a frame behind when the relay stops: the envelope in
+  // flight then is a small coalesced one, sealed before the outage. The backlog after it is big.
+  const coalesced = await agent.waitFor((l) => l.msg === 'coalesced backlog frames into one envelope' && (l['frames'] as number) >= 5, 15_000, 'coalescing the backlog (5 frames or more)');
+  assert.ok((coalesced['frames'] as number) >= 5);
   await until(() => rx.received.some((r) => r.frames.length > 1) && rx.received.length >= 6, 20_000, 'the coalesced envelope and later frames');
   assert.equal(await agent.stop(), 0);
   await untilRelayDrained(relay);
@@ -111,14 +111,15 @@ test('relay full (507): the agent keeps its backlog until the relay has room, th
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
 
-test('overflow drops the oldest frames, counts and logs them; the rest arrives', { timeout: 60_000 }, async () => {
-  // ~3 KB frames, a 64 KiB budget: a few seconds without a relay overflow it.
-  let { env, relay, port } = await setup('y'.repeat(3000), { backlog: { maxSize: '64KiB' }, logLevel: 'debug' });
+test('overflow drops the oldest frames, counts and logs them; the rest arrives', { timeout: 90_000 }, async () => {
+  // ~3 KB frames, a 128 KiB budget: about 9 s without a relay overflow it. Coalesced envelopes
+  // then go up to the 64 KiB bucket (half the budget).
+  let { env, relay, port } = await setup('y'.repeat(3000), { backlog: { maxSize: '128KiB' }, logLevel: 'debug' });
   const rx = await startAgentReceiver(env, relay);
   const agent = startAgent(env.configFile);
   await until(() => rx.received.length >= 2, 15_000, 'first frames');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
-  await agent.waitFor((l) => l.msg === 'backlog full: dropped the oldest frame', 20_000, 'a drop');
+  await agent.waitFor((l) => l.msg === 'backlog full: dropped the oldest frame', 40_000, 'a drop');
   await agent.waitFor((l) => l.msg === 'backlog above 90 %', 1_000, 'the 90 % threshold log');
   relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
   const drainedFrom = agent.lines.indexOf(await agent.waitFor((l) => l.msg === 'coalesced backlog frames into one envelope', 15_000, 'draining'));
@@ -134,10 +135,12 @@ test('overflow drops the oldest frames, counts and logs them; the rest arrives',
   const got = new Set(frameSequences(rx.received));
   // A drop of an upload that got no answer is logged as such (uncertain): those frames may arrive.
   const inDoubt = agent.lines.filter((l) => l.msg.startsWith('backlog full: dropped') && l['uncertain'] === true).flatMap((l) => l['frames'] as string[]).map(BigInt);
-  for (const seq of dropped) assert.ok(!got.has(seq) || inDoubt.includes(seq), `dropped frame ${seq} arrived anyway (not logged as in doubt); the agent's lines naming it:\n${linesNaming(agent.lines, seq)}`);
+  for (const seq of dropped) {
+    if (got.has(seq) && !inDoubt.includes(seq)) assert.fail(`dropped frame ${seq} arrived anyway (not logged as in doubt); the agent's lines naming it:\n${linesNaming(agent.lines, seq)}`);
+  }
   // Frames dropped in doubt (their upload was under way) may arrive although newer ones were dropped after them.
   const afterOutage = [...got].filter((s) => s > dropped[0]! && !inDoubt.includes(s));
-  assert.ok(dropped.every((d) => afterOutage.filter((s) => s < d).length === 0), 'only the oldest frames were dropped');
+  assert.ok(dropped.every((d) => afterOutage.filter((s) => s < d).length === 0), `only the oldest frames were dropped: dropped ${frameRanges(dropped)}, in doubt ${frameRanges(inDoubt)}, arrived ${frameRanges([...got])}`);
   // A frame the relay accepted just before its stop (it burns what it holds) is no longer re-sent
   // once the full backlog stops tracking it: the agent says so, naming the frames. On an idle
   // machine the receiver has it before the stop; under load it may not.

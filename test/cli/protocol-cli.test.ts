@@ -1,4 +1,4 @@
-/** The real compiled `ghostpipe` CLI as a process: keygen, seal, open, inspect. */
+/** The real compiled `ghostpipe` CLI as a process: keygen, seal, open, inspect, device approve. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -11,6 +11,7 @@ import { envelopeLength, KEM } from '../../protocol/envelope/index.js';
 import { openBase } from '../../protocol/hpke/hpke.js';
 import { hpkeSuiteId } from '../../protocol/hpke/keyschedule.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
+import { verifyEnrollmentApproval } from '../../protocol/enrollment.js';
 
 interface Result { code: number | null; stdout: Buffer; stderr: string }
 
@@ -100,7 +101,7 @@ test('keygen writes 0600 private and 0644 public PEM files, prints key ids and t
   const before = await readFile(k('gw.sign.key'), 'utf8');
   assertOneLineFailure(await run(['keygen', '--type', 'device', '--out', 'keys', '--name', 'gw']), /gw\.sign\.key: file exists/, 1);
   assert.equal(await readFile(k('gw.sign.key'), 'utf8'), before, 'existing key untouched');
-  assertOneLineFailure(await run(['keygen', '--type', 'laptop', '--out', 'keys']), /--type must be one of device, receiver, relay, firmware/, 2);
+  assertOneLineFailure(await run(['keygen', '--type', 'laptop', '--out', 'keys']), /--type must be one of device, receiver, relay, firmware, fleet/, 2);
   assertOneLineFailure(await run(['keygen', '--type', 'device']), /--out is required/, 2);
 });
 
@@ -217,4 +218,30 @@ test('a group-readable key still works but warns on stderr without key material'
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /^ghostpipe: warning: private key file .*loose\.sign\.key is readable by group or others \(mode 0644\)/);
   assert.ok(!r.stderr.includes(pem.split('\n')[1]!));
+});
+
+test('keygen --type fleet and device approve: a fleet approval of exactly the device keys; bad input fails in one line', async () => {
+  const keygen = await run(['keygen', '--type', 'fleet', '--out', 'keys', '--name', 'fleet']);
+  assert.equal(keygen.code, 0, keygen.stderr);
+  assert.equal((await stat(k('fleet.sign.key'))).mode & 0o777, 0o600);
+  const approve = (extra: string[]) => run(['device', 'approve', '--fleet-key', k('fleet.sign.key'), '--sign-pub', k('gw.sign.pub'), '--kem-pub', k('gw.kem.pub'), ...extra]);
+  const r = await approve(['--api-key-id', '0123456789AB', '--valid', '30d', '--out', 'gw.approval']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /^approved did:ghostpipe:[a-z2-7]{52} for API key 0123456789ab until \S+; wrote gw\.approval\n$/);
+  const file = JSON.parse(await readFile(path.join(dir, 'gw.approval'), 'utf8'));
+  assert.equal(file.type, 'ghostpipe-fleet-approval');
+  const fleetPub = decodePublicKeyPem(await readFile(k('fleet.sign.pub'), 'utf8'), 'ML-DSA-65').publicKey;
+  const gw = { sign: decodePublicKeyPem(await readFile(k('gw.sign.pub'), 'utf8'), 'ML-DSA-65').publicKey, kem: decodePublicKeyPem(await readFile(k('gw.kem.pub'), 'utf8'), 'X-Wing').publicKey };
+  const statement = verifyEnrollmentApproval(Buffer.from(file.statement, 'base64'), Buffer.from(file.signature, 'base64'), { fleetPublicKey: fleetPub, signingPublicKey: gw.sign, kemPublicKey: gw.kem, now: Date.now() });
+  assert.equal(statement.apiKeyId, '0123456789ab');
+  assert.equal(statement.did, file.did);
+  assert.equal(statement.notAfter - statement.notBefore, 30 * 86_400_000);
+  assert.equal(file.fleetKeyId, keyIdHex('ML-DSA-65', fleetPub));
+  assert.ok(!r.stdout.toString().includes((await readFile(k('fleet.sign.key'), 'utf8')).split('\n')[1]!), 'no fleet key material printed');
+
+  assertOneLineFailure(await approve(['--api-key-id', '0123456789ab', '--out', 'gw.approval']), /gw\.approval exists/, 1);
+  assertOneLineFailure(await approve(['--api-key-id', 'pgp_0123', '--out', 'x.approval']), /--api-key-id must be the 12 hex digits/, 2);
+  assertOneLineFailure(await approve(['--api-key-id', '0123456789ab', '--valid', 'forever', '--out', 'x.approval']), /--valid/, 2);
+  assertOneLineFailure(await run(['device', 'approve', '--fleet-key', k('fleet.sign.key'), '--sign-pub', k('gw.kem.pub'), '--kem-pub', k('gw.kem.pub'), '--api-key-id', '0123456789ab', '--out', 'x.approval']), /gw\.kem\.pub/, 2);
+  assertOneLineFailure(await run(['device', 'sign']), /unknown action "sign"; use approve/, 2);
 });

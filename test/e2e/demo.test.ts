@@ -133,11 +133,12 @@ describe('ghostpipe demo', () => {
     assert.match(out, /interval is shortened to 500 ms/);
     assert.match(out, /generated keys in/);
     assert.match(out, /issued: device key [0-9a-f]{12}/);
+    assert.match(out, /approved did:ghostpipe:[a-z2-7]{52} for API key [0-9a-f]{12} until /, 'the fleet key approved the device');
     assert.match(out, /plc1 +level [\d.]+ m · pump-current [\d.]+ A · flow-total \d+ L · pumped-ml \d+ mL/);
     assert.match(out, /opcua1 +tank-temperature [\d.]+ °C/);
     assert.match(out, /mqtt1 +valve-position [\d.]+ %/);
     assert.doesNotMatch(out, /pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}|plk_[0-9a-f]{12}[A-Za-z0-9_-]{43}/, 'no API key is printed');
-    for (const file of ['keys/device.sign.key', 'keys/device.kem.key', 'keys/receiver.kem.key', 'secrets/device.apikey', 'secrets/receiver.apikey', 'relay/operator.key']) {
+    for (const file of ['keys/device.sign.key', 'keys/device.kem.key', 'keys/receiver.kem.key', 'secrets/device.apikey', 'secrets/receiver.apikey', 'operator.key', 'keys/fleet.sign.key']) {
       assert.equal((await fs.stat(path.join(dir, file))).mode & 0o777, 0o600, file);
     }
     const pids = await rolePids();

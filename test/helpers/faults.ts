@@ -19,7 +19,9 @@ import os from 'node:os';
 import { prng } from '../../common/prng.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
-import { generatePrivateKey } from '../../protocol/keys.js';
+import { approve, prover } from './relay.js';
+import { loadSigningKey } from '../../common/keyfile.js';
+import { generatePrivateKey, keyIdHex } from '../../protocol/keys.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { Witness, mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote, verifyConsistency, fromBase64 } from '../../protocol/tlog/index.js';
 
@@ -127,8 +129,8 @@ export async function startRig(name: string, plant: Plant, o: RigOptions = {}): 
     receiverSettings: { retry: { initial: '100ms', max: '500ms' } },
     agentSettings: { logLevel: o.agentLogLevel ?? 'debug' },
   });
-  // The identity directory is the conduit's relay folder, so relay.sign.pub and operator.key are
-  // where the receiver and the operator client look.
+  // The identity directory is the conduit's relay folder, so relay.sign.pub (in it) and operator.key
+  // (next to it) are where the receiver and the operator client look.
   if (o.ramOnly) conduit.o.relaySettings = { ...conduit.o.relaySettings, ramOnly: true, identityDir: conduit.paths.relayState };
   const agentRuns: AgentRun[] = [];
   const rig: Rig = {
@@ -373,8 +375,9 @@ function assertEqual(actual: unknown, expected: unknown, what: string): void {
 }
 
 /**
- * A second device that uploads a burst of envelopes to a recipient nobody reads, so the relay
- * appends many log leaves at once: a kill during the burst lands in the middle of log writes.
+ * A second device that uploads a burst of envelopes to a recipient nobody reads (a receiver key
+ * lists it and is never used), so the relay appends many log leaves at once: a kill during the
+ * burst lands in the middle of log writes.
  */
 export class BurstDevice {
   private constructor(private readonly client: RelayClient, private readonly sign: ReturnType<typeof generatePrivateKey>, private readonly recipientPublicKey: Uint8Array) {}
@@ -385,8 +388,11 @@ export class BurstDevice {
     const client = new RelayClient({ baseUrl: conduit.relayUrl, apiKey: issued.key });
     const sign = generatePrivateKey('ML-DSA-65');
     const kem = generatePrivateKey('X-Wing');
-    await client.enroll(sign.publicKey, kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(sign.seed, msg, ctx));
+    // Approved by the conduit's own fleet key: its relay and receiver pin that one.
+    await client.enroll(prover(sign, kem), approve({ signing: sign, kem }, issued.id, await loadSigningKey(conduit.paths.fleetKey)));
     const sink = generatePrivateKey('X-Wing');
+    // Listed by a receiver key that never reads: the relay refuses uploads to a recipient no active receiver key lists (422).
+    await operator.createKey({ role: 'receiver', plan: 'enterprise', label: 'fault burst sink (never reads)', recipients: [keyIdHex('X-Wing', sink.publicKey)] });
     return new BurstDevice(client, sign, sink.publicKey);
   }
 

@@ -9,10 +9,10 @@ import path from 'node:path';
 import { cliPath } from './paths.js';
 import { stopChildren } from './stop.js';
 import { completeJsonLines } from './json-lines.js';
-import { makeReceiver, tempDir, type Device, type Receiver as ReceiverKeys, type RelayProcess } from './relay.js';
+import { fleetKey, makeReceiver, tempDir, type Device, type Receiver as ReceiverKeys, type RelayProcess } from './relay.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 import { encodeFrames, type Reading } from '../../protocol/frame.js';
-import { encodePrivateKeyPem } from '../../protocol/keys.js';
+import { encodePrivateKeyPem, encodePublicKeyPem } from '../../protocol/keys.js';
 
 export interface ReceiverSetup {
   dir: string;
@@ -20,6 +20,8 @@ export interface ReceiverSetup {
   apiKeyFile: string;
   keyFile: string;
   relayPubFile: string;
+  /** The test fleet key's public half (test/helpers/relay.ts fleetKey()), pinned by enrolled mode. */
+  fleetPubFile: string;
 }
 
 /** A receiver key at the relay, and its files (API key, X-Wing key 0600, pinned relay key). */
@@ -32,7 +34,9 @@ export async function receiverSetup(relay: RelayProcess): Promise<ReceiverSetup>
   await writeFile(apiKeyFile, keys.apiKey + '\n', { mode: 0o600 });
   await writeFile(keyFile, encodePrivateKeyPem(keys.kem), { mode: 0o600 });
   await copyFile(path.join(relay.stateDir, 'relay.sign.pub'), relayPubFile);
-  return { dir, keys, apiKeyFile, keyFile, relayPubFile };
+  const fleetPubFile = path.join(dir, 'fleet.sign.pub');
+  await writeFile(fleetPubFile, encodePublicKeyPem('ML-DSA-65', fleetKey().publicKey));
+  return { dir, keys, apiKeyFile, keyFile, relayPubFile, fleetPubFile };
 }
 
 /** Receiver config with short test timings; `over` replaces top-level sections. */
@@ -41,7 +45,7 @@ export function receiverConfig(relay: RelayProcess, setup: ReceiverSetup, over: 
     relay: { url: relay.url, apiKeyFile: setup.apiKeyFile, publicKey: setup.relayPubFile, wait: '500ms', checkpointInterval: '1s', timeout: '5s' },
     receiverKey: setup.keyFile,
     stateDir: path.join(setup.dir, `state-${name}`),
-    trust: { enrolled: true, refresh: '0s' },
+    trust: { enrolled: true, fleetPublicKey: setup.fleetPubFile, refresh: '0s' },
     sinks: [{ type: 'file', path: path.join(setup.dir, `${name}.jsonl`) }],
     retry: { initial: '100ms', max: '1s' },
     logLevel: 'debug',

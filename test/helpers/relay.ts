@@ -12,6 +12,9 @@ import { stopChildren } from './stop.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../../protocol/keys.js';
+import { xwingDecapsulate } from '../../protocol/crypto/xwing.js';
+import { didFromSigningKey } from '../../protocol/did.js';
+import { encodeEnrollmentStatement, signEnrollmentStatement } from '../../protocol/enrollment.js';
 import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.js';
 
 export interface RelayProcess {
@@ -107,7 +110,10 @@ export async function startRelay(config: Record<string, unknown> = {}, options: 
     setTimeout(() => reject(new Error(`relay did not start within 20 s:\n${output}`)), 20_000).unref();
   });
   const { port, operatorKeyFile } = await ready;
-  const keyFile = operatorKeyFile ?? (full['ramOnly'] ? undefined : path.join(stateDir, 'operator.key'));
+  // Where the relay keeps it after the first start: operatorKeyFile, else next to the state (or
+  // identity) directory, never inside it (docs/RELAY.md "Operator key").
+  const controlDir = full['ramOnly'] ? (full['identityDir'] as string | undefined) : (full['stateDir'] as string);
+  const keyFile = operatorKeyFile ?? (full['operatorKeyFile'] as string | undefined) ?? (controlDir ? path.join(path.dirname(path.resolve(dir, controlDir)), 'operator.key') : undefined);
   const operatorKey = keyFile ? (await readFile(keyFile, 'utf8')).trim() : '';
   const url = `http://127.0.0.1:${port}`;
   return {
@@ -158,8 +164,40 @@ export interface Receiver {
 
 let sequence = 0n;
 
-/** Issues a device key on `plan`, enrolls a fresh device with it. */
-export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { enroll?: boolean } = {}): Promise<Device> {
+/**
+ * The test fleet key (`ghostpipe keygen --type fleet` in a deployment): generated at test time, one
+ * per test process; makeDevice approves every device with it unless told otherwise.
+ */
+let testFleet: PrivateKey | undefined;
+export function fleetKey(): PrivateKey {
+  testFleet ??= generatePrivateKey('ML-DSA-65');
+  return testFleet;
+}
+
+/** A fleet approval of these device keys for this API key, signed by `fleet` (default: the test fleet key). */
+export function approve(device: { signing: PrivateKey; kem: PrivateKey }, apiKeyId: string, fleet: PrivateKey = fleetKey(), validMs = 86_400_000): { statement: Uint8Array; signature: Uint8Array } {
+  const now = Date.now();
+  const statement = encodeEnrollmentStatement({
+    did: didFromSigningKey(device.signing.publicKey), signingPublicKey: device.signing.publicKey, kemAlg: 'X-Wing', kemPublicKey: device.kem.publicKey,
+    apiKeyId, notBefore: now - 60_000, notAfter: now + validMs,
+  });
+  return { statement, signature: signEnrollmentStatement(fleet.seed, statement) };
+}
+
+/** The device side of enrollment for these keys (proofs of possession of both). */
+export function prover(signing: PrivateKey, kem: PrivateKey) {
+  return {
+    signingPublicKey: signing.publicKey, kemPublicKey: kem.publicKey,
+    sign: (msg: Uint8Array, ctx: Uint8Array) => getProvider().mlDsa65.sign(signing.seed, msg, ctx),
+    decapsulate: (ct: Uint8Array) => xwingDecapsulate(kem.seed, ct, getProvider()),
+  };
+}
+
+/**
+ * Issues a device key on `plan`, enrolls a fresh device with it, approved by the test fleet key.
+ * `approval`: 'none' registers without one; a key signs the approval instead of the fleet key.
+ */
+export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { enroll?: boolean; approval?: 'none' | PrivateKey } = {}): Promise<Device> {
   const issued = await relay.operator.createKey({ role: 'device', plan, label: `device ${Math.random().toString(36).slice(2, 8)}` });
   const client = new RelayClient({ baseUrl: relay.url, apiKey: issued.key });
   const signing = generatePrivateKey('ML-DSA-65');
@@ -167,7 +205,8 @@ export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { e
   let did = '';
   let leafIndex = -1;
   if (options.enroll !== false) {
-    const registration = await client.enroll(signing.publicKey, kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(signing.seed, msg, ctx));
+    const approval = options.approval === 'none' ? undefined : approve({ signing, kem }, issued.id, options.approval ?? fleetKey());
+    const registration = await client.enroll(prover(signing, kem), approval);
     did = registration.did;
     leafIndex = registration.leafIndex;
   }

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
+import { approve, cleanupAll, prover, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
@@ -55,7 +55,7 @@ async function enrolledDevice(): Promise<Device> {
   const client = new RelayClient({ baseUrl: httpsRelay.url, apiKey: issued.key, ca });
   const signing = generatePrivateKey('ML-DSA-65');
   const kem = generatePrivateKey('X-Wing');
-  const reg = await client.enroll(signing.publicKey, kem.publicKey, (m, c) => getProvider().mlDsa65.sign(signing.seed, m, c));
+  const reg = await client.enroll(prover(signing, kem), approve({ signing, kem }, issued.id));
   return { client, apiKey: issued.key, apiKeyId: issued.id, signing, kem, did: reg.did, leafIndex: reg.leafIndex, seal: () => { throw new Error('unused'); } };
 }
 

@@ -177,10 +177,10 @@ test('malformed and unsafe configs are refused with file, line and reason', asyn
   const setup = await receiverSetup(relay);
   const cases: [string, string, RegExp][] = [
     ['typo.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enroled: true\n`, /typo\.yaml:7:3: trust\.enroled: unknown key.*did you mean "enrolled"/],
-    ['remote-http.yaml', `relay:\n  url: http://relay.example.net:8787\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\n`, /plain HTTP is only allowed to a loopback address/],
-    ['sink.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\nsinks:\n  - type: kafka\n`, /sink\.yaml:9:11: sinks\[0\]\.type: must be one of stdout, file, mqtt, webhook/],
+    ['remote-http.yaml', `relay:\n  url: http://relay.example.net:8787\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\n  fleetPublicKey: f\n`, /plain HTTP is only allowed to a loopback address/],
+    ['sink.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\n  fleetPublicKey: f\nsinks:\n  - type: kafka\n`, /sink\.yaml:10:11: sinks\[0\]\.type: must be one of stdout, file, mqtt, webhook/],
     ['notrust.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust: {}\n`, /trust no device/],
-    ['window.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\nreplay:\n  window: 0\n  maxAge: forever\n`, /replay\.window: must be an integer from 1[\s\S]*replay\.maxAge: must be a duration/],
+    ['window.yaml', `relay:\n  url: ${relay.url}\n  apiKeyFile: k\n  publicKey: p\nreceiverKey: r\ntrust:\n  enrolled: true\n  fleetPublicKey: f\nreplay:\n  window: 0\n  maxAge: forever\n`, /replay\.window: must be an integer from 1[\s\S]*replay\.maxAge: must be a duration/],
   ];
   for (const [name, text, expected] of cases) {
     const file = path.join(setup.dir, name);

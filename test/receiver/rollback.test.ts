@@ -1,13 +1,17 @@
 /**
  * A relay whose state directory is swapped for an older copy (history rewritten): the running
- * receiver and `ghostpipe audit` both detect the rollback, and later the fork.
+ * receiver and `ghostpipe audit` both detect the rollback (signed by the relay's own key: the
+ * receiver stops with exit 3 and keeps both notes as evidence), and later the fork.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, rm } from 'node:fs/promises';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { cleanupAll, makeDevice, startRelay, tempDir, untilCheckpointCovers } from '../helpers/relay.js';
 import { reservePort } from '../helpers/ports.js';
+import { decodePublicKeyPem } from '../../protocol/keys.js';
+import { mlDsaNoteVerifier, openCheckpoint, parseCheckpoint, parseNote } from '../../protocol/tlog/index.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, run, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 
 after(async () => {
@@ -58,6 +62,22 @@ test('rollback and fork of the relay log: receiver stops, audit fails and says w
   assert.equal(code, 3, receiver.output());
   assert.match(receiver.output(), /"reason":"rollback"/);
   assert.match(receiver.output(), /checkpoint size 2 is smaller than the trusted size 4/);
+  // The relay signed both: the evidence (docs/RECEIVER.md "Evidence files") verifies with the pinned key alone.
+  const evidenceDir = path.join(setup.dir, 'state-r', 'evidence');
+  const files = readdirSync(evidenceDir);
+  assert.equal(files.length, 1, files.join(', '));
+  assert.match(files[0]!, /-rollback\.json$/);
+  assert.equal(statSync(path.join(evidenceDir, files[0]!)).mode & 0o777, 0o600);
+  const evidence = JSON.parse(readFileSync(path.join(evidenceDir, files[0]!), 'utf8')) as { format: string; reason: string; trusted: string; offered: string };
+  assert.equal(evidence.format, 'ghostpipe-log-evidence/1');
+  assert.equal(evidence.reason, 'rollback');
+  const pinned = decodePublicKeyPem(readFileSync(setup.relayPubFile, 'utf8')).publicKey;
+  const verify = (note: string) => {
+    const origin = parseCheckpoint(parseNote(note).text).origin;
+    return openCheckpoint(note, [mlDsaNoteVerifier(origin, pinned)]).checkpoint;
+  };
+  assert.equal(verify(evidence.trusted).size, 4);
+  assert.equal(verify(evidence.offered).size, 2);
   const rolledBack = await audit();
   assert.equal(rolledBack.code, 1);
   assert.match(rolledBack.output, /ROLLBACK/);

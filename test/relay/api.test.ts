@@ -3,14 +3,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
-import { enrollmentMessage, ENROLL_CONTEXT } from '../../protocol/api/index.js';
+import { enrollmentMessage, ENROLL_CONTEXT, kemProof } from '../../protocol/api/index.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
-import { generatePrivateKey } from '../../protocol/keys.js';
+import { xwingDecapsulate } from '../../protocol/crypto/xwing.js';
+import { generatePrivateKey, type PrivateKey } from '../../protocol/keys.js';
 import { leafHash, verifyInclusion, verifyConsistency } from '../../protocol/tlog/index.js';
 import { openCheckpoint } from '../../protocol/tlog/checkpoint.js';
 import { parseVerifierKey } from '../../protocol/tlog/note.js';
 import { decodeLogEntry, transferLeaf } from '../../protocol/log-entries.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, rawRequest, startRelay, untilCheckpointCovers, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
+import { approve, cleanupAll, fleetKey, makeDevice, makeReceiver, prover, markedPlaintext, rawRequest, startRelay, untilCheckpointCovers, type RelayProcess, type Device, type Receiver } from '../helpers/relay.js';
 
 const MEDIA = 'application/vnd.ghostpipe.envelope';
 let relay: RelayProcess;
@@ -62,34 +63,58 @@ test('enrollment: challenge, register, DID document, refusals', async () => {
   const entries = await relay.operator.entries(device.leafIndex, device.leafIndex + 1);
   const entry = decodeLogEntry(entries[0]!.data);
   assert.equal(entry.type, 'registration');
+  assert.equal(entries[0]!.data[0], 0x05, 'the leaf carries the fleet approval');
+  assert.equal(entry.type === 'registration' && Buffer.from(entry.approval!.statement).toString('base64'), record.fleetStatement);
+  assert.equal(entry.type === 'registration' && Buffer.from(entry.approval!.signature).toString('base64'), record.fleetSignature);
 
   // A second device on the same key: 409.
   const other = generatePrivateKey('ML-DSA-65');
   const otherKem = generatePrivateKey('X-Wing');
-  await refused(device.client.enroll(other.publicKey, otherKem.publicKey, (m, c) => getProvider().mlDsa65.sign(other.seed, m, c)), 409, 'already_bound');
+  await refused(device.client.enroll(prover(other, otherKem)), 409, 'already_bound');
 
+  // The device's side of a challenge: decapsulate the KEM challenge, sign the message with `signer`.
+  const answer = async (client: RelayClient, signing: PrivateKey, kem: PrivateKey, signer = signing, decapsulateWith = kem) => {
+    const { challenge, kemCiphertext } = await client.challenge(kem.publicKey);
+    const ct = new Uint8Array(Buffer.from(kemCiphertext, 'base64'));
+    const proof = kemProof(challenge, ct, xwingDecapsulate(decapsulateWith.seed, ct, getProvider()));
+    const signature = getProvider().mlDsa65.sign(signer.seed, enrollmentMessage(challenge, signing.publicKey, kem.publicKey, proof), ENROLL_CONTEXT);
+    return { signingPublicKey: signing.publicKey, kemPublicKey: kem.publicKey, challenge, kemProof: proof, signature };
+  };
   // Fresh key: bad proof of possession (signed by another key) and a replayed challenge.
   const fresh = await makeDevice(relay, 'pro', { enroll: false });
-  const { challenge } = await fresh.client.challenge();
-  const forged = getProvider().mlDsa65.sign(other.seed, enrollmentMessage(challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
-  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge, signature: forged }), 403, 'bad_signature');
-  const good = getProvider().mlDsa65.sign(fresh.signing.seed, enrollmentMessage(challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
-  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge, signature: good }), 410, 'challenge_expired');
+  const forged = await answer(fresh.client, fresh.signing, fresh.kem, other);
+  await refused(fresh.client.register(forged), 403, 'bad_signature');
+  const good = await answer(fresh.client, fresh.signing, fresh.kem);
+  await refused(fresh.client.register({ ...good, challenge: forged.challenge }), 410, 'challenge_expired');
+  // X-Wing proof of possession: a key whose private half the device lacks (it decapsulates with
+  // its own), or a made-up proof, is refused even with a valid ML-DSA signature.
+  const misbound = await answer(fresh.client, fresh.signing, otherKem, fresh.signing, fresh.kem);
+  await refused(fresh.client.register(misbound), 403, 'bad_signature');
+  const c5 = await fresh.client.challenge(fresh.kem.publicKey);
+  const made = new Uint8Array(32);
+  const sig5 = getProvider().mlDsa65.sign(fresh.signing.seed, enrollmentMessage(c5.challenge, fresh.signing.publicKey, fresh.kem.publicKey, made), ENROLL_CONTEXT);
+  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge: c5.challenge, kemProof: made, signature: sig5 }), 403, 'bad_signature');
   // A challenge issued to another key is not usable.
-  const theirs = await device.client.challenge();
-  const sig2 = getProvider().mlDsa65.sign(fresh.signing.seed, enrollmentMessage(theirs.challenge, fresh.signing.publicKey, fresh.kem.publicKey), ENROLL_CONTEXT);
-  await refused(fresh.client.register({ signingPublicKey: fresh.signing.publicKey, kemPublicKey: fresh.kem.publicKey, challenge: theirs.challenge, signature: sig2 }), 410, 'challenge_expired');
+  const theirs = await answer(device.client, fresh.signing, fresh.kem);
+  await refused(fresh.client.register(theirs), 410, 'challenge_expired');
   // Malformed body fields.
-  const c3 = await fresh.client.challenge();
-  await refused(fresh.client.register({ signingPublicKey: new Uint8Array(10), kemPublicKey: fresh.kem.publicKey, challenge: c3.challenge, signature: good }), 400, 'bad_request');
+  const c3 = await answer(fresh.client, fresh.signing, fresh.kem);
+  await refused(fresh.client.register({ ...c3, signingPublicKey: new Uint8Array(10) }), 400, 'bad_request');
   const bad = await rawRequest(`${relay.url}/v2/did/register`, { method: 'POST', headers: { authorization: `Bearer ${relay.operatorKey}`, 'content-type': 'application/json' }, body: new TextEncoder().encode('{') });
   assert.equal(bad.status, 403); // operator keys may not register devices
+  // A client of the earlier contract (a challenge without the X-Wing key): refused, 415.
+  const old = await rawRequest(`${relay.url}/v2/did/challenge`, { method: 'POST', headers: { authorization: `Bearer ${fresh.apiKey}` } });
+  assert.deepEqual([old.status, JSON.parse(old.body).error], [415, 'unsupported_media_type']);
   // A receiver key cannot ask for challenges.
-  await refused(receiver.client.challenge(), 403, 'forbidden');
+  await refused(receiver.client.challenge(fresh.kem.publicKey), 403, 'forbidden');
   // The device of another key cannot be registered with this one.
-  const c4 = await fresh.client.challenge();
-  const sig4 = getProvider().mlDsa65.sign(device.signing.seed, enrollmentMessage(c4.challenge, device.signing.publicKey, device.kem.publicKey), ENROLL_CONTEXT);
-  await refused(fresh.client.register({ signingPublicKey: device.signing.publicKey, kemPublicKey: device.kem.publicKey, challenge: c4.challenge, signature: sig4 }), 409, 'already_bound');
+  const c4 = await answer(fresh.client, device.signing, device.kem);
+  await refused(fresh.client.register(c4), 409, 'already_bound');
+  // Without a fleet key configured, an approval is optional but still checked as far as it can be.
+  const wrongKey = await answer(fresh.client, fresh.signing, fresh.kem);
+  await refused(fresh.client.register({ ...wrongKey, approval: approve(fresh, device.apiKeyId) }), 403, 'bad_approval');
+  const registered = await fresh.client.register({ ...(await answer(fresh.client, fresh.signing, fresh.kem)), approval: approve(fresh, fresh.apiKeyId) });
+  assert.equal(typeof registered.fleetStatement, 'string');
   // Unknown DIDs and DIDs with path characters: 404 alike.
   await refused(new RelayClient({ baseUrl: relay.url }).getDid('did:ghostpipe:' + 'a'.repeat(52)), 404, 'not_found');
   for (const pathy of ['..%2F..%2Fetc%2Fpasswd', 'did:ghostpipe:..', '%00', 'did%3Aghostpipe%3A%2F']) {
@@ -380,4 +405,34 @@ test('malformed request targets and unknown paths: 400/404/405, never a 500', as
   assert.equal(await send('DELETE /v2/envelopes'), 405);
   assert.equal(await send('PUT /healthz'), 405);
   assert.doesNotMatch(relay.output(), /"level":50/);
+});
+
+test('a relay with fleetPublicKey registers only devices its fleet key approved, for the key they register with', async () => {
+  const { writeFile } = await import('node:fs/promises');
+  const path = await import('node:path');
+  const { encodePublicKeyPem } = await import('../../protocol/keys.js');
+  const { tempDir } = await import('../helpers/relay.js');
+  const dir = await tempDir();
+  const fleetPub = path.join(dir, 'fleet.sign.pub');
+  await writeFile(fleetPub, encodePublicKeyPem('ML-DSA-65', fleetKey().publicKey));
+  const pinned = await startRelay({ fleetPublicKey: fleetPub }, { dir });
+  assert.match(pinned.output(), /fleet key pinned/);
+  const unapproved = await makeDevice(pinned, 'pro', { enroll: false });
+  const register = (d: Device, approval?: { statement: Uint8Array; signature: Uint8Array }) => d.client.enroll(prover(d.signing, d.kem), approval);
+  const none = await refused(register(unapproved), 403, 'bad_approval');
+  assert.match(none.message, /only devices approved by the fleet key/);
+  const otherFleet = generatePrivateKey('ML-DSA-65');
+  const forged = await refused(register(unapproved, approve(unapproved, unapproved.apiKeyId, otherFleet)), 403, 'bad_approval');
+  assert.match(forged.message, /fleet signature does not verify/);
+  await refused(register(unapproved, approve(unapproved, unapproved.apiKeyId, fleetKey(), -30_000)), 403, 'bad_approval');
+  const another = await makeDevice(pinned, 'pro', { enroll: false });
+  await refused(register(unapproved, approve(another, unapproved.apiKeyId)), 403, 'bad_approval');
+  await refused(register(unapproved, approve(unapproved, another.apiKeyId)), 403, 'bad_approval');
+  const ok = await register(unapproved, approve(unapproved, unapproved.apiKeyId));
+  const record = await new RelayClient({ baseUrl: pinned.url }).getDid(ok.did);
+  assert.equal(record.fleetStatement, ok.fleetStatement);
+  const audit = await pinned.operator.audit({});
+  assert.equal(audit.filter((e) => e.event === 'register' && e.outcome === 'bad_approval').length, 5);
+  assert.equal(audit.filter((e) => e.event === 'register' && e.outcome === 'ok').length, 1);
+  assert.equal(await pinned.stop(), 0);
 });

@@ -56,9 +56,11 @@ test('restart: keys and devices kept, log continues, consistency proof across th
   assert.match(first.output(), /"burned":1/);
 
   // Key files are 0600 and the folder 0700.
-  for (const name of ['relay.sign.key', 'operator.key', 'keys.json', 'devices.json', 'log/checkpoint']) {
+  for (const name of ['relay.sign.key', 'keys.json', 'devices.json', 'log/checkpoint']) {
     assert.equal((await stat(path.join(first.stateDir, name))).mode & 0o077, 0, name);
   }
+  // The operator key is next to the state directory, not in it (issue 11).
+  assert.equal((await stat(path.join(path.dirname(first.stateDir), 'operator.key'))).mode & 0o077, 0, 'operator.key');
   assert.equal((await stat(first.stateDir)).mode & 0o077, 0);
 
   const second = await startRelay({ logLevel: 'trace' }, { dir });

@@ -45,6 +45,7 @@ const ROUTES: { method: string; path: string; anonymous: number }[] = [
   { method: 'POST', path: '/v2/keys', anonymous: 401 },
   { method: 'GET', path: '/v2/keys', anonymous: 401 },
   { method: 'DELETE', path: '/v2/keys/0123456789ab', anonymous: 401 },
+  { method: 'POST', path: '/v2/keys/0123456789ab/purge', anonymous: 401 },
   { method: 'GET', path: '/v2/audit', anonymous: 401 },
 ];
 
@@ -83,9 +84,9 @@ test('a path some route matches, with another method, is 405 method_not_allowed 
       }
     }
   }
-  // 22 routes: 20 alone on their path × 4 other methods, and /v2/keys (GET and POST) twice × 3 = 86 answers;
+  // 23 routes: 21 alone on their path × 4 other methods, and /v2/keys (GET and POST) twice × 3 = 90 answers;
   // only GET /v2/did/challenge and GET /v2/did/register reach a handler (the DID lookup: not a DID, 404).
-  assert.deepEqual(answers, { 405: 84, 404: 2 });
+  assert.deepEqual(answers, { 405: 88, 404: 2 });
 });
 
 test('paths that match no route are 404 not_found, whatever the method', async () => {
@@ -107,6 +108,7 @@ test('a path parameter with bad characters is 404, and only after the key was ch
     { method: 'POST', path: (id) => `/v2/leases/${id}/ack`, key: () => receiver.apiKey },
     { method: 'POST', path: (id) => `/v2/leases/${id}/release`, key: () => receiver.apiKey },
     { method: 'DELETE', path: (id) => `/v2/keys/${id}`, key: () => relay.operatorKey },
+    { method: 'POST', path: (id) => `/v2/keys/${id}/purge`, key: () => relay.operatorKey },
     { method: 'POST', path: (id) => `/v2/did/${id}/revoke`, key: () => relay.operatorKey },
   ];
   for (const { method, path, key } of cases) {

@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, prover, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../helpers/agent.js';
 import { startAgentReceiver, type AgentReceiver } from '../helpers/agent-receiver.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
@@ -136,7 +136,7 @@ test('the disk fills while the agent runs: its next state write stops it with ex
   await agent.waitFor((l) => l.msg === 'device is not enrolled: refusing to send (run `ghostpipe enroll --config …`); frames stay in the RAM backlog', 15_000, 'not-enrolled line');
   const reservation = await readFile(stateFile);
   disk.fill(agent.child.pid);
-  await client.enroll(device.signing.publicKey, device.kem.publicKey, (msg, ctx) => getProvider().mlDsa65.sign(device.signing.seed, msg, ctx));
+  await client.enroll(prover(device.signing, device.kem));
   assert.equal(await exitCode(agent, 30_000), 74, `${disk.mechanism}\n${agent.output()}`);
   const fatal = agent.lines.find((l) => l.level === 60);
   assert.ok(fatal, agent.output());

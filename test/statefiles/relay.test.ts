@@ -87,7 +87,7 @@ test('a full disk at the first start: exit 74, one line naming the file it could
 test('the disk fills while the relay runs: the next keys.json write stops it with exit 74 naming the file; the API call fails; nothing on disk changed', async () => {
   const disk = smallDisk(4096);
   disks.push(disk);
-  const dir = disk.dir; // config and state on the small disk (the harness reads operator.key from <dir>/state)
+  const dir = disk.dir; // config and state on the small disk (the harness reads operator.key from <dir>, next to the state directory)
   const stateDir = path.join(dir, 'state');
   let relay = await startRelay({}, { dir });
   await makeDevice(relay); // one device key issued, one device enrolled
