@@ -8,7 +8,8 @@ import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
-import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
+import { startAgentReceiver } from '../helpers/agent-receiver.js';
 
 let modbus: ModbusTcpTestServer | undefined;
 after(async () => {
@@ -62,7 +63,7 @@ test('the agent refuses to send before enrollment and starts once enrolled; SIGH
   const env = await makeAgentEnv(relay);
   const config = agentConfig(env, relay.url, [plcTap(modbus.port)]);
   await writeAgentConfig(env, config);
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const rx = await startAgentReceiver(env, relay);
   const agent = startAgent(env.configFile);
   const refusal = await agent.waitFor((l) => l.msg.startsWith('device is not enrolled: refusing to send'), 10_000, 'the refusal');
   assert.equal(refusal['did'], env.did);
@@ -104,7 +105,8 @@ test('the agent refuses to send before enrollment and starts once enrolled; SIGH
   const withNew = rx.received.find((r) => r.frames[0]!.readings.some((x) => x.tap === 'plc2'))!;
   assert.ok(withNew.frames[0]!.sequence > lastBefore, 'sequence continues after reload');
   assert.equal(await agent.stop(), 0);
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
+  assert.deepEqual(rx.duplicates(), [], 'nothing was delivered twice');
   assert.equal(agent.lines.filter((l) => l.msg.startsWith('state saved')).length, 2, 'one write at boot, one for the enrollment');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

@@ -11,7 +11,8 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { reservePort } from '../helpers/ports.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine, type Received } from '../helpers/agent.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, startAgent, until, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
+import { startAgentReceiver, type AgentReceiver } from '../helpers/agent-receiver.js';
 
 let broker: MosquittoBroker | undefined;
 after(async () => {
@@ -39,9 +40,9 @@ async function setup(port: number, interval: string, logLevel = 'info'): Promise
   return { env, relay };
 }
 
-/** What a receiver's sink sees: envelopes in arrival order, exact re-deliveries dropped (its replay window). */
-function sinkOrder(received: Received[]): bigint[] {
-  return frameSequences(dedupe(received));
+/** What the receiver's sink holds: frames in arrival order (its replay window dropped exact re-deliveries). */
+function sinkOrder(rx: AgentReceiver): bigint[] {
+  return frameSequences(rx.received);
 }
 
 /** Strictly increasing by one from 1: nothing lost, nothing twice, nothing out of order. */
@@ -68,7 +69,7 @@ async function pollUntil(predicate: () => Promise<boolean>, timeoutMs: number, w
 test('an API key rotated while the agent runs: 401 re-reads the key file, the new key is bound, no frame lost or twice', { timeout: 90_000 }, async () => {
   const { env, relay } = await setup(await reservePort(), '200ms', 'debug');
   const oldKeyId = (await readFile(env.apiKeyFile, 'utf8')).trim().slice(4, 16);
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
+  const rx = await startAgentReceiver(env, relay, { ackedOnly: true });
   const agent = startAgent(env.configFile);
   await until(() => rx.received.length >= 3, 15_000, 'frames with the first key');
 
@@ -97,11 +98,13 @@ test('an API key rotated while the agent runs: 401 re-reads the key file, the ne
     const stats = await relay.operator.stats();
     return stats.envelopes.pending === 0 && stats.envelopes.leased === 0;
   }, 10_000, 'the receiver took every envelope');
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
 
   assert.equal(count(agent.lines, (l) => KEY_REFUSED.test(l.msg) && l.level === WARN), 1, 'one warn for one refused-key spell');
   const sequences = frameSequences(rx.received);
   assert.equal(new Set(sequences).size, sequences.length, 'no frame delivered twice');
+  // The sink holds each envelope once: a re-delivery shows as a duplicate the receiver dropped.
+  assert.deepEqual(rx.duplicates(), [], 'no envelope delivered twice');
   assertWholeAndInOrder(sequences, 'frames across the rotation');
   assert.ok(rx.received.some((r) => r.frames.length > 1), 'the frames held during the refusal went out coalesced');
   assert.equal(count(agent.lines, (l) => /dropped/.test(l.msg)), 0, 'nothing dropped');
@@ -115,36 +118,32 @@ test('an API key rotated while the agent runs: 401 re-reads the key file, the ne
 test('relay SIGKILL + restart, 5 cycles: what the relay lost is re-sent before newer frames, in order, once', { timeout: 180_000 }, async () => {
   const port = await reservePort();
   let { env, relay } = await setup(port, '200ms', 'debug');
-  const received: Received[] = [];
-  const listen = () => receiveLoop(() => env.receiver, env.devicePublicKey);
-  let rx = listen();
+  const rx = await startAgentReceiver(env, relay);
   const agent = startAgent(env.configFile);
   await until(() => rx.received.length >= 3, 15_000, 'first frames');
 
   const CYCLES = 5;
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
     // The receiver pauses so the relay holds undelivered envelopes; the kill loses them.
-    await rx.stop();
-    received.push(...rx.received);
+    await rx.stop(); // exit 0, nothing refused
     const live = relay;
     await pollUntil(async () => (await live.operator.stats()).envelopes.pending >= 3, 15_000, `cycle ${cycle}: envelopes held by the relay`);
     await relay.stop('SIGKILL');
     const resentBefore = count(agent.lines, (l) => RESENT.test(l.msg));
     relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
-    rx = listen();
+    await rx.start();
     await until(() => count(agent.lines, (l) => RESENT.test(l.msg)) > resentBefore, 20_000, `cycle ${cycle}: the re-send`);
     const sealedSoFar = lastFrameBuilt(agent.lines);
-    await until(() => sinkOrder([...received, ...rx.received]).length >= sealedSoFar, 20_000, () => `cycle ${cycle}: frames up to ${sealedSoFar} at the receiver (have ${sinkOrder([...received, ...rx.received]).length})`);
+    await until(() => sinkOrder(rx).length >= sealedSoFar, 20_000, () => `cycle ${cycle}: frames up to ${sealedSoFar} at the receiver (have ${sinkOrder(rx).length})`);
     // The invariant after every cycle, not only at the end.
-    assertWholeAndInOrder(sinkOrder([...received, ...rx.received]), `after cycle ${cycle}`);
+    assertWholeAndInOrder(sinkOrder(rx), `after cycle ${cycle}`);
   }
 
   assert.equal(await agent.stop('SIGTERM'), 0);
   const built = lastFrameBuilt(agent.lines);
-  await until(() => sinkOrder([...received, ...rx.received]).length >= built, 15_000, 'every frame built at the receiver');
-  await rx.stop();
-  received.push(...rx.received);
-  const order = sinkOrder(received);
+  await until(() => sinkOrder(rx).length >= built, 15_000, 'every frame built at the receiver');
+  await rx.stop(); // exit 0, nothing refused
+  const order = sinkOrder(rx);
   assertWholeAndInOrder(order, 'the whole run');
   assert.equal(order.length, built, 'every frame the agent built arrived');
   assert.equal(count(agent.lines, (l) => /dropped/.test(l.msg)), 0, 'nothing dropped');
@@ -160,10 +159,11 @@ function lastFrameBuilt(lines: LogLine[]): number {
 
 test('SIGTERM while the relay holds undelivered envelopes: they are counted as lost with the backlog, exactly', { timeout: 60_000 }, async () => {
   const { env, relay } = await setup(await reservePort(), '200ms');
-  const before = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
+  const rx = await startAgentReceiver(env, relay, { ackedOnly: true });
   const agent = startAgent(env.configFile);
-  await until(() => before.received.length >= 3, 15_000, 'first frames');
-  await before.stop();
+  await until(() => rx.received.length >= 3, 15_000, 'first frames');
+  await rx.stop(); // exit 0, nothing refused
+  const before = rx.received.length;
   await pollUntil(async () => (await relay.operator.stats()).envelopes.pending >= 3, 15_000, 'envelopes held by the relay');
 
   assert.equal(await agent.stop('SIGTERM'), 0);
@@ -177,13 +177,15 @@ test('SIGTERM while the relay holds undelivered envelopes: they are counted as l
   assert.equal(stopped.msg, `agent stopped; ${String(stopped['lostWithBacklog'])} frame(s) are lost with the RAM backlog: 0 the relay did not accept, ${String(stopped['undeliveredFrames'])} it accepted but had not delivered`);
 
   // What it counted is exactly what the relay still held: a receiver now gets those frames, no more.
-  const after = receiveLoop(() => env.receiver, env.devicePublicKey, { ackedOnly: true });
+  await rx.start();
   await pollUntil(async () => {
     const stats = await relay.operator.stats();
     return stats.envelopes.pending === 0 && stats.envelopes.leased === 0;
   }, 15_000, 'the receiver took every held envelope');
-  await after.stop();
-  assert.equal(frameSequences(after.received).length, stopped['undeliveredFrames']);
-  assertWholeAndInOrder(frameSequences([...before.received, ...after.received]), 'frames before and after the stop');
+  await rx.stop(); // exit 0, nothing refused
+  assert.equal(frameSequences(rx.received.slice(before)).length, stopped['undeliveredFrames']);
+  // A re-delivery would be a duplicate the receiver dropped, not in the count above: none.
+  assert.deepEqual(rx.duplicates(), [], 'no envelope delivered twice');
+  assertWholeAndInOrder(frameSequences(rx.received), 'frames before and after the stop');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });

@@ -14,7 +14,8 @@ import { connectTestClient, startMosquitto, type MosquittoBroker } from '../help
 import { startOpcuaServer, type OpcuaTestServer } from '../helpers/opcua-server.js';
 import { unitDirectives, unitFile, unitNodeFlags } from '../helpers/systemd-unit.js';
 import { underWxorX } from '../helpers/wxorx.js';
-import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
+import { agentConfig, cli, killAllAgents, makeAgentEnv, startAgent, until, writeAgentConfig } from '../helpers/agent.js';
+import { startAgentReceiver } from '../helpers/agent-receiver.js';
 
 const UNIT = 'ghostpipe-agent.service';
 let modbus: ModbusTcpTestServer | undefined;
@@ -73,14 +74,14 @@ test('with the unit\'s node flags under W^X, Modbus, OPC-UA and MQTT readings ar
   const enrolled = await cli(['enroll', '--config', env.configFile]);
   assert.equal(enrolled.code, 0, enrolled.stderr);
 
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const rx = await startAgentReceiver(env, relay);
   const agent = startAgent(env.configFile, unitNodeFlags(UNIT), { wxorx: true });
   const good = () => rx.received.map((r) => r.frames[0]!).find((f) => f.readings.length === 3 && f.readings.every((r) => r.quality === 'good'));
   await until(() => good() !== undefined, 90_000, () => `a frame with every point good; agent output:\n${agent.output().slice(-3000)}`);
   const values = Object.fromEntries(good()!.readings.map((r) => [`${r.tap}/${r.point}`, r.value]));
   assert.deepEqual(values, { 'plc/flow': 4321, 'scada/pressure': 6.25, 'broker/level': 3.5 });
   assert.equal(await agent.stop(), 0, 'SIGTERM: clean exit');
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
   assert.doesNotMatch(agent.output(), /Fatal error|Check failed/);
   // Each tap's log lines name it once (a repeated JSON key is ambiguous to log shippers).
   const tapLines = agent.output().split('\n').filter((l) => l.includes('"tap":'));

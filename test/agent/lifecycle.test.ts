@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import { cleanupAll, startRelay, type RelayProcess } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import type { Frame } from '../../protocol/frame.js';
-import { agentConfig, cli, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, untilRelayDrained, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
+import { agentConfig, cli, killAllAgents, makeAgentEnv, startAgent, until, untilRelayDrained, writeAgentConfig, type AgentEnv, type LogLine } from '../helpers/agent.js';
+import { startAgentReceiver, type AgentReceiver } from '../helpers/agent-receiver.js';
 
 const servers: ModbusTcpTestServer[] = [];
 const stoppedRelays: RelayProcess[] = [];
-const receivers = new Set<() => Promise<void>>();
 after(async () => {
   for (const relay of stoppedRelays) relay.child.kill('SIGCONT');
-  for (const stop of receivers) await stop();
   await killAllAgents();
   for (const server of servers) await server.stop();
   await cleanupAll();
@@ -48,26 +47,20 @@ async function enrolledEnv(relay: RelayProcess, config: (env: AgentEnv) => Recor
 
 interface Arrived {
   frame: Frame;
-  /** When the test saw it (same clock as frame.time). */
+  /** When the receiver delivered it (its log line's time; same clock as frame.time). */
   at: number;
 }
 
-/** Receives like the real receiver and stamps each frame with the time it arrived. */
-function receiveStamped(env: AgentEnv): { frames: Arrived[]; stop(): Promise<void> } {
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
-  const frames: Arrived[] = [];
-  let seen = 0;
-  const stamp = setInterval(() => {
-    const now = Date.now();
-    for (; seen < rx.received.length; seen++) for (const frame of rx.received[seen]!.frames) frames.push({ frame, at: now });
-  }, 20);
-  const stop = async () => {
-    receivers.delete(stop);
-    clearInterval(stamp);
-    await rx.stop();
+/** The real receiver (test/helpers/agent-receiver.ts); `frames`: what it delivered, each frame stamped with when. */
+async function receiveStamped(env: AgentEnv, relay: RelayProcess): Promise<{ frames: Arrived[]; stop(): Promise<void>; receiver: AgentReceiver }> {
+  const receiver = await startAgentReceiver(env, relay);
+  return {
+    receiver,
+    get frames() {
+      return receiver.received.flatMap((a) => a.frames.map((frame) => ({ frame, at: a.at })));
+    },
+    stop: () => receiver.stop(), // exit 0, nothing refused
   };
-  receivers.add(stop);
-  return { frames, stop };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -101,7 +94,7 @@ test('SIGHUP reloads under a 300 ms interval: every frame complete, one per inte
   const large = [plcTap(modbus.port), plcTap(modbus.port, 'plc2', 10)];
   const configOf = (env: AgentEnv, taps: unknown[]) => agentConfig(env, relay.url, taps, { interval: '300ms' });
   const env = await enrolledEnv(relay, (e) => configOf(e, small));
-  const rx = receiveStamped(env);
+  const rx = await receiveStamped(env, relay);
   const agent = startAgent(env.configFile);
 
   // The start line says which device, where to, how often and how many taps.
@@ -170,7 +163,7 @@ test('SIGTERM while the relay hangs: exit 0 within the bound, the unflushed fram
   const relay = await startRelay();
   // A request timeout far beyond the stop bound: only the stop's own budget can end the hung uploads.
   const env = await enrolledEnv(relay, (e) => agentConfig(e, relay.url, [plcTap(modbus.port)], { relay: { url: relay.url, apiKeyFile: e.apiKeyFile, timeout: '60s', statusInterval: '300ms' } }));
-  const rx = receiveStamped(env);
+  const rx = await receiveStamped(env, relay);
   const agent = startAgent(env.configFile);
   await until(() => rx.frames.length >= 2, 15_000, 'frames through the live relay');
   await rx.stop();
@@ -204,7 +197,11 @@ test('SIGTERM while the relay hangs: exit 0 within the bound, the unflushed fram
   // What the relay accepted before it hung was never confirmed delivered (the receiver stopped): lost too.
   assert.ok((stopped['undeliveredFrames'] as number) >= 1, `undeliveredFrames ${String(stopped['undeliveredFrames'])}`);
   assert.equal(stopped['lostWithBacklog'], (stopped['unflushedFrames'] as number) + (stopped['undeliveredFrames'] as number));
-  assert.equal(stopped.msg, `agent stopped; ${String(stopped['lostWithBacklog'])} frame(s) are lost with the RAM backlog: ${String(stopped['unflushedFrames'])} the relay did not accept, ${String(stopped['undeliveredFrames'])} it accepted but had not delivered`);
+  // An upload the stop budget cut off after it was sent is in doubt (the hung relay may have read
+  // it): counted apart, and the line says so (agent/agent.ts; seen once under load in this test).
+  const uncertain = stopped['uncertainFrames'] as number;
+  const inDoubt = uncertain === 0 ? '' : `; ${uncertain} more were being uploaded when the stop budget ran out (the relay may have them)`;
+  assert.equal(stopped.msg, `agent stopped; ${String(stopped['lostWithBacklog'])} frame(s) are lost with the RAM backlog: ${String(stopped['unflushedFrames'])} the relay did not accept, ${String(stopped['undeliveredFrames'])} it accepted but had not delivered${inDoubt}`);
   assert.equal(stopped.level, 40, 'a loss is logged at warn');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
 });
@@ -217,7 +214,7 @@ test('a dead tap yields bad points at the cadence, logged down once with the rea
   const relay = await startRelay();
   const taps = [plcTap(live.port), plcTap(dead.port, 'dead', 10, { backoff: { initial: '100ms', max: '300ms' } })];
   const env = await enrolledEnv(relay, (e) => agentConfig(e, relay.url, taps));
-  const rx = receiveStamped(env);
+  const rx = await receiveStamped(env, relay);
   const agent = startAgent(env.configFile);
   await until(() => rx.frames.length >= 10, 20_000, '10 frames');
 

@@ -9,7 +9,8 @@ import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { reservePort } from '../helpers/ports.js';
-import { agentConfig, cli, dedupe, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, untilRelayDrained, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, startAgent, until, untilRelayDrained, writeAgentConfig, processMemoryContains } from '../helpers/agent.js';
+import { startAgentReceiver } from '../helpers/agent-receiver.js';
 
 const MARKER = `PLAINTEXT-MARKER-${Math.random().toString(36).slice(2)}`;
 let modbus: ModbusTcpTestServer | undefined;
@@ -56,8 +57,7 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   assert.equal(enrolled.code, 0, enrolled.stderr);
   assert.match(enrolled.stdout, new RegExp(`enrolled ${env.did}`));
 
-  let receiver = env.receiver;
-  let rx = receiveLoop(() => receiver, env.devicePublicKey);
+  const rx = await startAgentReceiver(env, relay);
   const agent = startAgent(env.configFile);
   await agent.waitFor((l) => l.msg === 'device enrolled with the relay', 10_000, 'enrollment check');
   const allGood = () => rx.received.find((r) => r.frames[0]!.readings.length === 5 && r.frames[0]!.readings.every((x) => x.quality === 'good'));
@@ -74,14 +74,15 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   assert.equal(byName.get('broker/label')!.value, MARKER);
   assert.equal(byName.get('broker/temp')!.value, 21.5);
   assert.equal(frame.intervalMs, 400);
-  // Constant size on the wire: every envelope so far has the same length.
+  // Constant size on the wire: every envelope so far has the same length (every one the relay
+  // leased to the receiver, duplicates included).
   assert.equal(new Set(rx.received.map((r) => r.bytes)).size, 1);
+  assert.deepEqual([...new Set(rx.tap.leases.map((l) => l.bytes.length))], [rx.received[0]!.bytes]);
 
   // Pause the receiver so the relay holds undelivered envelopes, then kill it hard: they are lost
   // with its RAM. Bring it back on the same port and state directory; the agent must re-send them.
-  await rx.stop();
-  const earlier = rx.received;
-  const before = earlier.length;
+  await rx.stop(); // exit 0, nothing refused
+  const before = rx.received.length;
   // Two envelopes accepted and held: the agent uploads one at a time, so the first one's
   // acceptance reached it before the second was sent.
   let held = 0;
@@ -91,22 +92,24 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   // The agent notices the relay is gone before it comes back.
   await agent.waitFor((l) => l.msg === 'relay unreachable; frames are kept in the RAM backlog', 20_000, 'unreachable log');
   relay = await startRelay({ listen: [`127.0.0.1:${port}`] }, { dir: relay.dir });
-  receiver = { ...env.receiver, client: env.receiver.client }; // same key: the relay kept its key hashes
   const resent = await agent.waitFor((l) => l.msg.startsWith('relay no longer knows accepted envelopes'), 10_000, 're-send after the relay restart');
   assert.ok((resent['envelopes'] as number) >= 1);
-  rx = receiveLoop(() => receiver, env.devicePublicKey);
-  await until(() => rx.received.length >= 6, 30_000, 'frames after the restart');
+  // The same receiver (same key: the relay kept its key hashes; same replay state and sink) again.
+  await rx.start();
+  await until(() => rx.received.length >= before + 6, 30_000, 'frames after the restart');
 
   // Stop the agent: SIGTERM flushes; then wait until the receiver drained the relay.
   assert.equal(await agent.stop('SIGTERM'), 0);
   const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
   assert.equal(stopped['flushed'], true);
   await untilRelayDrained(relay);
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
 
-  const unique = dedupe([...earlier, ...rx.received]);
-  const sequences = frameSequences(unique);
+  // The receiver's replay window dropped any exact re-delivery (counted in its log, not in the sink).
+  const sequences = frameSequences(rx.received);
   assert.equal(new Set(sequences).size, sequences.length, 'no frame twice once exact duplicate envelopes are dropped');
+  const envelopeSequences = rx.received.map((r) => r.envelopeSequence);
+  for (const dup of rx.duplicates()) assert.ok(envelopeSequences.includes(dup), `the receiver dropped envelope ${dup} as a duplicate of one it never delivered`);
   const sorted = [...sequences].sort((a, b) => (a < b ? -1 : 1));
   for (let i = 1; i < sorted.length; i++) assert.equal(sorted[i], sorted[i - 1]! + 1n, `frame ${sorted[i - 1]! + 1n} is missing`);
   assert.equal(sorted[0], 1n, 'a fresh device starts at frame 1');

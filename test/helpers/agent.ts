@@ -1,7 +1,7 @@
 /**
  * Agent test harness: keys generated at test time, an agent config written as YAML, the agent
- * spawned from the compiled CLI (its JSON log lines parsed), and a receiver that leases, verifies,
- * opens and decodes envelopes as the real receiver would.
+ * spawned from the compiled CLI (its JSON log lines parsed); the real receiver that the agent tests
+ * count arrivals with is in test/helpers/agent-receiver.ts.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
@@ -13,9 +13,8 @@ import { cliPath } from './paths.js';
 import { stopChildren } from './stop.js';
 import { underWxorX } from './wxorx.js';
 import { makeReceiver, tempDir, type Receiver, type RelayProcess } from './relay.js';
+import { stopAllAgentReceivers } from './agent-receiver.js';
 import { loadReceiverKey, writeKeyBundle, bundlePaths } from '../../common/keyfile.js';
-import { openEnvelope, parseEnvelope } from '../../protocol/envelope/index.js';
-import { decodeFrames, type Frame } from '../../protocol/frame.js';
 
 const run = promisify(execFile);
 
@@ -94,19 +93,18 @@ export interface AgentProcess {
 
 const agents = new Set<ChildProcess>();
 
-const loops = new Set<() => Promise<void>>();
-
 /**
- * Stops every agent still running with SIGTERM (it exits 0 within its documented stop budget)
- * and every receive loop; fails when an agent did not exit 0 or had to be SIGKILLed after the
- * deadline (test/helpers/stop.ts). Call from test.after, before the relay's cleanup.
+ * Stops every agent still running with SIGTERM (it exits 0 within its documented stop budget),
+ * then every agent test receiver (test/helpers/agent-receiver.ts); fails when one did not exit 0
+ * or had to be SIGKILLed after the deadline (test/helpers/stop.ts). Call from test.after, before
+ * the relay's cleanup.
  */
 export async function killAllAgents(): Promise<void> {
   try {
     await stopChildren([...agents], 'agent');
   } finally {
     agents.clear();
-    await Promise.all([...loops].map((stop) => stop()));
+    await stopAllAgentReceivers();
   }
 }
 
@@ -180,59 +178,14 @@ export function startAgent(configFile: string, nodeFlags: string[] = [], options
   };
 }
 
-export interface Received {
-  envelopeSequence: bigint;
-  frames: Frame[];
-  bytes: number;
-}
-
-/**
- * Leases, verifies, opens, decodes and acknowledges everything pending for the receiver, as the
- * real receiver does. Relay errors (a relay being restarted) are swallowed; the loop goes on.
- * `ackedOnly`: count an envelope only once its ack succeeded (a lease the relay's TTL burned in
- * between is then not a delivery; the agent will see it expired).
- */
-export function receiveLoop(receiver: () => Receiver, devicePublicKey: Uint8Array, options: { ackedOnly?: boolean } = {}): { received: Received[]; stop(): Promise<void> } {
-  const received: Received[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      try {
-        const lease = await receiver().client.lease(receiver().recipientKeyId, { waitMs: 200 });
-        if (!lease) continue;
-        const envelope = parseEnvelope(lease.bytes);
-        const plaintext = openEnvelope(envelope, { kemId: 0x647a, seed: receiver().kem.seed, publicKey: receiver().kem.publicKey }, devicePublicKey);
-        const item = { envelopeSequence: envelope.header.sequence, frames: decodeFrames(plaintext), bytes: lease.bytes.length };
-        if (!options.ackedOnly) received.push(item);
-        await receiver().client.ack(lease.leaseId);
-        if (options.ackedOnly) received.push(item);
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
-  })();
-  const stop = async () => {
-    running = false;
-    loops.delete(stop);
-    await loop;
-  };
-  loops.add(stop);
-  return { received, stop };
-}
-
-/** What a receiver's replay window does: drop envelopes whose sequence was already seen. */
-export function dedupe(received: Received[]): Received[] {
-  const seen = new Set<bigint>();
-  return received.filter((r) => (seen.has(r.envelopeSequence) ? false : (seen.add(r.envelopeSequence), true)));
-}
-
-export function frameSequences(received: Received[]): bigint[] {
+/** Frame sequences of arrivals (test/helpers/agent-receiver.ts), in arrival order. */
+export function frameSequences(received: readonly { frames: readonly { sequence: bigint }[] }[]): bigint[] {
   return received.flatMap((r) => r.frames.map((f) => f.sequence));
 }
 
 /**
- * Waits until the relay holds nothing for any receiver (none pending, none leased): the receive
- * loop has taken and acknowledged everything that was uploaded.
+ * Waits until the relay holds nothing for any receiver (none pending, none leased): the receiver
+ * has taken and acknowledged everything that was uploaded.
  */
 export async function untilRelayDrained(relay: RelayProcess, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;

@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cleanupAll, prover, startRelay, type RelayProcess } from '../helpers/relay.js';
-import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, receiveLoop, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../helpers/agent.js';
+import { agentConfig, cli, frameSequences, killAllAgents, makeAgentEnv, startAgent, until, writeAgentConfig, type AgentEnv, type AgentProcess } from '../helpers/agent.js';
+import { startAgentReceiver, type AgentReceiver } from '../helpers/agent-receiver.js';
 import { smallDisk, type FullDisk } from '../helpers/full-disk.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
@@ -41,11 +42,11 @@ function exitCode(agent: AgentProcess, timeoutMs = 20_000): Promise<number | nul
 
 const errorLines = (agent: AgentProcess) => cliErrors(agent.output());
 
-/** Runs the agent until `count` more envelopes arrived, then stops it with SIGTERM (exit 0). */
-async function runUntilFrames(env: AgentEnv, received: { length: number }, count: number): Promise<void> {
-  const before = received.length;
+/** Runs the agent until the receiver got `count` more envelopes, then stops it with SIGTERM (exit 0). */
+async function runUntilFrames(env: AgentEnv, rx: AgentReceiver, count: number): Promise<void> {
+  const before = rx.received.length;
   const agent = startAgent(env.configFile);
-  await until(() => received.length >= before + count || agent.child.exitCode !== null, 20_000, () => `frames after a good start:\n${agent.output().slice(-3000)}`);
+  await until(() => rx.received.length >= before + count || agent.child.exitCode !== null, 20_000, () => `frames after a good start:\n${agent.output().slice(-3000)}`);
   assert.equal(agent.child.exitCode, null, agent.output());
   assert.equal(await agent.stop(), 0, agent.output());
 }
@@ -66,9 +67,9 @@ test('a broken agent-state.json stops the agent with exit 65 and one line naming
   await writeAgentConfig(env, agentConfig(env, relay.url, [deadTap]));
   const enrolled = await cli(['enroll', '--config', env.configFile]);
   assert.equal(enrolled.code, 0, enrolled.stderr);
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const rx = await startAgentReceiver(env, relay);
   const stateFile = path.join(env.stateDir, 'agent-state.json');
-  await runUntilFrames(env, rx.received, 2);
+  await runUntilFrames(env, rx, 2);
   // The newest good file, as a backup taken after the last run (an older copy would repeat numbers).
   let good = await readFile(stateFile);
   assert.match(good.toString('utf8'), /"reservedUpTo"/);
@@ -95,10 +96,12 @@ test('a broken agent-state.json stops the agent with exit 65 and one line naming
     // Put the good file back: the next run continues above every number used so far.
     await rm(stateFile, { recursive: true, force: true });
     await writeFile(stateFile, good, { mode: 0o600 });
-    await runUntilFrames(env, rx.received, 1);
+    await runUntilFrames(env, rx, 1);
     assertUnique(frameSequences(rx.received), `after "${fault.name}"`);
   }
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
+  // The sink holds each envelope once; the old in-process loop counted re-deliveries too: none.
+  assert.deepEqual(rx.duplicates(), [], 'no envelope was delivered twice');
 });
 
 test('a full disk at the first start: exit 74, one line naming agent-state.json, no state invented', async () => {
@@ -123,7 +126,7 @@ test('the disk fills while the agent runs: its next state write stops it with ex
   disks.push(disk);
   const env = await makeAgentEnv(relay);
   await writeAgentConfig(env, agentConfig(env, relay.url, [deadTap], { stateDir: disk.dir }));
-  const rx = receiveLoop(() => env.receiver, env.devicePublicKey);
+  const rx = await startAgentReceiver(env, relay);
   const stateFile = path.join(disk.dir, 'agent-state.json');
   const device = await loadDeviceKeys({ signKey: env.signKey, kemKey: env.kemKey });
   const client = new RelayClient({ baseUrl: relay.url, apiKey: (await readFile(env.apiKeyFile, 'utf8')).trim() });
@@ -142,10 +145,11 @@ test('the disk fills while the agent runs: its next state write stops it with ex
   assert.deepEqual(await readFile(stateFile), reservation, 'the reservation on disk is what it was');
   const before = frameSequences(rx.received);
   disk.free();
-  await runUntilFrames(env, rx.received, 2);
+  await runUntilFrames(env, rx, 2);
   const all = frameSequences(rx.received);
   assertUnique(all, 'after the restart');
   const maxBefore = before.reduce((a, b) => (b > a ? b : a), 0n);
   for (const s of all.slice(before.length)) assert.ok(s > maxBefore, `frame ${s} after the restart is above every earlier one (${maxBefore})`);
-  await rx.stop();
+  await rx.stop(); // exit 0, nothing refused
+  assert.deepEqual(rx.duplicates(), [], 'no envelope was delivered twice');
 });
