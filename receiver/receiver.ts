@@ -76,7 +76,7 @@ export const NOT_YET_LOGGED_WARN_MS = 10_000;
 export const EXIT = { ok: 0, integrity: 3, relayAuth: 4 } as const;
 
 export class Receiver {
-  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, notYetLogged: 0, lateAcks: 0 };
+  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, notYetLogged: 0, lateAcks: 0, goneAtAck: 0 };
   readonly refusals: Partial<Record<RefusalCode, number>> = {};
   private readonly now: () => number;
   private readonly stopping = new AbortController();
@@ -290,6 +290,14 @@ export class Receiver {
         // Already handled here; if another receiver leased it meanwhile, it may deliver it once more.
         this.counts.lateAcks++;
         this.o.logger.warn({ ...context, reason: 'lease_expired' }, 'lease expired before the acknowledgement; raise the relay leaseTimeout if this repeats');
+        return;
+      }
+      if (err instanceof RelayError && err.code === 'not_found') {
+        // The relay let go of the envelope while we held it (its TTL ended, an operator purged it,
+        // or the relay restarted). It was handled here: nothing to retry, and the relay's status
+        // for it (and so the agent's count) says expired although it was delivered.
+        this.counts.goneAtAck++;
+        this.o.logger.warn({ ...context, reason: 'gone_at_ack' }, 'the relay no longer held the envelope at the acknowledgement (its TTL ended, it was purged, or the relay restarted); it was handled here, and its sender may count it as expired');
         return;
       }
       throw err;

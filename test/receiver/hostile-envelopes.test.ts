@@ -240,15 +240,36 @@ test('late ack: the lease expires while the ack is held; the re-delivery is drop
   assert.deepEqual(lines.map((l) => l['seq']), [String(s), String(s)], 'its two readings, once');
 });
 
-test('the counters at the end: each refusal once per case, nothing else refused, two delivered, one late ack', async () => {
+test('gone at the ack: the relay let go of the envelope while the ack was held (purged); handled once, not retried', async () => {
+  const before = readLines(sink).length;
+  const s = ++seq;
+  const env = seal(device, setup.keys, { seq: s });
+  const id = envelopeId(env);
+  // While the receiver's ack is held, the operator purges what the device's key holds: the relay
+  // answers the ack 404, as after a TTL expiry or a relay restart.
+  let purged: unknown;
+  lie.holdAck = async () => {
+    purged = await relay.operator.purgeKey(device.apiKeyId).catch((err: Error) => err.message);
+  };
+  await device.client.upload(env);
+  const gone = await waitFor('the gone-at-ack warning', () => proc.logs().find((l) => l['reason'] === 'gone_at_ack' && l['envelope'] === id), 30_000, () => `purge: ${JSON.stringify(purged)}\n${proc.output()}`);
+  // It also burns what the device's key holds for the other receiver (the wrong_recipient case).
+  assert.ok((purged as { envelopes: number }).envelopes >= 1, `the purge burned the leased envelope: ${JSON.stringify(purged)}`);
+  assert.match(String(gone['msg']), /^the relay no longer held the envelope at the acknowledgement/);
+  assert.equal(proc.logs().filter((l) => l['envelope'] === id && String(l['msg']).startsWith('envelope not delivered yet')).length, 0, 'not reported as a retry');
+  assert.deepEqual(readLines(sink).slice(before).map((l) => l['seq']), [String(s), String(s)], 'its two readings, once');
+});
+
+test('the counters at the end: each refusal once per case, nothing else refused, three delivered, one late ack, one gone at the ack', async () => {
   assert.equal(await proc.kill('SIGTERM'), 0);
   const stopped = proc.logs().find((l) => l['msg'] === 'receiver stopped')!;
   assert.deepEqual(stopped['refusals'], expected);
   assert.deepEqual(expected, { bad_signature: 2, unenrolled_sender: 1, bad_registration: 1, wrong_recipient: 1, decrypt_failed: 1, bad_padding: 1, bad_frame: 1 });
   assert.equal(stopped['refused'], 8);
-  assert.equal(stopped['delivered'], 2);
+  assert.equal(stopped['delivered'], 3);
   assert.equal(stopped['lateAcks'], 1);
+  assert.equal(stopped['goneAtAck'], 1);
   assert.ok((stopped['duplicates'] as number) >= 1);
   assert.ok((stopped['notYetLogged'] as number) >= 2);
-  assert.equal(readLines(sink).length, 4);
+  assert.equal(readLines(sink).length, 6);
 });
