@@ -34,6 +34,7 @@ import { EnvelopeStore } from './store.js';
 import { RelayLog } from './log.js';
 import { AuditTrail } from './audit.js';
 import { SaveQueue, readJson, writeFileAtomic } from './state-file.js';
+import { readOptional } from '../common/atomic-file.js';
 import { EXIT_STATE_IO, StateFileError, stopForStateFailure } from '../common/state-errors.js';
 import { envelopeLimit } from './envelope-check.js';
 import type { Plan, RelayConfig } from './config.js';
@@ -252,18 +253,10 @@ function operatorKeyPath(config: RelayConfig, controlDir: string | undefined): s
 /** An operator.key an older version left in the control directory is moved to `target` (or removed if already there). */
 async function moveLegacyOperatorKey(controlDir: string, target: string | undefined, logger: Logger): Promise<void> {
   const legacy = path.join(controlDir, 'operator.key');
-  let key: string;
-  try {
-    key = await fs.readFile(legacy, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
+  const key = await readOptional(legacy);
+  if (key === undefined) return;
   if (target === undefined) throw new Error(`${legacy}: an operator key inside the state directory, and no operatorKeyFile to move it to`);
-  const existing = await fs.readFile(target, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
+  const existing = await readOptional(target);
   if (existing !== undefined && existing.trim() !== key.trim()) {
     throw new Error(`${legacy} and ${target} hold different operator keys: keep the one you use at ${target} and delete ${legacy} (docs/RELAY.md "Operator key")`);
   }
