@@ -27,6 +27,12 @@ export interface TileStore {
   write(files: TileFile[]): Promise<void>;
   /** Atomic and durable when resolved; the previous checkpoint is kept as a fallback. */
   writeCheckpoint(text: string): Promise<void>;
+  /**
+   * Reinstalls `text` (the valid checkpoint a start fell back to) as the current checkpoint,
+   * atomically, leaving the previous one alone: otherwise the next write would keep the torn
+   * one as the fallback, and one more torn write would leave no valid checkpoint at all.
+   */
+  repairCheckpoint(text: string): Promise<void>;
   /** The current checkpoint text, then the previous one (either may be missing or torn). */
   readCheckpoints(): Promise<{ name: string; text: Uint8Array }[]>;
   /** Drops the partial versions of a tile once the full tile is covered by a checkpoint. */
@@ -119,6 +125,17 @@ export class DiskTileStore implements TileStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new LogStoreError(file, err, 'cannot keep the previous checkpoint');
     }
+    await this.install(file);
+  }
+
+  async repairCheckpoint(text: string): Promise<void> {
+    const file = this.describe('checkpoint');
+    await writeDurably(file + '.tmp', Buffer.from(text, 'utf8'));
+    await this.install(file);
+  }
+
+  /** Renames the durable `checkpoint.tmp` over `checkpoint` and makes the rename durable. */
+  private async install(file: string): Promise<void> {
     try {
       await fs.rename(file + '.tmp', file);
     } catch (err) {
@@ -242,6 +259,10 @@ export class MemoryTileStore implements TileStore {
   }
 
   async writeCheckpoint(text: string): Promise<void> {
+    this.checkpoints = [text];
+  }
+
+  async repairCheckpoint(text: string): Promise<void> {
     this.checkpoints = [text];
   }
 

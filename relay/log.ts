@@ -181,6 +181,8 @@ export class RelayLog {
       }
       log.writtenSize = log.signedSize = found.size;
       log.checkpoint = found.text;
+      // Passed over a torn current checkpoint: put the valid one back before anything is written.
+      if (found.fallback) await store.repairCheckpoint(found.text);
       const integrated = await log.integrateBeyond();
       const dropped = await store.dropBeyond(log.leafCount, 2 * MAX_BATCH_LEAVES);
       if (integrated > 0 || dropped > 0 || found.fallback) options.onRecovered?.({ checkpointSize: found.size, integrated, dropped, from: found.name });
