@@ -218,3 +218,22 @@ test('success answers still parse: 2xx JSON, 204 with no body, a lease decoded f
     envelopeId: 'ab'.repeat(32), leaseId: 'L'.repeat(22), leafIndex: 7, expiresAt: '2030-01-01T00:00:00.000Z', receivedAt: '2029-12-31T23:59:00.000Z', bytes: [1, 2, 3],
   });
 });
+
+test('a lease whose leaf index header is not a decimal index is a bad_response naming the header, not a NaN index', async () => {
+  for (const index of ['', 'seven', '-1', '0x7', '1e3', '7.5', '9'.repeat(16)]) {
+    answer = (_req, res) => res.writeHead(200, {
+      'content-type': 'application/vnd.ghostpipe.envelope',
+      'ghostpipe-envelope-id': 'ab'.repeat(32),
+      'ghostpipe-lease-id': 'L'.repeat(22),
+      'ghostpipe-leaf-index': index,
+      'ghostpipe-lease-expires': '2030-01-01T00:00:00.000Z',
+      'ghostpipe-received-at': '2029-12-31T23:59:00.000Z',
+    }).end(Buffer.from([1, 2, 3]));
+    await assert.rejects(new RelayClient({ baseUrl }).lease('cd'.repeat(32)), (err: unknown) => {
+      assert.ok(err instanceof RelayError, String(err));
+      assert.equal(err.code, 'bad_response', index);
+      assert.match(err.message, /ghostpipe-leaf-index/, index);
+      return true;
+    }, JSON.stringify(index));
+  }
+});

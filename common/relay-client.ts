@@ -275,10 +275,16 @@ export class RelayClient {
       if (value === undefined) throw new RelayError(response.status, 'bad_response', `lease response lacks ${name}`);
       return value;
     };
+    const leafIndexOf = (value: string): number => {
+      // Only digits: Number() would also take '', '0x7' or '1e3', and a NaN index asks for a proof of nothing.
+      const index = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
+      if (!Number.isSafeInteger(index)) throw new RelayError(response.status, 'bad_response', `lease response has ${LEASE_HEADERS.leafIndex} ${JSON.stringify(value.slice(0, 40))}, not a leaf index`);
+      return index;
+    };
     const lease = {
       envelopeId: header(LEASE_HEADERS.envelopeId),
       leaseId: header(LEASE_HEADERS.leaseId),
-      leafIndex: Number(header(LEASE_HEADERS.leafIndex)),
+      leafIndex: leafIndexOf(header(LEASE_HEADERS.leafIndex)),
       expiresAt: header(LEASE_HEADERS.expiresAt),
       receivedAt: header(LEASE_HEADERS.receivedAt),
     };
