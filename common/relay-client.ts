@@ -249,6 +249,12 @@ export class RelayClient {
   revokeDevice(did: string): Promise<DeviceRevokedBody> {
     return this.json('POST', `/v2/did/${encodeURIComponent(did)}/revoke`);
   }
+  /** A new fleet approval for an enrolled device (operator key): logged as a new registration leaf. */
+  renewApproval(did: string, approval: FleetApprovalBytes): Promise<RegistrationBody> {
+    return this.json('POST', `/v2/did/${encodeURIComponent(did)}/approval`, {
+      fleetStatement: Buffer.from(approval.statement).toString('base64'), fleetSignature: Buffer.from(approval.signature).toString('base64'),
+    });
+  }
 
   // ---- inbound ----
   upload(envelope: Uint8Array): Promise<UploadBody> {

@@ -54,32 +54,75 @@ export class Enrollment {
   }
 
   /**
-   * The fleet approval of a new device: with a configured fleet key it is required and verified
+   * The fleet approval of a device: with a configured fleet key it is required and verified
    * (signature, exactly these keys, this API key, validity now); without one it is optional, and
-   * checked as far as possible without the key (structure, keys, API key, validity).
+   * checked as far as possible without the key (structure, keys, API key, validity). Returns the
+   * statement's validity end, or a Refusal.
    */
-  private checkApproval(key: KeyRecord, request: Registration): Refusal | undefined {
+  private checkApproval(apiKeyId: string, signingPublicKey: Uint8Array, kemPublicKey: Uint8Array, approval: FleetApproval | undefined): Refusal | { notAfter?: number } {
     const fleetPublicKey = this.state.fleetPublicKey;
-    if (request.approval === undefined) {
-      return fleetPublicKey ? new Refusal('bad_approval', 'this relay enrolls only devices approved by the fleet key: send fleetStatement and fleetSignature (`ghostpipe device approve`)') : undefined;
+    if (approval === undefined) {
+      return fleetPublicKey ? new Refusal('bad_approval', 'this relay enrolls only devices approved by the fleet key: send fleetStatement and fleetSignature (`ghostpipe device approve`)') : {};
     }
-    const { statement, signature } = request.approval;
+    const { statement, signature } = approval;
     try {
       const s = fleetPublicKey
-        ? verifyEnrollmentApproval(statement, signature, { fleetPublicKey, signingPublicKey: request.signingPublicKey, kemPublicKey: request.kemPublicKey, now: Date.now() })
+        ? verifyEnrollmentApproval(statement, signature, { fleetPublicKey, signingPublicKey, kemPublicKey, now: Date.now() })
         : decodeEnrollmentStatement(statement);
       if (!fleetPublicKey) {
-        if (Buffer.compare(Buffer.from(s.signingPublicKey), Buffer.from(request.signingPublicKey)) !== 0 || Buffer.compare(Buffer.from(s.kemPublicKey), Buffer.from(request.kemPublicKey)) !== 0) {
+        if (Buffer.compare(Buffer.from(s.signingPublicKey), Buffer.from(signingPublicKey)) !== 0 || Buffer.compare(Buffer.from(s.kemPublicKey), Buffer.from(kemPublicKey)) !== 0) {
           return new Refusal('bad_approval', 'the fleet statement names other device keys than this registration');
         }
         if (Date.now() >= s.notAfter || Date.now() < s.notBefore) return new Refusal('bad_approval', `the fleet statement is valid only from ${new Date(s.notBefore).toISOString()} to ${new Date(s.notAfter).toISOString()}`);
       }
-      if (s.apiKeyId !== key.id) return new Refusal('bad_approval', `the fleet statement approves this device for API key ${s.apiKeyId}, not ${key.id}`);
+      if (s.apiKeyId !== apiKeyId) return new Refusal('bad_approval', `the fleet statement approves this device for API key ${s.apiKeyId}, not ${apiKeyId}`);
+      return { notAfter: s.notAfter };
     } catch (err) {
       if (err instanceof FleetStatementError) return new Refusal('bad_approval', `fleet approval: ${err.message}`);
       throw err;
     }
-    return undefined;
+  }
+
+  /**
+   * A new fleet approval for an enrolled device (renewal before or after the old one ran out, or
+   * a first one for a device enrolled without): checked as at registration, against the keys and
+   * API key the device is registered with, and it must hold longer than the one it replaces. It is
+   * logged as a new registration leaf (same DID and keys) and the DID record names that leaf, so
+   * receivers prove the approval they are shown. The same approval again answers as before.
+   */
+  async renewApproval(operator: KeyRecord, did: string, approval: FleetApproval): Promise<Outcome<RegistrationBody>> {
+    const device = this.find(did);
+    if (!device) return notFound();
+    const audit = (outcome: string) => this.state.audit.record({ event: 'device_approval', keyId: operator.id, keyLabel: operator.label, did: device.did, outcome });
+    if (device.revokedAt !== undefined) {
+      audit('device_revoked');
+      return new Refusal('device_revoked', 'this device was revoked; a revoked device cannot be approved again');
+    }
+    const statement = Buffer.from(approval.statement).toString('base64');
+    const signature = Buffer.from(approval.signature).toString('base64');
+    const signingPublicKey = Buffer.from(device.signingPublicKey, 'base64');
+    const kemPublicKey = Buffer.from(device.kemPublicKey, 'base64');
+    const body = (): RegistrationBody => ({ did: device.did, document: documentBody(signingPublicKey, kemPublicKey), leafIndex: device.leafIndex, ...approvalBody(device) });
+    if (device.fleetStatement === statement && device.fleetSignature === signature) return body();
+    const checked = this.checkApproval(device.apiKeyId, signingPublicKey, kemPublicKey, approval);
+    if (checked instanceof Refusal) {
+      audit('bad_approval');
+      return checked;
+    }
+    const current = device.fleetStatement === undefined ? undefined : decodeEnrollmentStatement(Buffer.from(device.fleetStatement, 'base64'));
+    if (current !== undefined && checked.notAfter! <= current.notAfter) {
+      audit('not_newer');
+      return new Refusal('bad_approval', `the approval must hold longer than the current one (until ${new Date(current.notAfter).toISOString()}); this one ends ${new Date(checked.notAfter!).toISOString()}`);
+    }
+    const leafIndex = this.state.log.append(encodeLogEntry({
+      type: 'registration', signingKeyId: keyId('ML-DSA-65', signingPublicKey), kemKeyId: keyId('X-Wing', kemPublicKey), did: device.did, approval,
+    }));
+    await this.state.log.flush(); // durable before the record names it (as at registration)
+    Object.assign(device, { leafIndex, fleetStatement: statement, fleetSignature: signature });
+    await this.state.save();
+    audit('ok');
+    this.logger.info({ did: device.did, leafIndex, until: new Date(checked.notAfter!).toISOString() }, 'device fleet approval renewed');
+    return body();
   }
 
   async register(key: KeyRecord, request: Registration): Promise<Outcome<Registered>> {
@@ -125,8 +168,8 @@ export class Enrollment {
       audit(rebind ? 'rebound' : 'ok', did);
       return { created: false, body: { did, document, leafIndex: existing.leafIndex, ...approvalBody(existing) } };
     }
-    const refused = this.checkApproval(key, request);
-    if (refused) {
+    const refused = this.checkApproval(key.id, signingPublicKey, kemPublicKey, request.approval);
+    if (refused instanceof Refusal) {
       audit('bad_approval', did);
       return refused;
     }

@@ -84,6 +84,7 @@ export class RelayServer {
     ['POST', '/v2/did/register', (c) => this.register(c)],
     ['GET', '/v2/did/:did', (c) => this.getDid(c)],
     ['POST', '/v2/did/:did/revoke', (c) => this.revokeDevice(c)],
+    ['POST', '/v2/did/:did/approval', (c) => this.renewApproval(c)],
     ['POST', '/v2/envelopes', (c) => this.upload(c)],
     ['POST', '/v2/envelopes/status', (c) => this.status(c)],
     ['GET', '/v2/inbox/:recipient', (c) => this.inbox(c)],
@@ -324,6 +325,13 @@ export class RelayServer {
     const operator = this.auth.authenticate(req, 'operator');
     await drain(req);
     sendJson(res, 200, accepted(await this.enrollment.revoke(operator, didParam(params['did']!))));
+  }
+
+  private async renewApproval({ req, res, params }: Call): Promise<void> {
+    const operator = this.auth.authenticate(req, 'operator');
+    const body = await readJson(req);
+    const approval = { statement: base64Field(body, 'fleetStatement', undefined, MAX_FLEET_STATEMENT), signature: base64Field(body, 'fleetSignature', ML_DSA65.signature) };
+    sendJson(res, 200, accepted(await this.enrollment.renewApproval(operator, didParam(params['did']!), approval)));
   }
 
   // ---------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 import { writeFile } from 'node:fs/promises';
-import { CliError, optionalString, requireString, type Command } from '../command.js';
-import { approvalFileText } from '../../common/approval-file.js';
+import { CliError, optionalString, requireString, type Command, type ParsedArgs } from '../command.js';
+import { approvalFileText, readApprovalFile } from '../../common/approval-file.js';
+import { RelayError } from '../../common/relay-client.js';
+import { operatorClient, OPERATOR_OPTIONS, OPERATOR_USAGE } from '../operator-client.js';
 import { DurationError, parseDuration } from '../../common/duration.js';
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { didFromSigningKey } from '../../protocol/did.js';
@@ -10,9 +12,10 @@ const DEFAULT_VALIDITY = '730d';
 
 export const device: Command = {
   name: 'device',
-  summary: 'Approve a device with the offline fleet key (the statement it registers with)',
+  summary: 'Approve a device with the offline fleet key, and renew an enrolled device\'s approval',
   usage: [
     'Usage: ghostpipe device approve --fleet-key FILE --sign-pub FILE --kem-pub FILE --api-key-id ID --out FILE [--valid DURATION]',
+    '       ghostpipe device renew --approval FILE [--relay URL] [--operator-key-file FILE]',
     '',
     'Signs a fleet enrollment statement (docs/PROTOCOL.md "Fleet enrollment") for one device: its DID,',
     'its ML-DSA-65 and X-Wing public keys, the device API key it registers with, and a validity',
@@ -28,6 +31,12 @@ export const device: Command = {
     `  --valid DURATION   how long the approval holds (default ${DEFAULT_VALIDITY}); receivers refuse the device after it`,
     '  --out FILE         where to write the approval (JSON; refuses to overwrite without --force)',
     '  --force            replace FILE',
+    '',
+    '`renew` gives an enrolled device a new approval (made with `approve` for the same keys and API',
+    'key, lasting longer than the current one) before or after the current one runs out; the relay',
+    'logs it and receivers accept the device again at their next lookup. Nothing to do on the gateway.',
+    '  --approval FILE    the new approval (from `ghostpipe device approve`)',
+    ...OPERATOR_USAGE,
   ].join('\n'),
   options: {
     'fleet-key': { type: 'string' },
@@ -37,10 +46,13 @@ export const device: Command = {
     valid: { type: 'string' },
     out: { type: 'string' },
     force: { type: 'boolean' },
+    approval: { type: 'string' },
+    ...OPERATOR_OPTIONS,
   },
   async run(args) {
     const [action] = args.positionals;
-    if (action !== 'approve') throw new CliError(`device: unknown action ${JSON.stringify(action ?? '')}; use approve (ghostpipe device --help)`, 2);
+    if (action === 'renew') return renew(args);
+    if (action !== 'approve') throw new CliError(`device: unknown action ${JSON.stringify(action ?? '')}; use approve or renew (ghostpipe device --help)`, 2);
     const apiKeyId = requireString(args, 'api-key-id', 'device approve').toLowerCase();
     if (!/^[0-9a-f]{12}$/.test(apiKeyId)) throw new CliError(`device approve: --api-key-id must be the 12 hex digits after pgp_ (see \`ghostpipe keys list\`), got "${apiKeyId}"`, 2);
     let validMs: number;
@@ -86,3 +98,22 @@ export const device: Command = {
     return 0;
   },
 };
+
+async function renew(args: ParsedArgs): Promise<number> {
+  const file = requireString(args, 'approval', 'device renew');
+  let approval;
+  try {
+    approval = await readApprovalFile(file);
+  } catch (err) {
+    throw new CliError(`device renew: ${(err as Error).message}`, 2);
+  }
+  const { did } = approval.statementFields;
+  try {
+    const record = await operatorClient(args, 'device renew').renewApproval(did, approval);
+    process.stdout.write(`renewed ${did}: approved until ${new Date(approval.statementFields.notAfter).toISOString()}, log leaf ${record.leafIndex}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof RelayError) throw new CliError(`device renew: ${err.message} (${err.code})`);
+    throw err;
+  }
+}

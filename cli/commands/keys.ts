@@ -1,20 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { CliError, optionalString, requireString, type Command, type ParsedArgs } from '../command.js';
-import { RelayClient, RelayError } from '../../common/relay-client.js';
-
-const DEFAULT_RELAY = 'http://127.0.0.1:8787';
-const DEFAULT_OPERATOR_KEY_FILE = './.ghostpipe/operator.key';
-
-function operatorKey(args: ParsedArgs): string {
-  const fromEnv = process.env['GHOSTPIPE_OPERATOR_KEY'];
-  if (fromEnv && optionalString(args, 'operator-key-file') === undefined) return fromEnv.trim();
-  const file = optionalString(args, 'operator-key-file') ?? DEFAULT_OPERATOR_KEY_FILE;
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch (err) {
-    throw new CliError(`keys: cannot read the operator key from ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (use --operator-key-file or GHOSTPIPE_OPERATOR_KEY)`);
-  }
-}
+import { CliError, requireString, type Command, type ParsedArgs } from '../command.js';
+import { RelayError } from '../../common/relay-client.js';
+import { operatorClient, OPERATOR_OPTIONS, OPERATOR_USAGE } from '../operator-client.js';
 
 function asList(value: ParsedArgs['values'][string]): string[] {
   if (value === undefined) return [];
@@ -31,8 +17,7 @@ export const keys: Command = {
     '       ghostpipe keys purge ID',
     '',
     'Options:',
-    '  --relay URL               relay base URL (default $GHOSTPIPE_RELAY_URL or ' + DEFAULT_RELAY + ')',
-    '  --operator-key-file FILE  operator key (plk_…) file (default $GHOSTPIPE_OPERATOR_KEY or ' + DEFAULT_OPERATOR_KEY_FILE + ')',
+    ...OPERATOR_USAGE,
     '  --role R                  device (uploads; bound to one device at enrollment) or receiver (reads)',
     '  --plan P                  free, pro, enterprise, or a plan from the relay config (a site gateway: pro)',
     '  --label TEXT              a name for humans, shown in lists and the audit trail',
@@ -44,8 +29,7 @@ export const keys: Command = {
     'flooding device, revoke its key, then purge it.',
   ].join('\n'),
   options: {
-    relay: { type: 'string' },
-    'operator-key-file': { type: 'string' },
+    ...OPERATOR_OPTIONS,
     role: { type: 'string' },
     plan: { type: 'string' },
     label: { type: 'string' },
@@ -54,7 +38,7 @@ export const keys: Command = {
   },
   async run(args) {
     const [action, ...rest] = args.positionals;
-    const client = new RelayClient({ baseUrl: optionalString(args, 'relay') ?? process.env['GHOSTPIPE_RELAY_URL'] ?? DEFAULT_RELAY, apiKey: operatorKey(args) });
+    const client = operatorClient(args, 'keys');
     const json = args.values.json === true;
     const print = (value: unknown, text: string) => process.stdout.write((json ? JSON.stringify(value, null, 2) : text) + '\n');
     try {

@@ -197,7 +197,7 @@ export function prover(signing: PrivateKey, kem: PrivateKey) {
  * Issues a device key on `plan`, enrolls a fresh device with it, approved by the test fleet key.
  * `approval`: 'none' registers without one; a key signs the approval instead of the fleet key.
  */
-export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { enroll?: boolean; approval?: 'none' | PrivateKey } = {}): Promise<Device> {
+export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { enroll?: boolean; approval?: 'none' | PrivateKey; approvalValidMs?: number } = {}): Promise<Device> {
   const issued = await relay.operator.createKey({ role: 'device', plan, label: `device ${Math.random().toString(36).slice(2, 8)}` });
   const client = new RelayClient({ baseUrl: relay.url, apiKey: issued.key });
   const signing = generatePrivateKey('ML-DSA-65');
@@ -205,7 +205,7 @@ export async function makeDevice(relay: RelayProcess, plan = 'pro', options: { e
   let did = '';
   let leafIndex = -1;
   if (options.enroll !== false) {
-    const approval = options.approval === 'none' ? undefined : approve({ signing, kem }, issued.id, options.approval ?? fleetKey());
+    const approval = options.approval === 'none' ? undefined : approve({ signing, kem }, issued.id, options.approval ?? fleetKey(), options.approvalValidMs);
     const registration = await client.enroll(prover(signing, kem), approval);
     did = registration.did;
     leafIndex = registration.leafIndex;

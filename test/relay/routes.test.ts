@@ -30,6 +30,7 @@ const ROUTES: { method: string; path: string; anonymous: number }[] = [
   { method: 'POST', path: '/v2/did/register', anonymous: 401 },
   { method: 'GET', path: `/v2/did/${encodeURIComponent(DID)}`, anonymous: 404 },
   { method: 'POST', path: `/v2/did/${encodeURIComponent(DID)}/revoke`, anonymous: 401 },
+  { method: 'POST', path: `/v2/did/${encodeURIComponent(DID)}/approval`, anonymous: 401 },
   { method: 'POST', path: '/v2/envelopes', anonymous: 401 },
   { method: 'POST', path: '/v2/envelopes/status', anonymous: 401 },
   { method: 'GET', path: `/v2/inbox/${HEX64}`, anonymous: 401 },
