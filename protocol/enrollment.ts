@@ -145,14 +145,23 @@ export interface ApprovalCheck {
 }
 
 /**
+ * Structure and fleet signature only (no keys, no clock): what an auditor checks of a logged
+ * approval, which was valid, or not, when it was logged. Returns the statement.
+ */
+export function verifyFleetSignature(statement: Uint8Array, signature: Uint8Array, fleetPublicKey: Uint8Array): EnrollmentStatement {
+  const s = decodeEnrollmentStatement(statement);
+  if (!(signature instanceof Uint8Array) || signature.length !== ML_DSA65.signature || !getProvider().mlDsa65.verify(fleetPublicKey, statement, signature, FLEET_CONTEXT)) {
+    fail('bad_signature', 'the fleet signature does not verify with the pinned fleet public key');
+  }
+  return s;
+}
+
+/**
  * Checks an approval: structure, fleet signature, exactly these device keys, and `now` inside
  * [notBefore, notAfter). Returns the statement, or throws FleetStatementError naming the failure.
  */
 export function verifyEnrollmentApproval(statement: Uint8Array, signature: Uint8Array, check: ApprovalCheck): EnrollmentStatement {
-  const s = decodeEnrollmentStatement(statement);
-  if (!(signature instanceof Uint8Array) || signature.length !== ML_DSA65.signature || !getProvider().mlDsa65.verify(check.fleetPublicKey, statement, signature, FLEET_CONTEXT)) {
-    fail('bad_signature', 'the fleet signature does not verify with the pinned fleet public key');
-  }
+  const s = verifyFleetSignature(statement, signature, check.fleetPublicKey);
   if (!sameBytes(s.signingPublicKey, check.signingPublicKey) || !sameBytes(s.kemPublicKey, check.kemPublicKey)) {
     fail('wrong_device', `the approval names other device keys than ${s.did} presents`);
   }

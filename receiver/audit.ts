@@ -6,7 +6,8 @@
 import path from 'node:path';
 import { RelayClient } from '../common/relay-client.js';
 import { sameHash } from '../protocol/tlog/index.js';
-import { decodeLogEntry, LogEntryError } from '../protocol/log-entries.js';
+import { decodeLogEntry, LogEntryError, type LogEntry } from '../protocol/log-entries.js';
+import { FleetStatementError, verifyFleetSignature } from '../protocol/enrollment.js';
 import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from './log-trust.js';
 import { readEntries } from './log-scan.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';
@@ -22,6 +23,20 @@ export interface AuditOptions {
   full: boolean;
   /** A relay that rebooted into a new epoch of its log (same pinned key): default accept. */
   newEpoch?: NewEpochPolicy;
+  /** The fleet public key: every registration's approval is checked against it (implies `full`). */
+  fleetPublicKey?: Uint8Array;
+}
+
+/** What the registrations in the log say about the fleet key's approvals. */
+export interface FleetReport {
+  /** Registration leaves whose approval the fleet key signed. */
+  approved: number;
+  /** DIDs registered without an approval (relays before fleet enrollment, or without a fleet key). */
+  unapproved: string[];
+  /** Registration leaves carrying an approval the fleet key did NOT sign: the relay logged a forgery. */
+  forged: { leafIndex: number; did: string }[];
+  /** Per approved DID, the end of its newest approval (ISO time): what to renew before. */
+  approvedUntil: Record<string, string>;
 }
 
 export interface AuditResult {
@@ -33,6 +48,8 @@ export interface AuditResult {
   newEpoch?: { from: string; to: string; previousSize: number };
   /** With full: entry counts by type. */
   entries?: Record<string, number>;
+  /** With a fleet key. */
+  fleet?: FleetReport;
 }
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
@@ -61,22 +78,59 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     origin: cp.origin, size: cp.size, root: Buffer.from(cp.root).toString('base64'), previousSize,
     ...(change ? { newEpoch: { from: change.from, to: change.to, previousSize: change.previous.size } } : {}),
   };
-  if (o.full) {
+  if (o.full || o.fleetPublicKey !== undefined) {
     const range = new CompactRange();
     const counts: Record<string, number> = {};
-    await readEntries(o.client, range, cp.size, (_index, data) => {
-      let type = 'malformed';
+    const fleet = o.fleetPublicKey === undefined ? undefined : new FleetAudit(o.fleetPublicKey);
+    await readEntries(o.client, range, cp.size, (index, data) => {
+      let entry: LogEntry | undefined;
       try {
-        type = decodeLogEntry(data).type;
+        entry = decodeLogEntry(data);
       } catch (err) {
         if (!(err instanceof LogEntryError)) throw err;
       }
-      counts[type] = (counts[type] ?? 0) + 1;
+      counts[entry?.type ?? 'malformed'] = (counts[entry?.type ?? 'malformed'] ?? 0) + 1;
+      if (entry?.type === 'registration') fleet?.registration(index, entry);
     });
     if (!sameHash(range.root(), cp.root)) {
       throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`, 'unproven');
     }
     result.entries = counts;
+    if (fleet) result.fleet = fleet.report();
   }
   return result;
+}
+
+/** Checks each registration's approval against the fleet key; a renewal supersedes the approval before it. */
+class FleetAudit {
+  private approved = 0;
+  private readonly unapproved = new Set<string>();
+  private readonly forged: FleetReport['forged'] = [];
+  private readonly until = new Map<string, number>();
+
+  constructor(private readonly fleetPublicKey: Uint8Array) {}
+
+  registration(leafIndex: number, entry: Extract<LogEntry, { type: 'registration' }>): void {
+    if (entry.approval === undefined) {
+      this.unapproved.add(entry.did);
+      return;
+    }
+    try {
+      // decodeLogEntry already matched the statement's DID and keys to the leaf's.
+      const statement = verifyFleetSignature(entry.approval.statement, entry.approval.signature, this.fleetPublicKey);
+      this.approved++;
+      this.unapproved.delete(entry.did);
+      this.until.set(entry.did, Math.max(this.until.get(entry.did) ?? 0, statement.notAfter));
+    } catch (err) {
+      if (!(err instanceof FleetStatementError)) throw err;
+      this.forged.push({ leafIndex, did: entry.did });
+    }
+  }
+
+  report(): FleetReport {
+    return {
+      approved: this.approved, unapproved: [...this.unapproved].sort(), forged: this.forged,
+      approvedUntil: Object.fromEntries([...this.until].sort(([a], [b]) => (a < b ? -1 : 1)).map(([did, ms]) => [did, new Date(ms).toISOString()])),
+    };
+  }
 }

@@ -25,19 +25,23 @@ export const audit: Command = {
   name: 'audit',
   summary: 'Check the relay transparency log: signature, consistency with the last run, optionally every entry',
   usage: [
-    'Usage: ghostpipe audit --relay URL --relay-key relay.sign.pub [--state DIR] [--full] [--origin O] [--new-epoch accept|refuse] [--ca FILE]',
+    'Usage: ghostpipe audit --relay URL --relay-key relay.sign.pub [--state DIR] [--full] [--fleet-key fleet.sign.pub] [--origin O] [--new-epoch accept|refuse] [--ca FILE]',
     '',
     '  --relay URL        relay base URL (https://…, or http:// on a loopback address only)',
     '  --relay-key FILE   the relay\'s ML-DSA-65 public key (PEM), pinned',
     '  --state DIR        keep the last trusted checkpoint here and check the next one extends it',
     '  --full             also fetch every entry and re-derive the signed root',
+    '  --fleet-key FILE   the fleet public key (implies --full): check every registration\'s approval;',
+    '                     reports approved devices with the end of their newest approval, devices',
+    '                     without one, and any approval the fleet key did not sign (exit 1)',
     '  --origin O         expected log origin, or the base of its epochs (default: the one the relay announces for the pinned key)',
     '  --new-epoch P      a RAM-only relay rebooted into "<origin>/epoch/<n>" under the same key: accept (default;',
     '                     warns, records the old epoch\'s last checkpoint in the state) or refuse (exit 1)',
     '  --ca FILE          PEM CA or certificate to pin for https',
     '',
-    'Prints one JSON line. Exit 0 when the log is consistent; 1 on a fork, rollback, bad signature',
-    'or mismatched key (the message says which); 2 usage; 5 relay unreachable or refusing.',
+    'Prints one JSON line. Exit 0 when the log is consistent; 1 on a fork, rollback, bad signature,',
+    'mismatched key or a forged fleet approval (the message says which); 2 usage; 5 relay unreachable',
+    'or refusing.',
     'Meant for a systemd timer (systemd/ghostpipe-audit.timer).',
   ].join('\n'),
   options: {
@@ -45,6 +49,7 @@ export const audit: Command = {
     'relay-key': { type: 'string' },
     state: { type: 'string' },
     full: { type: 'boolean' },
+    'fleet-key': { type: 'string' },
     origin: { type: 'string' },
     'new-epoch': { type: 'string' },
     ca: { type: 'string' },
@@ -66,6 +71,14 @@ export const audit: Command = {
       if (err instanceof KeyFileError) throw new CliError(`audit: ${err.message}`, 2);
       throw err;
     }
+    const fleetKeyFile = optionalString(args, 'fleet-key');
+    let fleetPublicKey: Uint8Array | undefined;
+    try {
+      fleetPublicKey = fleetKeyFile === undefined ? undefined : (await loadPublicKey(fleetKeyFile, ['ML-DSA-65'])).publicKey;
+    } catch (err) {
+      if (err instanceof KeyFileError) throw new CliError(`audit: --fleet-key: ${err.message}`, 2);
+      throw err;
+    }
     const ca = optionalString(args, 'ca');
     let pem: Buffer | undefined;
     try {
@@ -80,9 +93,19 @@ export const audit: Command = {
     const newEpoch = optionalString(args, 'new-epoch') ?? 'accept';
     if (newEpoch !== 'accept' && newEpoch !== 'refuse') throw new CliError(`audit: --new-epoch must be accept or refuse, not ${JSON.stringify(newEpoch)}`, 2);
     try {
-      const result = await runAudit({ client, relayPublicKey: relayKey.publicKey, full: args.values.full === true, newEpoch, ...(stateDir !== undefined ? { stateDir } : {}), ...(origin !== undefined ? { origin } : {}) });
+      const result = await runAudit({
+        client, relayPublicKey: relayKey.publicKey, full: args.values.full === true, newEpoch,
+        ...(stateDir !== undefined ? { stateDir } : {}), ...(origin !== undefined ? { origin } : {}), ...(fleetPublicKey !== undefined ? { fleetPublicKey } : {}),
+      });
+      const forged = result.fleet?.forged ?? [];
+      if (forged.length > 0) {
+        const what = `FORGED APPROVAL: ${forged.length} registration(s) in the signed log carry a fleet approval the fleet key did not sign (first: leaf ${forged[0]!.leafIndex}, ${forged[0]!.did})`;
+        logger.error({ reason: 'forged_approval', forged: forged.slice(0, 100) }, what);
+        throw new CliError(`audit: ${what}`, 1);
+      }
+      if (result.fleet && result.fleet.unapproved.length > 0) logger.warn({ unapproved: result.fleet.unapproved.slice(0, 100) }, `${result.fleet.unapproved.length} device(s) registered without a fleet approval: receivers in enrolled mode refuse them`);
       if (result.newEpoch) logger.warn({ from: result.newEpoch.from, to: result.newEpoch.to, previousSize: result.newEpoch.previousSize }, 'the relay started a new log epoch (same pinned key); the last checkpoint of the old one is kept in the state');
-      logger.info({ ...result, full: args.values.full === true }, result.previousSize === result.size ? 'log consistent (unchanged)' : 'log consistent');
+      logger.info({ ...result, full: args.values.full === true || fleetPublicKey !== undefined }, result.previousSize === result.size ? 'log consistent (unchanged)' : 'log consistent');
       return 0;
     } catch (err) {
       if (err instanceof LogIntegrityError) {

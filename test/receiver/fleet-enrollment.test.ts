@@ -4,6 +4,8 @@
  * A receiver in enrolled mode pins the fleet key: it writes nothing under such a DID, whether the
  * registration has no fleet approval or one signed by another key; an approved device still flows.
  * On the code before fleet enrollment the receiver wrote the forged device's readings.
+ * Also: renewing an approval (`ghostpipe device renew`), and `ghostpipe audit --fleet-key`
+ * finding approvals in the signed log that the fleet key did not sign.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +30,29 @@ before(async () => {
 after(async () => {
   await killAllChildren();
   await cleanupAll();
+});
+
+test('`ghostpipe audit --fleet-key`: approved devices with the end of their newest approval, unapproved ones listed (exit 0); a key that is not ML-DSA-65 is a usage error', async () => {
+  // First in this file: the shared relay holds only approved devices so far.
+  const approved = await makeDevice(relay, 'pro');
+  const unapproved = await makeDevice(relay, 'pro', { approval: 'none' });
+  const setup = await receiverSetup(relay);
+  const proc = run(['audit', '--relay', relay.url, '--relay-key', setup.relayPubFile, '--fleet-key', setup.fleetPubFile]);
+  const code = await proc.exited;
+  assert.equal(code, 0, proc.output());
+  const result = auditReport(proc.output());
+  const fleet = result['fleet'] as { approved: number; unapproved: string[]; forged: unknown[]; approvedUntil: Record<string, string> };
+  assert.equal(fleet.approved, 2);
+  assert.deepEqual(fleet.unapproved, [unapproved.did]);
+  assert.deepEqual(fleet.forged, []);
+  assert.deepEqual(Object.keys(fleet.approvedUntil), [approved.did, device.did].sort());
+  const until = Date.parse(fleet.approvedUntil[approved.did]!);
+  assert.ok(Math.abs(until - (Date.now() + 86_400_000)) < 120_000, fleet.approvedUntil[approved.did]);
+  assert.equal(result['full'], true, '--fleet-key implies --full');
+  assert.match(proc.output(), /1 device\(s\) registered without a fleet approval/);
+  const wrongKey = run(['audit', '--relay', relay.url, '--relay-key', setup.relayPubFile, '--fleet-key', setup.apiKeyFile]);
+  assert.equal(await wrongKey.exited, 2, wrongKey.output());
+  assert.match(wrongKey.output(), /--fleet-key/);
 });
 
 test('a relay compromise forges no device: devices enrolled without the fleet key\'s approval get nothing into the sink', async () => {
@@ -105,6 +130,7 @@ test('fleet approval renewal: an expired approval stops the device at the receiv
   // fleet key logs it, the receiver refuses the device as never approved.
   const forged = await renew(setup.dir, 'forged', approve(shortLived, shortLived.apiKeyId, generatePrivateKey('ML-DSA-65'), 86_400_000));
   assert.equal(forged.code, 0, forged.output);
+  const forgedLeaf = (await relay.operator.getDid(shortLived.did)).leafIndex;
   await shortLived.client.upload(seal(shortLived, setup.keys, { seq: 2n }));
   await waitFor('the forged renewal refused', () => refusals(proc, 'unenrolled_sender').some((l) => String(l['msg']).includes(shortLived.did)), 30_000, proc.output);
   assert.deepEqual(readLines(file), []);
@@ -127,4 +153,26 @@ test('fleet approval renewal: an expired approval stops the device at the receiv
   const audited = (await relay.operator.audit({ limit: 1000 })).filter((e) => e.event === 'device_approval').map((e) => e.outcome);
   assert.deepEqual(audited, ['bad_approval', 'bad_approval', 'ok', 'ok', 'not_newer']);
   assert.equal(await proc.kill('SIGTERM'), 0);
+
+  // An auditor with the fleet public key finds the forged renewal in the signed log (exit 1) and
+  // sees the genuine approval's end as the device's.
+  const audit = await runAudit(setup);
+  assert.equal(audit.code, 1, audit.output);
+  assert.match(audit.output, /FORGED APPROVAL: \d+ registration\(s\) in the signed log carry a fleet approval the fleet key did not sign/);
+  const report = auditReport(audit.output, 'forged_approval');
+  assert.ok((report['forged'] as { leafIndex: number; did: string }[]).some((f) => f.leafIndex === forgedLeaf && f.did === shortLived.did), audit.output);
 });
+
+async function runAudit(setup: { relayPubFile: string; fleetPubFile: string }): Promise<{ code: number | null; output: string }> {
+  const proc = run(['audit', '--relay', relay.url, '--relay-key', setup.relayPubFile, '--fleet-key', setup.fleetPubFile]);
+  return { code: await proc.exited, output: proc.output() };
+}
+
+/** The audit's JSON log line with this reason (or the final "log consistent" line). */
+function auditReport(output: string, reason?: string): Record<string, unknown> {
+  const lines = output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const line = lines.find((l) => (reason === undefined ? String(l['msg']).startsWith('log consistent') : l['reason'] === reason));
+  assert.ok(line, output);
+  return line;
+}
+
