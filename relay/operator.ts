@@ -87,7 +87,10 @@ export class Operator {
     const devices = this.state.devices.all();
     return {
       uptimeSeconds,
-      memory: { heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss() },
+      memory: {
+        heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss(),
+        heapUsedBytes: process.memoryUsage().heapUsed, recipientQueues: q.recipientQueues,
+      },
       envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, purged: store.purged, waiting: q.waiting },
       queues: q.queues,
       log: {

@@ -362,7 +362,7 @@ export class EnvelopeStore {
     return count;
   }
 
-  stats(): { pending: number; leased: number; waiting: number; queues: Record<string, { pending: number; leased: number }> } {
+  stats(): { pending: number; leased: number; waiting: number; recipientQueues: number; queues: Record<string, { pending: number; leased: number }> } {
     let pending = 0;
     let leased = 0;
     let waiting = 0;
@@ -373,7 +373,7 @@ export class EnvelopeStore {
       waiting += queue.waiters.size;
       if (queue.pending + queue.leased > 0) queues[recipient] = { pending: queue.pending, leased: queue.leased };
     }
-    return { pending, leased, waiting, queues };
+    return { pending, leased, waiting, recipientQueues: this.queues.size, queues };
   }
 
   /** Takes a held envelope out of its queue or lease (TTL or purge) and burns it as expired. */

@@ -1,12 +1,15 @@
 /**
  * Memory cap under a flood of 5 MiB uploads: 507 + Retry-After when full, the process stays
- * under cap + a stated overhead, keeps answering, and accepts again once drained.
+ * under cap + a stated overhead, keeps answering, and accepts again once drained. Queues of
+ * recipients nobody reads leave nothing behind once their envelopes expire (the heap figure for
+ * 100,000 of them is measured in process: relay/store.test.ts).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
-import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay } from '../helpers/relay.js';
+import { cleanupAll, makeDevice, makeReceiver, markedPlaintext, startRelay, type Receiver } from '../helpers/relay.js';
+import { generatePrivateKey, keyIdHex } from '../../protocol/keys.js';
 
 after(cleanupAll);
 
@@ -87,5 +90,46 @@ test('memory cap: a flood of 5 MiB uploads gets 507, the relay stays bounded and
   // A refused envelope, sent again after the drain, is accepted (nothing was half-stored).
   const retry = await device.client.upload(envelopes[refusedIndices[0]!]!);
   assert.equal(retry.size, envelopes[0]!.length);
+  assert.equal(await relay.stop(), 0);
+});
+
+test('queues nobody reads (issue 11 item 5), in a relay process: 192 recipients\' envelopes expire, one is delivered; recipient queues, held bytes and pending return to 0', async (t) => {
+  const relay = await startRelay({
+    ttl: '5s',
+    plans: { pro: { quota: 0, ratePerMinute: 600000, burst: 10000, maxBlob: '5MiB', maxHeldBytes: '128MiB', maxInFlightBytes: '64MiB', maxConcurrentUploads: 8 } },
+  });
+  const device = await makeDevice(relay);
+  // Three receiver keys listing 64 recipients each (a key lists at most 64).
+  const recipients = Array.from({ length: 192 }, () => generatePrivateKey('X-Wing'));
+  const reader = await makeReceiver(relay, recipients[0]!);
+  for (let k = 0; k < 3; k++) {
+    await relay.operator.createKey({ role: 'receiver', plan: 'pro', label: `many ${k}`, recipients: recipients.slice(k * 64, (k + 1) * 64).map((kem) => keyIdHex('X-Wing', kem.publicKey)) });
+  }
+  const envelopes = recipients.map((kem, i) => device.seal(markedPlaintext(`queue ${i}`, 64), { kem } as Receiver));
+  // The reader's envelope last, so that it is still held when leased below (TTL 5 s).
+  await Promise.all(Array.from({ length: 8 }, async (_, worker) => {
+    for (let i = 191 - worker; i >= 0; i -= 8) await device.client.upload(envelopes[i]!);
+  }));
+  const full = await relay.operator.stats();
+  // One queue per recipient with something pending (on a loaded machine some may have expired already).
+  assert.equal(full.memory.recipientQueues, full.envelopes.pending);
+  assert.equal(Object.keys(full.queues).length, full.envelopes.pending);
+  const lease = await reader.client.lease(reader.recipientKeyId);
+  assert.ok(lease);
+  const before = (await relay.operator.stats()).memory.recipientQueues;
+  await reader.client.ack(lease.leaseId);
+  assert.equal((await relay.operator.stats()).memory.recipientQueues, before - 1, 'the delivered one\'s queue is dropped at once');
+
+  const end = Date.now() + 60_000;
+  let stats = await relay.operator.stats();
+  while (stats.envelopes.expired < 191 && Date.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    stats = await relay.operator.stats();
+  }
+  t.diagnostic(`after expiry: ${JSON.stringify(stats.memory)}; heap ${full.memory.heapUsedBytes} -> ${stats.memory.heapUsedBytes} B (no forced GC)`);
+  assert.deepEqual(
+    { expired: stats.envelopes.expired, delivered: stats.envelopes.delivered, pending: stats.envelopes.pending, recipientQueues: stats.memory.recipientQueues, heldBytes: stats.memory.heldBytes, queues: stats.queues },
+    { expired: 191, delivered: 1, pending: 0, recipientQueues: 0, heldBytes: 0, queues: {} },
+  );
   assert.equal(await relay.stop(), 0);
 });
