@@ -18,7 +18,7 @@ import { CONTENT_TYPE, EnvelopeError, envelopeId, openEnvelope, parseEnvelope, v
 import { decodeFrames, FrameError } from '../protocol/frame.js';
 import { transferLeaf } from '../protocol/log-entries.js';
 import { LogIntegrityError, NotYetLoggedError, type LogTrust } from './log-trust.js';
-import { DeviceTrust, TrustError } from './trust.js';
+import { DeviceTrust, TrustError, type TrustedDevice } from './trust.js';
 import { fingerprint, streamKey } from './replay-window.js';
 import type { ReplayStore } from './state.js';
 import { toRecords } from './records.js';
@@ -76,7 +76,7 @@ export const NOT_YET_LOGGED_WARN_MS = 10_000;
 export const EXIT = { ok: 0, integrity: 3, relayAuth: 4 } as const;
 
 export class Receiver {
-  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, notYetLogged: 0, lateAcks: 0, goneAtAck: 0 };
+  readonly counts = { delivered: 0, readings: 0, duplicates: 0, refused: 0, retries: 0, notYetLogged: 0, lateAcks: 0, goneAtAck: 0, didFromLog: 0 };
   readonly refusals: Partial<Record<RefusalCode, number>> = {};
   private readonly now: () => number;
   private readonly stopping = new AbortController();
@@ -191,7 +191,7 @@ export class Receiver {
       const env = this.step(() => parseEnvelope(bytes));
       const h = env.header;
       context = { ...context, stream: h.streamId, seq: h.sequence.toString() };
-      const device = await this.o.trust.resolve(h.senderKeyId);
+      const device = await this.resolve(h.senderKeyId, context);
       context = { ...context, device: device.did };
       this.step(() => verifyEnvelope(env, device.signingPublicKey));
       const now = this.now();
@@ -267,6 +267,24 @@ export class Receiver {
       }
       await this.o.client.release(lease.leaseId).catch(() => undefined);
       throw err;
+    }
+  }
+
+  /**
+   * The sender device. A refusal that rests only on the relay's unsigned DID answer is checked
+   * against the verified log first: when the log holds the device's valid fleet-approved
+   * registration, the relay contradicted its own log and the logged registration is used.
+   */
+  private async resolve(senderKeyId: Uint8Array, context: Record<string, unknown>): Promise<TrustedDevice> {
+    try {
+      return await this.o.trust.resolve(senderKeyId);
+    } catch (err) {
+      if (!(err instanceof TrustError) || !err.relayAnswer) throw err;
+      const device = await this.o.trust.fromLog(senderKeyId);
+      if (device === undefined) throw err;
+      this.counts.didFromLog++;
+      this.o.logger.warn({ ...context, reason: 'did_answer_contradicts_log', relayAnswer: err.code }, `the relay's DID answer contradicts its signed log (${err.message}); using the device's logged registration`);
+      return device;
     }
   }
 

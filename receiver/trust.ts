@@ -13,8 +13,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { RelayClient, RelayError } from '../common/relay-client.js';
 import { base32Lower, DID_PREFIX, parseDid, readDidDocument } from '../protocol/did.js';
 import { keyId } from '../protocol/keys.js';
-import { encodeLogEntry, type FleetApproval } from '../protocol/log-entries.js';
-import { FleetStatementError, verifyEnrollmentApproval } from '../protocol/enrollment.js';
+import { decodeLogEntry, encodeLogEntry, type FleetApproval } from '../protocol/log-entries.js';
+import { FleetStatementError, verifyEnrollmentApproval, verifyFleetSignature } from '../protocol/enrollment.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
 import type { LogTrust } from './log-trust.js';
 import type { RevocationWatch } from './revocations.js';
@@ -22,7 +22,11 @@ import type { RevocationWatch } from './revocations.js';
 export type TrustRefusal = 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration';
 
 export class TrustError extends Error {
-  constructor(readonly code: TrustRefusal, message: string) {
+  /**
+   * `relayAnswer`: the refusal rests on the relay's unsigned DID answer about an enrolled device
+   * (404, the record, its document or approval): the verified log may say otherwise (fromLog).
+   */
+  constructor(readonly code: TrustRefusal, message: string, readonly relayAnswer = false) {
     super(message);
     this.name = 'TrustError';
   }
@@ -82,9 +86,46 @@ export class DeviceTrust {
       this.cache.set(did, { device, checkedAt: this.now() });
       return device;
     } catch (err) {
-      if (err instanceof TrustError) this.cache.set(did, { refusal: err, checkedAt: this.now() });
+      // An enrolled (not pinned) device is refused on the relay's word alone: mark it for fromLog.
+      const refusal = err instanceof TrustError && this.o.enrolled && !this.pinned.has(did) ? new TrustError(err.code, err.message, true) : err;
+      if (refusal instanceof TrustError) this.cache.set(did, { refusal, checkedAt: this.now() });
+      throw refusal;
+    }
+  }
+
+  /**
+   * The verified log's word on an enrolled device that the relay's DID answer refused: refreshes
+   * the trusted checkpoint, reads the log up to it, and takes the signing key's newest registration
+   * leaf (fetched and proved included). When it carries a fleet approval that verifies with the
+   * pinned fleet key and holds now, the relay's answer contradicted its own signed log, and the
+   * device is trusted from the log (cached as a lookup would be). Otherwise undefined: the log
+   * agrees with the refusal. A revocation is still checked from the log afterwards.
+   */
+  async fromLog(senderKeyId: Uint8Array): Promise<TrustedDevice | undefined> {
+    const did = DID_PREFIX + base32Lower(senderKeyId);
+    if (!this.o.enrolled || this.o.fleetPublicKey === undefined || this.pinned.has(did)) return undefined;
+    await this.o.log.refresh();
+    await this.o.revocations.sync(this.o.log.trusted);
+    const leafIndex = this.o.revocations.registration(senderKeyId);
+    if (leafIndex === undefined || this.o.revocations.revocation(senderKeyId)) return undefined; // the log agrees
+    const [entry] = await this.o.client.entries(leafIndex, leafIndex + 1);
+    if (entry === undefined || entry.index !== leafIndex) return undefined;
+    await this.o.log.proveIncluded(leafHash(entry.data), leafIndex); // entries are unsigned: proved against the signed root
+    const logged = decodeLogEntry(entry.data);
+    if (logged.type !== 'registration' || logged.approval === undefined || logged.did !== did) return undefined;
+    let statement;
+    try {
+      statement = verifyFleetSignature(logged.approval.statement, logged.approval.signature, this.o.fleetPublicKey);
+    } catch (err) {
+      if (err instanceof FleetStatementError) return undefined;
       throw err;
     }
+    const now = this.now();
+    if (now < statement.notBefore || now >= statement.notAfter) return undefined;
+    // decodeLogEntry matched the statement's keys to the leaf's key ids, and the DID is the signing key's.
+    const device = { did, signingPublicKey: statement.signingPublicKey };
+    this.cache.set(did, { device, checkedAt: now });
+    return device;
   }
 
   /**

@@ -37,7 +37,7 @@ export class Delivery {
     };
     const items = (await this.untilArrival(recipient, wait, listed)) ?? [];
     if (key.revokedAt !== undefined) return keyRevoked();
-    // Listed envelopes are held (pending or leased), never burned.
+    // Listed envelopes are pending (a leased one is not listed), never burned.
     return { envelopes: items.map((h) => ({ id: h.id, size: h.size, leafIndex: h.leafIndex, receivedAt: new Date(h.receivedAt).toISOString(), state: h.state as HeldState })) };
   }
 

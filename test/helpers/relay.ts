@@ -254,3 +254,19 @@ export async function rawRequest(url: string, init: { method?: string; headers?:
     req.end(init.body === undefined ? undefined : Buffer.from(init.body));
   });
 }
+
+/**
+ * How many envelopes the relay holds for this recipient, pending or leased: what "not yet
+ * acknowledged" means. (The inbox lists pending envelopes only: while a receiver holds a lease it
+ * looks empty, and a check on it passed before the ack.)
+ */
+export async function heldFor(relay: RelayProcess, recipientKeyId: string): Promise<number> {
+  const queue = (await relay.operator.stats()).queues[recipientKeyId];
+  return queue ? queue.pending + queue.leased : 0;
+}
+
+/** True while the relay holds this envelope (pending or leased): not acknowledged yet. */
+export async function stillHeld(device: Device, envelope: string): Promise<boolean> {
+  const state = (await device.client.status([envelope]))[envelope];
+  return state === 'pending' || state === 'leased';
+}

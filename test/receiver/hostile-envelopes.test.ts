@@ -5,12 +5,13 @@
  * upload (bad signature, unenrolled signer) are swapped into the answer of a lease on an honest
  * carrier envelope; envelopes a compromised device could make (validly signed, badly sealed) are
  * uploaded and served as they are. Each refusal is asserted by code and count, nothing refused
- * reaches the sink, and each is acknowledged. Then the not-yet-logged retry and the late ack.
+ * reaches the sink, and each is acknowledged. Then the not-yet-logged retry and the late ack, and
+ * DID answers that contradict the signed log (delivered from the logged registration).
  */
 import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { cleanupAll, makeDevice, makeReceiver, startRelay, type Device, type Receiver as ReceiverKeys, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, heldFor, makeDevice, makeReceiver, startRelay, stillHeld, type Device, type Receiver as ReceiverKeys, type RelayProcess } from '../helpers/relay.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, refusals, seal, startReceiverProcess, waitFor, type Proc, type ReceiverSetup } from '../helpers/receiver.js';
 import { isAck, isLease, json, startRelayInTheMiddle, withEnvelope, withJson, type Answer, type RelayInTheMiddle } from '../helpers/relay-in-the-middle.js';
 import { AEAD, CONTENT_TYPE, envelopeId, FORMAT_VERSION, KDF, KEM, parseEnvelope, sealEnvelope, signatureMessage, SIGNATURE_CONTEXT } from '../../protocol/envelope/index.js';
@@ -86,7 +87,7 @@ after(async () => {
   await cleanupAll();
 });
 
-const held = async () => (await setup.keys.client.inbox(setup.keys.recipientKeyId)).map((e) => ({ id: e.id, state: e.state }));
+const held = () => heldFor(relay, setup.keys.recipientKeyId);
 const expected: Record<string, number> = {};
 
 /** Waits for one more refusal `code`, its envelope acknowledged, and asserts the sink is still empty. */
@@ -94,7 +95,7 @@ async function refusedOnce(code: string): Promise<Record<string, unknown>> {
   expected[code] = (expected[code] ?? 0) + 1;
   const lines = await waitFor(`refusal ${code} #${expected[code]}`, () => refusals(proc, code).length >= expected[code]! && refusals(proc, code), 30_000, proc.output);
   assert.equal(lines.length, expected[code], `exactly ${expected[code]} ${code}`);
-  await waitFor('acknowledged (the relay burns it)', async () => (await held()).length === 0, 30_000, proc.output);
+  await waitFor('acknowledged (the relay burns it)', async () => (await held()) === 0, 30_000, proc.output);
   assert.equal(readLines(sink).length, 0, 'nothing refused reaches the sink');
   return lines.at(-1)!;
 }
@@ -139,7 +140,7 @@ const frame = (s: bigint) => encodeFrames([{ sequence: s, time: Date.now(), inte
 // One receiver serves every test: each starts once the last one's envelope is acknowledged (a
 // held ack or a "nothing else held" check would otherwise meet the previous test's envelope).
 beforeEach(async () => {
-  await until('the relay holds nothing', async () => (await held()).length === 0, 30_000);
+  await until('the relay holds nothing', async () => (await held()) === 0, 30_000);
 });
 
 test('bad_signature: a tampered ciphertext, served in place of an honest lease', async () => {
@@ -163,14 +164,12 @@ test('unenrolled_sender: signed by a device key the relay never enrolled', async
   assert.match(String(line['msg']), /is not enrolled at the relay/);
 });
 
-test('bad_registration: the relay answers a device lookup with another device\'s document', async () => {
-  const second = await makeDevice(relay, 'enterprise');
-  const otherDoc = await setup.keys.client.getDid(device.did);
-  lie.did = { did: second.did, answer: (a) => withJson(a, { ...json(a), document: otherDoc.document }) };
-  await second.client.upload(seal(second, setup.keys, { seq: 1n }));
+test('bad_registration: a device whose fleet approval ran out (the verified log agrees, so the refusal stands)', async () => {
+  const lapsed = await makeDevice(relay, 'enterprise', { approvalValidMs: 1_000 });
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  await lapsed.client.upload(seal(lapsed, setup.keys, { seq: 1n }));
   const line = await refusedOnce('bad_registration');
-  lie.did = undefined;
-  assert.match(String(line['msg']), /relay answered for/);
+  assert.match(String(line['msg']), /fleet approval refused: the approval of .* expired/);
 });
 
 test('wrong_recipient: a logged envelope sealed to another receiver key, served to this one', async () => {
@@ -215,10 +214,10 @@ test('not yet logged: retried (released, not acknowledged) while the checkpoint 
   await waitFor('two not_yet_logged retries', () => notLogged().length >= 2, 30_000, proc.output);
   assert.match(String(notLogged()[0]!['msg']), /^envelope not in a signed checkpoint yet, will retry/);
   assert.equal(readLines(sink).length, 0, 'not opened before its inclusion is proven');
-  assert.deepEqual((await held()).map((e) => e.id), [envelopeId(env)], 'not acknowledged');
+  assert.ok(await stillHeld(device, envelopeId(env)), 'not acknowledged');
   lie.frozen = false;
   await waitFor('delivered', () => readLines(sink).length > 0, 30_000, proc.output);
-  await waitFor('acknowledged', async () => (await held()).length === 0, 30_000, proc.output);
+  await waitFor('acknowledged', async () => (await held()) === 0, 30_000, proc.output);
   assert.deepEqual(readLines(sink).map((l) => l['seq']), [String(s), String(s)], 'its two readings, once');
 });
 
@@ -229,13 +228,14 @@ test('late ack: the lease expires while the ack is held; the re-delivery is drop
   const id = envelopeId(env);
   // The ack goes on only once the relay put the envelope back in the queue (its lease expired).
   lie.holdAck = async () => {
-    await until('the lease expired at the relay', async () => (await held()).some((e) => e.id === id && e.state === 'pending'), 30_000);
+    // The relay audits the expiry (a poll of the queue could miss the moment it is pending again).
+    await until('the lease expired at the relay', async () => (await relay.operator.audit({ limit: 1000 })).some((e) => e.event === 'lease_expired' && e.envelopeHash === id), 30_000);
   };
   await device.client.upload(env);
   const late = await waitFor('the late-ack warning', () => proc.logs().find((l) => l['reason'] === 'lease_expired' && l['envelope'] === id), 30_000, proc.output);
   assert.match(String(late['msg']), /^lease expired before the acknowledgement/);
   await waitFor('the re-delivery dropped as a duplicate', () => proc.logs().some((l) => l['msg'] === 'duplicate envelope dropped (already delivered)' && l['envelope'] === id), 30_000, proc.output);
-  await waitFor('acknowledged', async () => (await held()).length === 0, 30_000, proc.output);
+  await waitFor('acknowledged', async () => (await held()) === 0, 30_000, proc.output);
   const lines = readLines(sink).slice(before);
   assert.deepEqual(lines.map((l) => l['seq']), [String(s), String(s)], 'its two readings, once');
 });
@@ -260,16 +260,36 @@ test('gone at the ack: the relay let go of the envelope while the ack was held (
   assert.deepEqual(readLines(sink).slice(before).map((l) => l['seq']), [String(s), String(s)], 'its two readings, once');
 });
 
-test('the counters at the end: each refusal once per case, nothing else refused, three delivered, one late ack, one gone at the ack', async () => {
+test('DID answers that contradict the signed log (another device\'s document; a 404) burn nothing: the receiver takes the device from its logged registration, delivered once', async () => {
+  const lines = readLines(sink).length;
+  const lies = [
+    (a: Answer, doc: unknown) => withJson(a, { ...json(a), document: doc }),
+    (a: Answer) => ({ ...a, status: 404, body: Buffer.from(JSON.stringify({ error: 'not_found', message: 'no such DID' })) }),
+  ];
+  for (const [i, lieAbout] of lies.entries()) {
+    const approved = await makeDevice(relay, 'enterprise');
+    const otherDoc = (await setup.keys.client.getDid(device.did)).document;
+    lie.did = { did: approved.did, answer: (a) => lieAbout(a, otherDoc) };
+    await approved.client.upload(seal(approved, setup.keys, { seq: 1n }));
+    const warned = await waitFor(`lie ${i}: the contradiction warned about`, () => proc.logs().find((l) => l['reason'] === 'did_answer_contradicts_log' && l['device'] === undefined && String(l['msg']).includes(approved.did)), 30_000, proc.output);
+    assert.equal(warned['relayAnswer'], i === 0 ? 'bad_registration' : 'unenrolled_sender');
+    await waitFor(`lie ${i}: delivered`, () => readLines(sink).length >= lines + 2 * (i + 1), 30_000, proc.output);
+    lie.did = undefined;
+    assert.deepEqual(readLines(sink).slice(lines + 2 * i).map((l) => [l['device'], l['seq']]), [[approved.did, '1'], [approved.did, '1']]);
+  }
+});
+
+test('the counters at the end: each refusal once per case, nothing else refused, five delivered (two despite DID lies), one late ack, one gone at the ack', async () => {
   assert.equal(await proc.kill('SIGTERM'), 0);
   const stopped = proc.logs().find((l) => l['msg'] === 'receiver stopped')!;
   assert.deepEqual(stopped['refusals'], expected);
   assert.deepEqual(expected, { bad_signature: 2, unenrolled_sender: 1, bad_registration: 1, wrong_recipient: 1, decrypt_failed: 1, bad_padding: 1, bad_frame: 1 });
   assert.equal(stopped['refused'], 8);
-  assert.equal(stopped['delivered'], 3);
+  assert.equal(stopped['delivered'], 5);
+  assert.equal(stopped['didFromLog'], 2);
   assert.equal(stopped['lateAcks'], 1);
   assert.equal(stopped['goneAtAck'], 1);
   assert.ok((stopped['duplicates'] as number) >= 1);
   assert.ok((stopped['notYetLogged'] as number) >= 2);
-  assert.equal(readLines(sink).length, 6);
+  assert.equal(readLines(sink).length, 10);
 });

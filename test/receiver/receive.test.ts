@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, heldFor, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { RelayError } from '../../common/relay-client.js';
 import { CONTENT_TYPE } from '../../protocol/envelope/index.js';
 import { envelopeId } from '../../protocol/envelope/index.js';
@@ -50,7 +50,7 @@ test('readings arrive intact with quality, reasons and timestamps', async () => 
   assert.equal(lines[4]!['value'], 'Line 3 / Ofen "A"');
   assert.deepEqual({ v: lines[5]!['value'], ty: lines[5]!['type'], q: lines[5]!['quality'], r: lines[5]!['reason'] }, { v: null, ty: 'null', q: 'bad', r: 'timeout after 1000 ms' });
   assert.deepEqual({ v: lines[6]!['value'], ty: lines[6]!['type'] }, { v: 'NaN', ty: 'number' });
-  await waitFor('queue empty', async () => (await setup.keys.client.inbox(setup.keys.recipientKeyId)).length === 0);
+  await waitFor('queue empty', async () => (await heldFor(relay, setup.keys.recipientKeyId)) === 0);
   // No reading value in the logs above debug.
   for (const log of proc.logs().filter((l) => (l['level'] as number) > 20)) assert.doesNotMatch(JSON.stringify(log), /18446744073709551615|Ofen/);
   assert.equal(await proc.kill('SIGTERM'), 0);
@@ -100,7 +100,7 @@ test('tampered and unenrolled envelopes are refused by the relay; untrusted, sta
   });
   const proc = await startReceiverProcess(setup, config);
   const file = path.join(setup.dir, 'r.jsonl');
-  await waitFor('the queue drained', async () => (await setup.keys.client.inbox(setup.keys.recipientKeyId)).length === 0 && proc.logs().some((l) => l['msg'] === 'envelope delivered' && l['seq'] === '104'), 30_000, proc.output);
+  await waitFor('the queue drained', async () => (await heldFor(relay, setup.keys.recipientKeyId)) === 0 && proc.logs().some((l) => l['msg'] === 'envelope delivered' && l['seq'] === '104'), 30_000, proc.output);
   await waitFor('all refusals logged', () => proc.logs().filter((l) => String(l['msg']).startsWith('envelope refused')).length >= 7, 10_000, proc.output);
   const lines = readLines(file);
   assert.deepEqual(lines.map((l) => l['point']), ['temp-100', 'count-100', 'temp-104', 'count-104'], 'only the two good envelopes reach the sink');
@@ -128,8 +128,8 @@ test('SIGKILL and restart: every reading exactly once in the sink', async () => 
     await proc.kill('SIGKILL');
   }
   const proc = await startReceiverProcess(setup, config);
-  await waitFor('all readings', () => readLines(file).length >= count * 2 && (async () => (await setup.keys.client.inbox(setup.keys.recipientKeyId)).length === 0)(), 30_000, proc.output);
-  // The inbox lists every held envelope, pending or leased: empty, every envelope was acked, so
+  await waitFor('all readings', () => readLines(file).length >= count * 2 && (async () => (await heldFor(relay, setup.keys.recipientKeyId)) === 0)(), 30_000, proc.output);
+  // Nothing held, pending or leased: every envelope was acked, so
   // no lease the killed receivers held can still expire and bring one back (no need to wait past
   // the lease timeout).
   const keys = readLines(file).map((l) => `${l['envelope']}/${l['point']}`);
@@ -147,7 +147,7 @@ test('two receivers share one queue: each reading exactly once', async () => {
   const all = () => [...readLines(path.join(setup.dir, 'a.jsonl')), ...readLines(path.join(setup.dir, 'b.jsonl'))];
   // All readings written and every envelope acked (the inbox lists pending and leased ones): no
   // envelope is left that could reach a sink twice.
-  await waitFor('all readings, every envelope acked', async () => all().length >= count * 2 && (await setup.keys.client.inbox(setup.keys.recipientKeyId)).length === 0, 30_000, () => a.output() + b.output());
+  await waitFor('all readings, every envelope acked', async () => all().length >= count * 2 && (await heldFor(relay, setup.keys.recipientKeyId)) === 0, 30_000, () => a.output() + b.output());
   const keys = all().map((l) => `${l['envelope']}/${l['point']}`);
   assert.equal(keys.length, count * 2);
   assert.equal(new Set(keys).size, count * 2);

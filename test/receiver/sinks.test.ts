@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { cleanupAll, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
+import { cleanupAll, heldFor, makeDevice, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { startMosquitto, connectTestClient, type MosquittoBroker } from '../helpers/mosquitto.js';
 import { killAllChildren, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
 import { renderTopic } from '../../receiver/sinks/mqtt.js';
@@ -93,7 +93,7 @@ test('webhook sink POSTs one JSON batch per envelope, retries failures, acks onl
     assert.equal(requests, 4, 'two failed attempts, then one POST per envelope');
     assert.deepEqual(batches.map((b) => b.body.readings.map((r) => r['point'])), [['temp-10', 'count-10'], ['temp-11', 'count-11']]);
     assert.equal(batches[0]!.auth, 'Bearer test-token-123');
-    await waitFor('queue empty', async () => (await setup.keys.client.inbox(setup.keys.recipientKeyId)).length === 0);
+    await waitFor('queue empty', async () => (await heldFor(relay, setup.keys.recipientKeyId)) === 0);
     assert.doesNotMatch(proc.output(), /test-token-123/);
     assert.equal(await proc.kill(), 0);
   } finally {
