@@ -5,6 +5,7 @@
  * with SIGKILL and a receiver killed with SIGKILL lose nothing and duplicate nothing.
  */
 import { after, before, describe, test } from 'node:test';
+import { failIfKeptAlive } from '../helpers/exit-guard.js';
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -15,6 +16,8 @@ import type { Conduit } from '../../plant/conduit.js';
 import { INTERVAL_MS, duplicateReadings, lastFrame, makeConduit, stopConduit, readSink, until, untilContiguous, type SinkRecord } from '../helpers/conduit.js';
 
 const POINTS = 11;
+
+failIfKeptAlive();
 
 describe('end to end: plant -> agent -> relay -> receiver -> file sink', () => {
   let plant: Plant | undefined;
