@@ -11,7 +11,7 @@ import { CONTENT_TYPE, KEM, sealEnvelope } from '../../protocol/envelope/index.j
 import { ENROLL_CONTEXT, ENVELOPE_MEDIA_TYPE, enrollmentMessage, kemProof } from '../../protocol/api/index.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../../protocol/keys.js';
 import { RelayClient } from '../../common/relay-client.js';
-import { makeDevice, startRelay, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
+import { approve, fleetKey, makeDevice, startRelay, untilCheckpointCovers, type RelayProcess } from '../helpers/relay.js';
 import type { Rng } from './mutate.js';
 
 const MiB = 1024 * 1024;
@@ -49,6 +49,8 @@ export interface FuzzContext {
   receiverKem: PrivateKey;
   /** A register body of the victim device (its challenge stale: valid shape, refused late). */
   registerBody: Record<string, string>;
+  /** A renewal of the victim's fleet approval (accepted once, then the same again: no new leaf). */
+  approvalBody: Record<string, string>;
   victimSigning: PrivateKey;
   victimKem: PrivateKey;
   /** Filled from answers, bounded (newest kept). */
@@ -95,12 +97,14 @@ export async function setUpRelay(envelopeCount = 16): Promise<{ relay: RelayProc
   const proof = kemProof(challenge, ciphertext, xwingDecapsulate(victim.kem.seed, ciphertext, getProvider()));
   const signature = getProvider().mlDsa65.sign(victim.signing.seed, enrollmentMessage(challenge, victim.signing.publicKey, victim.kem.publicKey, proof), ENROLL_CONTEXT);
   const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+  const renewal = approve(victim, victim.apiKeyId, fleetKey(), 2 * 86_400_000);
   const ctx: FuzzContext = {
     url: relay.url,
     keys: { device: device.apiKey, receiver: receiver.key, operator: relay.operatorKey, unenrolled: unenrolled.key },
     recipient, did: device.did, victimDid: victim.did, victimKeyId: victim.apiKeyId,
     envelopes, signer, receiverKem,
     registerBody: { signingPublicKey: b64(victim.signing.publicKey), kemPublicKey: b64(victim.kem.publicKey), challenge, kemProof: b64(proof), signature: b64(signature) },
+    approvalBody: { fleetStatement: b64(renewal.statement), fleetSignature: b64(renewal.signature) },
     victimSigning: victim.signing, victimKem: victim.kem,
     pools: { leases: lease ? [lease.leaseId] : [], challenges: [], uploaded: [uploaded.id] },
   };
@@ -138,6 +142,10 @@ export const TEMPLATES: readonly Template[] = [
     body: { kind: 'json', value: { ...c.registerBody, challenge: latest(c.pools.challenges, r, c.registerBody['challenge']!) } },
   })],
   [3, 'GET /v2/did/:did', (c, r) => ({ method: 'GET', segments: ['v2', 'did', encodeURIComponent(r.chance(0.5) ? c.did : c.victimDid)], query: [], headers: [] })],
+  [2, 'POST /v2/did/:did/approval', (c) => ({
+    method: 'POST', segments: ['v2', 'did', encodeURIComponent(c.victimDid), 'approval'], query: [], headers: [bearer(c.keys.operator), json],
+    body: { kind: 'json', value: c.approvalBody },
+  })],
   [2, 'POST /v2/did/:did/revoke', (c) => ({ method: 'POST', segments: ['v2', 'did', encodeURIComponent(c.victimDid), 'revoke'], query: [], headers: [bearer(c.keys.operator)] })],
   [24, 'POST /v2/envelopes', (c, r) => ({
     method: 'POST', segments: seg('/v2/envelopes'), query: [], headers: [bearer(c.keys.device), ['content-type', ENVELOPE_MEDIA_TYPE]],

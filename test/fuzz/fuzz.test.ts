@@ -49,7 +49,7 @@ function offlineContext(url: string): FuzzContext {
   return {
     url, keys: { device: 'pgp_x', receiver: 'pgp_y', operator: 'plk_z', unenrolled: 'pgp_w' }, recipient: 'ab'.repeat(32),
     did: 'did:ghostpipe:x', victimDid: 'did:ghostpipe:y', victimKeyId: '0'.repeat(12), envelopes: [sealFor({ signer, receiverKem })],
-    signer, receiverKem, registerBody: { challenge: 'c' }, victimSigning: signing, victimKem: receiverKem,
+    signer, receiverKem, registerBody: { challenge: 'c' }, approvalBody: { fleetStatement: 'AA==', fleetSignature: 'AA==' }, victimSigning: signing, victimKem: receiverKem,
     pools: { leases: [], challenges: [], uploaded: [] },
   };
 }
