@@ -51,7 +51,8 @@ async function startBenchRelay(): Promise<Bench> {
     // Keep-alive longer than the pauses in which the bench seals its next batch (seconds on
     // noble): otherwise a reused socket can race the server closing it (ECONNRESET).
     limits: { maxInFlightBytes: '512MiB', maxConnections: 4096, keepAliveTimeout: '60s', idleTimeout: '120s' },
-    plans: { bench: { quota: 0, ratePerMinute: 6_000_000, burst: 1_000_000, maxBlob: '5MiB' } },
+    // One key drives 32 connections at once: its fair shares (docs/RELAY.md) must allow that.
+    plans: { bench: { quota: 0, ratePerMinute: 6_000_000, burst: 1_000_000, maxBlob: '5MiB', maxHeldBytes: '1GiB', maxInFlightBytes: '256MiB', maxConcurrentUploads: 64 } },
   }));
   // Production log level (info: every audit event is a line), written to a file, not a pipe.
   const logFile = path.join(dir, 'relay.log');
