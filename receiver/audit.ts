@@ -89,7 +89,8 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       } catch (err) {
         if (!(err instanceof LogEntryError)) throw err;
       }
-      counts[entry?.type ?? 'malformed'] = (counts[entry?.type ?? 'malformed'] ?? 0) + 1;
+      const type = entry?.type ?? 'malformed';
+      counts[type] = (counts[type] ?? 0) + 1;
       if (entry?.type === 'registration') fleet?.registration(index, entry);
     });
     if (!sameHash(range.root(), cp.root)) {

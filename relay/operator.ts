@@ -85,11 +85,12 @@ export class Operator {
     const q = store.stats();
     const keys = this.state.keys.all();
     const devices = this.state.devices.all();
+    const { rss, heapUsed } = process.memoryUsage(); // one call: it measures RSS too
     return {
       uptimeSeconds,
       memory: {
-        heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: process.memoryUsage.rss(),
-        heapUsedBytes: process.memoryUsage().heapUsed, recipientQueues: q.recipientQueues,
+        heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: rss,
+        heapUsedBytes: heapUsed, recipientQueues: q.recipientQueues,
       },
       envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, purged: store.purged, waiting: q.waiting },
       queues: q.queues,
