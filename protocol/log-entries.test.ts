@@ -94,3 +94,19 @@ test('an approved registration (0x05) carries the fleet statement and signature;
   tampered[1]! ^= 1; // the leaf's signing key id no longer matches the statement
   assert.equal(code(() => decodeLogEntry(tampered)), 'bad_approval');
 });
+
+test('an install receipt (0x06) carries the receipt and the device signature; malformed ones are refused', async () => {
+  const { encodeReceipt } = await import('./firmware/receipt.js');
+  const receipt = encodeReceipt({ did: 'did:ghostpipe:example', manifestDigest: h(), outcome: 'installed', runningVersion: '2.0.0', runningCounter: 9, time: 1, reason: '' });
+  const signature = new Uint8Array(3309).fill(7);
+  const data = encodeLogEntry({ type: 'receipt', receipt, signature });
+  assert.equal(data[0], 0x06);
+  assert.equal(data.length, 1 + 2 + receipt.length + 2 + 3309);
+  assert.deepEqual(decodeLogEntry(data), { type: 'receipt', receipt, signature });
+  const codeOf = (bytes: Uint8Array) => { try { decodeLogEntry(bytes); return 'no error'; } catch (err) { assert.ok(err instanceof LogEntryError); return err.code; } };
+  assert.equal(codeOf(data.subarray(0, data.length - 1)), 'bad_length');
+  assert.equal(codeOf(new Uint8Array([...data, 0])), 'bad_length');
+  const badReceipt = data.slice(); badReceipt[3] = 0; // receipt magic
+  assert.equal(codeOf(badReceipt), 'bad_receipt');
+  assert.throws(() => encodeLogEntry({ type: 'receipt', receipt, signature: signature.subarray(1) }), /3309 bytes/);
+});

@@ -9,12 +9,17 @@
  *   0x05 approved registration || keyId(ML-DSA-65 pk) (32) || keyId(KEM pk) (32)
  *                      || u16 length || fleet statement (protocol/enrollment.ts)
  *                      || u16 length || fleet signature (3309) || did (UTF-8, rest)
+ *   0x06 install receipt || u16 length || receipt (protocol/firmware/receipt.ts)
+ *                      || u16 length || device signature (3309)
  *
  * 0x02 is a registration without a fleet approval (written by relays before fleet enrollment, and
  * still by a relay that is given none): decoded as before, with no `approval`. Receivers in
  * enrolled mode refuse such a device (docs/RECEIVER.md). A 0x05 leaf decodes only when its
  * statement parses and names the same DID and keys as the leaf (the signature is the verifier's to
  * check, against the fleet key it pins).
+ *
+ * A 0x06 leaf decodes only when its receipt parses; the signature is checked by whoever knows the
+ * device's key (the auditor, from the device's registration leaf).
  *
  * Key ids are protocol/keys.ts keyId(): SHA-256 of the SPKI DER. No names and no plaintext.
  * A receiver recomputes the transfer leaf from the envelope it leased (transferLeaf).
@@ -25,8 +30,10 @@ import { leafHash } from './tlog/merkle.js';
 import { decodeEnrollmentStatement, FleetStatementError } from './enrollment.js';
 import { keyId, type KeyAlg } from './keys.js';
 import { ML_DSA65 } from './crypto/sizes.js';
+import { decodeReceipt } from './firmware/receipt.js';
+import { FirmwareError } from './firmware/errors.js';
 
-export const LOG_ENTRY = { transfer: 0x01, registration: 0x02, revocation: 0x03, firmware: 0x04, approvedRegistration: 0x05 } as const;
+export const LOG_ENTRY = { transfer: 0x01, registration: 0x02, revocation: 0x03, firmware: 0x04, approvedRegistration: 0x05, receipt: 0x06 } as const;
 const HASH = 32;
 const MAX_DID_BYTES = 128;
 
@@ -34,12 +41,13 @@ export type LogEntry =
   | { type: 'transfer'; envelopeHash: Uint8Array }
   | { type: 'registration'; signingKeyId: Uint8Array; kemKeyId: Uint8Array; did: string; approval?: FleetApproval }
   | { type: 'revocation'; signingKeyId: Uint8Array; did: string }
-  | { type: 'firmware'; manifestHash: Uint8Array };
+  | { type: 'firmware'; manifestHash: Uint8Array }
+  | { type: 'receipt'; receipt: Uint8Array; signature: Uint8Array };
 
 /** The fleet statement and the fleet key's signature over it, as the registration carries them. */
 export interface FleetApproval { statement: Uint8Array; signature: Uint8Array }
 
-export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did' | 'bad_approval'> {}
+export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did' | 'bad_approval' | 'bad_receipt'> {}
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 const utf8 = new TextEncoder();
@@ -86,6 +94,33 @@ function checkApproval(approval: FleetApproval, signingKeyId: Uint8Array, kemKey
   }
 }
 
+function checkReceipt(receipt: Uint8Array, signature: Uint8Array): void {
+  try {
+    decodeReceipt(receipt);
+  } catch (err) {
+    if (err instanceof FirmwareError) throw new LogEntryError('bad_receipt', err.message);
+    throw err;
+  }
+  if (!(signature instanceof Uint8Array) || signature.length !== ML_DSA65.signature) throw new LogEntryError('bad_receipt', `receipt signature must be ${ML_DSA65.signature} bytes`);
+}
+
+/** Reads u16-length-prefixed fields of `body` from `start` on. */
+function lengthPrefixed(body: Uint8Array, start: number, entry: string): { next(what: string): Uint8Array; offset(): number } {
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  let at = start;
+  return {
+    next(what) {
+      if (at + 2 > body.length) throw new LogEntryError('bad_length', `${entry} entry ends before the ${what} length`);
+      const length = view.getUint16(at);
+      if (at + 2 + length > body.length) throw new LogEntryError('bad_length', `${entry} entry ends inside the ${what}`);
+      const bytes = body.slice(at + 2, at + 2 + length);
+      at += 2 + length;
+      return bytes;
+    },
+    offset: () => at,
+  };
+}
+
 export function encodeLogEntry(entry: LogEntry): Uint8Array {
   switch (entry.type) {
     case 'transfer':
@@ -104,6 +139,9 @@ export function encodeLogEntry(entry: LogEntry): Uint8Array {
     case 'revocation':
       checkHash(entry.signingKeyId, 'signing key id');
       return withType(LOG_ENTRY.revocation, entry.signingKeyId, didBytes(entry.did));
+    case 'receipt':
+      checkReceipt(entry.receipt, entry.signature);
+      return withType(LOG_ENTRY.receipt, u16(entry.receipt.length), entry.receipt, u16(entry.signature.length), entry.signature);
   }
 }
 
@@ -131,22 +169,22 @@ export function decodeLogEntry(data: Uint8Array): LogEntry {
       if (body.length <= 2 * HASH) throw new LogEntryError('bad_length', 'registration entry is too short');
       return { type: 'registration', signingKeyId: body.slice(0, HASH), kemKeyId: body.slice(HASH, 2 * HASH), did: did(body.subarray(2 * HASH)) };
     case LOG_ENTRY.approvedRegistration: {
-      const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-      let at = 2 * HASH;
-      const field = (what: string): Uint8Array => {
-        if (at + 2 > body.length) throw new LogEntryError('bad_length', `approved registration entry ends before the ${what} length`);
-        const length = view.getUint16(at);
-        if (at + 2 + length > body.length) throw new LogEntryError('bad_length', `approved registration entry ends inside the ${what}`);
-        const bytes = body.slice(at + 2, at + 2 + length);
-        at += 2 + length;
-        return bytes;
-      };
-      const statement = field('fleet statement');
-      const signature = field('fleet signature');
+      const fields = lengthPrefixed(body, 2 * HASH, 'approved registration');
+      const statement = fields.next('fleet statement');
+      const signature = fields.next('fleet signature');
+      const at = fields.offset();
       if (at >= body.length) throw new LogEntryError('bad_length', 'approved registration entry has no DID');
       const entry = { type: 'registration' as const, signingKeyId: body.slice(0, HASH), kemKeyId: body.slice(HASH, 2 * HASH), did: did(body.subarray(at)), approval: { statement, signature } };
       checkApproval(entry.approval, entry.signingKeyId, entry.kemKeyId, entry.did);
       return entry;
+    }
+    case LOG_ENTRY.receipt: {
+      const fields = lengthPrefixed(body, 0, 'receipt');
+      const receipt = fields.next('receipt');
+      const signature = fields.next('signature');
+      if (fields.offset() !== body.length) throw new LogEntryError('bad_length', `${body.length - fields.offset()} bytes after the receipt entry`);
+      checkReceipt(receipt, signature);
+      return { type: 'receipt', receipt, signature };
     }
     case LOG_ENTRY.revocation:
       if (body.length <= HASH) throw new LogEntryError('bad_length', 'revocation entry is too short');

@@ -1,0 +1,44 @@
+/** protocol/firmware/receipt.ts: a device's signed install receipt. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { didFromSigningKey } from '../did.js';
+import { generatePrivateKey } from '../keys.js';
+import { FirmwareError } from './errors.js';
+import { decodeReceipt, encodeReceipt, signReceipt, verifyReceipt, type InstallReceipt } from './receipt.js';
+
+const device = generatePrivateKey('ML-DSA-65');
+const other = generatePrivateKey('ML-DSA-65');
+const receipt: InstallReceipt = {
+  did: didFromSigningKey(device.publicKey), manifestDigest: new Uint8Array(32).fill(9), outcome: 'rolled_back',
+  runningVersion: '1.3.2', runningCounter: 6, time: Date.UTC(2027, 0, 1), reason: 'health command exited 1',
+};
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof FirmwareError, String(err));
+    return err.code;
+  }
+  return 'no error';
+}
+
+test('a receipt round-trips and verifies with its device key only', () => {
+  const bytes = encodeReceipt(receipt);
+  assert.deepEqual(decodeReceipt(bytes), receipt);
+  const signature = signReceipt(device.seed, bytes);
+  assert.deepEqual(verifyReceipt(bytes, signature, device.publicKey), receipt);
+  assert.equal(code(() => verifyReceipt(bytes, signature, other.publicKey)), 'bad_signature');
+  const edited = encodeReceipt({ ...receipt, outcome: 'installed' });
+  assert.equal(code(() => verifyReceipt(edited, signature, device.publicKey)), 'bad_signature');
+  assert.equal(code(() => signReceipt(other.seed, bytes)), 'bad_field');
+});
+
+test('malformed receipts name the problem', () => {
+  const bytes = encodeReceipt(receipt);
+  for (let cut = 0; cut < bytes.length; cut++) assert.notEqual(code(() => decodeReceipt(bytes.subarray(0, cut))), 'no error');
+  assert.equal(code(() => decodeReceipt(new Uint8Array([...bytes, 1]))), 'trailing_bytes');
+  const badOutcome = bytes.slice(); badOutcome[5 + 1 + receipt.did.length + 32] = 9;
+  assert.equal(code(() => decodeReceipt(badOutcome)), 'bad_field');
+  assert.equal(code(() => encodeReceipt({ ...receipt, reason: 'x'.repeat(513) })), 'bad_field');
+});
