@@ -16,6 +16,7 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   agent: async () => (await import('./agent.js')).agent,
   enroll: async () => (await import('./enroll.js')).enroll,
   device: async () => (await import('./device.js')).device,
+  firmware: async () => (await import('./firmware.js')).firmware,
   doctor: async () => (await import('./doctor.js')).doctor,
   plant: async () => (await import('./plant.js')).plant,
   demo: async () => (await import('./demo.js')).demo,

@@ -1,11 +1,10 @@
 /** The real compiled `ghostpipe` CLI as a process: keygen, seal, open, inspect, device approve. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cliPath } from '../helpers/paths.js';
+import { assertOneLineFailure, runCli, type CliResult } from '../helpers/cli.js';
 import { decodePrivateKeyPem, decodePublicKeyPem, keyIdHex } from '../../protocol/keys.js';
 import { envelopeLength, KEM } from '../../protocol/envelope/index.js';
 import { openBase } from '../../protocol/hpke/hpke.js';
@@ -13,37 +12,8 @@ import { hpkeSuiteId } from '../../protocol/hpke/keyschedule.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { verifyEnrollmentApproval } from '../../protocol/enrollment.js';
 
-interface Result { code: number | null; stdout: Buffer; stderr: string }
-
-function run(args: string[], input?: Uint8Array): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') });
-    });
-    child.stdin.on('error', () => undefined); // the CLI may exit before reading all input
-    child.stdin.end(input ?? new Uint8Array(0));
-  });
-}
-
-/** Failure contract: non-zero exit, exactly one line on stderr, no stack trace, nothing on stdout. */
-function assertOneLineFailure(r: Result, pattern: RegExp, code?: number): void {
-  assert.notEqual(r.code, 0, `expected failure, stderr: ${r.stderr}`);
-  if (code !== undefined) assert.equal(r.code, code);
-  assert.equal(r.stdout.length, 0, 'nothing on stdout on failure');
-  const lines = r.stderr.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
-  assert.doesNotMatch(r.stderr, /\n\s+at /);
-  assert.match(lines[0]!, /^ghostpipe: /);
-  assert.match(lines[0]!, pattern);
-}
+type Result = CliResult;
+const run = (args: string[], input?: Uint8Array): Promise<Result> => runCli(args, { cwd: dir, ...(input ? { input } : {}) });
 
 let dir = '';
 const k = (name: string): string => path.join(dir, 'keys', name);
