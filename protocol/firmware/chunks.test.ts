@@ -55,3 +55,10 @@ test('mix-and-match: a chunk of another release does not open even under a manif
   assert.equal(code(() => openChunk(forged, v1.key, 0, v2chunk)), 'wrong_key');
   assert.equal(code(() => openChunk(v1.manifest, new Uint8Array(32), 0, v1.chunks[0]!)), 'wrong_key');
 });
+
+test('the nonce and associated data of docs/protocol/firmware.md', async () => {
+  const { chunkAad, chunkNonce } = await import('./chunks.js');
+  assert.equal(Buffer.from(chunkNonce(1)).toString('hex'), '000000000000000000000001');
+  assert.equal(Buffer.from(chunkAad({ name: 'gw-fw', version: '1.2.0', counter: 3 }, 1)).toString('hex'),
+    '67686f7374706970652f6669726d776172652d6368756e6b2f7631' + '05' + '67772d6677' + '05' + '312e322e30' + '0000000000000003' + '00000001');
+});

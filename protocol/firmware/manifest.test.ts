@@ -83,3 +83,14 @@ test('a genuine manifest is still refused for the wrong group, hardware, counter
   assert.equal(code(() => checkManifestFor(manifest, { ...device, installedCounter: 9 })), 'rollback');
   assert.equal(code(() => checkManifestFor(manifest, { ...device, now: manifest.expires })), 'expired');
 });
+
+test('the example of docs/protocol/firmware.md, byte for byte', () => {
+  const example: FirmwareManifest = {
+    name: 'gw-fw', version: '1.2.0', counter: 3, group: 'line-a', hardware: ['rpi3b'], size: 5000, sha512: new Uint8Array(64).fill(0xaa), aeadId: 0x0002,
+    chunkSize: 4096, chunkHashes: [new Uint8Array(32).fill(0x11), new Uint8Array(32).fill(0x22)], expires: Date.UTC(2027, 0, 1), installType: 'command', installHint: 'reboot',
+  };
+  const documented = '4750464d01' + '05' + '67772d6677' + '05' + '312e322e30' + '0000000000000003' + '06' + '6c696e652d61' + '01' + '05' + '7270693362'
+    + '0000000000001388' + 'aa'.repeat(64) + '0002' + '00001000' + '00000002' + '11'.repeat(32) + '22'.repeat(32) + '000001a2ce8bd400' + '07' + '636f6d6d616e64' + '0006' + '7265626f6f74';
+  assert.equal(Buffer.from(encodeManifest(example)).toString('hex'), documented);
+  assert.equal(documented.length / 2, 209);
+});

@@ -42,3 +42,10 @@ test('malformed receipts name the problem', () => {
   assert.equal(code(() => decodeReceipt(badOutcome)), 'bad_field');
   assert.equal(code(() => encodeReceipt({ ...receipt, reason: 'x'.repeat(513) })), 'bad_field');
 });
+
+test('the example of docs/protocol/firmware.md, byte for byte', () => {
+  const bytes = encodeReceipt({ did: 'did:ghostpipe:example', manifestDigest: new Uint8Array(32).fill(0x33), outcome: 'installed', runningVersion: '1.2.0', runningCounter: 3, time: Date.UTC(2027, 0, 1), reason: '' });
+  const documented = '4750495201' + '15' + '6469643a67686f7374706970653a6578616d706c65' + '33'.repeat(32) + '01' + '05' + '312e322e30' + '0000000000000003' + '000001a2ce8bd400' + '0000';
+  assert.equal(Buffer.from(bytes).toString('hex'), documented);
+  assert.equal(bytes.length, 84);
+});
