@@ -254,8 +254,17 @@ test('rate limited (429): the agent honours Retry-After, coalesces to keep up; e
     const gap = Date.parse(uploads[i + 1]!.time) - Date.parse(e.time);
     assert.ok(gap >= 950, `next upload ${gap} ms after a 429`);
   });
+  // Keeping up: the backlog rises while uploads are refused and falls at each accepted one (which
+  // carries a coalesced share of it), so it does not grow over the run. A fixed ceiling (12) held on
+  // an idle machine and failed under npm run test:load (13: two 429s in a row); an agent that sent a
+  // frame per upload would grow without end (5 frames a second against 1 upload a second) and fail both checks.
   const queued = agent.lines.filter((l) => l.msg === 'interval').map((l) => l['queuedFrames'] as number);
-  assert.ok(Math.max(...queued) <= 12, `the backlog stays small (keeps up): at most ${Math.max(...queued)} frames queued (queued at each interval: ${queued.join(',')})`);
+  const half = Math.floor(queued.length / 2);
+  assert.ok(half >= 4, `${queued.length} intervals`);
+  const firstPeak = Math.max(...queued.slice(0, half));
+  const queuedAt = `queued at each interval: ${queued.join(',')}`;
+  assert.ok(Math.max(...queued.slice(half)) <= firstPeak + 2, `the backlog does not grow: ${firstPeak} at most in the first half, ${Math.max(...queued.slice(half))} in the second (${queuedAt})`);
+  assert.ok(queued.slice(queued.indexOf(firstPeak) + 1).some((q) => q <= firstPeak / 2 + 1), `an accepted upload took a share of the backlog (${queuedAt})`);
   assert.ok(rx.received.some((r) => r.frames.length > 1), 'the backlog went out coalesced');
   const stopped = agent.lines.find((l) => l.msg.startsWith('agent stopped'))!;
   assert.equal(stopped['flushed'], true);
