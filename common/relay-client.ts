@@ -40,6 +40,16 @@ import {
   kemProof,
   type ChallengeRequest,
   type AuditBody,
+  CHUNK_MEDIA_TYPE,
+  type DeviceRolloutsBody,
+  type FirmwareOfferBody,
+  type GroupMembershipBody,
+  type GroupsBody,
+  type PublishRequest,
+  type ReceiptBody,
+  type RolloutBody,
+  type RolloutListBody,
+  type RolloutStatusBody,
   type AuditEvent,
   type ChallengeBody,
   type ConsistencyProofBody,
@@ -348,6 +358,51 @@ export class RelayClient {
     return (await this.request('GET', `/v2/audit?${auditQuery(query, 'csv')}`)).body.toString('utf8');
   }
 
+  // ---- groups and firmware (operator) ----
+  groups(): Promise<GroupsBody> {
+    return this.json('GET', '/v2/groups');
+  }
+  setGroup(group: string, did: string, member: boolean): Promise<GroupMembershipBody> {
+    return this.json(member ? 'PUT' : 'DELETE', `/v2/groups/${encodeURIComponent(group)}/devices/${encodeURIComponent(did)}`);
+  }
+  publishFirmware(request: PublishRequest): Promise<RolloutBody> {
+    return this.json('POST', '/v2/firmware', request);
+  }
+  widenRollout(id: string, targets: string[]): Promise<RolloutBody> {
+    return this.json('POST', `/v2/firmware/${id}/targets`, { targets });
+  }
+  async putFirmwareChunk(id: string, index: number, bytes: Uint8Array): Promise<void> {
+    await this.request('PUT', `/v2/firmware/${id}/chunks/${index}`, bytes, 0, CHUNK_MEDIA_TYPE);
+  }
+  async putFirmwareWrap(id: string, did: string, envelope: Uint8Array): Promise<void> {
+    await this.request('PUT', `/v2/firmware/${id}/wraps/${encodeURIComponent(did)}`, envelope);
+  }
+  rolloutStatus(id: string): Promise<RolloutStatusBody> {
+    return this.json('GET', `/v2/firmware/${id}/status`);
+  }
+  async rollouts(): Promise<RolloutStatusBody[]> {
+    return (await this.json<RolloutListBody>('GET', '/v2/firmware/rollouts')).rollouts;
+  }
+
+  // ---- firmware (device) ----
+  async firmwareRollouts(): Promise<DeviceRolloutsBody['rollouts']> {
+    return (await this.json<DeviceRolloutsBody>('GET', '/v2/firmware')).rollouts;
+  }
+  firmwareOffer(id: string): Promise<FirmwareOfferBody> {
+    return this.json('GET', `/v2/firmware/${id}`);
+  }
+  /** One encrypted chunk, as served (the caller checks it against the manifest before using it). */
+  async firmwareChunk(id: string, index: number): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
+    const response = await this.request('GET', `/v2/firmware/${id}/chunks/${index}`);
+    return { bytes: new Uint8Array(response.body), etag: response.header('etag') };
+  }
+  async firmwareDownloaded(id: string): Promise<void> {
+    await this.request('POST', `/v2/firmware/${id}/downloaded`);
+  }
+  firmwareReceipt(id: string, receipt: Uint8Array, signature: Uint8Array): Promise<ReceiptBody> {
+    return this.json('POST', `/v2/firmware/${id}/receipt`, { receipt: b64(receipt), signature: b64(signature) });
+  }
+
   // ---- plumbing ----
   /** `check` names what is wrong with a parsed body the contract does not allow (undefined: fine). */
   private async json<T>(method: string, path: string, body?: unknown, waitMs?: number, check?: (value: T) => string | undefined): Promise<T> {
@@ -365,12 +420,13 @@ export class RelayClient {
     return value;
   }
 
-  private async request(method: string, path: string, body?: unknown, waitMs = 0): Promise<HttpResponse> {
+  /** A Uint8Array body is sent as `binaryType` (an envelope unless said otherwise), anything else as JSON. */
+  private async request(method: string, path: string, body?: unknown, waitMs = 0, binaryType = ENVELOPE_MEDIA_TYPE): Promise<HttpResponse> {
     const headers: Record<string, string> = {};
     if (this.apiKey !== undefined) headers['authorization'] = `Bearer ${this.apiKey}`;
     let payload: string | Uint8Array | undefined;
     if (body instanceof Uint8Array) {
-      headers['content-type'] = ENVELOPE_MEDIA_TYPE;
+      headers['content-type'] = binaryType;
       payload = body;
     } else if (body !== undefined) {
       headers['content-type'] = 'application/json';

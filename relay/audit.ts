@@ -55,7 +55,7 @@ export interface AuditExport {
 
 /** Rows per export at most (about 30 MB of CSV); docs/API.md. */
 export const MAX_EXPORT_ROWS = 100_000;
-const COLUMNS = ['time', 'event', 'keyId', 'keyLabel', 'did', 'envelopeHash', 'size', 'outcome', 'ip', 'count'] as const;
+const COLUMNS = ['time', 'event', 'keyId', 'keyLabel', 'did', 'envelopeHash', 'size', 'outcome', 'ip', 'count', 'group', 'packageId'] as const;
 /** Real lines are under 1 KiB (labels <= 100 characters); a longer "line" is garbage and is skipped unbuffered. */
 const MAX_LINE_BYTES = 16 * 1024;
 const READ_CHUNK = 64 * 1024;
@@ -502,7 +502,7 @@ function parseEvent(line: string | null): AuditEvent | null | undefined {
   const v = value as Record<string, unknown>;
   if (typeof v['time'] !== 'string' || Number.isNaN(Date.parse(v['time'])) || typeof v['event'] !== 'string' || typeof v['outcome'] !== 'string') return null;
   const event: AuditEvent = { time: v['time'], event: v['event'], outcome: v['outcome'] };
-  for (const name of ['keyId', 'keyLabel', 'did', 'envelopeHash', 'ip'] as const) if (typeof v[name] === 'string') event[name] = v[name] as string;
+  for (const name of ['keyId', 'keyLabel', 'did', 'envelopeHash', 'ip', 'group', 'packageId'] as const) if (typeof v[name] === 'string') event[name] = v[name] as string;
   for (const name of ['size', 'count'] as const) if (typeof v[name] === 'number') event[name] = v[name] as number;
   return event;
 }

@@ -79,6 +79,16 @@ const limits = s.object({
   shutdownGrace: s.withDefault(s.duration({ min: 0, max: 120_000 }), 5_000),
 });
 
+/** docs/API.md "Firmware": packages live in RAM like envelopes, counted against memoryCap. */
+const firmware = s.object({
+  /** Largest package (encrypted chunks and key wraps); larger publishes are refused 413. */
+  maxPackageSize: s.withDefault(s.size({ min: 4096 }), 64 * MiB),
+  /** A package burns at this age, or at its manifest's expiry if sooner, whoever has not reported. */
+  ttl: s.withDefault(s.duration({ min: 1_000 }), 7 * 86_400_000),
+  /** Burned rollouts whose status is still answered (oldest forgotten first). */
+  statusMemory: s.withDefault(s.integer({ min: 0, max: 10_000 }), 64),
+});
+
 /** docs/RELAY.md "Audit trail": disk use is at most keepFiles × maxFileSize. */
 const auditTrail = s.object({
   /** audit.jsonl is rotated (to audit.jsonl.1, …) before a line would take it past this size. */
@@ -126,6 +136,7 @@ export const relayConfigSchema = s.object({
   plans: s.withDefault(s.record(plan), DEFAULT_PLANS),
   limits: s.withDefault(limits, limits.parse({}, [], { issues: [] })),
   audit: s.withDefault(auditTrail, auditTrail.parse({}, [], { issues: [] })),
+  firmware: s.withDefault(firmware, firmware.parse({}, [], { issues: [] })),
   logLevel: s.withDefault(s.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const), 'info'),
   /** Addresses of reverse proxies whose X-Forwarded-For is believed (for logs and audit). */
   trustedProxies: s.withDefault(s.array(s.string({ minLength: 1 })), []),

@@ -28,6 +28,8 @@ export interface DeviceRecord {
   fleetSignature?: string;
   revokedAt?: number;
   revocationLeafIndex?: number;
+  /** Device groups it belongs to (firmware rollouts target a group), sorted. */
+  groups?: string[];
 }
 
 /**

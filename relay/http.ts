@@ -62,24 +62,29 @@ export function contentLength(req: IncomingMessage): number | undefined {
 const MAX_JSON_BYTES = 64 * 1024;
 
 /** Reads a JSON object body (<= 64 KiB, application/json). */
-export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+export async function readJson(req: IncomingMessage, maxBytes = MAX_JSON_BYTES): Promise<Record<string, unknown>> {
   if (mediaType(req) !== 'application/json') refuse(new Refusal('unsupported_media_type', 'expected Content-Type: application/json'));
-  if ((contentLength(req) ?? 0) > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of bodyChunks(req)) {
-    total += chunk.length;
-    if (total > MAX_JSON_BYTES) refuse(new Refusal('too_large', `JSON body over ${MAX_JSON_BYTES} bytes`));
-    chunks.push(chunk);
-  }
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    value = JSON.parse(Buffer.from(await readBody(req, maxBytes, 'JSON body')).toString('utf8'));
   } catch {
     refuse(badRequest('body is not valid JSON'));
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) refuse(badRequest('body must be a JSON object'));
   return value as Record<string, unknown>;
+}
+
+/** A whole body of at most `maxBytes` (413 too_large past it, named `what`). */
+export async function readBody(req: IncomingMessage, maxBytes: number, what = 'body'): Promise<Uint8Array> {
+  if ((contentLength(req) ?? 0) > maxBytes) refuse(new Refusal('too_large', `${what} over ${maxBytes} bytes`));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of bodyChunks(req)) {
+    total += chunk.length;
+    if (total > maxBytes) refuse(new Refusal('too_large', `${what} over ${maxBytes} bytes`));
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
 }
 
 /** Drains (discards) a body we do not expect, up to a small limit. */

@@ -12,7 +12,10 @@ import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { Logger } from '../common/log.js';
-import { CHALLENGE_PATTERN, ENVELOPE_MEDIA_TYPE, KEM_PROOF_BYTES, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody } from '../protocol/api/index.js';
+import {
+  CHALLENGE_PATTERN, CHUNK_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE, FIRMWARE_ID_PATTERN, KEM_PROOF_BYTES, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody,
+} from '../protocol/api/index.js';
+import { LIMITS as FIRMWARE_LIMITS, CHUNK_TAG_LENGTH } from '../protocol/firmware/manifest.js';
 import { MAX_FLEET_STATEMENT } from '../protocol/enrollment.js';
 import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { XWING } from '../protocol/crypto/xwing.js';
@@ -23,8 +26,10 @@ import type { RelayConfig } from './config.js';
 import { SourceLimit, normalizeAddress } from './connections.js';
 import { Delivery } from './deliver.js';
 import { Enrollment } from './enroll.js';
+import { FirmwareRollouts, MAX_WRAP_BYTES } from './firmware.js';
+import { Groups } from './groups.js';
 import {
-  HttpError, accepted, contentLength, discardBody, drain, mediaType, queryInt, queryTime, queryWait, readJson, refuse, sendError, sendJson, sendNoContent,
+  HttpError, accepted, contentLength, discardBody, drain, mediaType, queryInt, queryTime, queryWait, readBody, readJson, refuse, sendError, sendJson, sendNoContent,
 } from './http.js';
 import { LogCorruptError, LogPrunedError } from './log.js';
 import { LogReads } from './log-api.js';
@@ -67,6 +72,8 @@ export class RelayServer {
   private readonly delivery: Delivery;
   private readonly operator: Operator;
   private readonly logReads: LogReads;
+  private readonly groups: Groups;
+  private readonly firmware: FirmwareRollouts;
   /** Open connections per TCP peer address (trusted proxies not counted: see admitConnection). */
   private readonly peers: SourceLimit;
   /** Requests in progress per forwarded client address, for connections from trusted proxies. */
@@ -102,6 +109,20 @@ export class RelayServer {
     ['DELETE', '/v2/keys/:id', (c) => this.revokeKey(c)],
     ['POST', '/v2/keys/:id/purge', (c) => this.purgeKey(c)],
     ['GET', '/v2/audit', (c) => this.audit(c)],
+    ['GET', '/v2/groups', (c) => this.listGroups(c)],
+    ['PUT', '/v2/groups/:group/devices/:did', (c) => this.setGroup(c, true)],
+    ['DELETE', '/v2/groups/:group/devices/:did', (c) => this.setGroup(c, false)],
+    ['POST', '/v2/firmware', (c) => this.publishFirmware(c)],
+    ['GET', '/v2/firmware', (c) => this.deviceRollouts(c)],
+    ['GET', '/v2/firmware/rollouts', (c) => this.listRollouts(c)],
+    ['GET', '/v2/firmware/:id', (c) => this.firmwareOffer(c)],
+    ['GET', '/v2/firmware/:id/status', (c) => this.rolloutStatus(c)],
+    ['POST', '/v2/firmware/:id/targets', (c) => this.widenRollout(c)],
+    ['PUT', '/v2/firmware/:id/chunks/:index', (c) => this.putChunk(c)],
+    ['GET', '/v2/firmware/:id/chunks/:index', (c) => this.getChunk(c)],
+    ['PUT', '/v2/firmware/:id/wraps/:did', (c) => this.putWrap(c)],
+    ['POST', '/v2/firmware/:id/downloaded', (c) => this.firmwareDownloaded(c)],
+    ['POST', '/v2/firmware/:id/receipt', (c) => this.firmwareReceipt(c)],
   ] satisfies Route<Handler>[]);
 
   constructor(private readonly config: RelayConfig, private readonly state: RelayState, private readonly logger: Logger) {
@@ -111,6 +132,8 @@ export class RelayServer {
     this.delivery = new Delivery(state);
     this.operator = new Operator(config, state, logger);
     this.logReads = new LogReads(state);
+    this.groups = new Groups(state, logger);
+    this.firmware = new FirmwareRollouts(config.firmware, state, this.groups, logger);
     this.peers = new SourceLimit(config.limits.maxConnectionsPerSource);
     this.proxied = new SourceLimit(config.limits.maxConnectionsPerSource);
     const { minUploadRate, uploadRateWindow } = config.limits;
@@ -158,6 +181,7 @@ export class RelayServer {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.shutdownSignal.abort();
+    this.firmware.close();
     const closed = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const s of this.servers) s.closeIdleConnections();
     const deadline = Date.now() + graceMs;
@@ -508,6 +532,128 @@ export class RelayServer {
     const exported = await this.state.audit.export({ ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(key !== undefined ? { key } : {}) }, limit);
     await sendAuditExport(res, exported, format);
   }
+
+  // ---------------------------------------------------------------------------------------
+  // Groups and firmware (docs/API.md "Groups", "Firmware")
+
+  private async listGroups({ req, res }: Call): Promise<void> {
+    this.auth.authenticate(req, 'operator');
+    sendJson(res, 200, this.groups.list());
+  }
+
+  private async setGroup({ req, res, params }: Call, member: boolean): Promise<void> {
+    const operator = this.auth.authenticate(req, 'operator');
+    await drain(req);
+    sendJson(res, 200, accepted(await this.groups.set(operator, params['group']!, didParam(params['did']!), member)));
+  }
+
+  private async publishFirmware({ req, res }: Call): Promise<void> {
+    const operator = this.auth.authenticate(req, 'operator');
+    const body = await readJson(req, MAX_PUBLISH_JSON);
+    const published = accepted(await this.firmware.publish(operator, {
+      manifest: base64Field(body, 'manifest', undefined, MAX_PUBLISH_JSON), signatures: body['signatures'],
+      publisherPublicKey: base64Field(body, 'publisherPublicKey', ML_DSA65.publicKey), targets: targetsField(body), ...firstField(body),
+    }));
+    sendJson(res, published.created ? 201 : 200, published.body);
+  }
+
+  private async widenRollout({ req, res, params }: Call): Promise<void> {
+    const operator = this.auth.authenticate(req, 'operator');
+    const body = await readJson(req);
+    sendJson(res, 200, accepted(await this.firmware.widen(operator, firmwareId(params), targetsField(body))));
+  }
+
+  private async putChunk({ req, res, params }: Call): Promise<void> {
+    this.auth.authenticate(req, 'operator');
+    if (mediaType(req) !== CHUNK_MEDIA_TYPE) refuse(new Refusal('unsupported_media_type', `expected Content-Type: ${CHUNK_MEDIA_TYPE}`));
+    const id = firmwareId(params);
+    const index = chunkIndex(params);
+    const bytes = await readBody(req, FIRMWARE_LIMITS.maxChunkSize + CHUNK_TAG_LENGTH, 'chunk');
+    accepted(this.firmware.putChunk(id, index, bytes));
+    sendNoContent(res);
+  }
+
+  private async putWrap({ req, res, params }: Call): Promise<void> {
+    this.auth.authenticate(req, 'operator');
+    if (mediaType(req) !== ENVELOPE_MEDIA_TYPE) refuse(new Refusal('unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
+    const id = firmwareId(params);
+    const bytes = await readBody(req, MAX_WRAP_BYTES, 'key wrap');
+    accepted(this.firmware.putWrap(id, didParam(params['did']!), bytes));
+    sendNoContent(res);
+  }
+
+  private async rolloutStatus({ req, res, params }: Call): Promise<void> {
+    this.auth.authenticate(req, 'operator');
+    sendJson(res, 200, accepted(this.firmware.status(firmwareId(params))));
+  }
+
+  private async listRollouts({ req, res }: Call): Promise<void> {
+    this.auth.authenticate(req, 'operator');
+    sendJson(res, 200, this.firmware.list());
+  }
+
+  private async deviceRollouts({ req, res }: Call): Promise<void> {
+    const key = this.auth.authenticate(req, 'device');
+    sendJson(res, 200, accepted(this.firmware.forDevice(key)));
+  }
+
+  private async firmwareOffer({ req, res, params }: Call): Promise<void> {
+    const key = this.auth.authenticate(req, 'device');
+    sendJson(res, 200, accepted(this.firmware.offer(key, firmwareId(params))));
+  }
+
+  /** A chunk's ETag is "<package id>.<index>": bound to the manifest, so a resumed download never mixes packages. */
+  private async getChunk({ req, res, params }: Call): Promise<void> {
+    const key = this.auth.authenticate(req, 'device');
+    const id = firmwareId(params);
+    const index = chunkIndex(params);
+    const bytes = accepted(this.firmware.chunk(key, id, index));
+    res.writeHead(200, { 'content-type': CHUNK_MEDIA_TYPE, 'content-length': bytes.length, etag: `"${id}.${index}"`, 'cache-control': 'no-store' });
+    res.end(bytes);
+  }
+
+  private async firmwareDownloaded({ req, res, params }: Call): Promise<void> {
+    const key = this.auth.authenticate(req, 'device');
+    await drain(req);
+    accepted(this.firmware.downloaded(key, firmwareId(params)));
+    sendNoContent(res);
+  }
+
+  private async firmwareReceipt({ req, res, params }: Call): Promise<void> {
+    const key = this.auth.authenticate(req, 'device');
+    const body = await readJson(req);
+    const receipt = base64Field(body, 'receipt', undefined, 1024);
+    const signature = base64Field(body, 'signature', ML_DSA65.signature);
+    sendJson(res, 201, accepted(await this.firmware.receipt(key, firmwareId(params), receipt, signature)));
+  }
+}
+
+/** A manifest for 64 MiB in 4 KiB chunks lists 16,384 hashes: about 700 KB as base64 JSON. */
+const MAX_PUBLISH_JSON = 2 * 1024 * 1024;
+
+function firmwareId(params: Params): string {
+  const id = params['id']!;
+  if (!FIRMWARE_ID_PATTERN.test(id)) refuse(notFound());
+  return id;
+}
+
+function chunkIndex(params: Params): number {
+  const text = params['index']!;
+  if (!/^(0|[1-9]\d{0,8})$/.test(text)) refuse(badRequest('chunk index must be a decimal number'));
+  return Number(text);
+}
+
+function firstField(body: Record<string, unknown>): { first?: number } {
+  const first = body['first'];
+  if (first === undefined) return {};
+  if (!Number.isSafeInteger(first) || (first as number) < 1) refuse(badRequest('first must be a whole number >= 1 (targets offered before the rollout is widened)'));
+  return { first: first as number };
+}
+
+function targetsField(body: Record<string, unknown>): string[] {
+  const targets = body['targets'];
+  if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'string')) refuse(badRequest('targets must be a list of device DIDs'));
+  return targets as string[];
 }
 
 /** A DID path segment, percent-decoded; one that does not decode names nothing. */

@@ -155,6 +155,8 @@ export class EnvelopeStore {
   private readonly pool = new BufferPool();
   heldBytes = 0;
   inFlightBytes = 0;
+  /** Bytes of firmware packages held (chunks and key wraps). */
+  firmwareBytes = 0;
   delivered = 0;
   expired = 0;
   purged = 0;
@@ -192,7 +194,21 @@ export class EnvelopeStore {
 
   /** Whether allocate(size) would succeed now. */
   canAllocate(size: number): boolean {
-    return this.heldBytes + this.inFlightBytes + size + ENTRY_OVERHEAD <= this.capBytes && this.inFlightBytes + size <= this.maxInFlightBytes;
+    return this.heldBytes + this.inFlightBytes + this.firmwareBytes + size + ENTRY_OVERHEAD <= this.capBytes && this.inFlightBytes + size <= this.maxInFlightBytes;
+  }
+
+  /**
+   * Firmware packages (relay/firmware.ts) take their share of the cap like envelopes, and never
+   * evict one: false when `size` more does not fit now.
+   */
+  holdFirmware(size: number): boolean {
+    if (this.heldBytes + this.inFlightBytes + this.firmwareBytes + size > this.capBytes) return false;
+    this.firmwareBytes += size;
+    return true;
+  }
+
+  releaseFirmware(size: number): void {
+    this.firmwareBytes -= size;
   }
 
   /** An upload that was refused after allocate(): zeroed and returned. */

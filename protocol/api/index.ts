@@ -2,3 +2,4 @@
 export * from './errors.js';
 export * from './enrollment.js';
 export * from './messages.js';
+export * from './firmware.js';

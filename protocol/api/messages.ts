@@ -127,5 +127,9 @@ export interface AuditEvent {
   ip?: string;
   /** auth_failed: failures counted in the minute that starts at `time`; key_purged: envelopes burned (`size`: their bytes). */
   count?: number;
+  /** group_added / group_removed: the device group. */
+  group?: string;
+  /** firmware_*: the package id (manifest digest, hex). */
+  packageId?: string;
 }
 export interface AuditBody { events: AuditEvent[] }

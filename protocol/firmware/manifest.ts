@@ -12,7 +12,7 @@
  *   u64       plaintext size          1..4 GiB
  *   64        SHA-512(plaintext)
  *   u16       chunk AEAD              0x0002 AES-256-GCM, 0x0003 ChaCha20-Poly1305 (HPKE ids)
- *   u32       chunk size              4 KiB..16 MiB (plaintext bytes per chunk; the last may be shorter)
+ *   u32       chunk size              4 KiB..8 MiB (plaintext bytes per chunk; the last may be shorter)
  *   u32 n  || n × 32                  SHA-256 of each encrypted chunk, n = ceil(size / chunk size)
  *   u64       expires                 ms since the Unix epoch
  *   u8 len || install type            [a-z][a-z0-9-]{0,31} ("command", "ghostpipe-release")
@@ -35,7 +35,7 @@ export const CHUNK_TAG_LENGTH = 16;
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 export const LIMITS = {
   minChunkSize: 4096,
-  maxChunkSize: 16 * 1024 * 1024,
+  maxChunkSize: 8 * 1024 * 1024, // a chunk and its tag stay below the relay client's 16 MiB response cap
   maxSize: 4 * 1024 * 1024 * 1024,
   maxHardwareIds: 32,
   maxHintBytes: 1024,

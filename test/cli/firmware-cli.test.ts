@@ -101,7 +101,7 @@ test('bad input: one clear line, exit 2 for usage, nothing written', async () =>
   assertOneLineFailure(await run('firmware', 'root', '--key', key('a', 'key')), /expected a ML-DSA-65 public key|PUBLIC KEY/, 2);
   const packArgs = ['firmware', 'pack', 'fw.bin', '--name', 'gw-fw', '--version', '1.3.0', '--group', 'line-a', '--hardware', 'rpi3b', '--expires', '30d'];
   assertOneLineFailure(await run(...packArgs, '--out', 'p1', '--counter', '0'), /--counter must be a whole number >= 1/, 2);
-  assertOneLineFailure(await run(...packArgs, '--out', 'p2', '--counter', '4', '--chunk-size', '100'), /chunk size must be 4096\.\.16777216 bytes, got 100/);
+  assertOneLineFailure(await run(...packArgs, '--out', 'p2', '--counter', '4', '--chunk-size', '100'), /chunk size must be 4096\.\.8388608 bytes, got 100/);
   assertOneLineFailure(await run(...packArgs, '--out', 'pkg', '--counter', '4'), /pkg: exists and is not empty/);
   assertOneLineFailure(await run('firmware', 'pack', 'missing.bin', '--out', 'p3', '--name', 'gw-fw', '--version', '1.3', '--counter', '4', '--group', 'g', '--hardware', 'h', '--expires', '1d'), /missing\.bin: no such file/);
   assertOneLineFailure(await run(...packArgs.map((a) => (a === '1.3.0' ? 'v1.3' : a)), '--out', 'p4', '--counter', '4'), /version "v1\.3" is not a semantic version/);

@@ -179,6 +179,36 @@ export const TEMPLATES: readonly Template[] = [
   [2, 'DELETE /v2/keys/:id', (c) => ({ method: 'DELETE', segments: ['v2', 'keys', c.victimKeyId], query: [], headers: [bearer(c.keys.operator)] })],
   [2, 'POST /v2/keys/:id/purge', (c) => ({ method: 'POST', segments: ['v2', 'keys', c.victimKeyId, 'purge'], query: [], headers: [bearer(c.keys.operator)] })],
   [1, 'GET /v2/audit', (c) => ({ method: 'GET', segments: seg('/v2/audit'), query: [['limit', '5'], ['format', 'json']], headers: [bearer(c.keys.operator)] })],
+  // Firmware: no package is published here, so ids name nothing (404) once the key and shape pass;
+  // test/relay/firmware.test.ts drives these routes with real packages.
+  [1, 'GET /v2/groups', (c) => ({ method: 'GET', segments: seg('/v2/groups'), query: [], headers: [bearer(c.keys.operator)] })],
+  [1, 'PUT /v2/groups/:group/devices/:did', (c) => ({ method: 'PUT', segments: ['v2', 'groups', 'fuzz', 'devices', encodeURIComponent(c.did)], query: [], headers: [bearer(c.keys.operator)] })],
+  [1, 'DELETE /v2/groups/:group/devices/:did', (c) => ({ method: 'DELETE', segments: ['v2', 'groups', 'fuzz', 'devices', encodeURIComponent(c.did)], query: [], headers: [bearer(c.keys.operator)] })],
+  [2, 'POST /v2/firmware', (c) => ({
+    method: 'POST', segments: seg('/v2/firmware'), query: [], headers: [bearer(c.keys.operator), json],
+    body: { kind: 'json', value: { manifest: 'R1BGTQE=', signatures: [], publisherPublicKey: Buffer.alloc(1952).toString('base64'), targets: [c.did], first: 1 } },
+  })],
+  [1, 'GET /v2/firmware', (c) => ({ method: 'GET', segments: seg('/v2/firmware'), query: [], headers: [bearer(c.keys.device)] })],
+  [1, 'GET /v2/firmware/rollouts', (c) => ({ method: 'GET', segments: seg('/v2/firmware/rollouts'), query: [], headers: [bearer(c.keys.operator)] })],
+  [1, 'GET /v2/firmware/:id', (c) => ({ method: 'GET', segments: ['v2', 'firmware', 'b'.repeat(64)], query: [], headers: [bearer(c.keys.device)] })],
+  [1, 'GET /v2/firmware/:id/status', (c) => ({ method: 'GET', segments: ['v2', 'firmware', 'b'.repeat(64), 'status'], query: [], headers: [bearer(c.keys.operator)] })],
+  [1, 'POST /v2/firmware/:id/targets', (c) => ({
+    method: 'POST', segments: ['v2', 'firmware', 'b'.repeat(64), 'targets'], query: [], headers: [bearer(c.keys.operator), json], body: { kind: 'json', value: { targets: [c.did] } },
+  })],
+  [1, 'PUT /v2/firmware/:id/chunks/:index', (c, r) => ({
+    method: 'PUT', segments: ['v2', 'firmware', 'b'.repeat(64), 'chunks', '0'], query: [], headers: [bearer(c.keys.operator), ['content-type', 'application/octet-stream']],
+    body: { kind: 'envelope', bytes: r.pick(c.envelopes) },
+  })],
+  [1, 'GET /v2/firmware/:id/chunks/:index', (c) => ({ method: 'GET', segments: ['v2', 'firmware', 'b'.repeat(64), 'chunks', '0'], query: [], headers: [bearer(c.keys.device)] })],
+  [1, 'PUT /v2/firmware/:id/wraps/:did', (c, r) => ({
+    method: 'PUT', segments: ['v2', 'firmware', 'b'.repeat(64), 'wraps', encodeURIComponent(c.did)], query: [], headers: [bearer(c.keys.operator), ['content-type', ENVELOPE_MEDIA_TYPE]],
+    body: { kind: 'envelope', bytes: r.pick(c.envelopes) },
+  })],
+  [1, 'POST /v2/firmware/:id/downloaded', (c) => ({ method: 'POST', segments: ['v2', 'firmware', 'b'.repeat(64), 'downloaded'], query: [], headers: [bearer(c.keys.device)] })],
+  [1, 'POST /v2/firmware/:id/receipt', (c) => ({
+    method: 'POST', segments: ['v2', 'firmware', 'b'.repeat(64), 'receipt'], query: [], headers: [bearer(c.keys.device), json],
+    body: { kind: 'json', value: { receipt: 'R1BJUgE=', signature: Buffer.alloc(3309).toString('base64') } },
+  })],
 ];
 
 export function baseRequest(ctx: FuzzContext, rng: Rng): BaseRequest {

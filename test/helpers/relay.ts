@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { cliPath } from './paths.js';
 import { stopChildren } from './stop.js';
-import { RelayClient } from '../../common/relay-client.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey, keyIdHex, type PrivateKey } from '../../protocol/keys.js';
 import { xwingDecapsulate } from '../../protocol/crypto/xwing.js';
@@ -269,4 +269,16 @@ export async function heldFor(relay: RelayProcess, recipientKeyId: string): Prom
 export async function stillHeld(device: Device, envelope: string): Promise<boolean> {
   const state = (await device.client.status([envelope]))[envelope];
   return state === 'pending' || state === 'leased';
+}
+
+/** Awaits a relay request that must be refused with this status and code; returns the error. */
+export async function refused(promise: Promise<unknown>, status: number, code: string): Promise<RelayError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (!(err instanceof RelayError)) throw new Error(`expected a RelayError, got ${String(err)}`);
+    if (err.status !== status || err.code !== code) throw new Error(`expected ${status} ${code}, got ${err.status} ${err.code}: ${err.message}`);
+    return err;
+  }
+  throw new Error(`expected ${status} ${code}, but the request succeeded`);
 }

@@ -378,7 +378,7 @@ test('audit export: JSON and CSV safe against formula injection, filtered by key
   const evil = await relay.operator.createKey({ role: 'device', plan: 'pro', label: '=HYPERLINK("http://evil","x")' });
   const csv = await relay.operator.auditCsv({ key: evil.id });
   const lines = csv.trim().split('\r\n');
-  assert.equal(lines[0], 'time,event,keyId,keyLabel,did,envelopeHash,size,outcome,ip,count');
+  assert.equal(lines[0], 'time,event,keyId,keyLabel,did,envelopeHash,size,outcome,ip,count,group,packageId');
   assert.equal(lines.length, 2);
   assert.ok(lines[1]!.includes(`"'=HYPERLINK(""http://evil"",""x"")"`), lines[1]);
   assert.ok(!/(^|,)"?=/.test(lines[1]!));

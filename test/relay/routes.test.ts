@@ -48,6 +48,20 @@ const ROUTES: { method: string; path: string; anonymous: number }[] = [
   { method: 'DELETE', path: '/v2/keys/0123456789ab', anonymous: 401 },
   { method: 'POST', path: '/v2/keys/0123456789ab/purge', anonymous: 401 },
   { method: 'GET', path: '/v2/audit', anonymous: 401 },
+  { method: 'GET', path: '/v2/groups', anonymous: 401 },
+  { method: 'PUT', path: `/v2/groups/line-a/devices/${encodeURIComponent(DID)}`, anonymous: 401 },
+  { method: 'DELETE', path: `/v2/groups/line-a/devices/${encodeURIComponent(DID)}`, anonymous: 401 },
+  { method: 'POST', path: '/v2/firmware', anonymous: 401 },
+  { method: 'GET', path: '/v2/firmware', anonymous: 401 },
+  { method: 'GET', path: '/v2/firmware/rollouts', anonymous: 401 },
+  { method: 'GET', path: `/v2/firmware/${HEX64}`, anonymous: 401 },
+  { method: 'GET', path: `/v2/firmware/${HEX64}/status`, anonymous: 401 },
+  { method: 'POST', path: `/v2/firmware/${HEX64}/targets`, anonymous: 401 },
+  { method: 'PUT', path: `/v2/firmware/${HEX64}/chunks/0`, anonymous: 401 },
+  { method: 'GET', path: `/v2/firmware/${HEX64}/chunks/0`, anonymous: 401 },
+  { method: 'PUT', path: `/v2/firmware/${HEX64}/wraps/${encodeURIComponent(DID)}`, anonymous: 401 },
+  { method: 'POST', path: `/v2/firmware/${HEX64}/downloaded`, anonymous: 401 },
+  { method: 'POST', path: `/v2/firmware/${HEX64}/receipt`, anonymous: 401 },
 ];
 
 async function call(method: string, path: string, key?: string): Promise<{ status: number; error: string | undefined; headers: Record<string, unknown> }> {
@@ -85,9 +99,10 @@ test('a path some route matches, with another method, is 405 method_not_allowed 
       }
     }
   }
-  // 24 routes: 22 alone on their path × 4 other methods, and /v2/keys (GET and POST) twice × 3 = 94 answers;
-  // only GET /v2/did/challenge and GET /v2/did/register reach a handler (the DID lookup: not a DID, 404).
-  assert.deepEqual(answers, { 405: 92, 404: 2 });
+  // 38 routes: 30 alone on their path × 4 other methods, and 4 paths with two methods (/v2/keys,
+  // /v2/groups/…/devices/…, /v2/firmware, …/chunks/0) twice × 3 = 144 answers; only GET /v2/did/challenge
+  // and GET /v2/did/register reach a handler (the DID lookup: not a DID, 404).
+  assert.deepEqual(answers, { 405: 142, 404: 2 });
 });
 
 test('paths that match no route are 404 not_found, whatever the method', async () => {
