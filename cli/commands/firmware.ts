@@ -4,6 +4,8 @@ import { DurationError, parseDuration, parseSize, SizeError, formatSize } from '
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { packFirmware, PackageError, readChunk, readPackageManifest, writeSignatures } from '../../common/firmware-package.js';
 import { AEAD } from '../../protocol/envelope/constants.js';
+import { publish, status, widen } from './firmware-rollout.js';
+import { OPERATOR_OPTIONS, OPERATOR_USAGE } from '../operator-client.js';
 import {
   checkChunk, DEFAULT_CHUNK_SIZE, encodeRoot, FirmwareError, MANIFEST_CONTEXT, ROOT_CONTEXT, signedRootFromJson, signedRootToJson, signWith,
   verifyManifest, verifyRoot, verifyRotation, type FirmwareRoot, type KeySignature, type SignedRoot,
@@ -13,7 +15,7 @@ const AEADS: Record<string, number> = { 'aes-256-gcm': AEAD.AES256GCM, 'chacha20
 
 export const firmware: Command = {
   name: 'firmware',
-  summary: 'Make the firmware root, pack, sign and verify firmware packages (docs/FIRMWARE.md)',
+  summary: 'Make the firmware root; pack, sign, verify, publish and follow firmware rollouts (docs/FIRMWARE.md)',
   usage: [
     'Usage: ghostpipe firmware root --key A.pub [--key B.pub …] [--threshold K] --sign A.key [--sign B.key …] [--rotate OLD.json] [--out FILE]',
     '       ghostpipe firmware pack BINARY --out DIR --name N --version V --counter C --group G --hardware H [--hardware H2 …]',
@@ -22,6 +24,9 @@ export const firmware: Command = {
     '       ghostpipe firmware sign DIR|ROOT.json --key release.sign.key',
     '       ghostpipe firmware verify DIR --root ROOT.json',
     '       ghostpipe firmware verify ROOT.json [--root PINNED.json]',
+    '       ghostpipe firmware publish DIR --publisher-key FILE [--fleet-key FILE] [--first N] [--device DID …]',
+    '       ghostpipe firmware status NAME@VERSION|ID [--json]',
+    '       ghostpipe firmware widen NAME@VERSION|ID [--device DID …]',
     '',
     'Offline steps of a release; run them where the release keys live. Release keys are',
     '`ghostpipe keygen --type firmware` ML-DSA-65 keys.',
@@ -35,6 +40,15 @@ export const firmware: Command = {
     '  sign     adds this release key\'s signature to a package (or a root); run on each signer.',
     '  verify   checks signatures against the root\'s threshold, every chunk against the manifest,',
     '           and the expiry; exit 0 only when all hold.',
+    '  publish  uploads a signed package to the relay for the enrolled devices of its group (or',
+    '           --device …), wrapping the content key to each; --first N offers it to N devices',
+    '           first (staged). --fleet-key checks each device\'s KEM key against its fleet approval.',
+    '  status   one row per device: held_back, pending, downloading (chunks), downloaded,',
+    '           installed, failed / rolled_back (reason), refused, expired; exit 0 only when',
+    '           every device installed it.',
+    '  widen    offers a staged rollout to the held-back devices (or --device …); refused once',
+    '           a device reported a failure.',
+    ...OPERATOR_USAGE,
   ].join('\n'),
   options: {
     key: { type: 'string', multiple: true },
@@ -53,10 +67,16 @@ export const firmware: Command = {
     aead: { type: 'string' },
     'install-type': { type: 'string' },
     'install-hint': { type: 'string' },
+    'publisher-key': { type: 'string' },
+    'fleet-key': { type: 'string' },
+    first: { type: 'string' },
+    device: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    ...OPERATOR_OPTIONS,
   },
   async run(args) {
     const [action] = args.positionals;
-    const actions: Record<string, (a: ParsedArgs) => Promise<number>> = { root, pack, sign, verify };
+    const actions: Record<string, (a: ParsedArgs) => Promise<number>> = { root, pack, sign, verify, publish, status, widen };
     const handler = action === undefined ? undefined : actions[action];
     if (!handler) throw new CliError(`firmware: unknown action ${JSON.stringify(action ?? '')}; use ${Object.keys(actions).join(', ')} (ghostpipe firmware --help)`, 2);
     try {

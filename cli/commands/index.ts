@@ -17,6 +17,7 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   enroll: async () => (await import('./enroll.js')).enroll,
   device: async () => (await import('./device.js')).device,
   firmware: async () => (await import('./firmware.js')).firmware,
+  groups: async () => (await import('./groups.js')).groups,
   doctor: async () => (await import('./doctor.js')).doctor,
   plant: async () => (await import('./plant.js')).plant,
   demo: async () => (await import('./demo.js')).demo,
