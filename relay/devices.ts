@@ -3,6 +3,8 @@
  * its ML-DSA-65 public key) and bound to exactly one device API key.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import type { KeyRecord } from './api-keys.js';
+import { Refusal, keyRevoked, type Outcome } from './refusal.js';
 
 const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 
@@ -63,6 +65,15 @@ export class Devices {
 
   add(record: DeviceRecord): void {
     this.byDid.set(record.did, record);
+  }
+
+  /** The device bound to this (device) key, enrolled and not revoked, or why not. */
+  boundTo(key: KeyRecord): Outcome<DeviceRecord> {
+    if (key.revokedAt !== undefined) return keyRevoked();
+    const device = key.did === undefined ? undefined : this.byDid.get(key.did);
+    if (!device) return new Refusal('device_not_enrolled', 'this key is not bound to an enrolled device; register first');
+    if (device.revokedAt !== undefined) return new Refusal('device_revoked', 'the device bound to this key was revoked');
+    return device;
   }
 
   /** Decoded ML-DSA-65 public key, cached. */

@@ -15,7 +15,6 @@ import type { Logger } from '../common/log.js';
 import type {
   DeviceRolloutState, DeviceRolloutStatus, DeviceRolloutsBody, FirmwareOfferBody, ReceiptBody, RolloutBody, RolloutListBody, RolloutStatusBody,
 } from '../protocol/api/index.js';
-import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { CONTENT_TYPE } from '../protocol/envelope/constants.js';
 import { parseEnvelope } from '../protocol/envelope/parse.js';
 import {
@@ -28,7 +27,7 @@ import type { KeyRecord } from './api-keys.js';
 import type { RelayConfig } from './config.js';
 import type { DeviceRecord } from './devices.js';
 import type { Groups } from './groups.js';
-import { Refusal, badRequest, keyRevoked, notFound, type Outcome } from './refusal.js';
+import { Refusal, badRequest, notFound, type Outcome } from './refusal.js';
 import type { RelayState } from './state.js';
 
 /** One targeted device: its wrap and what it did so far. */
@@ -200,7 +199,7 @@ export class FirmwareRollouts {
   // ---- devices ----
 
   forDevice(key: KeyRecord): Outcome<DeviceRolloutsBody> {
-    const device = this.enrolledDevice(key);
+    const device = this.state.devices.boundTo(key);
     if (device instanceof Refusal) return device;
     const rollouts = [];
     for (const r of this.rollouts.values()) {
@@ -243,7 +242,7 @@ export class FirmwareRollouts {
   }
 
   async receipt(key: KeyRecord, id: string, receipt: Uint8Array, signature: Uint8Array): Promise<Outcome<ReceiptBody>> {
-    const device = this.enrolledDevice(key);
+    const device = this.state.devices.boundTo(key);
     if (device instanceof Refusal) return device;
     const rollout = this.rollouts.get(id);
     const target = rollout?.targets.get(device.did);
@@ -310,7 +309,7 @@ export class FirmwareRollouts {
   }
 
   private deviceTarget(key: KeyRecord, id: string): Outcome<{ rollout: Rollout; target: Target }> {
-    const device = this.enrolledDevice(key);
+    const device = this.state.devices.boundTo(key);
     if (device instanceof Refusal) return device;
     const rollout = this.rollouts.get(id);
     const target = rollout?.targets.get(device.did);
@@ -321,13 +320,6 @@ export class FirmwareRollouts {
     return { rollout, target };
   }
 
-  private enrolledDevice(key: KeyRecord): Outcome<DeviceRecord> {
-    if (key.revokedAt !== undefined) return keyRevoked();
-    const device = key.did === undefined ? undefined : this.state.devices.get(key.did);
-    if (!device) return new Refusal('device_not_enrolled', 'this key is not bound to an enrolled device; register first');
-    if (device.revokedAt !== undefined) return new Refusal('device_revoked', 'the device bound to this key was revoked');
-    return device;
-  }
 
   private summary(r: Rollout): RolloutBody {
     const m = r.manifest;

@@ -64,9 +64,10 @@ const MAX_JSON_BYTES = 64 * 1024;
 /** Reads a JSON object body (<= 64 KiB, application/json). */
 export async function readJson(req: IncomingMessage, maxBytes = MAX_JSON_BYTES): Promise<Record<string, unknown>> {
   if (mediaType(req) !== 'application/json') refuse(new Refusal('unsupported_media_type', 'expected Content-Type: application/json'));
+  const body = await readBody(req, maxBytes, 'JSON body'); // outside the try: its 413 is not a parse error
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(await readBody(req, maxBytes, 'JSON body')).toString('utf8'));
+    value = JSON.parse(Buffer.from(body).toString('utf8'));
   } catch {
     refuse(badRequest('body is not valid JSON'));
   }

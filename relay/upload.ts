@@ -16,7 +16,6 @@ import type { KeyRecord } from './api-keys.js';
 import { CpuTurns } from './cpu-turns.js';
 import { EnvelopeError, parseForRelay, signatureValid, type DecodedHeader } from './envelope-check.js';
 import type { Plan } from './config.js';
-import type { DeviceRecord } from './devices.js';
 import { ENTRY_OVERHEAD } from './store.js';
 import { Refusal, keyRevoked, type Outcome } from './refusal.js';
 import type { RelayState } from './state.js';
@@ -67,7 +66,7 @@ export class Uploads {
     if (request.mediaType !== ENVELOPE_MEDIA_TYPE) return this.refused(key, new Refusal('unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
     // The log's unwritten tiles are RAM: when the disk falls that far behind, uploads wait.
     if (this.state.log.congested) return this.refused(key, new Refusal('log_busy', 'the transparency log is writing a large backlog; retry shortly', 1000));
-    const enrolled = this.enrolledDevice(key);
+    const enrolled = this.state.devices.boundTo(key);
     if (enrolled instanceof Refusal) return this.refused(key, enrolled);
     if (this.state.keys.inProgress(key) >= plan.maxConcurrentUploads) {
       return this.refused(key, new Refusal('too_many_uploads', `plan "${key.plan}" allows ${plan.maxConcurrentUploads} uploads in progress per key`, UPLOAD_ENDS_MS));
@@ -88,7 +87,7 @@ export class Uploads {
    * arrived; nothing of this upload is reserved before.
    */
   reserve(key: KeyRecord, admitted: Admitted, header: DecodedHeader): Outcome<Buffer> {
-    const device = this.enrolledDevice(key);
+    const device = this.state.devices.boundTo(key);
     if (device instanceof Refusal) return device;
     const sender = Buffer.from(header.header.senderKeyId);
     const expected = Buffer.from(device.signingKeyId, 'hex');
@@ -116,14 +115,6 @@ export class Uploads {
     return undefined;
   }
 
-  /** The device bound to this key, enrolled and not revoked, or why not. */
-  private enrolledDevice(key: KeyRecord): Outcome<DeviceRecord> {
-    if (key.revokedAt !== undefined) return keyRevoked();
-    const device = key.did === undefined ? undefined : this.state.devices.get(key.did);
-    if (!device) return new Refusal('device_not_enrolled', 'this key is not bound to an enrolled device; register first');
-    if (device.revokedAt !== undefined) return new Refusal('device_revoked', 'the device bound to this key was revoked');
-    return device;
-  }
 
   /**
    * One upload, start to end: the checks without the body, then `receive` streams the body in
@@ -166,7 +157,7 @@ export class Uploads {
         throw err;
       }
       // Checked again on the whole envelope: the device may have been revoked while the body arrived.
-      const device = this.enrolledDevice(key);
+      const device = this.state.devices.boundTo(key);
       if (device instanceof Refusal) return this.refused(key, device);
       const did = device.did;
       const sender = Buffer.from(env.header.senderKeyId);

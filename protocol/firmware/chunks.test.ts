@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { checkChunk, encryptChunk, openChunk, sha256 } from './chunks.js';
 import { FirmwareError } from './errors.js';
+import { thrownCode } from '../../test/helpers/assert-code.js';
 import { plainChunkLength, type FirmwareManifest } from './manifest.js';
 
 function pack(plaintext: Uint8Array, version: string, counter: number, aeadId = 0x0002) {
@@ -15,15 +16,7 @@ function pack(plaintext: Uint8Array, version: string, counter: number, aeadId = 
   return { key, manifest, chunks };
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof FirmwareError, String(err));
-    return err.code;
-  }
-  return 'no error';
-}
+const code = (fn: () => unknown): string => thrownCode(fn, FirmwareError);
 
 test('chunks open in order to the plaintext, with either AEAD', () => {
   for (const aead of [0x0002, 0x0003]) {

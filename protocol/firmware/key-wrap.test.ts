@@ -6,6 +6,7 @@ import { KEM } from '../envelope/constants.js';
 import { sealEnvelope } from '../envelope/seal.js';
 import { generatePrivateKey } from '../keys.js';
 import { FirmwareError } from './errors.js';
+import { thrownCode } from '../../test/helpers/assert-code.js';
 import { unwrapContentKey, wrapContentKey } from './key-wrap.js';
 
 const publisher = generatePrivateKey('ML-DSA-65');
@@ -16,15 +17,7 @@ const recipient = (k: typeof deviceA) => ({ kemId: KEM.XWING, seed: k.seed, publ
 const digest = new Uint8Array(randomBytes(32));
 const contentKey = new Uint8Array(randomBytes(32));
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof FirmwareError, String(err));
-    return err.code;
-  }
-  return 'no error';
-}
+const code = (fn: () => unknown): string => thrownCode(fn, FirmwareError);
 
 test('the device the key was wrapped to gets it back', () => {
   const wrap = wrapContentKey({ manifestDigest: digest, contentKey, recipient: recipient(deviceA), sender, counter: 7 });

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generatePrivateKey } from '../keys.js';
 import { FirmwareError } from './errors.js';
+import { thrownCode } from '../../test/helpers/assert-code.js';
 import {
   checkManifestFor, decodeManifest, encodeManifest, encryptedChunkLength, MANIFEST_CONTEXT, signedManifestFromJson, signedManifestToJson, verifyManifest,
   type FirmwareManifest,
@@ -21,16 +22,7 @@ const manifest: FirmwareManifest = {
 };
 const device = { groups: ['line-a'], hardwareId: 'rpi3b-plus', installedCounter: 6, now: NOW };
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof FirmwareError, String(err));
-    assert.ok(err.message.length > 10);
-    return err.code;
-  }
-  return 'no error';
-}
+const code = (fn: () => unknown): string => thrownCode(fn, FirmwareError);
 
 test('a manifest round-trips; its header and chunk lengths are as documented', () => {
   const bytes = encodeManifest(manifest);

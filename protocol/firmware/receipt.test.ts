@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { didFromSigningKey } from '../did.js';
 import { generatePrivateKey } from '../keys.js';
 import { FirmwareError } from './errors.js';
+import { thrownCode } from '../../test/helpers/assert-code.js';
 import { decodeReceipt, encodeReceipt, signReceipt, verifyReceipt, type InstallReceipt } from './receipt.js';
 
 const device = generatePrivateKey('ML-DSA-65');
@@ -13,15 +14,7 @@ const receipt: InstallReceipt = {
   runningVersion: '1.3.2', runningCounter: 6, time: Date.UTC(2027, 0, 1), reason: 'health command exited 1',
 };
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof FirmwareError, String(err));
-    return err.code;
-  }
-  return 'no error';
-}
+const code = (fn: () => unknown): string => thrownCode(fn, FirmwareError);
 
 test('a receipt round-trips and verifies with its device key only', () => {
   const bytes = encodeReceipt(receipt);

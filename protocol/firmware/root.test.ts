@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generatePrivateKey, type PrivateKey } from '../keys.js';
 import { FirmwareError } from './errors.js';
+import { thrownCode } from '../../test/helpers/assert-code.js';
 import { chainRoots, decodeRoot, encodeRoot, ROOT_CONTEXT, signedRootFromJson, signedRootToJson, verifyRoot, verifyRotation, type FirmwareRoot, type SignedRoot } from './root.js';
 import { signWith } from './signatures.js';
 
@@ -14,15 +15,7 @@ function signed(root: FirmwareRoot, signers: PrivateKey[]): SignedRoot {
   return { bytes, root: decodeRoot(bytes), signatures: signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT)) };
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof FirmwareError, String(err));
-    return err.code;
-  }
-  return 'no error';
-}
+const code = (fn: () => unknown): string => thrownCode(fn, FirmwareError);
 
 const v1 = signed({ version: 1, threshold: 2, keys: [c.publicKey, a.publicKey, b.publicKey] }, [a, b]);
 

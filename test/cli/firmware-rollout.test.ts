@@ -6,16 +6,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { assertOneLineFailure, runCli } from '../helpers/cli.js';
 import { cleanupAll, fleetKey, makeDevice, startRelay, tempDir, type Device, type RelayProcess } from '../helpers/relay.js';
-import { KEM } from '../../protocol/envelope/constants.js';
+import { downloadAsDevice, sendReceipt } from '../helpers/firmware-device.js';
 import { encodePublicKeyPem, generatePrivateKey } from '../../protocol/keys.js';
-import {
-  encodeReceipt, manifestDigest, openChunk, signedManifestFromJson, signReceipt, unwrapContentKey, verifyManifest, signedRootFromJson, verifyRoot,
-} from '../../protocol/firmware/index.js';
-import { readFile } from 'node:fs/promises';
+import { signedRootFromJson, verifyRoot } from '../../protocol/firmware/index.js';
 
 after(cleanupAll);
 
@@ -41,19 +38,11 @@ before(async () => {
   assert.equal((await run('firmware', 'sign', 'pkg', '--key', 'keys/release.sign.key')).code, 0);
 });
 
-/** The device side: offer, verify against the root, unwrap, every chunk checked and opened, receipt. */
+/** A gateway installing package `id`: the plaintext must be the packed binary; then its receipt. */
 async function install(device: Device, id: string): Promise<void> {
   const root = verifyRoot(signedRootFromJson(JSON.parse(await readFile(path.join(dir, 'root.json'), 'utf8'))));
-  const offer = await device.client.firmwareOffer(id);
-  const signed = signedManifestFromJson({ manifest: offer.manifest, signatures: offer.signatures });
-  const manifest = verifyManifest(signed, root);
-  const key = unwrapContentKey(new Uint8Array(Buffer.from(offer.keyWrap, 'base64')), { kemId: KEM.XWING, seed: device.kem.seed, publicKey: device.kem.publicKey },
-    new Uint8Array(Buffer.from(offer.publisherPublicKey, 'base64')), manifestDigest(signed.bytes));
-  const parts = [];
-  for (let i = 0; i < offer.chunks; i++) parts.push(openChunk(manifest, key, i, (await device.client.firmwareChunk(id, i)).bytes));
-  assert.deepEqual(new Uint8Array(Buffer.concat(parts)), binary);
-  const receipt = encodeReceipt({ did: device.did, manifestDigest: manifestDigest(signed.bytes), outcome: 'installed', runningVersion: '2.0.0', runningCounter: 20, time: Date.now(), reason: '' });
-  await device.client.firmwareReceipt(id, receipt, signReceipt(device.signing.seed, receipt));
+  assert.deepEqual(await downloadAsDevice(device, id, root), binary);
+  await sendReceipt(device, id, 'installed');
 }
 
 test('groups add, list and remove through the CLI', async () => {

@@ -15,3 +15,18 @@ export function assertThrowsCode<E extends Error & { code: string }>(
     return true;
   });
 }
+
+/**
+ * The code of what fn throws (it must be an ErrorClass with a message naming the problem), or
+ * 'no error': lets a test list many refusals as `assert.equal(thrownCode(…), 'expired')`.
+ */
+export function thrownCode<E extends Error & { code: string }>(fn: () => unknown, ErrorClass: abstract new (...args: never[]) => E): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ErrorClass, `expected ${ErrorClass.name}, got ${String(err)}`);
+    assert.ok(err.message.length > 10, `the message names the problem: ${err.message}`);
+    return err.code;
+  }
+  return 'no error';
+}

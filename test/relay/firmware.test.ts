@@ -10,14 +10,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { cleanupAll, makeDevice, refused, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { until } from '../helpers/wait.js';
+import { downloadAsDevice, sendReceipt } from '../helpers/firmware-device.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { KEM } from '../../protocol/envelope/constants.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { decodeLogEntry } from '../../protocol/log-entries.js';
 import {
-  encodeManifest, encodeReceipt, RECEIPT_CONTEXT, encryptChunk, manifestDigest, MANIFEST_CONTEXT, openChunk, sha256, signedManifestFromJson, signReceipt, signWith,
-  signaturesToJson, unwrapContentKey, verifyManifest, wrapContentKey, type FirmwareManifest, type Outcome,
+  encodeManifest, encodeReceipt, RECEIPT_CONTEXT, encryptChunk, manifestDigest, MANIFEST_CONTEXT, sha256, signReceipt, signWith, signaturesToJson, wrapContentKey,
+  type FirmwareManifest,
 } from '../../protocol/firmware/index.js';
 
 after(cleanupAll);
@@ -53,27 +54,6 @@ function makePackage(counter: number, group = 'line-a', expires = Date.now() + 3
       publisherPublicKey: Buffer.from(publisher.publicKey).toString('base64'), targets: targets.map((d) => d.did), ...(first ? { first } : {}),
     }),
   };
-}
-
-/** What an agent does with an offer: verify, unwrap, fetch and check every chunk, return the plaintext. */
-async function download(device: Device, id: string): Promise<Uint8Array> {
-  const offer = await device.client.firmwareOffer(id);
-  const signed = signedManifestFromJson({ manifest: offer.manifest, signatures: offer.signatures });
-  const manifest = verifyManifest(signed, root);
-  const key = unwrapContentKey(new Uint8Array(Buffer.from(offer.keyWrap, 'base64')), { kemId: KEM.XWING, seed: device.kem.seed, publicKey: device.kem.publicKey },
-    new Uint8Array(Buffer.from(offer.publisherPublicKey, 'base64')), manifestDigest(signed.bytes));
-  const parts = [];
-  for (let i = 0; i < offer.chunks; i++) {
-    const { bytes, etag } = await device.client.firmwareChunk(id, i);
-    assert.equal(etag, `"${id}.${i}"`);
-    parts.push(openChunk(manifest, key, i, bytes));
-  }
-  return new Uint8Array(Buffer.concat(parts));
-}
-
-function receipt(device: Device, id: string, outcome: Outcome, reason = '') {
-  const bytes = encodeReceipt({ did: device.did, manifestDigest: new Uint8Array(Buffer.from(id, 'hex')), outcome, runningVersion: '1.0.0', runningCounter: 1, time: Date.now(), reason });
-  return device.client.firmwareReceipt(id, bytes, signReceipt(device.signing.seed, bytes));
 }
 
 async function upload(pkg: ReturnType<typeof makePackage>, wrapsFor: Device[]) {
@@ -118,20 +98,20 @@ test('staged publish: chunks and wraps checked on arrival; only offered targets 
   await refused(outsider.client.firmwareChunk(pkg.id, 0), 404, 'not_found');
   await refused(a.client.firmwareChunk(pkg.id, 3), 404, 'not_found');
 
-  assert.deepEqual(await download(a, pkg.id), pkg.plaintext);
+  assert.deepEqual(await downloadAsDevice(a, pkg.id, root), pkg.plaintext);
   let status = await relay.operator.rolloutStatus(pkg.id);
   assert.deepEqual(status.devices.map((d) => [d.did === a.did ? 'a' : 'b', d.state, d.chunksDone]).sort(), [['a', 'downloading', 3], ['b', 'held_back', 0]]);
   await a.client.firmwareDownloaded(pkg.id);
   await refused(a.client.firmwareChunk(pkg.id, 0), 410, 'download_complete');
   await refused(a.client.firmwareOffer(pkg.id), 410, 'download_complete');
 
-  const logged = await receipt(a, pkg.id, 'installed');
+  const logged = await sendReceipt(a, pkg.id, 'installed');
   assert.equal(decodeLogEntry((await relay.operator.entries(logged.leafIndex, logged.leafIndex + 1))[0]!.data).type, 'receipt');
-  await refused(receipt(a, pkg.id, 'installed'), 409, 'duplicate');
+  await refused(sendReceipt(a, pkg.id, 'installed'), 409, 'duplicate');
 
   await relay.operator.widenRollout(pkg.id, []);
-  assert.deepEqual(await download(b, pkg.id), pkg.plaintext);
-  await receipt(b, pkg.id, 'installed');
+  assert.deepEqual(await downloadAsDevice(b, pkg.id, root), pkg.plaintext);
+  await sendReceipt(b, pkg.id, 'installed');
   status = await relay.operator.rolloutStatus(pkg.id);
   assert.equal(status.held, false);
   assert.equal(status.burned?.reason, 'receipts');
@@ -144,12 +124,12 @@ test('a failure halts the staged rollout; forged and foreign receipts are refuse
   const pkg = makePackage(3);
   await relay.operator.publishFirmware(pkg.request([a, b], 1));
   await upload(pkg, [a, b]);
-  await download(a, pkg.id);
+  await downloadAsDevice(a, pkg.id, root);
   const forged = encodeReceipt({ did: a.did, manifestDigest: new Uint8Array(Buffer.from(pkg.id, 'hex')), outcome: 'installed', runningVersion: '1.3.0', runningCounter: 3, time: Date.now(), reason: '' });
   // a's receipt signed by b's key; and a's genuine receipt sent with b's API key
   await refused(a.client.firmwareReceipt(pkg.id, forged, getProvider().mlDsa65.sign(b.signing.seed, forged, RECEIPT_CONTEXT)), 403, 'bad_signature');
   await refused(b.client.firmwareReceipt(pkg.id, forged, signReceipt(a.signing.seed, forged)), 403, 'bad_signature');
-  await receipt(a, pkg.id, 'rolled_back', 'health command exited 1');
+  await sendReceipt(a, pkg.id, 'rolled_back', 'health command exited 1');
   assert.match((await refused(relay.operator.widenRollout(pkg.id, []), 409, 'rollout_halted')).message, /reported rolled_back \(health command exited 1\)/);
   const status = await relay.operator.rolloutStatus(pkg.id);
   assert.deepEqual(status.devices.find((d) => d.did === a.did)?.reason, 'health command exited 1');
