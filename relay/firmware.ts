@@ -93,11 +93,14 @@ export class FirmwareRollouts {
     if (manifest.expires <= now) return badRequest(`${manifest.name}@${manifest.version} expired at ${new Date(manifest.expires).toISOString()}`);
     const id = Buffer.from(manifestDigest(input.manifest)).toString('hex');
     const existing = this.rollouts.get(id);
-    // Publishing again (a lost answer, a restarted CLI) adds nothing new but the targets it names.
+    // Publishing again (a lost answer, a restarted CLI) adds the targets it names that are new, and
+    // releases nobody: a staged rollout widens only by POST …/targets.
     if (existing) {
-      const added = this.addTargets(existing, input.targets);
+      const added = this.checkTargets(manifest, input.targets, existing.targets);
       if (added instanceof Refusal) return added;
-      return { created: false, body: added };
+      const staged = input.first !== undefined || [...existing.targets.values()].some((t) => t.state === 'held_back');
+      for (const did of added) existing.targets.set(did, { state: staged ? 'held_back' : 'pending', chunksDone: new Set() });
+      return { created: false, body: this.summary(existing) };
     }
     const size = manifest.chunkHashes.reduce((n, _, i) => n + encryptedChunkLength(manifest, i), 0);
     if (size > this.config.maxPackageSize) return new Refusal('too_large', `package of ${size} bytes exceeds firmware.maxPackageSize (${this.config.maxPackageSize})`);
@@ -105,14 +108,15 @@ export class FirmwareRollouts {
     if (targets instanceof Refusal) return targets;
     if (!this.state.store.holdFirmware(size)) return new Refusal('memory_full', `no room for a ${size}-byte package within memoryCap; nothing undelivered is evicted for it`, this.state.retryAfterMs());
     const leafIndex = this.state.log.append(firmwareLeaf(input.manifest).data);
-    await this.state.log.flush();
     const rollout: Rollout = {
       id, manifest, manifestBytes: input.manifest, signatures, publisherPublicKey: input.publisherPublicKey, leafIndex,
       chunks: manifest.chunkHashes.map(() => undefined), chunksHeld: 0,
       targets: new Map(targets.map((did, i) => [did, { state: i < (input.first ?? targets.length) ? 'pending' : 'held_back', chunksDone: new Set() }])),
       heldBytes: size, createdAt: now, expiresAt: Math.min(manifest.expires, now + this.config.ttl),
     };
+    // In the map before the first await: a concurrent publish of the same manifest finds it.
     this.rollouts.set(id, rollout);
+    await this.state.log.flush();
     this.state.audit.record({ event: 'firmware_published', keyId: operator.id, keyLabel: operator.label, packageId: id, size, count: targets.length, outcome: 'ok' });
     this.logger.info({ packageId: id, name: manifest.name, version: manifest.version, leafIndex, targets: targets.length, bytes: size }, 'firmware package published');
     return { created: true, body: this.summary(rollout) };
@@ -276,7 +280,7 @@ export class FirmwareRollouts {
   }
 
   private burn(rollout: Rollout, reason: 'receipts' | 'expired'): void {
-    this.rollouts.delete(rollout.id);
+    if (!this.rollouts.delete(rollout.id)) return; // two last receipts at once: burned by the first
     this.state.store.releaseFirmware(rollout.heldBytes);
     for (const target of rollout.targets.values()) if (!FINAL.has(target.state)) target.state = 'expired';
     const status = this.fullStatus(rollout);

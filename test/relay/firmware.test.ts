@@ -76,7 +76,9 @@ test('staged publish: chunks and wraps checked on arrival; only offered targets 
   const pkg = makePackage(2);
   await refused(relay.operator.publishFirmware(pkg.request([a, outsider])), 422, 'not_in_group');
   await refused(a.client.publishFirmware(pkg.request([a])), 403, 'forbidden');
-  const published = await relay.operator.publishFirmware(pkg.request([a, b], 1));
+  // Twice at once (a retried CLI): one rollout, one log leaf; and publishing again releases nobody.
+  const [published, again] = await Promise.all([relay.operator.publishFirmware(pkg.request([a, b], 1)), relay.operator.publishFirmware(pkg.request([a, b], 1))]);
+  assert.equal(again.leafIndex, published.leafIndex);
   assert.equal(published.id, pkg.id);
   assert.equal(published.ready, false);
   const entry = decodeLogEntry((await relay.operator.entries(published.leafIndex, published.leafIndex + 1))[0]!.data);
