@@ -51,6 +51,25 @@ export function optionalString(args: ParsedArgs, name: string): string | undefin
   return typeof value === 'string' ? value : undefined;
 }
 
+/** A repeatable option's values (none: an empty list). */
+export function optionalStrings(args: ParsedArgs, name: string): string[] {
+  return (args.values[name] as string[] | undefined) ?? [];
+}
+
+/** One "warning: …" line on stderr (a key file readable by others, a check skipped). */
+export function printWarning(message: string): void {
+  process.stderr.write(`warning: ${message}\n`);
+}
+
+/** A key file read by `load`; a missing, unreadable or wrong file is a usage error (exit 2) naming it. */
+export async function loadKeyFile<T>(command: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    throw new CliError(`${command}: ${(err as Error).message}`, 2);
+  }
+}
+
 /** Reads all of stdin (for seal/open/inspect pipes). */
 export async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -1,4 +1,9 @@
 /** Byte helpers shared across protocol/. */
+import { createHash } from 'node:crypto';
+
+export function sha256(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(bytes).digest());
+}
 
 /** The parts joined into one new array: one allocation, one copy per part (envelopes reach 5 MiB). */
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {

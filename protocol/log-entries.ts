@@ -25,7 +25,7 @@
  * A receiver recomputes the transfer leaf from the envelope it leased (transferLeaf).
  */
 import { ProtocolError } from './errors.js';
-import { createHash } from 'node:crypto';
+import { sha256 } from './bytes.js';
 import { leafHash } from './tlog/merkle.js';
 import { decodeEnrollmentStatement, FleetStatementError } from './enrollment.js';
 import { keyId, type KeyAlg } from './keys.js';
@@ -49,7 +49,6 @@ export interface FleetApproval { statement: Uint8Array; signature: Uint8Array }
 
 export class LogEntryError extends ProtocolError<'empty' | 'unknown_type' | 'bad_length' | 'bad_did' | 'bad_approval' | 'bad_receipt'> {}
 
-const sha256 = (bytes: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytes).digest());
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
 

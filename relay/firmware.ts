@@ -21,11 +21,10 @@ import {
   checkChunk, decodeManifest, encryptedChunkLength, FirmwareError, manifestDigest, signaturesFromJson, signaturesToJson, verifyReceipt,
   type FirmwareManifest, type KeySignature,
 } from '../protocol/firmware/index.js';
-import { encodeLogEntry, firmwareLeaf } from '../protocol/log-entries.js';
-import { keyId, type KeyAlg } from '../protocol/keys.js';
+import { encodeLogEntry } from '../protocol/log-entries.js';
+import { keyId } from '../protocol/keys.js';
 import type { KeyRecord } from './api-keys.js';
 import type { RelayConfig } from './config.js';
-import type { DeviceRecord } from './devices.js';
 import type { Groups } from './groups.js';
 import { Refusal, badRequest, notFound, type Outcome } from './refusal.js';
 import type { RelayState } from './state.js';
@@ -91,7 +90,8 @@ export class FirmwareRollouts {
       throw err;
     }
     if (manifest.expires <= now) return badRequest(`${manifest.name}@${manifest.version} expired at ${new Date(manifest.expires).toISOString()}`);
-    const id = Buffer.from(manifestDigest(input.manifest)).toString('hex');
+    const digest = manifestDigest(input.manifest);
+    const id = Buffer.from(digest).toString('hex');
     const existing = this.rollouts.get(id);
     // Publishing again (a lost answer, a restarted CLI) adds the targets it names that are new, and
     // releases nobody: a staged rollout widens only by POST …/targets.
@@ -107,7 +107,7 @@ export class FirmwareRollouts {
     const targets = this.checkTargets(manifest, input.targets, new Map());
     if (targets instanceof Refusal) return targets;
     if (!this.state.store.holdFirmware(size)) return new Refusal('memory_full', `no room for a ${size}-byte package within memoryCap; nothing undelivered is evicted for it`, this.state.retryAfterMs());
-    const leafIndex = this.state.log.append(firmwareLeaf(input.manifest).data);
+    const leafIndex = this.state.log.append(encodeLogEntry({ type: 'firmware', manifestHash: digest }));
     const rollout: Rollout = {
       id, manifest, manifestBytes: input.manifest, signatures, publisherPublicKey: input.publisherPublicKey, leafIndex,
       chunks: manifest.chunkHashes.map(() => undefined), chunksHeld: 0,
@@ -126,7 +126,7 @@ export class FirmwareRollouts {
    * Offers the rollout to `dids` (new targets, or held-back ones); an empty list releases every
    * held-back target. Refused once a target reported a failure: a failure halts the rollout.
    */
-  addTargets(rollout: Rollout, dids: string[]): Outcome<RolloutBody> {
+  private addTargets(rollout: Rollout, dids: string[]): Outcome<RolloutBody> {
     const release = dids.length === 0 ? [...rollout.targets.keys()] : dids;
     const widening = release.some((did) => { const t = rollout.targets.get(did); return t === undefined || t.state === 'held_back'; });
     const failed = [...rollout.targets.entries()].find(([, t]) => FAILED.has(t.state));
@@ -181,7 +181,8 @@ export class FirmwareRollouts {
     } catch (err) {
       return badRequest(`the key wrap for ${did} is not an envelope: ${(err as Error).message}`);
     }
-    if (!timingSafeEqual(recipient, deviceKemKeyId(device))) return badRequest(`the key wrap for ${did} is not sealed to that device's key`);
+    // Relay devices hold X-Wing keys (registration takes no other), as their 0x02/0x05 leaves record.
+    if (!timingSafeEqual(recipient, keyId('X-Wing', Buffer.from(device.kemPublicKey, 'base64')))) return badRequest(`the key wrap for ${did} is not sealed to that device's key`);
     const grow = bytes.length - (target.wrap?.length ?? 0);
     if (grow > 0 && !this.state.store.holdFirmware(grow)) return new Refusal('memory_full', 'no room for the key wrap within memoryCap', this.state.retryAfterMs());
     if (grow < 0) this.state.store.releaseFirmware(-grow);
@@ -295,11 +296,11 @@ export class FirmwareRollouts {
 
   // ---- helpers ----
 
-  private checkTargets(manifest: FirmwareManifest, dids: unknown, known: ReadonlyMap<string, Target>): Outcome<string[]> {
-    if (!Array.isArray(dids) || dids.length > MAX_TARGETS || !dids.every((d) => typeof d === 'string' && d.length <= 128)) return badRequest(`targets must be a list of at most ${MAX_TARGETS} DIDs`);
+  private checkTargets(manifest: FirmwareManifest, dids: readonly string[], known: ReadonlyMap<string, Target>): Outcome<string[]> {
+    if (dids.length > MAX_TARGETS || !dids.every((d) => d.length <= 128)) return badRequest(`targets must be a list of at most ${MAX_TARGETS} DIDs`);
     const members = new Set(this.groups.members(manifest.group));
     const added: string[] = [];
-    for (const did of new Set(dids as string[])) {
+    for (const did of new Set(dids)) {
       if (known.has(did)) continue;
       if (!members.has(did)) return new Refusal('not_in_group', `${did} is not an enrolled, active member of group ${manifest.group}`);
       added.push(did);
@@ -341,10 +342,5 @@ export class FirmwareRollouts {
     }));
     return { ...this.summary(r), createdAt: new Date(r.createdAt).toISOString(), held: true, devices };
   }
-}
-
-function deviceKemKeyId(device: DeviceRecord): Uint8Array {
-  const alg: KeyAlg = Buffer.from(device.kemPublicKey, 'base64').length === 1216 ? 'X-Wing' : 'ML-KEM-768';
-  return keyId(alg, new Uint8Array(Buffer.from(device.kemPublicKey, 'base64')));
 }
 

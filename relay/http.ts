@@ -53,6 +53,11 @@ export function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
+/** 415 unless the body is of this media type. */
+export function requireMediaType(req: IncomingMessage, type: string): void {
+  if (mediaType(req) !== type) refuse(new Refusal('unsupported_media_type', `expected Content-Type: ${type}`));
+}
+
 /** The declared Content-Length, if any. */
 export function contentLength(req: IncomingMessage): number | undefined {
   const header = req.headers['content-length'];
@@ -63,7 +68,7 @@ const MAX_JSON_BYTES = 64 * 1024;
 
 /** Reads a JSON object body (<= 64 KiB, application/json). */
 export async function readJson(req: IncomingMessage, maxBytes = MAX_JSON_BYTES): Promise<Record<string, unknown>> {
-  if (mediaType(req) !== 'application/json') refuse(new Refusal('unsupported_media_type', 'expected Content-Type: application/json'));
+  requireMediaType(req, 'application/json');
   const body = await readBody(req, maxBytes, 'JSON body'); // outside the try: its 413 is not a parse error
   let value: unknown;
   try {

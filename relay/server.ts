@@ -29,7 +29,7 @@ import { Enrollment } from './enroll.js';
 import { FirmwareRollouts, MAX_WRAP_BYTES } from './firmware.js';
 import { Groups } from './groups.js';
 import {
-  HttpError, accepted, contentLength, discardBody, drain, mediaType, queryInt, queryTime, queryWait, readBody, readJson, refuse, sendError, sendJson, sendNoContent,
+  HttpError, accepted, contentLength, discardBody, drain, mediaType, queryInt, queryTime, queryWait, readBody, readJson, refuse, requireMediaType, sendError, sendJson, sendNoContent,
 } from './http.js';
 import { LogCorruptError, LogPrunedError } from './log.js';
 import { LogReads } from './log-api.js';
@@ -565,7 +565,7 @@ export class RelayServer {
 
   private async putChunk({ req, res, params }: Call): Promise<void> {
     this.auth.authenticate(req, 'operator');
-    if (mediaType(req) !== CHUNK_MEDIA_TYPE) refuse(new Refusal('unsupported_media_type', `expected Content-Type: ${CHUNK_MEDIA_TYPE}`));
+    requireMediaType(req, CHUNK_MEDIA_TYPE);
     const id = firmwareId(params);
     const index = chunkIndex(params);
     const bytes = await readBody(req, FIRMWARE_LIMITS.maxChunkSize + CHUNK_TAG_LENGTH, 'chunk');
@@ -575,7 +575,7 @@ export class RelayServer {
 
   private async putWrap({ req, res, params }: Call): Promise<void> {
     this.auth.authenticate(req, 'operator');
-    if (mediaType(req) !== ENVELOPE_MEDIA_TYPE) refuse(new Refusal('unsupported_media_type', `expected Content-Type: ${ENVELOPE_MEDIA_TYPE}`));
+    requireMediaType(req, ENVELOPE_MEDIA_TYPE);
     const id = firmwareId(params);
     const bytes = await readBody(req, MAX_WRAP_BYTES, 'key wrap');
     accepted(this.firmware.putWrap(id, didParam(params['did']!), bytes));

@@ -192,9 +192,14 @@ export class EnvelopeStore {
     return bytes;
   }
 
+  /** What counts against the cap: held and in-flight envelopes, and firmware packages. */
+  private get usedBytes(): number {
+    return this.heldBytes + this.inFlightBytes + this.firmwareBytes;
+  }
+
   /** Whether allocate(size) would succeed now. */
   canAllocate(size: number): boolean {
-    return this.heldBytes + this.inFlightBytes + this.firmwareBytes + size + ENTRY_OVERHEAD <= this.capBytes && this.inFlightBytes + size <= this.maxInFlightBytes;
+    return this.usedBytes + size + ENTRY_OVERHEAD <= this.capBytes && this.inFlightBytes + size <= this.maxInFlightBytes;
   }
 
   /**
@@ -202,7 +207,7 @@ export class EnvelopeStore {
    * evict one: false when `size` more does not fit now.
    */
   holdFirmware(size: number): boolean {
-    if (this.heldBytes + this.inFlightBytes + this.firmwareBytes + size > this.capBytes) return false;
+    if (this.usedBytes + size > this.capBytes) return false;
     this.firmwareBytes += size;
     return true;
   }

@@ -2,7 +2,7 @@
  * The online steps of `ghostpipe firmware`: publish a signed package to a relay, widen a staged
  * rollout, read its status (docs/FIRMWARE.md, docs/API.md "Firmware"). Operator key required.
  */
-import { CliError, optionalString, type ParsedArgs } from '../command.js';
+import { CliError, loadKeyFile, optionalString, optionalStrings, printWarning, type ParsedArgs } from '../command.js';
 import { readChunk, readContentKey, readPackageManifest } from '../../common/firmware-package.js';
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { RelayError, type RelayClient } from '../../common/relay-client.js';
@@ -13,7 +13,6 @@ import { verifyFleetSignature } from '../../protocol/enrollment.js';
 import { KEM } from '../../protocol/envelope/constants.js';
 import { manifestDigest, signedManifestToJson, wrapContentKey } from '../../protocol/firmware/index.js';
 
-const warn = (w: string) => process.stderr.write(`warning: ${w}\n`);
 
 /** A progress bar on a terminal, a plain line per step otherwise (journals, CI logs). */
 function progress(label: string, total: number): (done: number) => void {
@@ -44,8 +43,8 @@ async function relayCall<T>(command: string, call: () => Promise<T>): Promise<T>
  * the package; without it the relay's answer is believed, and the warning says so.
  */
 async function targetKeys(client: RelayClient, dids: string[], fleetKeyFile: string | undefined, command: string): Promise<Map<string, Uint8Array>> {
-  const fleet = fleetKeyFile === undefined ? undefined : (await loadPublicKey(fleetKeyFile, ['ML-DSA-65']).catch((err: Error) => { throw new CliError(`${command}: ${err.message}`, 2); })).publicKey;
-  if (!fleet) warn('no --fleet-key: the devices\' KEM keys are taken from the relay unchecked; a compromised relay could then read this package (never forge it)');
+  const fleet = fleetKeyFile === undefined ? undefined : (await loadKeyFile(command, () => loadPublicKey(fleetKeyFile, ['ML-DSA-65']))).publicKey;
+  if (!fleet) printWarning('no --fleet-key: the devices\' KEM keys are taken from the relay unchecked; a compromised relay could then read this package (never forge it)');
   const keys = new Map<string, Uint8Array>();
   for (const did of dids) {
     const record = await relayCall(command, () => client.getDid(did));
@@ -72,9 +71,9 @@ export async function publish(args: ParsedArgs): Promise<number> {
   const signed = await readPackageManifest(dir);
   const m = signed.manifest;
   if (signed.signatures.length === 0) throw new CliError(`${command}: ${dir} is not signed (ghostpipe firmware sign)`);
-  const publisher = await loadSigningKey(keyFile, warn).catch((err: Error) => { throw new CliError(`${command}: ${err.message}`, 2); });
+  const publisher = await loadKeyFile(command, () => loadSigningKey(keyFile, printWarning));
   const client = operatorClient(args, command);
-  const chosen = (args.values['device'] as string[] | undefined) ?? [];
+  const chosen = optionalStrings(args, 'device');
   const members = (await relayCall(command, () => client.groups())).groups[m.group] ?? [];
   const targets = chosen.length > 0 ? chosen : members;
   if (targets.length === 0) throw new CliError(`${command}: group ${m.group} has no enrolled devices (ghostpipe groups add ${m.group} DID)`);
@@ -146,7 +145,7 @@ export async function widen(args: ParsedArgs): Promise<number> {
   if (which === undefined) throw new CliError(`${command}: NAME@VERSION or a package id is required`, 2);
   const client = operatorClient(args, command);
   const rollout = await findRollout(client, which, command);
-  const body = await relayCall(command, () => client.widenRollout(rollout.id, (args.values['device'] as string[] | undefined) ?? []));
+  const body = await relayCall(command, () => client.widenRollout(rollout.id, optionalStrings(args, 'device')));
   process.stdout.write(`widened ${rollout.name}@${rollout.version}: ${body.targets} targets\n`);
   return 0;
 }

@@ -1,5 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { CliError, optionalString, requireString, type Command, type ParsedArgs } from '../command.js';
+import { CliError, loadKeyFile, optionalString, optionalStrings, printWarning, requireString, type Command, type ParsedArgs } from '../command.js';
 import { DurationError, parseDuration, parseSize, SizeError, formatSize } from '../../common/duration.js';
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { packFirmware, PackageError, readChunk, readPackageManifest, writeSignatures } from '../../common/firmware-package.js';
@@ -88,17 +88,7 @@ export const firmware: Command = {
   },
 };
 
-const strings = (args: ParsedArgs, name: string): string[] => (args.values[name] as string[] | undefined) ?? [];
-const warn = (w: string) => process.stderr.write(`warning: ${w}\n`);
 const keyHex = (s: KeySignature) => Buffer.from(s.keyId).toString('hex').slice(0, 16);
-
-async function loadKeyFile<T>(command: string, load: () => Promise<T>): Promise<T> {
-  try {
-    return await load();
-  } catch (err) {
-    throw new CliError(`${command}: ${(err as Error).message}`, 2);
-  }
-}
 
 async function readRootFile(file: string, command: string): Promise<SignedRoot> {
   let text: string;
@@ -121,7 +111,7 @@ async function writeOutput(text: string, out: string | undefined, mode = 0o644):
 
 async function root(args: ParsedArgs): Promise<number> {
   const command = 'firmware root';
-  const keyFiles = strings(args, 'key');
+  const keyFiles = optionalStrings(args, 'key');
   if (keyFiles.length === 0) throw new CliError(`${command}: --key FILE (a release public key) is required, once per key`, 2);
   const keys = await Promise.all(keyFiles.map((f) => loadKeyFile(command, async () => (await loadPublicKey(f, ['ML-DSA-65'])).publicKey)));
   const threshold = Number(optionalString(args, 'threshold') ?? '1');
@@ -131,8 +121,8 @@ async function root(args: ParsedArgs): Promise<number> {
   const next: FirmwareRoot = { version: previous ? previous.version + 1 : 1, threshold, keys };
   const bytes = encodeRoot(next);
   const signatures: KeySignature[] = [];
-  for (const file of strings(args, 'sign')) {
-    const key = await loadKeyFile(command, () => loadSigningKey(file, warn));
+  for (const file of optionalStrings(args, 'sign')) {
+    const key = await loadKeyFile(command, () => loadSigningKey(file, printWarning));
     signatures.push(signWith(key.seed, bytes, ROOT_CONTEXT));
     key.seed.fill(0);
   }
@@ -185,7 +175,7 @@ async function pack(args: ParsedArgs): Promise<number> {
   const aeadName = optionalString(args, 'aead') ?? 'aes-256-gcm';
   const aeadId = AEADS[aeadName];
   if (aeadId === undefined) throw new CliError(`${command}: --aead must be ${Object.keys(AEADS).join(' or ')}`, 2);
-  const hardware = [...new Set(strings(args, 'hardware'))].sort();
+  const hardware = [...new Set(optionalStrings(args, 'hardware'))].sort();
   if (hardware.length === 0) throw new CliError(`${command}: --hardware H is required (once per compatible hardware id)`, 2);
   const out = requireString(args, 'out', command);
   const signed = await packFirmware(binary, out, {
@@ -204,9 +194,9 @@ async function sign(args: ParsedArgs): Promise<number> {
   const command = 'firmware sign';
   const target = args.positionals[1];
   if (target === undefined) throw new CliError(`${command}: a package DIR or a ROOT.json is required`, 2);
-  const keyFiles = strings(args, 'key');
+  const keyFiles = optionalStrings(args, 'key');
   if (keyFiles.length !== 1) throw new CliError(`${command}: --key FILE (one release private key) is required`, 2);
-  const key = await loadKeyFile(command, () => loadSigningKey(keyFiles[0]!, warn));
+  const key = await loadKeyFile(command, () => loadSigningKey(keyFiles[0]!, printWarning));
   try {
     const isRoot = (await fs.stat(target).catch(() => undefined))?.isFile() === true;
     if (isRoot) {
@@ -219,7 +209,7 @@ async function sign(args: ParsedArgs): Promise<number> {
     }
     const signed = await readPackageManifest(target);
     const m = signed.manifest;
-    if (m.expires <= Date.now()) warn(`${m.name}@${m.version} expired at ${new Date(m.expires).toISOString()}; devices will refuse it`);
+    if (m.expires <= Date.now()) printWarning(`${m.name}@${m.version} expired at ${new Date(m.expires).toISOString()}; devices will refuse it`);
     const signature = signWith(key.seed, signed.bytes, MANIFEST_CONTEXT);
     const signatures = [...signed.signatures.filter((s) => keyHex(s) !== keyHex(signature)), signature];
     await writeSignatures(target, signatures);

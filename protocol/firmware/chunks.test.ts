@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { checkChunk, encryptChunk, openChunk, sha256 } from './chunks.js';
+import { checkChunk, encryptChunk, openChunk } from './chunks.js';
+import { sha256 } from '../bytes.js';
 import { FirmwareError } from './errors.js';
 import { thrownCode } from '../../test/helpers/assert-code.js';
 import { plainChunkLength, type FirmwareManifest } from './manifest.js';

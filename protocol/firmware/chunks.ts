@@ -7,7 +7,8 @@
  *   nonce = 0x00000000 || u64 chunk index
  *   aad   = "ghostpipe/firmware-chunk/v1" || u8 len || name || u8 len || version || u64 counter || u32 index
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { sha256 } from '../bytes.js';
 import { aeadOpen, aeadSeal } from '../hpke/aead.js';
 import { Writer } from './codec.js';
 import { fail } from './errors.js';
@@ -24,10 +25,6 @@ export function chunkNonce(index: number): Uint8Array {
 
 export function chunkAad(id: PackageIdentity, index: number): Uint8Array {
   return new Writer().bytes(AAD_LABEL).text8(id.name).text8(id.version).u64(id.counter).u32(index).finish();
-}
-
-export function sha256(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(bytes).digest());
 }
 
 function checkKey(key: Uint8Array): void {

@@ -21,7 +21,7 @@
  * manifest signature = ML-DSA-65.Sign(release key, manifest bytes, ctx = "ghostpipe/firmware-manifest/v1")
  * manifest digest = SHA-256(manifest bytes): the 0x04 log leaf, the chunk ETags, receipts.
  */
-import { createHash } from 'node:crypto';
+import { sha256 } from '../bytes.js';
 import { AEAD } from '../envelope/constants.js';
 import { Reader, Writer } from './codec.js';
 import { fail } from './errors.js';
@@ -148,7 +148,7 @@ export function decodeManifest(bytes: Uint8Array): FirmwareManifest {
 }
 
 export function manifestDigest(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(bytes).digest());
+  return sha256(bytes);
 }
 
 export function packageIdentity(m: FirmwareManifest): PackageIdentity {
