@@ -207,6 +207,8 @@ export async function startModbusTcpServer(memory = new ModbusMemory()): Promise
 export interface ModbusSerialTestServer {
   readonly memory: ModbusMemory;
   readonly requests: ModbusRequestRecord[];
+  /** Bytes of answers written to the serial device so far. */
+  bytesWritten(): number;
   close(): Promise<void>;
 }
 
@@ -217,7 +219,16 @@ export function startModbusSerialServer(path: string, memory = new ModbusMemory(
     const server = new ModbusSerial.ServerSerial(memory.vector(), { path, baudRate: options.baudRate ?? 9600, unitID: 255 } as ConstructorParameters<typeof ModbusSerial.ServerSerial>[1]);
     server.on('error', () => undefined);
     server.on('socketError', () => undefined);
-    const frames = (server as unknown as { _server: NodeJS.EventEmitter })._server;
+    const internals = server as unknown as { _server: NodeJS.EventEmitter; _serverPath: { write(data: Buffer): boolean } };
+    const frames = internals._server;
+    // Every answer goes through the port's write: count it, so a test can wait for it to cross the line.
+    let written = 0;
+    const port = internals._serverPath;
+    const write = port.write.bind(port);
+    port.write = (data: Buffer) => {
+      written += data.length;
+      return write(data);
+    };
     frames.on('data', (frame: Buffer) => {
       const r = record(frame, 0);
       if (r) requests.push(r);
@@ -226,7 +237,7 @@ export function startModbusSerialServer(path: string, memory = new ModbusMemory(
     const timer = setTimeout(() => void close().then(() => reject(new Error(`serial server on ${path} did not open`))), 5000);
     server.once('initialized', () => {
       clearTimeout(timer);
-      resolve({ memory, requests, close });
+      resolve({ memory, requests, bytesWritten: () => written, close });
     });
   });
 }

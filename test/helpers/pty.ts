@@ -14,11 +14,28 @@ export function socatAvailable(): boolean {
 }
 
 
+/** Bytes socat has moved each way: `-x` logs a `> date time  length=N …` line per transfer. */
+class TransferCount {
+  aToB = 0;
+  bToA = 0;
+  private partial = '';
+
+  add(chunk: string): void {
+    const lines = (this.partial + chunk).split('\n');
+    this.partial = lines.pop()!;
+    for (const line of lines) {
+      const m = /^([<>]) \S+ \S+\s+length=(\d+)/.exec(line);
+      if (m) this[m[1] === '>' ? 'aToB' : 'bToA'] += Number(m[2]);
+    }
+  }
+}
+
 /** Starts socat and resolves once its stderr shows `ready`; rejects with its output otherwise. */
-function startSocat(args: string[], ready: RegExp, timeoutMs = 5000): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
+function startSocat(args: string[], ready: RegExp, timeoutMs = 5000, transfers?: TransferCount): Promise<{ child: ChildProcess; stop: () => Promise<void> }> {
   // detached: socat forks per TCP connection; killing the group ends the children too.
-  const child = spawn('socat', ['-d', '-d', ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const child = spawn('socat', ['-d', '-d', ...(transfers ? ['-x'] : []), ...args], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let output = '';
+  let isReady = false;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
@@ -35,8 +52,13 @@ function startSocat(args: string[], ready: RegExp, timeoutMs = 5000): Promise<{ 
       void stop().then(() => reject(new Error(`socat not ready after ${timeoutMs} ms: ${output.trim()}`)));
     }, timeoutMs);
     child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
+      if (isReady) {
+        transfers?.add(chunk.toString('latin1'));
+        return;
+      }
+      output += chunk.toString('latin1');
       if (ready.test(output)) {
+        isReady = true;
         clearTimeout(timer);
         resolve({ child, stop });
       }
@@ -56,18 +78,25 @@ export interface PtyPair {
   /** Two linked pty paths: what is written to one is read from the other. */
   a: string;
   b: string;
+  /**
+   * Bytes that have crossed the line each way so far (socat has written them to the other end).
+   * Counted only with openPtyPair({ countTransfers: true }); 0 otherwise.
+   */
+  transferred(): { aToB: number; bToA: number };
   close(): Promise<void>;
 }
 
-export async function openPtyPair(): Promise<PtyPair> {
+export async function openPtyPair(options: { countTransfers?: boolean } = {}): Promise<PtyPair> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ghostpipe-pty-'));
   const a = path.join(dir, 'a');
   const b = path.join(dir, 'b');
+  const transfers = new TransferCount();
   try {
-    const { stop } = await startSocat([`pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], /starting data transfer loop/);
+    const { stop } = await startSocat([`pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], /starting data transfer loop/, 5000, options.countTransfers ? transfers : undefined);
     return {
       a,
       b,
+      transferred: () => ({ aToB: transfers.aToB, bToA: transfers.bToA }),
       close: async () => {
         await stop();
         await rm(dir, { recursive: true, force: true });
