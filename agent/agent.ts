@@ -15,6 +15,7 @@ import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
 import { AgentState } from './state.js';
 import { TapHealth } from './tap-health.js';
 import { createTap } from './taps.js';
+import { FirmwareUpdater } from './firmware/updater.js';
 import { startTaps, type Reading } from './tap.js';
 
 interface BuiltFrame {
@@ -35,7 +36,7 @@ export interface AgentOptions {
 }
 
 /** Settings a SIGHUP reload cannot change (they shape keys, state or the backlog): restart instead. */
-const RESTART_ONLY = ['device', 'relay', 'recipients', 'streamId', 'padding', 'aead', 'kem', 'backlog', 'stateDir'] as const;
+const RESTART_ONLY = ['device', 'relay', 'recipients', 'streamId', 'padding', 'aead', 'kem', 'backlog', 'stateDir', 'firmware'] as const;
 
 /**
  * SIGTERM bounds, so a stop fits systemd's TimeoutStopSec=30s whatever the interval and however
@@ -72,6 +73,8 @@ export class Agent {
   private enrollmentCheck: Promise<void> | undefined;
   /** The one owner of tap up/down transitions and their log lines. */
   private readonly tapHealth: TapHealth;
+  /** Signed firmware for this gateway (config `firmware`); undefined when not configured. */
+  private readonly firmware: FirmwareUpdater | undefined;
   framesBuilt = 0;
   /** Quality counts of the last frame built (doctor and benchmarks). */
   lastQuality = { good: 0, uncertain: 0, bad: 0 };
@@ -99,6 +102,13 @@ export class Agent {
       onAuthRefusal: (err) => (err.kind === 'unauthorized' ? this.rereadApiKey() : this.bindRotatedKey(err)),
       logger: this.logger,
     });
+    if (config.firmware && secrets.firmware) {
+      this.firmware = new FirmwareUpdater({
+        config: config.firmware, secrets: secrets.firmware, device: secrets.device, relayUrl: config.relay.url, apiKey: secrets.apiKey, stateDir: config.stateDir, logger: this.logger,
+        // Firmware work waits for the running collection: the sensor interval never slips for it.
+        quiet: () => this.current ?? Promise.resolve(),
+      });
+    }
   }
 
   /**
@@ -120,6 +130,7 @@ export class Agent {
     if (key === this.apiKey) return false;
     this.apiKey = key;
     this.client.useApiKey(key);
+    this.firmware?.useApiKey(key);
     this.logger.info({ file, keyId: key.slice(4, 16) }, 'API key file changed; using the new key');
     return true;
   }
@@ -159,6 +170,7 @@ export class Agent {
     this.taps = await this.startTaps(config);
     this.nextStart = Date.now();
     if (!this.o.manual) this.schedule();
+    await this.firmware?.start();
   }
 
   private async checkEnrollment(atStart = false): Promise<void> {
@@ -349,6 +361,9 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopping = true;
     this.clearTimer();
+    // A download stops at once (its chunks stay staged); an install command is stopped, and the
+    // next start lets the health command decide it.
+    const firmwareStopped = this.firmware?.stop();
     const now = Date.now();
     const collectionEnd = this.current ? Math.min(Math.max(now, this.collectionEnd), now + STOP_COLLECTION_MAX_MS) : now;
     const uploadEnd = collectionEnd + (this.o.flushMs ?? 5_000);
@@ -364,6 +379,7 @@ export class Agent {
     endBudget.abort();
     await budget;
     await this.stopTapsWithin(STOP_TAPS_MAX_MS);
+    await firmwareStopped;
     const stats = this.delivery.stats;
     // An upload the budget cut off after it was sent may or may not have reached the relay: its
     // frames are counted apart (uncertainFrames), so lostWithBacklog is exact, never a guess.

@@ -1,12 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfigText } from '../common/config-file.js';
 import { writeKeyBundle } from '../common/keyfile.js';
 import { ConfigError } from '../common/schema.js';
 import { agentConfigSchema, loadAgentConfig, loadAgentSecrets } from './config.js';
+import { encodeRoot, ROOT_CONTEXT, signWith, signaturesToJson } from '../protocol/firmware/index.js';
+import { generatePrivateKey } from '../protocol/keys.js';
 
 const BASE = `device:
   signKey: /k/gw.sign.key
@@ -68,7 +70,7 @@ test('the base config is valid and gets every default', () => {
 });
 
 const CASES: [string, (text: string) => string, string][] = [
-  ['misspelt top-level key', (t) => t + 'intervall: 5s\n', 'agent.yaml:24:1: intervall: unknown key; allowed keys: device, relay, recipients, interval, deadline, streamId, padding, aead, kem, backlog, stateDir, logLevel, taps; did you mean "interval"?'],
+  ['misspelt top-level key', (t) => t + 'intervall: 5s\n', 'agent.yaml:24:1: intervall: unknown key; allowed keys: device, relay, recipients, interval, deadline, streamId, padding, aead, kem, backlog, stateDir, logLevel, taps, firmware; did you mean "interval"?'],
   ['interval without a unit', (t) => t + 'interval: 15\n', 'agent.yaml:24:11: interval: must be a duration from 100ms to 1d; found 15'],
   ['unknown tap type', (t) => t.replace('type: mqtt', 'type: mqqt'), 'agent.yaml:20:11: taps[1].type: must be one of modbus, opcua, mqtt; found "mqqt"; did you mean "mqtt"?'],
   ['bad point type', (t) => t.replace('type: uint16', 'type: uint61'), 'agent.yaml:17:57: taps[0].points[0].type: must be one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string, bit; found "uint61"; did you mean "uint16"?'],
@@ -258,4 +260,55 @@ test('a duplicate point name is reported once, by the tap\'s own schema', () => 
   assert.deepEqual(lines, ['agent.yaml:18:17: taps[0].points[1].name: duplicate point name "flow" (also points[0])']);
   const mqtt = errorOf(BASE.replace('type: string }', 'type: string }\n      - { name: label, topic: plant/other }')).split('\n');
   assert.deepEqual(mqtt, ['agent.yaml:24:17: taps[1].points[1].name: "label" is already used by points[0]']);
+});
+
+test('the firmware section: off while absent; names checked by the schema, with the defaults', () => {
+  assert.equal(parse(BASE).firmware, undefined);
+  const section = (extra: string) => `${BASE}firmware:
+  root: /etc/ghostpipe/firmware-root.json
+  relayPublicKey: /etc/ghostpipe/relay.sign.pub
+  hardwareId: rpi3b-plus
+  install: { command: [/usr/local/sbin/flash] }
+${extra}`;
+  const config = parse(section('  group: line-a\n'));
+  assert.equal(config.firmware?.checkInterval, 15 * 60_000);
+  assert.equal(config.firmware?.install.timeout, 10 * 60_000);
+  assert.equal(config.firmware?.health, undefined);
+  const message = errorOf(section('  group: Line A\n  checkInterval: 10ms\n  rollback: { command: [] }\n'));
+  assert.match(message, /firmware\.group: must be a group name/);
+  assert.match(message, /firmware\.checkInterval: /);
+  assert.match(message, /firmware\.rollback\.command: /);
+});
+
+test('the firmware root and the relay key are read at load: a root without its threshold or a wrong key is refused by name', async () => {
+  const { dir, configFile, file } = await configWithFiles();
+  try {
+    const keys = [generatePrivateKey('ML-DSA-65'), generatePrivateKey('ML-DSA-65')];
+    const bytes = encodeRoot({ version: 1, threshold: 2, keys: keys.map((k) => k.publicKey) });
+    const root = (signers: typeof keys) => JSON.stringify({ root: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson(signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT))) });
+    await writeKeyBundle('device', dir, 'relay');
+    await writeFile(file('root.json'), root(keys));
+    const text = await readFile(configFile, 'utf8');
+    const withFirmware = (rootFile: string, relayKey: string) => writeFile(configFile, `${text}firmware:
+  root: ${rootFile}
+  relayPublicKey: ${relayKey}
+  group: line-a
+  hardwareId: hw1
+  install: { command: [/bin/true] }
+`);
+    await withFirmware(file('root.json'), file('relay.sign.pub'));
+    assert.deepEqual(await loadSecretsOf(configFile), { warnings: [] });
+    const { config, source } = loadAgentConfig(configFile);
+    assert.equal((await loadAgentSecrets(config, source, () => undefined)).firmware?.root.root.threshold, 2);
+
+    await writeFile(file('root.json'), root(keys.slice(0, 1)));
+    await withFirmware(file('root.json'), file('rx.kem.pub'));
+    const { error } = await loadSecretsOf(configFile);
+    assert.match(error!, /firmware\.root: .*root\.json: firmware root v1: 1 valid signatures by root keys, 2 required/);
+    assert.match(error!, /firmware\.relayPublicKey: .*rx\.kem\.pub.*ML-DSA-65/);
+    await withFirmware(file('nothing.json'), file('relay.sign.pub'));
+    assert.match((await loadSecretsOf(configFile)).error!, /firmware\.root: .*nothing\.json: no such file$/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

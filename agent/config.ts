@@ -12,6 +12,7 @@ import { keyIdHex } from '../protocol/keys.js';
 import { modbusTapSchema } from './modbus/index.js';
 import { opcuaTapSchema } from './opcua/index.js';
 import { mqttTapSchema } from './mqtt/index.js';
+import { firmwareSchema, loadFirmwareFiles, type FirmwareSecrets } from './firmware/config.js';
 
 const file = s.string({ minLength: 1, maxLength: 4096, hint: 'a file path' });
 
@@ -65,6 +66,8 @@ const agentObject = s.object({
   stateDir: s.withDefault(file, '/var/lib/ghostpipe/agent'),
   logLevel: s.withDefault(s.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const), 'info'),
   taps: s.array(tapSchema, { minItems: 1, maxItems: 1000 }),
+  /** Signed firmware for this gateway's group (agent/firmware/); absent: never asked for. */
+  firmware: s.optional(firmwareSchema),
 });
 
 function crossCheck(config: Infer<typeof agentObject>): RefineIssue[] | undefined {
@@ -153,6 +156,8 @@ export interface AgentSecrets {
   device: DeviceKeys;
   apiKey: string;
   recipients: Recipient[];
+  /** Present when the config has a firmware section. */
+  firmware?: FirmwareSecrets;
 }
 
 const API_KEY = /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/;
@@ -194,8 +199,14 @@ export async function loadAgentSecrets(config: AgentConfig, source: ConfigSource
       fail(named.path, fileProblem(named.file, err));
     }
   }
+  let firmware: FirmwareSecrets | undefined;
+  if (config.firmware) {
+    const loaded = await loadFirmwareFiles(config.firmware);
+    for (const problem of loaded.issues) issues.push({ path: ['firmware', problem.setting], message: problem.message });
+    firmware = loaded.secrets;
+  }
   if (issues.length > 0 || device === undefined) throw configErrorAt(source, issues);
-  return { device, apiKey, recipients };
+  return { device, apiKey, recipients, ...(firmware ? { firmware } : {}) };
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- section ...]`: runs the benchmark sections and prints one Markdown table each.
- * Sections: protocol, relay, log, agent, e2e. Targets live in docs/PERFORMANCE.md, never in tests.
+ * Sections: protocol, relay, log, agent, e2e, firmware. Targets live in docs/PERFORMANCE.md, never in tests.
  */
 import os from 'node:os';
 import { formatTable, type Row } from '../common/table.js';
@@ -17,6 +17,7 @@ const sections: Record<string, [string, string][]> = {
   log: [['./log.js', 'benchLog']],
   agent: [['./agent.js', 'benchAgent']],
   e2e: [['./e2e.js', 'benchEndToEnd']],
+  firmware: [['./firmware.js', 'benchFirmware']],
 };
 
 async function main(): Promise<void> {

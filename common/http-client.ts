@@ -35,6 +35,8 @@ export interface HttpRequest {
   timeoutMs: number;
   /** Aborts the request early (e.g. on shutdown); rejects with an HttpClientError "aborted". */
   signal?: AbortSignal;
+  /** This request's answer cap, when it is known to be smaller than the client's (a firmware chunk). */
+  maxResponseBytes?: number;
 }
 
 export type HttpFailure = 'timeout' | 'network' | 'too_large' | 'aborted';
@@ -123,9 +125,10 @@ export class HttpClient {
       req = module.request(target, { method: request.method, headers, agent }, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
+        const limit = Math.min(request.maxResponseBytes ?? Infinity, this.maxResponseBytes);
         res.on('data', (chunk: Buffer) => {
           size += chunk.length;
-          if (size > this.maxResponseBytes) fail('too_large', `response larger than ${this.maxResponseBytes} bytes`);
+          if (size > limit) fail('too_large', `response larger than ${limit} bytes`);
           else chunks.push(chunk);
         });
         res.on('error', (err) => fail('network', err.message));

@@ -1,5 +1,5 @@
 /**
- * The relay's transparency log as the receiver and `ghostpipe audit` see it: a Witness (protocol/tlog)
+ * The relay's transparency log as the receiver, the agent's firmware check and `ghostpipe audit` see it: a Witness (protocol/tlog)
  * holding the last checkpoint we trusted, persisted in the state directory, moved forward only
  * with a consistency proof; inclusion proofs are checked against that trusted checkpoint.
  *
@@ -10,10 +10,11 @@
  * and a rollback or fork within one origin are refused as before.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { RelayClient, RelayError } from '../common/relay-client.js';
+import { RelayClient, RelayError } from './relay-client.js';
 import { Witness, WitnessError, consistencyProvesFork, mlDsaNoteVerifier, parseCheckpoint, parseEpochOrigin, parseNote, verifyInclusion, ProofError, type TrustedCheckpoint } from '../protocol/tlog/index.js';
-import { loadWitnessState, saveWitnessState } from './state.js';
-import { sleep } from '../common/backoff.js';
+import { readOptional, writeFileAtomic } from './atomic-file.js';
+import { StateFileError, describeFileError, onFile } from './state-errors.js';
+import { sleep } from './backoff.js';
 
 /**
  * How long proveIncluded waits for the relay to sign a checkpoint covering a fresh leaf. The relay
@@ -280,4 +281,25 @@ export class LogTrust {
 function checkConfiguredOrigin(configured: string | undefined, origin: string, kind: IntegrityKind, evidence?: Evidence): void {
   if (configured === undefined || origin === configured || parseEpochOrigin(origin).base === configured) return;
   throw new LogIntegrityError('wrong_origin', `the relay announces origin ${JSON.stringify(origin)}, expected ${JSON.stringify(configured)} or an epoch of it`, kind, evidence);
+}
+
+/**
+ * The saved witness state, checked to be a JSON object (garbled or truncated: StateFileError, exit 65);
+ * what it says is then checked by the Witness (a checkpoint that does not verify is an integrity failure).
+ */
+async function loadWitnessState(file: string): Promise<string | undefined> {
+  const text = await onFile(file, 'read', () => readOptional(file));
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new StateFileError(file, `${text === '' ? 'empty file' : describeFileError(err)}; it holds the last trusted checkpoint: restore it, or delete it only to trust the relay's log anew (trust on first use)`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new StateFileError(file, 'not a witness state object; it holds the last trusted checkpoint: restore it');
+  return text;
+}
+
+async function saveWitnessState(file: string, state: unknown): Promise<void> {
+  await onFile(file, 'write', () => writeFileAtomic(file, JSON.stringify(state) + '\n'));
 }

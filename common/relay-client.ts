@@ -392,8 +392,10 @@ export class RelayClient {
     return this.json('GET', `/v2/firmware/${id}`);
   }
   /** One encrypted chunk, as served (the caller checks it against the manifest before using it). */
-  async firmwareChunk(id: string, index: number): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
-    const response = await this.request('GET', `/v2/firmware/${id}/chunks/${index}`);
+  /** `maxBytes`: the chunk's length from the manifest; a longer answer is cut off there (a relay serving endless data). */
+  async firmwareChunk(id: string, index: number, maxBytes?: number): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
+    // A refusal's JSON must still fit when the chunk is tiny (the last one may be a few bytes).
+    const response = await this.request('GET', `/v2/firmware/${id}/chunks/${index}`, undefined, 0, undefined, maxBytes === undefined ? undefined : Math.max(maxBytes, 4096));
     return { bytes: new Uint8Array(response.body), etag: response.header('etag') };
   }
   async firmwareDownloaded(id: string): Promise<void> {
@@ -421,7 +423,7 @@ export class RelayClient {
   }
 
   /** A Uint8Array body is sent as `binaryType` (an envelope unless said otherwise), anything else as JSON. */
-  private async request(method: string, path: string, body?: unknown, waitMs = 0, binaryType = ENVELOPE_MEDIA_TYPE): Promise<HttpResponse> {
+  private async request(method: string, path: string, body?: unknown, waitMs = 0, binaryType = ENVELOPE_MEDIA_TYPE, maxResponseBytes?: number): Promise<HttpResponse> {
     const headers: Record<string, string> = {};
     if (this.apiKey !== undefined) headers['authorization'] = `Bearer ${this.apiKey}`;
     let payload: string | Uint8Array | undefined;
@@ -436,7 +438,7 @@ export class RelayClient {
     try {
       // A repeated request after a lost answer is safe: a repeated upload answers 409 duplicate,
       // a repeated ack 404.
-      response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs, signal: this.aborter.signal });
+      response = await this.http.request(this.baseUrl + path, { method, headers, body: payload, timeoutMs: this.timeoutMs + waitMs, signal: this.aborter.signal, ...(maxResponseBytes === undefined ? {} : { maxResponseBytes }) });
     } catch (err) {
       if (!(err instanceof HttpClientError)) throw err;
       if (err.failure === 'aborted') throw new RelayError(0, 'aborted', `${method} ${path}: aborted (client shut down)`, undefined, err.mayHaveArrived);

@@ -75,3 +75,13 @@ export function stateFailureExitCode(): number | undefined {
 export function stateFailureMessage(): string | undefined {
   return fatalMessage;
 }
+
+/** Runs one file operation; an OS error becomes a StateFileError naming `file` (writes are always 74). */
+export async function onFile<T>(file: string, doing: 'read' | 'write', op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof StateFileError) throw err;
+    throw new StateFileError(file, `${doing} failed: ${describeFileError(err)}`, doing === 'write' ? EXIT_STATE_IO : stateExitCode(err));
+  }
+}

@@ -1,14 +1,16 @@
 /**
  * `ghostpipe audit`: an independent monitor of the relay's transparency log. Verifies the latest
  * checkpoint's signature (pinned relay key), its consistency with the last run's (state folder),
- * and with `full`, re-derives the root from every entry (GET /v2/log/entries, 1000 at a time).
+ * and with `full`, re-derives the root from every entry (GET /v2/log/entries, 1000 at a time) and
+ * checks every install receipt (0x06) with its device's key from the log's approved registrations.
  */
 import path from 'node:path';
 import { RelayClient } from '../common/relay-client.js';
 import { sameHash } from '../protocol/tlog/index.js';
 import { decodeLogEntry, LogEntryError, type LogEntry } from '../protocol/log-entries.js';
-import { FleetStatementError, verifyFleetSignature } from '../protocol/enrollment.js';
-import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from './log-trust.js';
+import { FleetStatementError, decodeEnrollmentStatement, verifyFleetSignature } from '../protocol/enrollment.js';
+import { FirmwareError, decodeReceipt, verifyReceipt } from '../protocol/firmware/index.js';
+import { LogIntegrityError, LogTrust, type EpochChange, type NewEpochPolicy } from '../common/log-trust.js';
 import { readEntries } from './log-scan.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';
 import { ensurePrivateDir } from '../common/atomic-file.js';
@@ -39,6 +41,16 @@ export interface FleetReport {
   approvedUntil: Record<string, string>;
 }
 
+/** What the install receipts (0x06 leaves) prove, from the log alone. */
+export interface ReceiptReport {
+  /** Signed by the device's key, as its approved registration (0x05) earlier in the log names it. */
+  verified: number;
+  /** Of devices with no approved registration before the receipt: the log does not hold their key. */
+  unverifiable: number;
+  /** The signature does not verify with the device's key: the relay logged a receipt the device never signed. */
+  forged: { leafIndex: number; did: string }[];
+}
+
 export interface AuditResult {
   origin: string;
   size: number;
@@ -50,6 +62,8 @@ export interface AuditResult {
   entries?: Record<string, number>;
   /** With a fleet key. */
   fleet?: FleetReport;
+  /** With full: the install receipts. */
+  receipts?: ReceiptReport;
 }
 
 export async function audit(o: AuditOptions): Promise<AuditResult> {
@@ -82,6 +96,7 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
     const range = new CompactRange();
     const counts: Record<string, number> = {};
     const fleet = o.fleetPublicKey === undefined ? undefined : new FleetAudit(o.fleetPublicKey);
+    const receipts = new ReceiptAudit();
     await readEntries(o.client, range, cp.size, (index, data) => {
       let entry: LogEntry | undefined;
       try {
@@ -91,12 +106,17 @@ export async function audit(o: AuditOptions): Promise<AuditResult> {
       }
       const type = entry?.type ?? 'malformed';
       counts[type] = (counts[type] ?? 0) + 1;
-      if (entry?.type === 'registration') fleet?.registration(index, entry);
+      if (entry?.type === 'registration') {
+        fleet?.registration(index, entry);
+        receipts.registration(entry);
+      }
+      if (entry?.type === 'receipt') receipts.receipt(index, entry);
     });
     if (!sameHash(range.root(), cp.root)) {
       throw new LogIntegrityError('fork', `the ${cp.size} entries the relay serves do not hash to the signed root: the served log differs from the signed one`, 'unproven');
     }
     result.entries = counts;
+    result.receipts = receipts.report();
     if (fleet) result.fleet = fleet.report();
   }
   return result;
@@ -133,5 +153,43 @@ class FleetAudit {
       approved: this.approved, unapproved: [...this.unapproved].sort(), forged: this.forged,
       approvedUntil: Object.fromEntries([...this.until].sort(([a], [b]) => (a < b ? -1 : 1)).map(([did, ms]) => [did, new Date(ms).toISOString()])),
     };
+  }
+}
+
+/**
+ * Checks each install receipt with its device's signing key. The key comes from the log itself: an
+ * approved registration (0x05) carries the full key in its statement, bound to the DID (the DID is
+ * derived from it), so no answer of the relay is believed. A 0x02 registration holds only a key id.
+ */
+export class ReceiptAudit {
+  private readonly keys = new Map<string, Uint8Array>();
+  private verified = 0;
+  private unverifiable = 0;
+  private readonly forged: ReceiptReport['forged'] = [];
+
+  registration(entry: Extract<LogEntry, { type: 'registration' }>): void {
+    if (entry.approval === undefined) return;
+    const statement = decodeEnrollmentStatement(entry.approval.statement); // decodeLogEntry parsed it already
+    this.keys.set(statement.did, statement.signingPublicKey);
+  }
+
+  receipt(leafIndex: number, entry: Extract<LogEntry, { type: 'receipt' }>): void {
+    const { did } = decodeReceipt(entry.receipt); // decodeLogEntry parsed it already
+    const key = this.keys.get(did);
+    if (key === undefined) {
+      this.unverifiable++;
+      return;
+    }
+    try {
+      verifyReceipt(entry.receipt, entry.signature, key);
+      this.verified++;
+    } catch (err) {
+      if (!(err instanceof FirmwareError)) throw err;
+      this.forged.push({ leafIndex, did });
+    }
+  }
+
+  report(): ReceiptReport {
+    return { verified: this.verified, unverifiable: this.unverifiable, forged: this.forged };
   }
 }

@@ -7,7 +7,7 @@ import { RelayClient } from '../common/relay-client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
 import { plainHttpOffLoopback, type ReceiverConfig, type SinkConfig } from './config.js';
-import { LogIntegrityError, LogTrust } from './log-trust.js';
+import { LogIntegrityError, LogTrust } from '../common/log-trust.js';
 import { UnprovenAnswers } from './unproven.js';
 import { Backoff, sleep } from '../common/backoff.js';
 import { DeviceTrust } from './trust.js';

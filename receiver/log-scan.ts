@@ -6,7 +6,7 @@
 import type { RelayClient } from '../common/relay-client.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';
-import { LogIntegrityError } from './log-trust.js';
+import { LogIntegrityError } from '../common/log-trust.js';
 
 /** The relay serves at most 1000 entries per request. */
 const PAGE = 1000;

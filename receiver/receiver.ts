@@ -17,7 +17,7 @@ import { RelayClient, RelayError, type Lease } from '../common/relay-client.js';
 import { CONTENT_TYPE, EnvelopeError, envelopeId, openEnvelope, parseEnvelope, verifyEnvelope, type RecipientPrivate } from '../protocol/envelope/index.js';
 import { decodeFrames, FrameError } from '../protocol/frame.js';
 import { transferLeaf } from '../protocol/log-entries.js';
-import { LogIntegrityError, NotYetLoggedError, type LogTrust } from './log-trust.js';
+import { LogIntegrityError, NotYetLoggedError, type LogTrust } from '../common/log-trust.js';
 import { DeviceTrust, TrustError, type TrustedDevice } from './trust.js';
 import { fingerprint, streamKey } from './replay-window.js';
 import type { ReplayStore } from './state.js';

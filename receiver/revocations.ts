@@ -16,10 +16,10 @@ import { decodeLogEntry, LOG_ENTRY, LogEntryError } from '../protocol/log-entrie
 import { readEntries } from './log-scan.js';
 import { CompactRange } from '../protocol/tlog/subtrees.js';
 import type { TrustedCheckpoint } from '../protocol/tlog/index.js';
-import { LogIntegrityError } from './log-trust.js';
+import { LogIntegrityError } from '../common/log-trust.js';
 import { readOptional, writeFileAtomic } from '../common/atomic-file.js';
 import { StateFileError } from '../common/state-errors.js';
-import { onFile } from './state.js';
+import { onFile } from '../common/state-errors.js';
 
 /** Progress is saved at most this often (a restart re-reads at most this much of the log). */
 const SAVE_EVERY_MS = 30_000;

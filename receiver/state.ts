@@ -14,17 +14,7 @@ import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ReplayWindow } from './replay-window.js';
 import { ensurePrivateDir, readOptional, syncDir, writeFileAtomic } from '../common/atomic-file.js';
-import { EXIT_STATE_IO, StateFileError, describeFileError, stateExitCode } from '../common/state-errors.js';
-
-/** Runs one file operation; an OS error becomes a StateFileError naming `file` (writes are always 74). */
-export async function onFile<T>(file: string, doing: 'read' | 'write', op: () => Promise<T>): Promise<T> {
-  try {
-    return await op();
-  } catch (err) {
-    if (err instanceof StateFileError) throw err;
-    throw new StateFileError(file, `${doing} failed: ${describeFileError(err)}`, doing === 'write' ? EXIT_STATE_IO : stateExitCode(err));
-  }
-}
+import { EXIT_STATE_IO, StateFileError, describeFileError, onFile, stateExitCode } from '../common/state-errors.js';
 
 interface JournalLine { k: string; s: string; f: string }
 
@@ -101,27 +91,6 @@ export class ReplayStore {
     await this.journal.close();
     this.journal = undefined;
   }
-}
-
-/**
- * The saved witness state, checked to be a JSON object (garbled or truncated: StateFileError, exit 65);
- * what it says is then checked by the Witness (a checkpoint that does not verify is an integrity failure).
- */
-export async function loadWitnessState(file: string): Promise<string | undefined> {
-  const text = await onFile(file, 'read', () => readOptional(file));
-  if (text === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new StateFileError(file, `${text === '' ? 'empty file' : describeFileError(err)}; it holds the last trusted checkpoint: restore it, or delete it only to trust the relay's log anew (trust on first use)`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new StateFileError(file, 'not a witness state object; it holds the last trusted checkpoint: restore it');
-  return text;
-}
-
-export async function saveWitnessState(file: string, state: unknown): Promise<void> {
-  await onFile(file, 'write', () => writeFileAtomic(file, JSON.stringify(state) + '\n'));
 }
 
 /** Format tag of an evidence file (docs/RECEIVER.md "Evidence files"). */

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DeviceTrust, TrustError } from './trust.js';
 import type { RelayClient } from '../common/relay-client.js';
-import type { LogTrust } from './log-trust.js';
+import type { LogTrust } from '../common/log-trust.js';
 import type { RevocationWatch } from './revocations.js';
 import { didDocument, didFromSigningKey } from '../protocol/did.js';
 import { encodeEnrollmentStatement, signEnrollmentStatement } from '../protocol/enrollment.js';

@@ -16,7 +16,7 @@ import { keyId } from '../protocol/keys.js';
 import { decodeLogEntry, encodeLogEntry, type FleetApproval } from '../protocol/log-entries.js';
 import { FleetStatementError, verifyEnrollmentApproval, verifyFleetSignature } from '../protocol/enrollment.js';
 import { leafHash } from '../protocol/tlog/merkle.js';
-import type { LogTrust } from './log-trust.js';
+import type { LogTrust } from '../common/log-trust.js';
 import type { RevocationWatch } from './revocations.js';
 
 export type TrustRefusal = 'untrusted_sender' | 'unenrolled_sender' | 'revoked_sender' | 'bad_registration';

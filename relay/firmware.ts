@@ -18,9 +18,10 @@ import type {
 import { CONTENT_TYPE } from '../protocol/envelope/constants.js';
 import { parseEnvelope } from '../protocol/envelope/parse.js';
 import {
-  checkChunk, decodeManifest, encryptedChunkLength, FirmwareError, manifestDigest, signaturesFromJson, signaturesToJson, verifyReceipt,
-  type FirmwareManifest, type KeySignature,
+  checkChunk, decodeManifest, encryptedChunkLength, FirmwareError, manifestDigest, signaturesFromJson, signaturesToJson, signedRootFromJson, signedRootToJson, verifyReceipt,
+  type FirmwareManifest, type KeySignature, type SignedRootJson,
 } from '../protocol/firmware/index.js';
+import { MAX_ROOT_CHAIN } from '../protocol/api/firmware.js';
 import { encodeLogEntry } from '../protocol/log-entries.js';
 import { keyId } from '../protocol/keys.js';
 import type { KeyRecord } from './api-keys.js';
@@ -45,6 +46,8 @@ interface Rollout {
   manifestBytes: Uint8Array;
   signatures: KeySignature[];
   publisherPublicKey: Uint8Array;
+  /** Root rotations for devices pinned to an older root (opaque here: devices verify the chain). */
+  roots: SignedRootJson[];
   leafIndex: number;
   chunks: (Uint8Array | undefined)[];
   chunksHeld: number;
@@ -61,7 +64,7 @@ const FAILED: ReadonlySet<DeviceRolloutState> = new Set(['failed', 'rolled_back'
 export const MAX_WRAP_BYTES = 16 * 1024;
 export const MAX_TARGETS = 10_000;
 
-export interface PublishInput { manifest: Uint8Array; signatures: unknown; publisherPublicKey: Uint8Array; targets: string[]; first?: number }
+export interface PublishInput { manifest: Uint8Array; signatures: unknown; publisherPublicKey: Uint8Array; targets: string[]; first?: number; roots?: unknown }
 
 export class FirmwareRollouts {
   private readonly rollouts = new Map<string, Rollout>();
@@ -82,9 +85,11 @@ export class FirmwareRollouts {
   async publish(operator: KeyRecord, input: PublishInput, now = Date.now()): Promise<Outcome<{ created: boolean; body: RolloutBody }>> {
     let manifest: FirmwareManifest;
     let signatures: KeySignature[];
+    let roots: SignedRootJson[];
     try {
       manifest = decodeManifest(input.manifest);
       signatures = signaturesFromJson(input.signatures, 'firmware manifest');
+      roots = rootChain(input.roots);
     } catch (err) {
       if (err instanceof FirmwareError) return badRequest(err.message);
       throw err;
@@ -109,7 +114,7 @@ export class FirmwareRollouts {
     if (!this.state.store.holdFirmware(size)) return new Refusal('memory_full', `no room for a ${size}-byte package within memoryCap; nothing undelivered is evicted for it`, this.state.retryAfterMs());
     const leafIndex = this.state.log.append(encodeLogEntry({ type: 'firmware', manifestHash: digest }));
     const rollout: Rollout = {
-      id, manifest, manifestBytes: input.manifest, signatures, publisherPublicKey: input.publisherPublicKey, leafIndex,
+      id, manifest, manifestBytes: input.manifest, signatures, publisherPublicKey: input.publisherPublicKey, roots, leafIndex,
       chunks: manifest.chunkHashes.map(() => undefined), chunksHeld: 0,
       targets: new Map(targets.map((did, i) => [did, { state: i < (input.first ?? targets.length) ? 'pending' : 'held_back', chunksDone: new Set() }])),
       heldBytes: size, createdAt: now, expiresAt: Math.min(manifest.expires, now + this.config.ttl),
@@ -223,6 +228,7 @@ export class FirmwareRollouts {
     return {
       id, manifest: Buffer.from(rollout.manifestBytes).toString('base64'), signatures: signaturesToJson(rollout.signatures), leafIndex: rollout.leafIndex,
       publisherPublicKey: Buffer.from(rollout.publisherPublicKey).toString('base64'), keyWrap: Buffer.from(target.wrap!).toString('base64'), chunks: rollout.chunks.length,
+      roots: rollout.roots,
     };
   }
 
@@ -344,3 +350,15 @@ export class FirmwareRollouts {
   }
 }
 
+/** The publish's root rotations, in the canonical form (each must parse as a signed root). */
+function rootChain(json: unknown): SignedRootJson[] {
+  if (json === undefined) return [];
+  if (!Array.isArray(json) || json.length > MAX_ROOT_CHAIN) throw new FirmwareError('bad_field', `roots must be a list of at most ${MAX_ROOT_CHAIN} signed firmware roots`);
+  return json.map((r, i) => {
+    try {
+      return signedRootToJson(signedRootFromJson(r));
+    } catch (err) {
+      throw new FirmwareError('bad_field', `roots[${i}]: ${(err as Error).message}`);
+    }
+  });
+}

@@ -90,7 +90,7 @@ export class Operator {
       uptimeSeconds,
       memory: {
         heldBytes: store.heldBytes, inFlightBytes: store.inFlightBytes, capBytes: store.capBytes, rssBytes: rss,
-        heapUsedBytes: heapUsed, recipientQueues: q.recipientQueues,
+        heapUsedBytes: heapUsed, recipientQueues: q.recipientQueues, firmwareBytes: store.firmwareBytes,
       },
       envelopes: { pending: q.pending, leased: q.leased, delivered: store.delivered, expired: store.expired, purged: store.purged, waiting: q.waiting },
       queues: q.queues,

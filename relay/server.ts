@@ -16,6 +16,7 @@ import {
   CHALLENGE_PATTERN, CHUNK_MEDIA_TYPE, ENVELOPE_MEDIA_TYPE, FIRMWARE_ID_PATTERN, KEM_PROOF_BYTES, KEY_ID_PATTERN, LEASE_HEADERS, type HealthBody,
 } from '../protocol/api/index.js';
 import { LIMITS as FIRMWARE_LIMITS, CHUNK_TAG_LENGTH } from '../protocol/firmware/manifest.js';
+import { MAX_RECEIPT_BYTES } from '../protocol/firmware/receipt.js';
 import { MAX_FLEET_STATEMENT } from '../protocol/enrollment.js';
 import { ML_DSA65 } from '../protocol/crypto/sizes.js';
 import { XWING } from '../protocol/crypto/xwing.js';
@@ -552,7 +553,7 @@ export class RelayServer {
     const body = await readJson(req, MAX_PUBLISH_JSON);
     const published = accepted(await this.firmware.publish(operator, {
       manifest: base64Field(body, 'manifest', undefined, MAX_PUBLISH_JSON), signatures: body['signatures'],
-      publisherPublicKey: base64Field(body, 'publisherPublicKey', ML_DSA65.publicKey), targets: targetsField(body), ...firstField(body),
+      publisherPublicKey: base64Field(body, 'publisherPublicKey', ML_DSA65.publicKey), targets: targetsField(body), ...firstField(body), roots: body['roots'],
     }));
     sendJson(res, published.created ? 201 : 200, published.body);
   }
@@ -622,7 +623,7 @@ export class RelayServer {
   private async firmwareReceipt({ req, res, params }: Call): Promise<void> {
     const key = this.auth.authenticate(req, 'device');
     const body = await readJson(req);
-    const receipt = base64Field(body, 'receipt', undefined, 1024);
+    const receipt = base64Field(body, 'receipt', undefined, MAX_RECEIPT_BYTES);
     const signature = base64Field(body, 'signature', ML_DSA65.signature);
     sendJson(res, 201, accepted(await this.firmware.receipt(key, firmwareId(params), receipt, signature)));
   }

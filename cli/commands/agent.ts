@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../../common/log.js';
 import { loadAgentConfig, loadAgentSecrets, type AgentConfig, type AgentSecrets } from '../../agent/config.js';
 import { Agent } from '../../agent/agent.js';
 import { AgentState, AgentStateError } from '../../agent/state.js';
+import { StateFileError } from '../../common/state-errors.js';
 
 export const DEFAULT_AGENT_CONFIG = '/etc/ghostpipe/agent.yaml';
 
@@ -48,7 +49,8 @@ export const agent: Command = {
     const warnings: string[] = [];
     const { config, secrets } = await loadAgentOrExit('agent', file, (message) => (args.values.check ? process.stderr.write(`warning: ${message}\n`) : warnings.push(message)));
     if (args.values.check) {
-      process.stdout.write(`${file}: config OK: ${config.taps.length} taps, ${countPoints(config)} points, ${secrets.recipients.length} recipients, device ${secrets.device.did}\n`);
+      const fw = config.firmware && secrets.firmware ? `, firmware for group ${config.firmware.group} (root v${secrets.firmware.root.root.version}, ${secrets.firmware.root.root.threshold} of ${secrets.firmware.root.root.keys.length} keys)` : '';
+      process.stdout.write(`${file}: config OK: ${config.taps.length} taps, ${countPoints(config)} points, ${secrets.recipients.length} recipients, device ${secrets.device.did}${fw}\n`);
       return 0;
     }
     const logger = createLogger('agent', config.logLevel);
@@ -69,7 +71,7 @@ export const agent: Command = {
       await started;
     } catch (err) {
       lifecycle.dispose();
-      if (err instanceof AgentStateError) throw new CliError(`agent: ${err.message}`, err.exitCode);
+      if (err instanceof AgentStateError || err instanceof StateFileError) throw new CliError(`agent: ${err.message}`, err.exitCode);
       throw err;
     }
     // A state write that fails while running (full disk): stop like SIGTERM (flush what is sealed,

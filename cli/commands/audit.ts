@@ -5,7 +5,7 @@ import { loadPublicKey, KeyFileError } from '../../common/keyfile.js';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { audit as runAudit } from '../../receiver/audit.js';
 import { checkTransport, TransportError } from '../../receiver/config.js';
-import { LogIntegrityError } from '../../receiver/log-trust.js';
+import { LogIntegrityError } from '../../common/log-trust.js';
 
 const WHAT: Record<string, string> = {
   fork: 'FORK: the relay signed two different histories',
@@ -30,7 +30,8 @@ export const audit: Command = {
     '  --relay URL        relay base URL (https://…, or http:// on a loopback address only)',
     '  --relay-key FILE   the relay\'s ML-DSA-65 public key (PEM), pinned',
     '  --state DIR        keep the last trusted checkpoint here and check the next one extends it',
-    '  --full             also fetch every entry and re-derive the signed root',
+    '  --full             also fetch every entry and re-derive the signed root, and check every',
+    '                     install receipt with its device\'s key from its approved registration',
     '  --fleet-key FILE   the fleet public key (implies --full): check every registration\'s approval;',
     '                     reports approved devices with the end of their newest approval, devices',
     '                     without one, and any approval the fleet key did not sign (exit 1)',
@@ -40,7 +41,7 @@ export const audit: Command = {
     '  --ca FILE          PEM CA or certificate to pin for https',
     '',
     'Prints one JSON line. Exit 0 when the log is consistent; 1 on a fork, rollback, bad signature,',
-    'mismatched key or a forged fleet approval (the message says which); 2 usage; 5 relay unreachable',
+    'mismatched key, a forged fleet approval or a forged receipt (the message says which); 2 usage; 5 relay unreachable',
     'or refusing.',
     'Meant for a systemd timer (systemd/ghostpipe-audit.timer).',
   ].join('\n'),
@@ -103,6 +104,13 @@ export const audit: Command = {
         logger.error({ reason: 'forged_approval', forged: forged.slice(0, 100) }, what);
         throw new CliError(`audit: ${what}`, 1);
       }
+      const forgedReceipts = result.receipts?.forged ?? [];
+      if (forgedReceipts.length > 0) {
+        const what = `FORGED RECEIPT: ${forgedReceipts.length} install receipt(s) in the signed log do not verify with their device's key (first: leaf ${forgedReceipts[0]!.leafIndex}, ${forgedReceipts[0]!.did})`;
+        logger.error({ reason: 'forged_receipt', forged: forgedReceipts.slice(0, 100) }, what);
+        throw new CliError(`audit: ${what}`, 1);
+      }
+      if (result.receipts && result.receipts.unverifiable > 0) logger.warn({ unverifiable: result.receipts.unverifiable }, `${result.receipts.unverifiable} install receipt(s) of devices registered without a fleet approval: their key is not in the log, so these receipts are not checked`);
       if (result.fleet && result.fleet.unapproved.length > 0) logger.warn({ unapproved: result.fleet.unapproved.slice(0, 100) }, `${result.fleet.unapproved.length} device(s) registered without a fleet approval: receivers in enrolled mode refuse them`);
       if (result.newEpoch) logger.warn({ from: result.newEpoch.from, to: result.newEpoch.to, previousSize: result.newEpoch.previousSize }, 'the relay started a new log epoch (same pinned key); the last checkpoint of the old one is kept in the state');
       logger.info({ ...result, full: args.values.full === true || fleetPublicKey !== undefined }, result.previousSize === result.size ? 'log consistent (unchanged)' : 'log consistent');

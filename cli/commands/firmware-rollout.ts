@@ -2,6 +2,7 @@
  * The online steps of `ghostpipe firmware`: publish a signed package to a relay, widen a staged
  * rollout, read its status (docs/FIRMWARE.md, docs/API.md "Firmware"). Operator key required.
  */
+import { promises as fs } from 'node:fs';
 import { CliError, loadKeyFile, optionalString, optionalStrings, printWarning, type ParsedArgs } from '../command.js';
 import { readChunk, readContentKey, readPackageManifest } from '../../common/firmware-package.js';
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
@@ -11,7 +12,7 @@ import type { RolloutStatusBody } from '../../protocol/api/index.js';
 import { readDidDocument } from '../../protocol/did.js';
 import { verifyFleetSignature } from '../../protocol/enrollment.js';
 import { KEM } from '../../protocol/envelope/constants.js';
-import { manifestDigest, signedManifestToJson, wrapContentKey } from '../../protocol/firmware/index.js';
+import { manifestDigest, signedManifestToJson, signedRootFromJson, signedRootToJson, wrapContentKey, type SignedRoot } from '../../protocol/firmware/index.js';
 
 
 /** A progress bar on a terminal, a plain line per step otherwise (journals, CI logs). */
@@ -26,6 +27,21 @@ function progress(label: string, total: number): (done: number) => void {
       process.stderr.write(`${label} ${done}/${total}\n`);
     }
   };
+}
+
+/** A signed firmware root file (`firmware root` output); unreadable: exit 2, not a root: exit 1. */
+export async function readRootFile(file: string, command: string): Promise<SignedRoot> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`${command}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
+  }
+  try {
+    return signedRootFromJson(JSON.parse(text));
+  } catch (err) {
+    throw new CliError(`${command}: ${file}: ${(err as Error).message}`);
+  }
 }
 
 async function relayCall<T>(command: string, call: () => Promise<T>): Promise<T> {
@@ -77,10 +93,12 @@ export async function publish(args: ParsedArgs): Promise<number> {
   const members = (await relayCall(command, () => client.groups())).groups[m.group] ?? [];
   const targets = chosen.length > 0 ? chosen : members;
   if (targets.length === 0) throw new CliError(`${command}: group ${m.group} has no enrolled devices (ghostpipe groups add ${m.group} DID)`);
+  const roots: SignedRoot[] = [];
+  for (const file of optionalStrings(args, 'root-chain')) roots.push(await readRootFile(file, command));
   const keys = await targetKeys(client, targets, optionalString(args, 'fleet-key'), command);
   const rollout = await relayCall(command, () => client.publishFirmware({
     ...signedManifestToJson(signed), publisherPublicKey: Buffer.from(publisher.publicKey).toString('base64'), targets,
-    ...(firstText !== undefined ? { first: Number(firstText) } : {}),
+    ...(firstText !== undefined ? { first: Number(firstText) } : {}), ...(roots.length > 0 ? { roots: roots.map(signedRootToJson) } : {}),
   }));
   process.stderr.write(`${m.name}@${m.version}: package ${rollout.id.slice(0, 16)}…, manifest in log leaf ${rollout.leafIndex}, ${targets.length} targets${firstText ? ` (first ${firstText} offered)` : ''}\n`);
   const chunkBar = progress('chunks', m.chunkHashes.length);

@@ -4,7 +4,7 @@ import { DurationError, parseDuration, parseSize, SizeError, formatSize } from '
 import { loadPublicKey, loadSigningKey } from '../../common/keyfile.js';
 import { packFirmware, PackageError, readChunk, readPackageManifest, writeSignatures } from '../../common/firmware-package.js';
 import { AEAD } from '../../protocol/envelope/constants.js';
-import { publish, status, widen } from './firmware-rollout.js';
+import { publish, readRootFile, status, widen } from './firmware-rollout.js';
 import { OPERATOR_OPTIONS, OPERATOR_USAGE } from '../operator-client.js';
 import {
   checkChunk, DEFAULT_CHUNK_SIZE, encodeRoot, FirmwareError, MANIFEST_CONTEXT, ROOT_CONTEXT, signedRootFromJson, signedRootToJson, signWith,
@@ -24,7 +24,7 @@ export const firmware: Command = {
     '       ghostpipe firmware sign DIR|ROOT.json --key release.sign.key',
     '       ghostpipe firmware verify DIR --root ROOT.json',
     '       ghostpipe firmware verify ROOT.json [--root PINNED.json]',
-    '       ghostpipe firmware publish DIR --publisher-key FILE [--fleet-key FILE] [--first N] [--device DID …]',
+    '       ghostpipe firmware publish DIR --publisher-key FILE [--fleet-key FILE] [--first N] [--device DID …] [--root-chain ROOT.json …]',
     '       ghostpipe firmware status NAME@VERSION|ID [--json]',
     '       ghostpipe firmware widen NAME@VERSION|ID [--device DID …]',
     '',
@@ -43,6 +43,8 @@ export const firmware: Command = {
     '  publish  uploads a signed package to the relay for the enrolled devices of its group (or',
     '           --device …), wrapping the content key to each; --first N offers it to N devices',
     '           first (staged). --fleet-key checks each device\'s KEM key against its fleet approval.',
+    '           --root-chain v2.json … hands root rotations (oldest first) to devices pinned to an',
+    '           older root; each device checks that the chain starts at what it trusts.',
     '  status   one row per device: held_back, pending, downloading (chunks), downloaded,',
     '           installed, failed / rolled_back (reason), refused, expired; exit 0 only when',
     '           every device installed it.',
@@ -71,6 +73,7 @@ export const firmware: Command = {
     'fleet-key': { type: 'string' },
     first: { type: 'string' },
     device: { type: 'string', multiple: true },
+    'root-chain': { type: 'string', multiple: true },
     json: { type: 'boolean' },
     ...OPERATOR_OPTIONS,
   },
@@ -89,20 +92,6 @@ export const firmware: Command = {
 };
 
 const keyHex = (s: KeySignature) => Buffer.from(s.keyId).toString('hex').slice(0, 16);
-
-async function readRootFile(file: string, command: string): Promise<SignedRoot> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`${command}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
-  }
-  try {
-    return signedRootFromJson(JSON.parse(text));
-  } catch (err) {
-    throw new CliError(`${command}: ${file}: ${(err as Error).message}`);
-  }
-}
 
 async function writeOutput(text: string, out: string | undefined, mode = 0o644): Promise<void> {
   if (out === undefined) process.stdout.write(text);

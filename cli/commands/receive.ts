@@ -4,7 +4,7 @@ import { createLogger } from '../../common/log.js';
 import { loadReceiverConfig, TransportError } from '../../receiver/config.js';
 import { SetupError, StartAborted, startReceiver } from '../../receiver/index.js';
 import path from 'node:path';
-import { LogIntegrityError } from '../../receiver/log-trust.js';
+import { LogIntegrityError } from '../../common/log-trust.js';
 import { saveEvidence } from '../../receiver/state.js';
 import { StateFileError } from '../../common/state-errors.js';
 import { SinkError } from '../../receiver/sinks/sink.js';

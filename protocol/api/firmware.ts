@@ -4,11 +4,15 @@
  * times ISO 8601. The package id is the manifest digest (64 hex digits).
  */
 import type { KeySignatureJson } from '../firmware/signatures.js';
+import type { SignedRootJson } from '../firmware/root.js';
+import { NAME_PATTERN } from '../firmware/manifest.js';
 
 export const FIRMWARE_ID_PATTERN = /^[0-9a-f]{64}$/;
 /** Group names follow package names (protocol/firmware/manifest.ts). */
-export const GROUP_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const GROUP_PATTERN = NAME_PATTERN;
 export const CHUNK_MEDIA_TYPE = 'application/octet-stream';
+/** Firmware root rotations a publish may carry to the devices (v2 … vN of one chain). */
+export const MAX_ROOT_CHAIN = 16;
 
 // ---- groups (operator) ----
 export interface GroupsBody { groups: Record<string, string[]> }
@@ -24,6 +28,11 @@ export interface PublishRequest {
   targets: string[];
   /** Staged rollout: only the first N targets are offered until POST …/targets widens it (default: all). */
   first?: number;
+  /**
+   * Root rotations, oldest first (`ghostpipe firmware root --rotate` output): a device pinned to an
+   * older root walks them before it checks the manifest. The relay only checks their format.
+   */
+  roots?: SignedRootJson[];
 }
 export interface RolloutBody {
   id: string; name: string; version: string; counter: number; group: string; leafIndex: number;
@@ -35,6 +44,8 @@ export interface DeviceRolloutsBody { rollouts: { id: string; name: string; vers
 /** GET /v2/firmware/{id} for a target device: everything it needs before the chunks. */
 export interface FirmwareOfferBody {
   id: string; manifest: string; signatures: KeySignatureJson[]; leafIndex: number; publisherPublicKey: string; keyWrap: string; chunks: number;
+  /** The publish's root rotations, oldest first (may be empty). */
+  roots: SignedRootJson[];
 }
 export interface ReceiptRequest { receipt: string; signature: string }
 export interface ReceiptBody { id: string; did: string; outcome: string; leafIndex: number }

@@ -30,8 +30,11 @@ export type EnvelopeStatus = 'pending' | 'leased' | 'delivered' | 'expired' | 'u
 export interface HealthBody { status: string; version: string; uptimeSeconds: number }
 export interface StatsBody {
   uptimeSeconds: number;
-  /** heapUsedBytes: the JS heap in use; recipientQueues: per-recipient queues in RAM (only ones holding, leasing or awaited). */
-  memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number; heapUsedBytes: number; recipientQueues: number };
+  /**
+   * heapUsedBytes: the JS heap in use; recipientQueues: per-recipient queues in RAM (only ones
+   * holding, leasing or awaited); firmwareBytes: firmware packages held (counted against capBytes).
+   */
+  memory: { heldBytes: number; inFlightBytes: number; capBytes: number; rssBytes: number; heapUsedBytes: number; recipientQueues: number; firmwareBytes: number };
   /** waiting: long-polls (inbox or lease) waiting for an arrival now. */
   envelopes: { pending: number; leased: number; delivered: number; expired: number; purged: number; waiting: number };
   queues: Record<string, { pending: number; leased: number }>;

@@ -42,8 +42,11 @@ export const LIMITS = {
 } as const;
 const CHUNK_AEADS: readonly number[] = [AEAD.AES256GCM, AEAD.CHACHA20POLY1305];
 
-const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-const HARDWARE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+/** Package and group names. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const HARDWARE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+const NAME = NAME_PATTERN;
+const HARDWARE = HARDWARE_ID_PATTERN;
 const INSTALL_TYPE = /^[a-z][a-z0-9-]{0,31}$/;
 // semver.org's recommended expression for SemVer 2.0.0.
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;

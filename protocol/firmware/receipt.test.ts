@@ -5,7 +5,7 @@ import { didFromSigningKey } from '../did.js';
 import { generatePrivateKey } from '../keys.js';
 import { FirmwareError } from './errors.js';
 import { thrownCode } from '../../test/helpers/assert-code.js';
-import { decodeReceipt, encodeReceipt, signReceipt, verifyReceipt, type InstallReceipt } from './receipt.js';
+import { MAX_RECEIPT_BYTES, decodeReceipt, encodeReceipt, signReceipt, verifyReceipt, type InstallReceipt } from './receipt.js';
 
 const device = generatePrivateKey('ML-DSA-65');
 const other = generatePrivateKey('ML-DSA-65');
@@ -41,4 +41,10 @@ test('the example of docs/protocol/firmware.md, byte for byte', () => {
   const documented = '4750495201' + '15' + '6469643a67686f7374706970653a6578616d706c65' + '33'.repeat(32) + '01' + '05' + '312e322e30' + '0000000000000003' + '000001a2ce8bd400' + '0000';
   assert.equal(Buffer.from(bytes).toString('hex'), documented);
   assert.equal(bytes.length, 84);
+});
+
+test('MAX_RECEIPT_BYTES is the size of the largest receipt (the relay\'s body bound)', () => {
+  const largest: InstallReceipt = { ...receipt, did: 'd'.repeat(128), runningVersion: '9'.repeat(64), runningCounter: Number.MAX_SAFE_INTEGER, reason: 'é'.repeat(256) };
+  assert.equal(encodeReceipt(largest).length, MAX_RECEIPT_BYTES);
+  assert.equal(MAX_RECEIPT_BYTES, 762);
 });

@@ -26,6 +26,8 @@ export const RECEIPT_CONTEXT = new TextEncoder().encode('ghostpipe/firmware-rece
 export const OUTCOMES = { installed: 1, failed: 2, rolled_back: 3, refused: 4 } as const;
 export type Outcome = keyof typeof OUTCOMES;
 export const MAX_REASON_BYTES = 512;
+/** The largest encoded receipt: 5 + (1 + 128) DID + 32 + 1 + (1 + 64) version + 8 + 8 + (2 + 512) reason. */
+export const MAX_RECEIPT_BYTES = 5 + 1 + 128 + 32 + 1 + 1 + 64 + 8 + 8 + 2 + MAX_REASON_BYTES;
 
 export interface InstallReceipt {
   did: string;

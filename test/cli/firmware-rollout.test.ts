@@ -58,7 +58,7 @@ test('groups add, list and remove through the CLI', async () => {
 
 test('publish staged to one device, status per device, widen, burn after both receipts', async () => {
   assertOneLineFailure(await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--fleet-key', 'other-fleet.pub', ...op()), /fleet signature does not verify/);
-  const published = await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--fleet-key', 'fleet.pub', '--first', '1', ...op());
+  const published = await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--fleet-key', 'fleet.pub', '--first', '1', '--root-chain', 'root.json', ...op());
   assert.equal(published.code, 0, published.stderr);
   assert.match(published.stderr, /chunks 3\/3\n/);
   assert.match(published.stderr, /key wraps 2\/2\n/);
@@ -66,6 +66,8 @@ test('publish staged to one device, status per device, widen, burn after both re
   const offered = (await a.client.firmwareRollouts()).length === 1 ? a : b;
   const held = offered === a ? b : a;
   assert.deepEqual(await held.client.firmwareRollouts(), []);
+  // --root-chain travels with the offer, as the root file holds it.
+  assert.deepEqual((await offered.client.firmwareOffer(id)).roots, [JSON.parse(await readFile(path.join(dir, 'root.json'), 'utf8'))]);
   await install(offered, id);
 
   const partial = await run('firmware', 'status', 'gw-fw@2.0.0', ...op());
@@ -89,4 +91,6 @@ test('publish refuses an unsigned package and a bad --first before touching the 
   assertOneLineFailure(await run('firmware', 'publish', 'unsigned', '--publisher-key', 'keys/publisher.sign.key', ...op()), /unsigned is not signed/);
   assertOneLineFailure(await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--first', '0', ...op()), /--first must be a whole number >= 1/, 2);
   assertOneLineFailure(await run('firmware', 'publish', 'pkg', ...op()), /--publisher-key FILE is required/, 2);
+  assertOneLineFailure(await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--root-chain', 'missing.json', ...op()), /cannot read missing\.json: ENOENT/, 2);
+  assertOneLineFailure(await run('firmware', 'publish', 'pkg', '--publisher-key', 'keys/publisher.sign.key', '--root-chain', 'fw.bin', ...op()), /fw\.bin: /);
 });

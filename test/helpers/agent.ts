@@ -26,6 +26,8 @@ export interface AgentEnv {
   signKey: string;
   kemKey: string;
   devicePublicKey: Uint8Array;
+  /** The device's X-Wing public key (firmware key wraps are sealed to it). */
+  kemPublicKey: Uint8Array;
   did: string;
   receiverPub: string;
   receiver: Receiver;
@@ -45,7 +47,7 @@ export async function makeAgentEnv(relay: RelayProcess, plan = 'enterprise'): Pr
   const receiver = await makeReceiver(relay, await loadReceiverKey(rx.kemKey));
   return {
     dir, stateDir: path.join(dir, 'state'), configFile: path.join(dir, 'agent.yaml'), apiKeyFile,
-    signKey: paths.signKey, kemKey: paths.kemKey, devicePublicKey: device.publicKeys.sign!.publicKey, did: device.did!,
+    signKey: paths.signKey, kemKey: paths.kemKey, devicePublicKey: device.publicKeys.sign!.publicKey, kemPublicKey: device.publicKeys.kem!.publicKey, did: device.did!,
     receiverPub: rx.kemPub, receiver,
   };
 }

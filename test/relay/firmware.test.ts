@@ -7,19 +7,18 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { cleanupAll, makeDevice, refused, startRelay, type Device, type RelayProcess } from '../helpers/relay.js';
 import { until } from '../helpers/wait.js';
 import { downloadAsDevice, sendReceipt } from '../helpers/firmware-device.js';
 import { RelayClient } from '../../common/relay-client.js';
-import { KEM } from '../../protocol/envelope/constants.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import { decodeLogEntry } from '../../protocol/log-entries.js';
-import {
-  encodeManifest, encodeReceipt, RECEIPT_CONTEXT, encryptChunk, manifestDigest, MANIFEST_CONTEXT, sha256, signReceipt, signWith, signaturesToJson, wrapContentKey,
-  type FirmwareManifest,
-} from '../../protocol/firmware/index.js';
+import { encodeReceipt, RECEIPT_CONTEXT, manifestDigest, signReceipt } from '../../protocol/firmware/index.js';
+import { makeRelease } from '../helpers/firmware-release.js';
+import { audit } from '../../receiver/audit.js';
+import { loadPublicKey } from '../../common/keyfile.js';
+import path from 'node:path';
 
 after(cleanupAll);
 
@@ -36,23 +35,11 @@ before(async () => {
 
 /** A package as `ghostpipe firmware pack` makes it, in memory: 10,000 bytes in 3 chunks of 4 KiB. */
 function makePackage(counter: number, group = 'line-a', expires = Date.now() + 3_600_000) {
-  const plaintext = new Uint8Array(randomBytes(10_000));
-  const contentKey = new Uint8Array(randomBytes(32));
-  const fields = { name: 'gw-fw', version: `1.${counter}.0`, counter, group, hardware: ['hw1'], aeadId: 0x0002, chunkSize: 4096, expires, installType: 'command', installHint: '' };
-  const chunks = [0, 1, 2].map((i) => encryptChunk(0x0002, contentKey, fields, i, plaintext.subarray(i * 4096, Math.min(10_000, (i + 1) * 4096))));
-  const manifest: FirmwareManifest = { ...fields, size: 10_000, sha512: new Uint8Array(64), chunkHashes: chunks.map(sha256) };
-  const bytes = encodeManifest(manifest);
-  const id = Buffer.from(manifestDigest(bytes)).toString('hex');
-  const wrapFor = (device: Device) => wrapContentKey({
-    manifestDigest: manifestDigest(bytes), contentKey, counter, recipient: { kemId: KEM.XWING, publicKey: device.kem.publicKey },
-    sender: { seed: publisher.seed, publicKey: publisher.publicKey },
-  });
+  const r = makeRelease({ counter, group, expires, signers: [release] });
   return {
-    id, plaintext, chunks, bytes, wrapFor,
-    request: (targets: Device[], first?: number) => ({
-      manifest: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson([signWith(release.seed, bytes, MANIFEST_CONTEXT)]),
-      publisherPublicKey: Buffer.from(publisher.publicKey).toString('base64'), targets: targets.map((d) => d.did), ...(first ? { first } : {}),
-    }),
+    ...r,
+    wrapFor: (device: Device) => r.wrapFor(device.kem.publicKey, publisher),
+    request: (targets: Device[], first?: number) => r.request(targets.map((d) => d.did), publisher, first ? { first } : {}),
   };
 }
 
@@ -76,6 +63,7 @@ test('staged publish: chunks and wraps checked on arrival; only offered targets 
   const pkg = makePackage(2);
   await refused(relay.operator.publishFirmware(pkg.request([a, outsider])), 422, 'not_in_group');
   await refused(a.client.publishFirmware(pkg.request([a])), 403, 'forbidden');
+  assert.match((await refused(relay.operator.publishFirmware({ ...pkg.request([a]), roots: [{ root: 'AAAA', signatures: [] }] }), 400, 'bad_request')).message, /roots\[0\]: /);
   // Twice at once (a retried CLI): one rollout, one log leaf; and publishing again releases nobody.
   const [published, again] = await Promise.all([relay.operator.publishFirmware(pkg.request([a, b], 1)), relay.operator.publishFirmware(pkg.request([a, b], 1))]);
   assert.equal(again.leafIndex, published.leafIndex);
@@ -92,6 +80,7 @@ test('staged publish: chunks and wraps checked on arrival; only offered targets 
   await refused(relay.operator.putFirmwareWrap(pkg.id, a.did, pkg.wrapFor(b)), 400, 'bad_request');
   await refused(relay.operator.putFirmwareWrap(pkg.id, outsider.did, pkg.wrapFor(outsider)), 404, 'not_found');
   await upload(pkg, [a, b]);
+  assert.deepEqual((await a.client.firmwareOffer(pkg.id)).roots, [], 'no rotations were published');
 
   assert.deepEqual((await a.client.firmwareRollouts()).map((r) => r.id), [pkg.id]);
   assert.deepEqual(await b.client.firmwareRollouts(), [], 'b is held back');
@@ -120,6 +109,10 @@ test('staged publish: chunks and wraps checked on arrival; only offered targets 
   assert.deepEqual(status.devices.map((d) => d.state), ['installed', 'installed']);
   await refused(b.client.firmwareOffer(pkg.id), 404, 'not_found');
   assert.ok((await relay.operator.audit()).some((e) => e.event === 'firmware_burned' && e.packageId === pkg.id && e.outcome === 'receipts'));
+  // An auditor checks both receipts from the log alone (the devices' keys are in their 0x05 leaves).
+  const relayKey = await loadPublicKey(path.join(relay.stateDir, 'relay.sign.pub'), ['ML-DSA-65']);
+  const audited = await audit({ client: new RelayClient({ baseUrl: relay.url }), relayPublicKey: relayKey.publicKey, full: true });
+  assert.deepEqual(audited.receipts, { verified: 2, unverifiable: 0, forged: [] });
 });
 
 test('a failure halts the staged rollout; forged and foreign receipts are refused', async () => {
@@ -140,14 +133,21 @@ test('a failure halts the staged rollout; forged and foreign receipts are refuse
 
 test('the TTL burns what nobody finished; a restart loses held packages and keeps groups', async () => {
   const pkg = makePackage(4);
+  // Earlier tests' packages burn by the 3 s TTL: from nothing held, the count is exact.
+  await until('earlier packages burned', async () => (await relay.operator.stats()).memory.firmwareBytes === 0, 20_000, 100);
+  const before = 0;
   await relay.operator.publishFirmware(pkg.request([a]));
   await upload(pkg, [a]);
+  // Every chunk is reserved at publish; the wrap is counted as it arrives.
+  const wrapBytes = pkg.wrapFor(a).length;
+  assert.equal((await relay.operator.stats()).memory.firmwareBytes - before, pkg.chunks.reduce((n, c) => n + c.length, 0) + wrapBytes);
   const burned = await until('the 3 s TTL burns the package', async () => {
     const s = await relay.operator.rolloutStatus(pkg.id);
     return s.held ? undefined : s;
   }, 30_000, 200);
   assert.equal(burned.burned?.reason, 'expired');
   assert.deepEqual(burned.devices.map((d) => d.state), ['expired']);
+  assert.equal((await relay.operator.stats()).memory.firmwareBytes, before, 'the burn returns what the package held');
 
   const held = makePackage(5);
   await relay.operator.publishFirmware(held.request([a]));

@@ -1,0 +1,340 @@
+/**
+ * The gateway's side of a firmware rollout (docs/FIRMWARE.md "On the gateway"). Every
+ * `checkInterval` (jittered) it asks the relay which rollouts target it and takes the newest:
+ *
+ *   1. offer    checked by verify.ts (root rotations, signatures, group, hardware, counter, expiry,
+ *               the package id), then proven to be in the relay's log under a checkpoint this
+ *               gateway's own witness accepts, then the content key unwrapped with its X-Wing key;
+ *   2. download chunk by chunk into staging.ts (each checked against the manifest before it is
+ *               decrypted, each waiting for the sensor collection to finish first), resumable;
+ *   3. install  the install command, the health command, on failure the rollback command;
+ *   4. receipt  signed with the device key, kept in the state until the relay logged it.
+ *
+ * A refused package gets a `refused` receipt naming the check that failed. What proves nothing
+ * (the relay unreachable, a checkpoint not signed yet) is retried at the next check.
+ */
+import path from 'node:path';
+import { sleep } from '../../common/backoff.js';
+import type { Logger } from '../../common/log.js';
+import { LogIntegrityError, LogTrust, NotYetLoggedError } from '../../common/log-trust.js';
+import { RelayClient, RelayError } from '../../common/relay-client.js';
+import { StateFileError } from '../../common/state-errors.js';
+import type { DeviceKeys } from '../../common/keyfile.js';
+import { formatDuration } from '../../common/duration.js';
+import { FIRMWARE_ID_PATTERN } from '../../protocol/api/firmware.js';
+import { KEM } from '../../protocol/envelope/constants.js';
+import {
+  FirmwareError, MAX_REASON_BYTES, checkChunk, encodeReceipt, encryptedChunkLength, openChunk, signReceipt, signedRootFromJson, signedRootToJson, unwrapContentKey,
+  type FirmwareManifest, type FirmwareRoot, type Outcome,
+} from '../../protocol/firmware/index.js';
+import { encodeLogEntry } from '../../protocol/log-entries.js';
+import { leafHash } from '../../protocol/tlog/index.js';
+import { runCommand } from './commands.js';
+import type { FirmwareConfig, FirmwareSecrets } from './config.js';
+import { FirmwareState, type PendingInstall, type StoredReceipt } from './state.js';
+import { StagedDownload } from './staging.js';
+import { FirmwareRefusal, checkOffer } from './verify.js';
+
+export interface UpdaterOptions {
+  config: FirmwareConfig;
+  secrets: FirmwareSecrets;
+  device: DeviceKeys;
+  relayUrl: string;
+  apiKey: string;
+  stateDir: string;
+  logger: Logger;
+  /** Resolves when no sensor collection is running: checks and chunks wait for it (the interval never slips for firmware). */
+  quiet: () => Promise<unknown>;
+}
+
+/** Each wait between checks is the interval ±20 %: a fleet started together does not ask together. */
+const JITTER = 0.2;
+
+export class FirmwareUpdater {
+  private readonly client: RelayClient;
+  private readonly dir: string;
+  private readonly stagingDir: string;
+  private readonly stopping = new AbortController();
+  private state!: FirmwareState;
+  private root!: FirmwareRoot;
+  private trust: LogTrust | undefined;
+  private loop: Promise<void> | undefined;
+  /** The last problem logged by a check, so an unreachable relay is one warn line, not one per check. */
+  private lastProblem: string | undefined;
+
+  constructor(private readonly o: UpdaterOptions) {
+    this.client = new RelayClient({ baseUrl: o.relayUrl, apiKey: o.apiKey, timeoutMs: o.config.timeout });
+    this.dir = path.join(o.stateDir, 'firmware');
+    this.stagingDir = o.config.stagingDir ?? path.join(this.dir, 'staging');
+  }
+
+  useApiKey(key: string): void {
+    this.client.useApiKey(key);
+  }
+
+  /** Opens the state (a damaged file throws StateFileError) and starts checking. */
+  async start(): Promise<void> {
+    this.state = await FirmwareState.open(this.dir);
+    const pinned = this.o.secrets.root;
+    const stored = this.state.root === undefined ? undefined : signedRootFromJson(this.state.root);
+    // The stored root was reached by rotations from a pinned one; a newly pinned newer root wins.
+    this.root = stored && stored.root.version > pinned.root.version ? stored.root : pinned.root;
+    const { config } = this.o;
+    const installed = this.state.installed;
+    this.o.logger.info({
+      group: config.group, hardwareId: config.hardwareId, rootVersion: this.root.version, threshold: this.root.threshold, installedVersion: installed.version || undefined,
+      installedCounter: installed.counter, checkInterval: formatDuration(config.checkInterval),
+    }, 'firmware updates on');
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    this.client.abort();
+    await this.loop;
+  }
+
+  private get signal(): AbortSignal {
+    return this.stopping.signal;
+  }
+
+  private async run(): Promise<void> {
+    const every = this.o.config.checkInterval;
+    // The first check soon after start (a gateway may boot for its update), the rest jittered.
+    let wait = Math.random() * Math.min(every * JITTER, 10_000);
+    while (!this.signal.aborted) {
+      await sleep(wait, this.signal);
+      if (this.signal.aborted) break;
+      if (!(await this.check())) break;
+      wait = every * (1 - JITTER + 2 * JITTER * Math.random());
+    }
+  }
+
+  /** One check; false when the updater must stop (its state cannot be written). Never throws. */
+  async check(): Promise<boolean> {
+    try {
+      await this.o.quiet();
+      if (this.state.pending) await this.decideInterrupted(this.state.pending);
+      for (const stored of [...this.state.receipts]) await this.deliver(stored);
+      const listed = await this.client.firmwareRollouts();
+      // A package whose receipt the relay has is no longer listed; one whose receipt waits here is skipped.
+      const open = listed.filter((r) => typeof r.id === 'string' && FIRMWARE_ID_PATTERN.test(r.id) && !this.state.receipts.some((s) => s.id === r.id));
+      open.sort((a, b) => b.counter - a.counter);
+      if (open.length === 0) this.o.logger.debug({ offered: listed.length }, 'firmware check: nothing new');
+      else await this.take(open[0]!.id);
+      this.lastProblem = undefined;
+      return true;
+    } catch (err) {
+      if (this.signal.aborted) return false;
+      if (err instanceof StateFileError) {
+        this.o.logger.error({ file: err.file, reason: err.message }, 'firmware state cannot be saved: firmware updates stop until the agent restarts');
+        return false;
+      }
+      const reason = err instanceof Error ? err.message : String(err);
+      if (reason !== this.lastProblem) this.o.logger.warn({ reason, ...(err instanceof RelayError ? { code: err.code } : {}) }, 'firmware check failed; trying again at the next check');
+      this.lastProblem = reason;
+      return true;
+    }
+  }
+
+  /** Checks, downloads, installs and reports package `id`. Relay trouble throws (retried at the next check). */
+  private async take(id: string): Promise<void> {
+    const installed = this.state.installed;
+    if (id === installed.id) {
+      // Published again (a relay restart lost the rollout): the device reports what it did.
+      await this.report(id, 'installed', `already installed at ${installed.at}`);
+      return;
+    }
+    const offer = await this.client.firmwareOffer(id);
+    let m: FirmwareManifest | undefined;
+    try {
+      const checked = checkOffer(id, offer, this.root, { groups: [this.o.config.group], hardwareId: this.o.config.hardwareId, installedCounter: installed.counter, now: Date.now() });
+      m = checked.manifest;
+      if (checked.rotatedTo) {
+        await this.state.recordRoot(signedRootToJson(checked.rotatedTo));
+        this.o.logger.info({ from: this.root.version, to: checked.root.version, threshold: checked.root.threshold }, 'firmware root rotated');
+        this.root = checked.root;
+      }
+      await this.proveLogged(checked.digest, offer.leafIndex);
+      const key = this.unwrap(offer.keyWrap, offer.publisherPublicKey, checked.digest);
+      let staged: StagedDownload;
+      try {
+        staged = await this.download(id, m, key);
+      } finally {
+        key.fill(0);
+      }
+      await this.client.firmwareDownloaded(id).catch((err: unknown) => this.o.logger.warn({ packageId: id, reason: (err as Error).message }, 'cannot tell the relay the download is complete; installing anyway'));
+      await this.install(id, m, staged);
+    } catch (err) {
+      if (!(err instanceof FirmwareRefusal)) throw err;
+      await this.refuse(id, err, m);
+    }
+  }
+
+  private async proveLogged(digest: Uint8Array, leafIndex: unknown): Promise<void> {
+    if (typeof leafIndex !== 'number' || !Number.isSafeInteger(leafIndex) || leafIndex < 0) throw new FirmwareRefusal('bad_offer', 'the offer names no log leaf for the manifest');
+    this.trust ??= await LogTrust.open({ client: this.client, relayPublicKey: this.o.secrets.relayPublicKey, stateFile: path.join(this.dir, 'witness.json') });
+    try {
+      await this.trust.proveIncluded(leafHash(encodeLogEntry({ type: 'firmware', manifestHash: digest })), leafIndex);
+    } catch (err) {
+      // Two signed histories (or our own witness state broken): the relay's log cannot vouch for anything.
+      if (err instanceof LogIntegrityError && err.kind !== 'unproven') throw new FirmwareRefusal('log_conflict', err.message);
+      if (err instanceof LogIntegrityError || err instanceof NotYetLoggedError) throw new Error(`the manifest is not proven to be in the relay's log yet (leaf ${leafIndex}): ${err.message}`);
+      throw err;
+    }
+  }
+
+  private unwrap(wrap: unknown, publisher: unknown, digest: Uint8Array): Uint8Array {
+    if (typeof wrap !== 'string' || wrap === '') throw new FirmwareRefusal('wrong_key', 'the relay served no key wrap for this device');
+    if (typeof publisher !== 'string') throw new FirmwareRefusal('bad_offer', 'the offer names no publisher key');
+    const { kem } = this.o.device;
+    if (kem.alg !== 'X-Wing') throw new FirmwareRefusal('wrong_key', `firmware keys are wrapped to X-Wing keys; this device has ${kem.alg}`);
+    try {
+      return unwrapContentKey(new Uint8Array(Buffer.from(wrap, 'base64')), { kemId: KEM.XWING, seed: kem.seed, publicKey: kem.publicKey }, new Uint8Array(Buffer.from(publisher, 'base64')), digest);
+    } catch (err) {
+      if (err instanceof FirmwareError) throw new FirmwareRefusal(err.code, err.message);
+      throw err;
+    }
+  }
+
+  private async download(id: string, m: FirmwareManifest, key: Uint8Array): Promise<StagedDownload> {
+    const staged = await StagedDownload.open(this.stagingDir, id, m);
+    const fields = { packageId: id, name: m.name, version: m.version, chunks: staged.chunks, bytes: m.size };
+    if (staged.chunksDone > 0) this.o.logger.info({ ...fields, fromChunk: staged.chunksDone }, 'firmware download resumed');
+    else this.o.logger.info(fields, 'firmware download started');
+    try {
+      for (let i = staged.chunksDone; i < staged.chunks; i++) {
+        await this.o.quiet();
+        if (this.signal.aborted) throw new Error('stopped');
+        const expected = encryptedChunkLength(m, i);
+        let bytes: Uint8Array;
+        try {
+          ({ bytes } = await this.client.firmwareChunk(id, i, expected));
+        } catch (err) {
+          // The only bad_response of a binary answer: longer than the manifest says (endless data).
+          if (err instanceof RelayError && err.code === 'bad_response') throw new FirmwareRefusal('bad_chunk', `chunk ${i}: the relay sent more than the ${expected} bytes the manifest declares`);
+          throw err;
+        }
+        let plaintext: Uint8Array;
+        try {
+          checkChunk(m, i, bytes);
+          plaintext = openChunk(m, key, i, bytes);
+        } catch (err) {
+          if (err instanceof FirmwareError) throw new FirmwareRefusal(err.code, err.message);
+          throw err;
+        }
+        await staged.append(i, plaintext);
+        this.o.logger.debug({ packageId: id, chunk: i + 1, of: staged.chunks }, 'firmware chunk staged');
+      }
+      const wrong = await staged.finish();
+      if (wrong !== undefined) throw new FirmwareRefusal('bad_digest', wrong);
+    } catch (err) {
+      // A refused package leaves nothing behind; anything else keeps the staged chunks for the resume.
+      if (err instanceof FirmwareRefusal) await staged.remove();
+      throw err;
+    }
+    this.o.logger.info(fields, 'firmware download complete and verified');
+    return staged;
+  }
+
+  private async install(id: string, m: FirmwareManifest, staged: StagedDownload): Promise<void> {
+    const { config, logger } = this.o;
+    const pending: PendingInstall = { id, name: m.name, version: m.version, counter: m.counter, startedAt: new Date().toISOString() };
+    await this.state.recordPending(pending);
+    const env = {
+      GHOSTPIPE_FIRMWARE_FILE: staged.file, GHOSTPIPE_FIRMWARE_ID: id, GHOSTPIPE_FIRMWARE_NAME: m.name, GHOSTPIPE_FIRMWARE_VERSION: m.version,
+      GHOSTPIPE_FIRMWARE_COUNTER: String(m.counter), GHOSTPIPE_FIRMWARE_INSTALL_TYPE: m.installType, GHOSTPIPE_FIRMWARE_INSTALL_HINT: m.installHint,
+    };
+    logger.info({ packageId: id, name: m.name, version: m.version, counter: m.counter, installType: m.installType }, 'firmware install started');
+    const installed = await runCommand('install', config.install, [staged.file], env, logger, this.signal);
+    const health = installed.ok && config.health ? await runCommand('health', config.health, [], env, logger, this.signal) : undefined;
+    // Stopped in the middle: the next start decides with the health command (decideInterrupted).
+    if (this.signal.aborted) return;
+    const failure = !installed.ok ? `install command: ${installed.outcome}` : health && !health.ok ? `health command: ${health.outcome}` : undefined;
+    await this.finish(pending, failure, env);
+    await staged.remove();
+  }
+
+  /** An install this agent started before a restart (maybe the install restarted it): the health command decides. */
+  private async decideInterrupted(pending: PendingInstall): Promise<void> {
+    const { config, logger } = this.o;
+    const env = { GHOSTPIPE_FIRMWARE_ID: pending.id, GHOSTPIPE_FIRMWARE_NAME: pending.name, GHOSTPIPE_FIRMWARE_VERSION: pending.version, GHOSTPIPE_FIRMWARE_COUNTER: String(pending.counter) };
+    logger.warn({ packageId: pending.id, name: pending.name, version: pending.version, startedAt: pending.startedAt }, 'a firmware install was interrupted by a restart; the health command decides it');
+    let failure: string | undefined = 'interrupted by a restart, and no health command is configured to confirm it';
+    if (config.health) {
+      const health = await runCommand('health', config.health, [], env, logger, this.signal);
+      if (this.signal.aborted) return;
+      failure = health.ok ? undefined : `interrupted by a restart; health command: ${health.outcome}`;
+    }
+    await this.finish(pending, failure, env);
+    await StagedDownload.discard(this.stagingDir, pending.id);
+  }
+
+  /** Records the outcome (rolling back on failure) and reports it. */
+  private async finish(pending: PendingInstall, failure: string | undefined, env: Record<string, string>): Promise<void> {
+    const { config, logger } = this.o;
+    const fields = { packageId: pending.id, name: pending.name, version: pending.version, counter: pending.counter };
+    let outcome: Outcome = 'installed';
+    let reason = '';
+    if (failure === undefined) {
+      if (pending.counter > this.state.installed.counter) await this.state.recordInstalled({ id: pending.id, name: pending.name, version: pending.version, counter: pending.counter });
+      logger.info(fields, 'firmware installed');
+    } else if (config.rollback) {
+      const rolledBack = await runCommand('rollback', config.rollback, [], env, logger, this.signal);
+      outcome = rolledBack.ok ? 'rolled_back' : 'failed';
+      reason = rolledBack.ok ? `${failure}; rolled back` : `${failure}; rollback command: ${rolledBack.outcome}`;
+      logger.error({ ...fields, reason }, rolledBack.ok ? 'firmware install failed and was rolled back' : 'firmware install failed and the rollback failed too');
+    } else {
+      outcome = 'failed';
+      reason = `${failure}; no rollback command is configured`;
+      logger.error({ ...fields, reason }, 'firmware install failed');
+    }
+    await this.state.recordPending(undefined);
+    await this.report(pending.id, outcome, reason);
+  }
+
+  private async refuse(id: string, refusal: FirmwareRefusal, m: FirmwareManifest | undefined): Promise<void> {
+    this.o.logger.error({ packageId: id, ...(m ? { name: m.name, version: m.version, counter: m.counter } : {}), code: refusal.code, reason: refusal.message }, 'firmware package refused');
+    await StagedDownload.discard(this.stagingDir, id);
+    await this.report(id, 'refused', `${refusal.code}: ${refusal.message}`);
+  }
+
+  /** Signs a receipt, keeps it in the state until the relay logged it, and sends it. */
+  private async report(id: string, outcome: Outcome, reason: string): Promise<void> {
+    const { device } = this.o;
+    const installed = this.state.installed;
+    const receipt = encodeReceipt({
+      did: device.did, manifestDigest: new Uint8Array(Buffer.from(id, 'hex')), outcome, runningVersion: installed.version, runningCounter: installed.counter,
+      time: Date.now(), reason: truncateUtf8(reason, MAX_REASON_BYTES),
+    });
+    const stored: StoredReceipt = { id, outcome, receipt: Buffer.from(receipt).toString('base64'), signature: Buffer.from(signReceipt(device.signing.seed, receipt)).toString('base64') };
+    const dropped = await this.state.addReceipt(stored);
+    if (dropped) this.o.logger.warn({ packageId: dropped.id, outcome: dropped.outcome }, 'too many unsent firmware receipts; the oldest is dropped');
+    await this.deliver(stored);
+  }
+
+  /** Sends a stored receipt; it stays stored when the relay cannot take it now. */
+  private async deliver(stored: StoredReceipt): Promise<void> {
+    try {
+      const logged = await this.client.firmwareReceipt(stored.id, new Uint8Array(Buffer.from(stored.receipt, 'base64')), new Uint8Array(Buffer.from(stored.signature, 'base64')));
+      this.o.logger.info({ packageId: stored.id, outcome: stored.outcome, leafIndex: logged.leafIndex }, 'firmware receipt logged');
+    } catch (err) {
+      if (!(err instanceof RelayError) || (err.code !== 'duplicate' && err.code !== 'not_found')) {
+        this.o.logger.warn({ packageId: stored.id, outcome: stored.outcome, reason: (err as Error).message }, 'firmware receipt not delivered; sending it again at the next check');
+        return;
+      }
+      // duplicate: logged before (its answer was lost); not_found: the rollout is gone (burned, or a relay restart).
+      if (err.code === 'not_found') this.o.logger.warn({ packageId: stored.id, outcome: stored.outcome }, 'the relay no longer holds this rollout; its receipt is dropped');
+    }
+    await this.state.removeReceipt(stored.id);
+  }
+}
+
+/** At most `max` bytes of UTF-8, cut at a character boundary. */
+function truncateUtf8(text: string, max: number): string {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= max) return text;
+  let end = max;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString('utf8');
+}
