@@ -199,7 +199,7 @@ export class FirmwareUpdater {
 
   private async download(id: string, m: FirmwareManifest, key: Uint8Array): Promise<StagedDownload> {
     const staged = await StagedDownload.open(this.stagingDir, id, m);
-    const fields = { packageId: id, name: m.name, version: m.version, chunks: staged.chunks, bytes: m.size };
+    const fields = { packageId: id, package: m.name, version: m.version, chunks: staged.chunks, bytes: m.size };
     if (staged.chunksDone > 0) this.o.logger.info({ ...fields, fromChunk: staged.chunksDone }, 'firmware download resumed');
     else this.o.logger.info(fields, 'firmware download started');
     try {
@@ -245,35 +245,37 @@ export class FirmwareUpdater {
       GHOSTPIPE_FIRMWARE_FILE: staged.file, GHOSTPIPE_FIRMWARE_ID: id, GHOSTPIPE_FIRMWARE_NAME: m.name, GHOSTPIPE_FIRMWARE_VERSION: m.version,
       GHOSTPIPE_FIRMWARE_COUNTER: String(m.counter), GHOSTPIPE_FIRMWARE_INSTALL_TYPE: m.installType, GHOSTPIPE_FIRMWARE_INSTALL_HINT: m.installHint,
     };
-    logger.info({ packageId: id, name: m.name, version: m.version, counter: m.counter, installType: m.installType }, 'firmware install started');
+    logger.info({ packageId: id, package: m.name, version: m.version, counter: m.counter, installType: m.installType }, 'firmware install started');
     const installed = await runCommand('install', config.install, [staged.file], env, logger, this.signal);
     const health = installed.ok && config.health ? await runCommand('health', config.health, [], env, logger, this.signal) : undefined;
     // Stopped in the middle: the next start decides with the health command (decideInterrupted).
     if (this.signal.aborted) return;
     const failure = !installed.ok ? `install command: ${installed.outcome}` : health && !health.ok ? `health command: ${health.outcome}` : undefined;
-    await this.finish(pending, failure, env);
+    const { outcome, reason } = await this.settle(pending, failure, env);
     await staged.remove();
+    await this.report(id, outcome, reason);
   }
 
   /** An install this agent started before a restart (maybe the install restarted it): the health command decides. */
   private async decideInterrupted(pending: PendingInstall): Promise<void> {
     const { config, logger } = this.o;
     const env = { GHOSTPIPE_FIRMWARE_ID: pending.id, GHOSTPIPE_FIRMWARE_NAME: pending.name, GHOSTPIPE_FIRMWARE_VERSION: pending.version, GHOSTPIPE_FIRMWARE_COUNTER: String(pending.counter) };
-    logger.warn({ packageId: pending.id, name: pending.name, version: pending.version, startedAt: pending.startedAt }, 'a firmware install was interrupted by a restart; the health command decides it');
+    logger.warn({ packageId: pending.id, package: pending.name, version: pending.version, startedAt: pending.startedAt }, 'a firmware install was interrupted by a restart; the health command decides it');
     let failure: string | undefined = 'interrupted by a restart, and no health command is configured to confirm it';
     if (config.health) {
       const health = await runCommand('health', config.health, [], env, logger, this.signal);
       if (this.signal.aborted) return;
       failure = health.ok ? undefined : `interrupted by a restart; health command: ${health.outcome}`;
     }
-    await this.finish(pending, failure, env);
+    const { outcome, reason } = await this.settle(pending, failure, env);
     await StagedDownload.discard(this.stagingDir, pending.id);
+    await this.report(pending.id, outcome, reason);
   }
 
-  /** Records the outcome (rolling back on failure) and reports it. */
-  private async finish(pending: PendingInstall, failure: string | undefined, env: Record<string, string>): Promise<void> {
+  /** Decides and records the outcome of an install (rolling back on failure); the caller reports it. */
+  private async settle(pending: PendingInstall, failure: string | undefined, env: Record<string, string>): Promise<{ outcome: Outcome; reason: string }> {
     const { config, logger } = this.o;
-    const fields = { packageId: pending.id, name: pending.name, version: pending.version, counter: pending.counter };
+    const fields = { packageId: pending.id, package: pending.name, version: pending.version, counter: pending.counter };
     let outcome: Outcome = 'installed';
     let reason = '';
     if (failure === undefined) {
@@ -290,11 +292,11 @@ export class FirmwareUpdater {
       logger.error({ ...fields, reason }, 'firmware install failed');
     }
     await this.state.recordPending(undefined);
-    await this.report(pending.id, outcome, reason);
+    return { outcome, reason };
   }
 
   private async refuse(id: string, refusal: FirmwareRefusal, m: FirmwareManifest | undefined): Promise<void> {
-    this.o.logger.error({ packageId: id, ...(m ? { name: m.name, version: m.version, counter: m.counter } : {}), code: refusal.code, reason: refusal.message }, 'firmware package refused');
+    this.o.logger.error({ packageId: id, ...(m ? { package: m.name, version: m.version, counter: m.counter } : {}), code: refusal.code, reason: refusal.message }, 'firmware package refused');
     await StagedDownload.discard(this.stagingDir, id);
     await this.report(id, 'refused', `${refusal.code}: ${refusal.message}`);
   }
