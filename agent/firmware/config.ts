@@ -29,7 +29,7 @@ export const firmwareSchema = s.object({
   /** This gateway's hardware id; a manifest that does not list it is refused. */
   hardwareId: s.string({ pattern: HARDWARE_ID_PATTERN, hint: 'a hardware id (letters, digits, ".", "_", ":", "-"; at most 64)' }),
   /** How often to ask the relay for rollouts (each wait jittered ±20 %). */
-  checkInterval: s.withDefault(s.duration({ min: 1_000, max: 7 * 24 * 60 * MINUTE }), 15 * MINUTE),
+  checkInterval: s.withDefault(s.duration({ min: 200, max: 7 * 24 * 60 * MINUTE }), 15 * MINUTE),
   /** Per request while checking and downloading (a 1 MiB chunk on a slow uplink). */
   timeout: s.withDefault(s.duration({ min: 1_000, max: 10 * MINUTE }), MINUTE),
   /** Staging folder for the download (default: <stateDir>/firmware/staging). */

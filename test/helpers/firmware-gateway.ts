@@ -50,7 +50,7 @@ export async function startGateway(relay: RelayProcess, o: GatewayOptions): Prom
   const group = o.group ?? 'line-a';
   const config = agentConfig(env, o.relayUrl, o.taps, {
     firmware: {
-      root: path.join(dir, 'root.json'), relayPublicKey: path.join(dir, 'relay.sign.pub'), group, hardwareId: 'hw1', checkInterval: '1s', timeout: '20s',
+      root: path.join(dir, 'root.json'), relayPublicKey: path.join(dir, 'relay.sign.pub'), group, hardwareId: 'hw1', checkInterval: '300ms', timeout: '20s',
       install: { command: ['sh', '-c', 'cp "$1" "$0/installed-$GHOSTPIPE_FIRMWARE_COUNTER.bin" && echo "flashed $GHOSTPIPE_FIRMWARE_NAME $GHOSTPIPE_FIRMWARE_VERSION"', dir] },
       rollback: { command: ['sh', '-c', 'echo "$GHOSTPIPE_FIRMWARE_VERSION" >> "$0/rolled-back"', dir] },
       ...o.firmware?.(dir),
