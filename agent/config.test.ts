@@ -7,7 +7,7 @@ import { parseConfigText } from '../common/config-file.js';
 import { writeKeyBundle } from '../common/keyfile.js';
 import { ConfigError } from '../common/schema.js';
 import { agentConfigSchema, loadAgentConfig, loadAgentSecrets } from './config.js';
-import { encodeRoot, ROOT_CONTEXT, signWith, signaturesToJson } from '../protocol/firmware/index.js';
+import { rootJson } from '../test/helpers/firmware-release.js';
 import { generatePrivateKey } from '../protocol/keys.js';
 
 const BASE = `device:
@@ -284,8 +284,7 @@ test('the firmware root and the relay key are read at load: a root without its t
   const { dir, configFile, file } = await configWithFiles();
   try {
     const keys = [generatePrivateKey('ML-DSA-65'), generatePrivateKey('ML-DSA-65')];
-    const bytes = encodeRoot({ version: 1, threshold: 2, keys: keys.map((k) => k.publicKey) });
-    const root = (signers: typeof keys) => JSON.stringify({ root: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson(signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT))) });
+    const root = (signers: typeof keys) => JSON.stringify(rootJson(keys, 2, 1, signers));
     await writeKeyBundle('device', dir, 'relay');
     await writeFile(file('root.json'), root(keys));
     const text = await readFile(configFile, 'utf8');

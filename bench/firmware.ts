@@ -15,8 +15,8 @@ import { generatePrivateKey } from '../protocol/keys.js';
 import { cleanupAll, makeDevice, startRelay } from '../test/helpers/relay.js';
 import { killAllAgents, type LogLine } from '../test/helpers/agent.js';
 import { startModbusTcpServer } from '../test/helpers/modbus-server.js';
-import { makeRelease, publishRelease } from '../test/helpers/firmware-release.js';
-import { rootJson, startGateway } from '../test/helpers/firmware-gateway.js';
+import { makeRelease, publishRelease, rootJson } from '../test/helpers/firmware-release.js';
+import { startGateway } from '../test/helpers/firmware-gateway.js';
 
 const MiB = 1024 * 1024;
 /** The agent's interval here: short, so that a pull of a few seconds spans many polls. */

@@ -1,9 +1,9 @@
 /** agent/firmware/verify.ts: what a gateway checks in an offer before it downloads, each refusal by its code. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generatePrivateKey, type PrivateKey } from '../../protocol/keys.js';
-import { encodeRoot, ROOT_CONTEXT, signWith, signaturesToJson, verifyRoot, signedRootFromJson, type FirmwareRoot, type SignedRootJson } from '../../protocol/firmware/index.js';
-import { makeRelease, type Release } from '../../test/helpers/firmware-release.js';
+import { generatePrivateKey } from '../../protocol/keys.js';
+import { verifyRoot, signedRootFromJson, type FirmwareRoot } from '../../protocol/firmware/index.js';
+import { makeRelease, rootJson, type Release } from '../../test/helpers/firmware-release.js';
 import { assertThrowsCode, thrownCode } from '../../test/helpers/assert-code.js';
 import { FirmwareRefusal, checkOffer } from './verify.js';
 
@@ -11,11 +11,7 @@ const keys = [generatePrivateKey('ML-DSA-65'), generatePrivateKey('ML-DSA-65'), 
 const publisher = generatePrivateKey('ML-DSA-65');
 const device = { groups: ['line-a'], hardwareId: 'hw1', installedCounter: 4, now: Date.now() };
 
-function signedRoot(version: number, threshold: number, members: PrivateKey[], signers: PrivateKey[]): SignedRootJson {
-  const bytes = encodeRoot({ version, threshold, keys: members.map((k) => k.publicKey) });
-  return { root: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson(signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT))) };
-}
-const v1 = signedRoot(1, 2, keys, keys);
+const v1 = rootJson(keys, 2);
 const trusted: FirmwareRoot = verifyRoot(signedRootFromJson(v1));
 
 /** The offer a relay serves for `r` (the fields verify.ts reads). */
@@ -62,7 +58,7 @@ test('refusals: another manifest under the id, malformed offers, signatures, gro
 test('root rotations: walked from the trusted root, already-walked ones skipped, an unchained one refused', () => {
   const next = [generatePrivateKey('ML-DSA-65'), generatePrivateKey('ML-DSA-65')];
   // v2: signed by 2 of the v1 keys and by both new keys (1-of-2 from then on).
-  const v2 = signedRoot(2, 1, next, [keys[0]!, keys[1]!, ...next]);
+  const v2 = rootJson(next, 1, 2, [keys[0]!, keys[1]!, ...next]);
   const r = makeRelease({ counter: 5, signers: [next[1]!] });
   const checked = checkOffer(r.id, offerOf(r, { roots: [v1, v2] }), trusted, device);
   assert.equal(checked.root.version, 2);
@@ -70,7 +66,7 @@ test('root rotations: walked from the trusted root, already-walked ones skipped,
   // Without the rotation the new key is a stranger.
   assert.equal(code(() => checkOffer(r.id, offerOf(r), trusted, device)), 'below_threshold');
   // A rotation only the new keys signed does not chain; nor does one that skips a version.
-  assertThrowsCode(() => checkOffer(r.id, offerOf(r, { roots: [signedRoot(2, 1, next, next)] }), trusted, device), FirmwareRefusal, 'not_chained', /firmware root v2/);
-  assert.equal(code(() => checkOffer(r.id, offerOf(r, { roots: [signedRoot(3, 1, next, [keys[0]!, keys[1]!, ...next])] }), trusted, device)), 'not_chained');
+  assertThrowsCode(() => checkOffer(r.id, offerOf(r, { roots: [rootJson(next, 1, 2)] }), trusted, device), FirmwareRefusal, 'not_chained', /firmware root v2/);
+  assert.equal(code(() => checkOffer(r.id, offerOf(r, { roots: [rootJson(next, 1, 3, [keys[0]!, keys[1]!, ...next])] }), trusted, device)), 'not_chained');
   assert.equal(code(() => checkOffer(r.id, offerOf(r, { roots: [{ root: 'AAAA', signatures: [] }] }), trusted, device)), 'bad_offer');
 });

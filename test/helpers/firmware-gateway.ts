@@ -7,16 +7,9 @@ import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RelayClient } from '../../common/relay-client.js';
-import { encodeRoot, ROOT_CONTEXT, signWith, signaturesToJson, type SignedRootJson } from '../../protocol/firmware/index.js';
-import type { PrivateKey } from '../../protocol/keys.js';
+import type { SignedRootJson } from '../../protocol/firmware/index.js';
 import { agentConfig, cli, makeAgentEnv, startAgent, writeAgentConfig, type AgentEnv, type AgentProcess } from './agent.js';
 import type { RelayProcess } from './relay.js';
-
-/** A signed firmware root file: `keys`, `threshold`, signed by `signers` (default: all keys). */
-export function rootJson(keys: PrivateKey[], threshold: number, version = 1, signers = keys): SignedRootJson {
-  const bytes = encodeRoot({ version, threshold, keys: keys.map((k) => k.publicKey) });
-  return { root: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson(signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT))) };
-}
 
 export interface Gateway {
   env: AgentEnv;

@@ -9,10 +9,16 @@ import type { RelayClient } from '../../common/relay-client.js';
 import type { PublishRequest, RolloutBody } from '../../protocol/api/firmware.js';
 import { AEAD, KEM } from '../../protocol/envelope/constants.js';
 import {
-  encodeManifest, encryptChunk, manifestDigest, MANIFEST_CONTEXT, sha256, signaturesToJson, signWith, wrapContentKey,
+  encodeManifest, encodeRoot, encryptChunk, manifestDigest, MANIFEST_CONTEXT, ROOT_CONTEXT, sha256, signaturesToJson, signWith, wrapContentKey,
   type FirmwareManifest, type SignedRootJson,
 } from '../../protocol/firmware/index.js';
 import type { PrivateKey } from '../../protocol/keys.js';
+
+/** A signed firmware root (`firmware root` output): `keys`, `threshold`, signed by `signers` (default: all keys). */
+export function rootJson(keys: PrivateKey[], threshold: number, version = 1, signers = keys): SignedRootJson {
+  const bytes = encodeRoot({ version, threshold, keys: keys.map((k) => k.publicKey) });
+  return { root: Buffer.from(bytes).toString('base64'), signatures: signaturesToJson(signers.map((k) => signWith(k.seed, bytes, ROOT_CONTEXT))) };
+}
 
 export interface ReleaseFields {
   counter: number;
