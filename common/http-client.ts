@@ -126,10 +126,14 @@ export class HttpClient {
         const chunks: Buffer[] = [];
         let size = 0;
         const limit = Math.min(request.maxResponseBytes ?? Infinity, this.maxResponseBytes);
+        // A declared length is filled in place: a 1 MiB answer is not held twice, as pieces and as their concatenation.
+        const declared = Number(res.headers['content-length']);
+        const whole = Number.isSafeInteger(declared) && declared > 0 && declared <= limit ? Buffer.allocUnsafe(declared) : undefined;
         res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > limit) fail('too_large', `response larger than ${limit} bytes`);
+          if (size + chunk.length > limit) return fail('too_large', `response larger than ${limit} bytes`);
+          if (whole) chunk.copy(whole, size); // node's parser never delivers more than Content-Length
           else chunks.push(chunk);
+          size += chunk.length;
         });
         res.on('error', (err) => fail('network', err.message));
         res.on('end', () => {
@@ -143,7 +147,7 @@ export class HttpClient {
               const value = raw[name.toLowerCase()];
               return Array.isArray(value) ? value.join(', ') : value;
             },
-            body: Buffer.concat(chunks),
+            body: whole ? whole.subarray(0, size) : Buffer.concat(chunks),
           });
         });
       });

@@ -396,7 +396,8 @@ export class RelayClient {
   async firmwareChunk(id: string, index: number, maxBytes?: number): Promise<{ bytes: Uint8Array; etag: string | undefined }> {
     // A refusal's JSON must still fit when the chunk is tiny (the last one may be a few bytes).
     const response = await this.request('GET', `/v2/firmware/${id}/chunks/${index}`, undefined, 0, undefined, maxBytes === undefined ? undefined : Math.max(maxBytes, 4096));
-    return { bytes: new Uint8Array(response.body), etag: response.header('etag') };
+    const body = response.body;
+    return { bytes: new Uint8Array(body.buffer, body.byteOffset, body.length), etag: response.header('etag') }; // a view: the chunk is not copied
   }
   async firmwareDownloaded(id: string): Promise<void> {
     await this.request('POST', `/v2/firmware/${id}/downloaded`);

@@ -2,7 +2,8 @@
 # Brings what Ghost Pipe needs: npm packages always; with --test also the Debian
 # packages the tests run as real peers (mosquitto MQTT 5 broker, socat for pty pairs), openssl
 # (certificates, key interop) and python3 (its ctypes sets the kernel's W^X flag in
-# test/helpers/wxorx.ts, as systemd's MemoryDenyWriteExecute does).
+# test/helpers/wxorx.ts, as systemd's MemoryDenyWriteExecute does), systemd (systemd-analyze
+# judges the units in test/deploy/units.test.ts; nothing is started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -14,6 +15,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v socat >/dev/null 2>&1 || missing+=(socat)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

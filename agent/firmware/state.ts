@@ -5,6 +5,8 @@
  *   installed  the release that runs; its counter is the floor every manifest must exceed, and it
  *              never goes down (a state file that says otherwise is refused, not repaired)
  *   root       the newest firmware root reached by rotations from the pinned one (never older)
+ *   staged     a verified download whose install has not started (its manifest kept with it): the
+ *              relay offers a downloaded package no more, so a restart here must not lose it
  *   pending    an install that started and was not decided: a restart in the middle (the install
  *              may restart this very agent) is decided by the health command at the next start
  *   receipts   signed receipts the relay has not accepted yet: sent again at every check
@@ -13,17 +15,20 @@ import path from 'node:path';
 import { ensurePrivateDir, readOptional, writeFileAtomic } from '../../common/atomic-file.js';
 import { StateFileError, onFile } from '../../common/state-errors.js';
 import { FIRMWARE_ID_PATTERN } from '../../protocol/api/firmware.js';
-import { OUTCOMES, signedRootFromJson, type Outcome, type SignedRootJson } from '../../protocol/firmware/index.js';
+import { OUTCOMES, decodeManifest, manifestDigest, signedRootFromJson, type Outcome, type SignedRootJson } from '../../protocol/firmware/index.js';
 
 /** id: the package id (manifest digest, hex) it came in; empty for what the gateway was provisioned with. */
 export interface InstalledRelease { id: string; name: string; version: string; counter: number; at: string }
 export interface PendingInstall { id: string; name: string; version: string; counter: number; startedAt: string }
 export interface StoredReceipt { id: string; outcome: Outcome; receipt: string; signature: string }
+/** manifest: the manifest's bytes, base64 (its digest is `id`). */
+export interface StagedRelease { id: string; manifest: string; at: string }
 
 interface Stored {
   version: 1;
   installed: InstalledRelease;
   root?: SignedRootJson;
+  staged?: StagedRelease;
   pending?: PendingInstall;
   receipts: StoredReceipt[];
 }
@@ -59,6 +64,10 @@ export class FirmwareState {
     return this.stored.root;
   }
 
+  get staged(): StagedRelease | undefined {
+    return this.stored.staged;
+  }
+
   get pending(): PendingInstall | undefined {
     return this.stored.pending;
   }
@@ -67,28 +76,39 @@ export class FirmwareState {
     return this.stored.receipts;
   }
 
-  /** Raises the floor; a lower or equal counter is a bug in the caller (every manifest was checked against it). */
-  async recordInstalled(release: Omit<InstalledRelease, 'at'>): Promise<void> {
-    if (release.counter <= this.stored.installed.counter) throw new Error(`release counter ${release.counter} does not exceed the installed ${this.stored.installed.counter}`);
-    await this.save({ ...this.stored, installed: { ...release, at: new Date().toISOString() } });
-  }
-
   async recordRoot(root: SignedRootJson): Promise<void> {
     await this.save({ ...this.stored, root });
   }
 
-  async recordPending(pending: PendingInstall | undefined): Promise<void> {
-    const next: Stored = { ...this.stored };
-    if (pending) next.pending = pending;
-    else delete next.pending;
+  /** A verified download waits for its install. */
+  async recordStaged(staged: Omit<StagedRelease, 'at'>): Promise<void> {
+    await this.save({ ...this.stored, staged: { ...staged, at: new Date().toISOString() } });
+  }
+
+  /** An install starts: its staged record goes in the same write. */
+  async recordPending(pending: PendingInstall): Promise<void> {
+    const next: Stored = { ...this.stored, pending };
+    delete next.staged;
     await this.save(next);
   }
 
-  /** Keeps a receipt until the relay took it; returns a receipt dropped to make room, if any. */
-  async addReceipt(receipt: StoredReceipt): Promise<StoredReceipt | undefined> {
+  /**
+   * A rollout decided, in one write: its receipt kept (until the relay took it; returns a receipt
+   * dropped to make room, if any), the staged and pending records cleared and,
+   * for an install, the floor raised. A kill can then never leave an install without its receipt
+   * (the relay offers a downloaded package no more, so nothing would bring the receipt back).
+   */
+  async recordOutcome(receipt: StoredReceipt, installed?: Omit<InstalledRelease, 'at'>): Promise<StoredReceipt | undefined> {
     const receipts = [...this.stored.receipts.filter((r) => r.id !== receipt.id), receipt];
     const dropped = receipts.length > MAX_STORED_RECEIPTS ? receipts.shift() : undefined;
-    await this.save({ ...this.stored, receipts });
+    const next: Stored = { ...this.stored, receipts };
+    if (installed) {
+      if (installed.counter <= next.installed.counter) throw new Error(`release counter ${installed.counter} does not exceed the installed ${next.installed.counter}`);
+      next.installed = { ...installed, at: new Date().toISOString() };
+    }
+    if (receipt.id === next.staged?.id) delete next.staged;
+    if (receipt.id === next.pending?.id) delete next.pending;
+    await this.save(next);
     return dropped;
   }
 
@@ -120,6 +140,19 @@ function checkStored(file: string, value: unknown): Stored {
     } catch (err) {
       bad(`root: ${(err as Error).message}`);
     }
+  }
+  const s = v.staged as Partial<StagedRelease> | undefined;
+  if (s !== undefined) {
+    if (typeof s !== 'object' || s === null || typeof s.id !== 'string' || typeof s.manifest !== 'string' || typeof s.at !== 'string') bad('staged is not {id, manifest, at}');
+    let digest = '';
+    try {
+      const bytes = new Uint8Array(Buffer.from(s!.manifest!, 'base64'));
+      decodeManifest(bytes);
+      digest = Buffer.from(manifestDigest(bytes)).toString('hex');
+    } catch (err) {
+      bad(`staged.manifest: ${(err as Error).message}`);
+    }
+    if (digest !== s!.id) bad('staged.manifest is not the manifest of staged.id');
   }
   const p = v.pending as Partial<PendingInstall> | undefined;
   if (p !== undefined && (typeof p !== 'object' || p === null || typeof p.id !== 'string' || !FIRMWARE_ID_PATTERN.test(p.id) || !Number.isSafeInteger(p.counter) || typeof p.name !== 'string' || typeof p.version !== 'string' || typeof p.startedAt !== 'string')) {

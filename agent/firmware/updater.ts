@@ -24,14 +24,14 @@ import { formatDuration } from '../../common/duration.js';
 import { FIRMWARE_ID_PATTERN } from '../../protocol/api/firmware.js';
 import { KEM } from '../../protocol/envelope/constants.js';
 import {
-  FirmwareError, MAX_REASON_BYTES, checkChunk, encodeReceipt, encryptedChunkLength, openChunk, signReceipt, signedRootFromJson, signedRootToJson, unwrapContentKey,
+  FirmwareError, MAX_REASON_BYTES, checkChunk, decodeManifest, encodeReceipt, encryptedChunkLength, openChunk, signReceipt, signedRootFromJson, signedRootToJson, unwrapContentKey,
   type FirmwareManifest, type FirmwareRoot, type Outcome,
 } from '../../protocol/firmware/index.js';
 import { encodeLogEntry } from '../../protocol/log-entries.js';
 import { leafHash } from '../../protocol/tlog/index.js';
 import { runCommand } from './commands.js';
 import type { FirmwareConfig, FirmwareSecrets } from './config.js';
-import { FirmwareState, type PendingInstall, type StoredReceipt } from './state.js';
+import { FirmwareState, type InstalledRelease, type PendingInstall, type StagedRelease, type StoredReceipt } from './state.js';
 import { StagedDownload } from './staging.js';
 import { FirmwareRefusal, checkOffer } from './verify.js';
 
@@ -75,6 +75,8 @@ export class FirmwareUpdater {
   /** Opens the state (a damaged file throws StateFileError) and starts checking. */
   async start(): Promise<void> {
     this.state = await FirmwareState.open(this.dir);
+    // A kill between deciding a package and removing its staging leaves the plaintext behind.
+    for (const decided of [this.state.installed.id, ...this.state.receipts.map((r) => r.id)]) if (decided) await StagedDownload.discard(this.stagingDir, decided);
     const pinned = this.o.secrets.root;
     const stored = this.state.root === undefined ? undefined : signedRootFromJson(this.state.root);
     // The stored root was reached by rotations from a pinned one; a newly pinned newer root wins.
@@ -115,6 +117,7 @@ export class FirmwareUpdater {
     try {
       await this.o.quiet();
       if (this.state.pending) await this.decideInterrupted(this.state.pending);
+      if (this.state.staged) await this.installStaged(this.state.staged);
       for (const stored of [...this.state.receipts]) await this.deliver(stored);
       const listed = await this.client.firmwareRollouts();
       // A package whose receipt the relay has is no longer listed; one whose receipt waits here is skipped.
@@ -163,6 +166,8 @@ export class FirmwareUpdater {
       } finally {
         key.fill(0);
       }
+      // Recorded before the relay hears of it: the relay offers a downloaded package no more.
+      await this.state.recordStaged({ id, manifest: Buffer.from(checked.manifestBytes).toString('base64') });
       await this.client.firmwareDownloaded(id).catch((err: unknown) => this.o.logger.warn({ packageId: id, reason: (err as Error).message }, 'cannot tell the relay the download is complete; installing anyway'));
       await this.install(id, m, staged);
     } catch (err) {
@@ -251,9 +256,26 @@ export class FirmwareUpdater {
     // Stopped in the middle: the next start decides with the health command (decideInterrupted).
     if (this.signal.aborted) return;
     const failure = !installed.ok ? `install command: ${installed.outcome}` : health && !health.ok ? `health command: ${health.outcome}` : undefined;
-    const { outcome, reason } = await this.settle(pending, failure, env);
+    const receipt = await this.settle(pending, failure, env);
     await staged.remove();
-    await this.report(id, outcome, reason);
+    await this.deliver(receipt);
+  }
+
+  /** A download verified before a restart whose install had not started: its file is checked again, then installed. */
+  private async installStaged(record: StagedRelease): Promise<void> {
+    const m = decodeManifest(new Uint8Array(Buffer.from(record.manifest, 'base64')));
+    const staged = await StagedDownload.open(this.stagingDir, record.id, m);
+    const wrong = staged.chunksDone < staged.chunks ? 'the staged file is gone' : await staged.finish();
+    if (wrong === undefined) {
+      this.o.logger.info({ packageId: record.id, package: m.name, version: m.version }, 'a verified firmware download outlived a restart; installing it');
+      await this.install(record.id, m, staged);
+      return;
+    }
+    // The relay will not serve it again: the operator learns of it from a failure receipt.
+    this.o.logger.error({ packageId: record.id, package: m.name, version: m.version, reason: wrong }, 'a verified firmware download was lost before its install');
+    const receipt = await this.record(record.id, 'failed', `the verified download was lost before its install: ${wrong}`);
+    await staged.remove();
+    await this.deliver(receipt);
   }
 
   /** An install this agent started before a restart (maybe the install restarted it): the health command decides. */
@@ -267,32 +289,30 @@ export class FirmwareUpdater {
       if (this.signal.aborted) return;
       failure = health.ok ? undefined : `interrupted by a restart; health command: ${health.outcome}`;
     }
-    const { outcome, reason } = await this.settle(pending, failure, env);
+    const receipt = await this.settle(pending, failure, env);
     await StagedDownload.discard(this.stagingDir, pending.id);
-    await this.report(pending.id, outcome, reason);
+    await this.deliver(receipt);
   }
 
-  /** Decides and records the outcome of an install (rolling back on failure); the caller reports it. */
-  private async settle(pending: PendingInstall, failure: string | undefined, env: Record<string, string>): Promise<{ outcome: Outcome; reason: string }> {
+  /** Decides an install (rolling back on failure) and records it with its receipt; the caller delivers the receipt. */
+  private async settle(pending: PendingInstall, failure: string | undefined, env: Record<string, string>): Promise<StoredReceipt> {
     const { config, logger } = this.o;
     const fields = { packageId: pending.id, package: pending.name, version: pending.version, counter: pending.counter };
-    let outcome: Outcome = 'installed';
-    let reason = '';
     if (failure === undefined) {
-      if (pending.counter > this.state.installed.counter) await this.state.recordInstalled({ id: pending.id, name: pending.name, version: pending.version, counter: pending.counter });
+      const release = { id: pending.id, name: pending.name, version: pending.version, counter: pending.counter };
+      const receipt = await this.record(pending.id, 'installed', '', pending.counter > this.state.installed.counter ? release : undefined);
       logger.info(fields, 'firmware installed');
-    } else if (config.rollback) {
-      const rolledBack = await runCommand('rollback', config.rollback, [], env, logger, this.signal);
-      outcome = rolledBack.ok ? 'rolled_back' : 'failed';
-      reason = rolledBack.ok ? `${failure}; rolled back` : `${failure}; rollback command: ${rolledBack.outcome}`;
-      logger.error({ ...fields, reason }, rolledBack.ok ? 'firmware install failed and was rolled back' : 'firmware install failed and the rollback failed too');
-    } else {
-      outcome = 'failed';
-      reason = `${failure}; no rollback command is configured`;
-      logger.error({ ...fields, reason }, 'firmware install failed');
+      return receipt;
     }
-    await this.state.recordPending(undefined);
-    return { outcome, reason };
+    if (!config.rollback) {
+      const reason = `${failure}; no rollback command is configured`;
+      logger.error({ ...fields, reason }, 'firmware install failed');
+      return this.record(pending.id, 'failed', reason);
+    }
+    const rolledBack = await runCommand('rollback', config.rollback, [], env, logger, this.signal);
+    const reason = rolledBack.ok ? `${failure}; rolled back` : `${failure}; rollback command: ${rolledBack.outcome}`;
+    logger.error({ ...fields, reason }, rolledBack.ok ? 'firmware install failed and was rolled back' : 'firmware install failed and the rollback failed too');
+    return this.record(pending.id, rolledBack.ok ? 'rolled_back' : 'failed', reason);
   }
 
   private async refuse(id: string, refusal: FirmwareRefusal, m: FirmwareManifest | undefined): Promise<void> {
@@ -301,18 +321,26 @@ export class FirmwareUpdater {
     await this.report(id, 'refused', `${refusal.code}: ${refusal.message}`);
   }
 
-  /** Signs a receipt, keeps it in the state until the relay logged it, and sends it. */
+  /** Records a receipt and sends it. */
   private async report(id: string, outcome: Outcome, reason: string): Promise<void> {
+    await this.deliver(await this.record(id, outcome, reason));
+  }
+
+  /**
+   * Signs a receipt and records it with the outcome (one state write: `installed` raises the floor
+   * and the receipt names it as running); it stays in the state until the relay logged it.
+   */
+  private async record(id: string, outcome: Outcome, reason: string, installed?: Omit<InstalledRelease, 'at'>): Promise<StoredReceipt> {
     const { device } = this.o;
-    const installed = this.state.installed;
+    const running = installed ?? this.state.installed;
     const receipt = encodeReceipt({
-      did: device.did, manifestDigest: new Uint8Array(Buffer.from(id, 'hex')), outcome, runningVersion: installed.version, runningCounter: installed.counter,
+      did: device.did, manifestDigest: new Uint8Array(Buffer.from(id, 'hex')), outcome, runningVersion: running.version, runningCounter: running.counter,
       time: Date.now(), reason: truncateUtf8(reason, MAX_REASON_BYTES),
     });
     const stored: StoredReceipt = { id, outcome, receipt: Buffer.from(receipt).toString('base64'), signature: Buffer.from(signReceipt(device.signing.seed, receipt)).toString('base64') };
-    const dropped = await this.state.addReceipt(stored);
+    const dropped = await this.state.recordOutcome(stored, installed);
     if (dropped) this.o.logger.warn({ packageId: dropped.id, outcome: dropped.outcome }, 'too many unsent firmware receipts; the oldest is dropped');
-    await this.deliver(stored);
+    return stored;
   }
 
   /** Sends a stored receipt; it stays stored when the relay cannot take it now. */

@@ -25,6 +25,8 @@ export class FirmwareRefusal extends Error {
 export interface CheckedOffer {
   signed: SignedManifest;
   manifest: FirmwareManifest;
+  /** The manifest's bytes as served (their digest is the id). */
+  manifestBytes: Uint8Array;
   digest: Uint8Array;
   /** The root the manifest was checked with (the trusted one, or the newest rotation). */
   root: FirmwareRoot;
@@ -36,7 +38,8 @@ export interface CheckedOffer {
 export function checkOffer(id: string, offer: unknown, trusted: FirmwareRoot, device: DeviceView): CheckedOffer {
   const o = checkShape(offer);
   // The id first: it is the digest of the bytes, so a changed byte is caught before any parsing.
-  const digest = manifestDigest(new Uint8Array(Buffer.from(o.manifest, 'base64')));
+  const manifestBytes = new Uint8Array(Buffer.from(o.manifest, 'base64'));
+  const digest = manifestDigest(manifestBytes);
   if (Buffer.from(digest).toString('hex') !== id) throw new FirmwareRefusal('wrong_package', `the relay served another manifest under package id ${id} (its digest is ${Buffer.from(digest).toString('hex')})`);
   try {
     const signed = signedManifestFromJson({ manifest: o.manifest, signatures: o.signatures });
@@ -53,7 +56,7 @@ export function checkOffer(id: string, offer: unknown, trusted: FirmwareRoot, de
     const root = chainRoots(trusted, newer);
     const manifest = verifyManifest(signed, root);
     checkManifestFor(manifest, device);
-    return { signed, manifest, digest, root, ...(newer.length > 0 ? { rotatedTo: newer.at(-1)! } : {}) };
+    return { signed, manifest, manifestBytes, digest, root, ...(newer.length > 0 ? { rotatedTo: newer.at(-1)! } : {}) };
   } catch (err) {
     if (err instanceof FirmwareError) throw new FirmwareRefusal(err.code, err.message);
     throw err;

@@ -36,8 +36,10 @@ export function aeadOpen(id: number, key: Uint8Array, nonce: Uint8Array, aad: Ui
     d.setAAD(aad, { plaintextLength: body.length });
     d.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
     const plain = d.update(body);
+    const rest = d.final(); // empty for the GCM and ChaCha20-Poly1305 modes of OpenSSL: no second copy needed
+    if (rest.length === 0) return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
     try {
-      return concatBytes(plain, d.final());
+      return concatBytes(plain, rest);
     } finally {
       plain.fill(0); // Node's own output buffer: keep no second copy of the plaintext around
     }

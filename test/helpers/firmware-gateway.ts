@@ -33,6 +33,8 @@ export interface GatewayOptions {
   firmware?: (dir: string) => Record<string, unknown>;
   /** Top-level agent settings over the harness's (interval, logLevel, …). */
   agent?: Record<string, unknown>;
+  /** Node flags for the agent process (the benchmark runs it as the systemd unit does). */
+  nodeFlags?: string[];
 }
 
 export async function startGateway(relay: RelayProcess, o: GatewayOptions): Promise<Gateway> {
@@ -60,7 +62,7 @@ export async function startGateway(relay: RelayProcess, o: GatewayOptions): Prom
   const gw: Gateway = {
     env, agent: undefined as unknown as AgentProcess, target: { did: env.did, kemPublicKey: env.kemPublicKey }, client: new RelayClient({ baseUrl: relay.url, apiKey }),
     start() {
-      gw.agent = startAgent(env.configFile);
+      gw.agent = startAgent(env.configFile, o.nodeFlags);
       return gw.agent;
     },
   };
