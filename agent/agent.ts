@@ -8,7 +8,7 @@ import { sleep } from '../common/backoff.js';
 import { formatDuration, formatSize } from '../common/duration.js';
 import { RelayClient, RelayError } from '../common/relay-client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
-import { aeadId, readApiKeyFile, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
+import { aeadId, readApiKeyFile, relayClientOptions, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
 import { collectInterval, type ScheduledTap } from './collect.js';
 import { Delivery, frameRanges } from './delivery.js';
 import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
@@ -86,7 +86,7 @@ export class Agent {
     const { config, secrets } = o;
     this.state = new AgentState(config.stateDir, undefined, (reason, writes) => this.logger.info({ file: this.state?.path, writes }, `state saved: ${reason}`));
     this.apiKey = secrets.apiKey;
-    this.client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
+    this.client = new RelayClient(relayClientOptions(config, secrets));
     this.enrollment = { state: 'unknown', did: secrets.device.did, reason: 'not checked yet' };
     this.delivery = new Delivery({
       client: this.client,
@@ -104,7 +104,7 @@ export class Agent {
     });
     if (config.firmware && secrets.firmware) {
       this.firmware = new FirmwareUpdater({
-        config: config.firmware, secrets: secrets.firmware, device: secrets.device, relayUrl: config.relay.url, apiKey: secrets.apiKey, stateDir: config.stateDir, logger: this.logger,
+        config: config.firmware, secrets: secrets.firmware, device: secrets.device, relay: relayClientOptions(config, secrets, config.firmware.timeout), stateDir: config.stateDir, logger: this.logger,
         // Firmware work waits for the running collection: the sensor interval never slips for it.
         quiet: () => this.current ?? Promise.resolve(),
       });

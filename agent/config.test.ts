@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parseConfigText } from '../common/config-file.js';
 import { writeKeyBundle } from '../common/keyfile.js';
 import { ConfigError } from '../common/schema.js';
-import { agentConfigSchema, loadAgentConfig, loadAgentSecrets } from './config.js';
+import { agentConfigSchema, loadAgentConfig, loadAgentSecrets, relayClientOptions } from './config.js';
 import { rootJson } from '../test/helpers/firmware-release.js';
 import { generatePrivateKey } from '../protocol/keys.js';
 
@@ -307,6 +307,23 @@ test('the firmware root and the relay key are read at load: a root without its t
     assert.match(error!, /firmware\.relayPublicKey: .*rx\.kem\.pub.*ML-DSA-65/);
     await withFirmware(file('nothing.json'), file('relay.sign.pub'));
     assert.match((await loadSecretsOf(configFile)).error!, /firmware\.root: .*nothing\.json: no such file$/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('relay.ca: a pinned CA bundle is read at load; a missing file or one without a certificate is refused by name', async () => {
+  const { dir, configFile, file } = await configWithFiles();
+  try {
+    const withCa = (await readFile(configFile, 'utf8')).replace('  apiKeyFile:', `  ca: ${file('relay-ca.pem')}\n  apiKeyFile:`);
+    await writeFile(configFile, withCa);
+    assert.match((await loadSecretsOf(configFile)).error ?? '', new RegExp(`relay\\.ca: ${file('relay-ca.pem')}: no such file`));
+    await writeFile(file('relay-ca.pem'), 'not a certificate\n');
+    assert.match((await loadSecretsOf(configFile)).error ?? '', /relay\.ca: .*relay-ca\.pem: not a PEM certificate bundle/);
+    await writeFile(file('relay-ca.pem'), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    const { config, source } = loadAgentConfig(configFile);
+    const secrets = await loadAgentSecrets(config, source, () => undefined);
+    assert.equal(relayClientOptions(config, secrets).ca?.toString(), '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

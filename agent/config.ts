@@ -9,6 +9,7 @@ import { configErrorAt, loadConfigWithSource, type ConfigSource } from '../commo
 import { loadDeviceKeys, loadPublicKey, type DeviceKeys, KeyFileError } from '../common/keyfile.js';
 import { AEAD, DEFAULT_BUCKETS, KEM, MAX_BUCKET, MIN_BUCKET } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
+import type { RelayClientOptions } from '../common/relay-client.js';
 import { modbusTapSchema } from './modbus/index.js';
 import { opcuaTapSchema } from './opcua/index.js';
 import { mqttTapSchema } from './mqtt/index.js';
@@ -39,6 +40,8 @@ const agentObject = s.object({
     url: s.url({ protocols: ['http', 'https'] }),
     /** File holding the device's pgp_… key (mode 0600, one line). */
     apiKeyFile: file,
+    /** PEM CA bundle pinned for an https:// relay (or the TLS proxy in front of it); system CAs otherwise. */
+    ca: s.optional(file),
     /** Per-request timeout. */
     timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 10_000),
     /** How often held envelopes are checked for delivery (POST /v2/envelopes/status). */
@@ -158,6 +161,13 @@ export interface AgentSecrets {
   recipients: Recipient[];
   /** Present when the config has a firmware section. */
   firmware?: FirmwareSecrets;
+  /** relay.ca, read. */
+  relayCa?: Buffer;
+}
+
+/** How every relay client of the agent (delivery, enrollment, doctor, firmware) reaches the relay. */
+export function relayClientOptions(config: AgentConfig, secrets: AgentSecrets, timeoutMs = config.relay.timeout): RelayClientOptions {
+  return { baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs, ...(secrets.relayCa ? { ca: secrets.relayCa } : {}) };
 }
 
 const API_KEY = /^pgp_[0-9a-f]{12}[A-Za-z0-9_-]{43}$/;
@@ -199,6 +209,15 @@ export async function loadAgentSecrets(config: AgentConfig, source: ConfigSource
       fail(named.path, fileProblem(named.file, err));
     }
   }
+  let relayCa: Buffer | undefined;
+  if (config.relay.ca !== undefined) {
+    try {
+      relayCa = await fs.readFile(config.relay.ca);
+      if (!relayCa.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`${config.relay.ca}: not a PEM certificate bundle`);
+    } catch (err) {
+      fail(['relay', 'ca'], fileProblem(config.relay.ca, err));
+    }
+  }
   let firmware: FirmwareSecrets | undefined;
   if (config.firmware) {
     const loaded = await loadFirmwareFiles(config.firmware);
@@ -206,7 +225,7 @@ export async function loadAgentSecrets(config: AgentConfig, source: ConfigSource
     firmware = loaded.secrets;
   }
   if (issues.length > 0 || device === undefined) throw configErrorAt(source, issues);
-  return { device, apiKey, recipients, ...(firmware ? { firmware } : {}) };
+  return { device, apiKey, recipients, ...(firmware ? { firmware } : {}), ...(relayCa ? { relayCa } : {}) };
 }
 
 /**

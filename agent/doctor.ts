@@ -6,7 +6,7 @@
 import type { Logger } from '../common/log.js';
 import { sleep } from '../common/backoff.js';
 import { RelayClient } from '../common/relay-client.js';
-import { tapInterval, type AgentConfig, type AgentSecrets, type TapConfig } from './config.js';
+import { relayClientOptions, tapInterval, type AgentConfig, type AgentSecrets, type TapConfig } from './config.js';
 import { checkEnrollment, type Enrollment } from './enroll.js';
 import { createTap } from './taps.js';
 import { collectInterval } from './collect.js';
@@ -38,7 +38,7 @@ export async function runDoctor(config: AgentConfig, secrets: AgentSecrets, logg
   // Heavy imports first, so no probe's connect timer runs while node-opcua loads (see Tap.prepare).
   await Promise.all(created.map((tap) => tap.prepare?.().catch(() => undefined)));
   const taps = await Promise.all(config.taps.map((tc, i) => probeTap(config, tc, created[i]!, probeMs)));
-  const client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: Math.min(config.relay.timeout, 5_000) });
+  const client = new RelayClient(relayClientOptions(config, secrets, Math.min(config.relay.timeout, 5_000)));
   let relay: DoctorReport['relay'];
   try {
     const health = await client.health();

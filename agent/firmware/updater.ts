@@ -17,7 +17,7 @@ import path from 'node:path';
 import { sleep } from '../../common/backoff.js';
 import type { Logger } from '../../common/log.js';
 import { LogIntegrityError, LogTrust, NotYetLoggedError } from '../../common/log-trust.js';
-import { RelayClient, RelayError } from '../../common/relay-client.js';
+import { RelayClient, RelayError, type RelayClientOptions } from '../../common/relay-client.js';
 import { StateFileError } from '../../common/state-errors.js';
 import type { DeviceKeys } from '../../common/keyfile.js';
 import { formatDuration } from '../../common/duration.js';
@@ -39,8 +39,8 @@ export interface UpdaterOptions {
   config: FirmwareConfig;
   secrets: FirmwareSecrets;
   device: DeviceKeys;
-  relayUrl: string;
-  apiKey: string;
+  /** The agent's relay client options (URL, key, pinned CA) with the firmware timeout. */
+  relay: RelayClientOptions;
   stateDir: string;
   logger: Logger;
   /** Resolves when no sensor collection is running: checks and chunks wait for it (the interval never slips for firmware). */
@@ -63,7 +63,7 @@ export class FirmwareUpdater {
   private lastProblem: string | undefined;
 
   constructor(private readonly o: UpdaterOptions) {
-    this.client = new RelayClient({ baseUrl: o.relayUrl, apiKey: o.apiKey, timeoutMs: o.config.timeout });
+    this.client = new RelayClient(o.relay);
     this.dir = path.join(o.stateDir, 'firmware');
     this.stagingDir = o.config.stagingDir ?? path.join(this.dir, 'staging');
   }

@@ -1,6 +1,7 @@
 import { CliError, optionalString, type Command } from '../command.js';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { enrollDevice } from '../../agent/enroll.js';
+import { relayClientOptions } from '../../agent/config.js';
 import { readApprovalFile } from '../../common/approval-file.js';
 import { AgentState } from '../../agent/state.js';
 import { DEFAULT_AGENT_CONFIG, loadAgentOrExit } from './agent.js';
@@ -24,7 +25,7 @@ export const enroll: Command = {
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
     const loaded = await loadAgentOrExit('enroll', file, (message) => process.stderr.write(`warning: ${message}\n`));
     const { config, secrets } = loaded;
-    const client = new RelayClient({ baseUrl: config.relay.url, apiKey: secrets.apiKey, timeoutMs: config.relay.timeout });
+    const client = new RelayClient(relayClientOptions(config, secrets));
     const approvalFile = optionalString(args, 'approval');
     let approval;
     if (approvalFile !== undefined) {

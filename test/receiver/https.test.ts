@@ -5,28 +5,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { makeCa } from '../helpers/tls.js';
 import { approve, cleanupAll, prover, startRelay, tempDir, type RelayProcess } from '../helpers/relay.js';
 import { RelayClient } from '../../common/relay-client.js';
 import { getProvider } from '../../protocol/crypto/provider.js';
 import { generatePrivateKey } from '../../protocol/keys.js';
 import type { Device } from '../helpers/relay.js';
 import { killAllChildren, readLines, receiverConfig, receiverSetup, seal, startReceiverProcess, waitFor } from '../helpers/receiver.js';
-
-/** A CA and a server certificate for IP 127.0.0.1 signed by it; returns the file paths. */
-function makeCa(dir: string, name: string): { ca: string; cert: string; key: string } {
-  const f = (n: string) => path.join(dir, `${name}-${n}`);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', `/CN=${name} test CA`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-keyout', f('ca.key'), '-out', f('ca.pem'));
-  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', f('relay.key'), '-out', f('relay.csr'));
-  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  openssl('x509', '-req', '-in', f('relay.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f('ext.cnf'), '-out', f('relay.pem'));
-  return { ca: f('ca.pem'), cert: f('relay.pem'), key: f('relay.key') };
-}
 
 let relay: RelayProcess;
 let tls: { ca: string; cert: string; key: string };
