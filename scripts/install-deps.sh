@@ -4,7 +4,8 @@
 # (certificates, key interop) and python3 (its ctypes sets the kernel's W^X flag in
 # test/helpers/wxorx.ts, as systemd's MemoryDenyWriteExecute does), systemd (systemd-analyze
 # judges the units in test/deploy/units.test.ts; nothing is started), nginx and caddy (the shipped
-# proxy configs run in test/deploy/proxies.test.ts).
+# proxy configs run in test/deploy/proxies.test.ts), docker-compose (validates compose.yaml in
+# test/deploy/container.test.ts; no container engine is needed or started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
@@ -19,6 +20,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
