@@ -20,10 +20,9 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { percentile, type Row } from '../common/table.js';
 import { RelayClient } from '../common/relay-client.js';
-import { enrollParty } from './party.js';
-import { availableProviders, type CryptoProvider } from '../protocol/crypto/provider.js';
-import type { PrivateKey } from '../protocol/keys.js';
-import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, bucketCapacity, openEnvelope, parseEnvelope, sealEnvelope } from '../protocol/envelope/index.js';
+import { enrollParty, fullTrip, trip, TRIP_PHASES, type TripPhases } from '../common/relay-bench.js';
+import { availableProviders } from '../protocol/crypto/provider.js';
+import { DEFAULT_BUCKETS, bucketCapacity } from '../protocol/envelope/index.js';
 
 const cliPath = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'ghostpipe.js');
 const MiB = 1024 * 1024;
@@ -83,49 +82,6 @@ async function startRelay(): Promise<BenchRelay> {
   }
 }
 
-interface Party {
-  device: RelayClient;
-  receiver: RelayClient;
-  recipientKeyId: string;
-  signing: PrivateKey;
-  kem: PrivateKey;
-  sequence: bigint;
-}
-
-async function makeParty(relay: BenchRelay, provider: CryptoProvider): Promise<Party> {
-  const { receiverKey, recipientKeyId, signing, kem, device } = await enrollParty(relay.url, relay.operator, provider, `bench ${provider.name}`);
-  // Both sides talk HTTP the way their daemons do: RelayClient over node:http keep-alive (common/http-client.ts).
-  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey });
-  return { device, receiver, recipientKeyId, signing, kem, sequence: 0n };
-}
-
-const PHASES = ['seal', 'upload', 'lease', 'open', 'ack'] as const;
-type Phases = Record<(typeof PHASES)[number], number>;
-
-/** One full trip; returns the per-phase ms and checks the opened bytes. */
-async function trip(party: Party, provider: CryptoProvider, bucket: number, plaintext: Uint8Array): Promise<Phases> {
-  const t0 = performance.now();
-  const envelope = sealEnvelope({
-    plaintext, recipient: { kemId: KEM.XWING, publicKey: party.kem.publicKey },
-    sender: { seed: party.signing.seed, publicKey: party.signing.publicKey },
-    streamId: 1, sequence: ++party.sequence, contentType: CONTENT_TYPE.READINGS, bucket, provider,
-  });
-  const t1 = performance.now();
-  await party.device.upload(envelope); // the relay verifies the ML-DSA-65 signature before it answers
-  const t2 = performance.now();
-  const lease = await party.receiver.lease(party.recipientKeyId);
-  if (!lease) throw new Error('bench e2e: nothing to lease right after the upload');
-  const t3 = performance.now();
-  const opened = openEnvelope(parseEnvelope(lease.bytes), { kemId: KEM.XWING, seed: party.kem.seed, publicKey: party.kem.publicKey }, party.signing.publicKey, provider);
-  const t4 = performance.now();
-  await party.receiver.ack(lease.leaseId);
-  const t5 = performance.now();
-  if (opened.length !== plaintext.length || opened[opened.length - 1] !== plaintext[plaintext.length - 1]) throw new Error('bench e2e: opened plaintext differs');
-  return { seal: t1 - t0, upload: t2 - t1, lease: t3 - t2, open: t4 - t3, ack: t5 - t4 };
-}
-
-const total = (p: Phases) => PHASES.reduce((n, k) => n + p[k], 0);
-
 export async function benchEndToEnd(): Promise<Row[]> {
   const rows: Row[] = [];
   const relay = await startRelay();
@@ -141,17 +97,18 @@ export async function benchEndToEnd(): Promise<Row[]> {
     const pingP50 = percentile(pings, 50);
     rows.push({ section: 'e2e', name: 'HTTP round trip to the relay (GET /healthz), baseline', provider: '-', p50_ms: pingP50, p95_ms: percentile(pings, 95), ops_per_s: 1000 / pingP50, note: `n=${pings.length}` });
     for (const provider of availableProviders()) {
-      const party = await makeParty(relay, provider);
+      // Both sides talk HTTP the way their daemons do: RelayClient over node:http keep-alive (common/http-client.ts).
+      const party = await enrollParty({ baseUrl: relay.url }, relay.operator, 'bench', `bench ${provider.name}`, provider);
       for (const bucket of DEFAULT_BUCKETS) {
         const plaintext = randomFillSync(new Uint8Array(bucketCapacity(bucket)));
-        for (let i = 0; i < 2; i++) await trip(party, provider, bucket, plaintext);
-        const trips: Phases[] = [];
-        for (let i = 0; i < (ITERATIONS[bucket] ?? 10); i++) trips.push(await trip(party, provider, bucket, plaintext));
-        const samples = trips.map(total);
+        for (let i = 0; i < 2; i++) await trip(party, bucket, plaintext, provider);
+        const trips: TripPhases[] = [];
+        for (let i = 0; i < (ITERATIONS[bucket] ?? 10); i++) trips.push(await trip(party, bucket, plaintext, provider));
+        const samples = trips.map(fullTrip);
         const p50 = percentile(samples, 50);
         if (process.env['GP_BENCH_PHASES']) {
           // Where the time goes: the median of each phase (GP_BENCH_PHASES=1, on stderr).
-          console.error(`e2e ${provider.name} ${bucketName(bucket)} p50 ${p50.toFixed(1)} ms: ${PHASES.map((k) => `${k} ${percentile(trips.map((t) => t[k]), 50).toFixed(1)}`).join(' · ')}`);
+          console.error(`e2e ${provider.name} ${bucketName(bucket)} p50 ${p50.toFixed(1)} ms: ${TRIP_PHASES.map((k) => `${k} ${percentile(trips.map((t) => t[k]), 50).toFixed(1)}`).join(' · ')}`);
         }
         rows.push({
           section: 'e2e', name: `seal→upload→lease→verify→open→ack ${bucketName(bucket)}`, provider: provider.name,

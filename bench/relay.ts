@@ -16,7 +16,7 @@ import { percentile, type Row } from '../common/table.js';
 import { RelayClient } from '../common/relay-client.js';
 import { getProvider } from '../protocol/crypto/provider.js';
 import { generatePrivateKey, type PrivateKey } from '../protocol/keys.js';
-import { enrollParty } from './party.js';
+import { enrollParty } from '../common/relay-bench.js';
 import { CONTENT_TYPE, DEFAULT_BUCKETS, KEM, sealEnvelope } from '../protocol/envelope/index.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -126,9 +126,8 @@ interface Party {
 }
 
 async function makeParty(relay: Bench): Promise<Party> {
-  const { deviceKey, receiverKey, recipientKeyId, signing, kem, device } = await enrollParty(relay.url, relay.operator, getProvider(), 'bench');
-  const receiver = new RelayClient({ baseUrl: relay.url, apiKey: receiverKey });
-  return { apiKey: deviceKey, receiverKey, agent: new http.Agent({ keepAlive: true, maxSockets: 2 }), url: relay.url, device, receiver, recipientKeyId, signing, kem, sequence: 0n };
+  const { deviceKey, receiverKey, recipientKeyId, signing, kem, device, receiver } = await enrollParty({ baseUrl: relay.url }, relay.operator, 'bench', 'bench');
+  return { apiKey: deviceKey.key, receiverKey: receiverKey.key, agent: new http.Agent({ keepAlive: true, maxSockets: 2 }), url: relay.url, device, receiver, recipientKeyId, signing, kem, sequence: 0n };
 }
 
 function seal(party: Party, bucket: number): Uint8Array {

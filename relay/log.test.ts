@@ -207,6 +207,31 @@ test('a torn current checkpoint is repaired at the start that passed over it: to
   }
 });
 
+test('checkpoint.prev is replaced by a rename, never removed first; a link a crash left behind is cleared at start', async () => {
+  // A SIGKILL between removing .prev and linking the new one (seen once in 20 loaded fault runs),
+  // then a torn checkpoint, left no valid checkpoint: now .prev.tmp is linked, then renamed.
+  const dir = await tempDir();
+  let log = await open(dir);
+  for (let i = 0; i < 10; i++) log.append(leaf(i));
+  await log.close();
+  const file = path.join(dir, 'checkpoint');
+  const older = await readFile(file, 'utf8');
+  log = await open(dir);
+  log.append(leaf(10));
+  await log.close();
+  assert.equal(await readFile(file + '.prev', 'utf8'), older, '.prev holds the checkpoint before the newest');
+  assert.ok(!(await readdir(dir)).includes('checkpoint.prev.tmp'));
+  // The crash between link and rename: a stale .prev.tmp, and then a torn checkpoint.
+  await writeFile(file + '.prev.tmp', 'stale');
+  await writeFile(file + '.torn', (await readFile(file)).subarray(0, 40));
+  await rename(file + '.torn', file);
+  const recovered: { from: string }[] = [];
+  log = await open(dir, { onRecovered: (info) => recovered.push(info) });
+  assert.equal(recovered[0]?.from, file + '.prev');
+  assert.ok(!(await readdir(dir)).includes('checkpoint.prev.tmp'), 'the stale link is removed at start');
+  await log.close();
+});
+
 test('damaged files the checkpoint covers are named: at start (edge, recent window) or when read (older tile)', async () => {
   const dir = await tempDir();
   let log = await open(dir);

@@ -8,7 +8,7 @@
  */
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { until } from './conduit.js';
 import { BurstDevice, FAULT_INTERVAL_MS, finishAndCheckExactlyOnce, sleep, type Rig, type Schedule } from './faults.js';
@@ -171,8 +171,9 @@ export async function tearAfterCheckpoint(logDir: string, size: number, s: Sched
     await writeTorn(path.join(logDir, 'checkpoint.tmp'), note.subarray(0, s.between(1, note.length - 1)));
     return 'half-written checkpoint.tmp';
   }
-  if (kind === 'torn-checkpoint') {
-    // A file system that tore the renamed checkpoint itself: the relay keeps checkpoint.prev for this.
+  if (kind === 'torn-checkpoint' && existsSync(path.join(logDir, 'checkpoint.prev'))) {
+    // A file system that tore the renamed checkpoint itself: the relay keeps checkpoint.prev for
+    // this (from its second checkpoint on; with only one, a torn one is refused by design).
     const file = path.join(logDir, 'checkpoint');
     const note = await fs.readFile(file);
     const keep = s.between(1, note.length - 1);
@@ -186,7 +187,7 @@ export async function tearAfterCheckpoint(logDir: string, size: number, s: Sched
   const entry = Buffer.alloc(2 + 32, 0x3c);
   entry.writeUInt16BE(32, 0);
   await writeTorn(path.join(logDir, rel), Buffer.concat([existing, entry.subarray(0, s.between(1, entry.length - 1))]));
-  return `torn entry bundle ${rel}${kind !== 'torn-bundle' ? ` (${kind}: nothing lay beyond checkpoint ${size})` : ''}`;
+  return `torn entry bundle ${rel}${kind !== 'torn-bundle' ? ` (in place of ${kind}, not possible here: checkpoint ${size})` : ''}`;
 }
 
 /**
