@@ -16,7 +16,7 @@ export const OPERATOR_USAGE = [
   '  --operator-key-file FILE  operator key (plk_…) file (default $GHOSTPIPE_OPERATOR_KEY or ' + DEFAULT_OPERATOR_KEY_FILE + ')',
 ];
 
-function operatorKey(args: ParsedArgs, command: string): string {
+export function operatorKey(args: ParsedArgs, command: string): string {
   const fromEnv = process.env['GHOSTPIPE_OPERATOR_KEY'];
   if (fromEnv && optionalString(args, 'operator-key-file') === undefined) return fromEnv.trim();
   const file = optionalString(args, 'operator-key-file') ?? DEFAULT_OPERATOR_KEY_FILE;

@@ -85,7 +85,8 @@ export interface RelayBenchOptions {
   relay: Omit<RelayClientOptions, 'apiKey'>;
   operator: RelayClient;
   buckets: number[];
-  trips: number;
+  /** Trips per bucket (after one warm-up trip). */
+  trips: (bucket: number) => number;
   plan: string;
   onProgress?: (bucket: number, done: number, of: number) => void;
 }
@@ -97,7 +98,7 @@ export interface RelayBenchReport {
 }
 
 /**
- * Runs `trips` trips per bucket (after one warm-up trip each) with keys issued for the run, then
+ * Runs the trips of each bucket (after one warm-up trip each) with keys issued for the run, then
  * revokes both keys and the bench device, whatever happened; a failure to revoke is an error.
  */
 export async function runRelayBench(o: RelayBenchOptions): Promise<RelayBenchReport> {
@@ -110,9 +111,10 @@ export async function runRelayBench(o: RelayBenchOptions): Promise<RelayBenchRep
       const plaintext = randomFillSync(new Uint8Array(bucketCapacity(bucket)));
       await trip(party, bucket, plaintext);
       const trips: TripPhases[] = [];
-      for (let i = 0; i < o.trips; i++) {
+      const count = o.trips(bucket);
+      for (let i = 0; i < count; i++) {
         trips.push(await trip(party, bucket, plaintext));
-        o.onProgress?.(bucket, i + 1, o.trips);
+        o.onProgress?.(bucket, i + 1, count);
       }
       const stat = (f: (p: TripPhases) => number) => ({ p50: percentile(trips.map(f), 50), p95: percentile(trips.map(f), 95) });
       const phases = Object.fromEntries(TRIP_PHASES.map((k) => [k, percentile(trips.map((t) => t[k]), 50)])) as TripPhases;

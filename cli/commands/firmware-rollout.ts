@@ -12,22 +12,9 @@ import type { RolloutStatusBody } from '../../protocol/api/index.js';
 import { readDidDocument } from '../../protocol/did.js';
 import { verifyFleetSignature } from '../../protocol/enrollment.js';
 import { KEM } from '../../protocol/envelope/constants.js';
+import { progress } from '../progress.js';
 import { manifestDigest, signedManifestToJson, signedRootFromJson, signedRootToJson, wrapContentKey, type SignedRoot } from '../../protocol/firmware/index.js';
 
-
-/** A progress bar on a terminal, a plain line per step otherwise (journals, CI logs). */
-function progress(label: string, total: number): (done: number) => void {
-  const tty = process.stderr.isTTY === true;
-  return (done) => {
-    if (tty) {
-      const width = 30;
-      const filled = Math.round((done / total) * width);
-      process.stderr.write(`\r${label} [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}${done === total ? '\n' : ''}`);
-    } else {
-      process.stderr.write(`${label} ${done}/${total}\n`);
-    }
-  };
-}
 
 /** A signed firmware root file (`firmware root` output); unreadable: exit 2, not a root: exit 1. */
 export async function readRootFile(file: string, command: string): Promise<SignedRoot> {

@@ -19,6 +19,7 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   firmware: async () => (await import('./firmware.js')).firmware,
   groups: async () => (await import('./groups.js')).groups,
   doctor: async () => (await import('./doctor.js')).doctor,
+  bench: async () => (await import('./bench.js')).bench,
   plant: async () => (await import('./plant.js')).plant,
   demo: async () => (await import('./demo.js')).demo,
 };
