@@ -151,33 +151,13 @@ describe('faults: a gateway killed in every phase of a firmware rollout', { conc
     assert.ok((outcomes['installed'] ?? 0) >= CYCLES / 2, 'most releases install (only a kill mid-install may roll one back)');
   });
 
-  test('a download verified just before a kill is installed at the next start, though the relay offers it no more', { timeout: 60_000 }, async () => {
-    const gw = await gateway('kill-window');
-    const r = makeRelease({ counter: 7, group: 'kill-window', size: 3 * 4096, signers: [release] });
-    let letGo: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => (letGo = resolve));
-    mitm.hold = (method, url) => (method === 'POST' && url === `/v2/firmware/${r.id}/downloaded` ? held : undefined);
-    try {
-      await publishRelease(relay.operator, r, [gw.target], publisher);
-      await until(() => mitm.seen.includes(`POST /v2/firmware/${r.id}/downloaded`), 20_000, 'the agent telling the relay its download is complete');
-      await gw.agent.stop('SIGKILL');
-      letGo(); // the relay hears it after all: it offers the package to this device no more
-      await until(async () => (await relay.operator.rolloutStatus(r.id)).devices[0]!.state === 'downloaded', 10_000, 'the relay marks it downloaded');
-    } finally {
-      mitm.hold = () => undefined;
-    }
-    assert.ok((await stateFile(gw))!.staged, 'the verified download is recorded before the relay is told');
-    gw.start();
-    await gw.agent.waitFor(line('a verified firmware download outlived a restart; installing it', r.id), 20_000, 'installed from staging');
-    assert.equal(await settled(gw, r, 'installed after the restart'), 'installed');
-    assert.equal((await stateFile(gw))!.installed.counter, 7);
-    assert.deepEqual(await installLog(gw), ['start 7', 'done 7']);
-    assert.ok(!mitm.seen.includes(`GET /v2/firmware/${r.id}`) || mitm.seen.filter((x) => x === `GET /v2/firmware/${r.id}`).length === 1, 'the offer is not fetched again');
-  });
-
-  test('a verified download lost while the agent was down is reported failed, not forgotten', { timeout: 60_000 }, async () => {
-    const gw = await gateway('kill-lost');
-    const r = makeRelease({ counter: 9, group: 'kill-lost', size: 3 * 4096, signers: [release] });
+  /**
+   * A gateway of `group` whose download of a new release verified; it is SIGKILLed while it tells
+   * the relay so (that request held), and the relay then hears it: it offers the package no more.
+   */
+  async function killedAfterItsDownload(group: string, counter: number): Promise<{ gw: Gateway; r: Release }> {
+    const gw = await gateway(group);
+    const r = makeRelease({ counter, group, size: 3 * 4096, signers: [release] });
     let letGo: () => void = () => undefined;
     const held = new Promise<void>((resolve) => (letGo = resolve));
     mitm.hold = (method, url) => (method === 'POST' && url === `/v2/firmware/${r.id}/downloaded` ? held : undefined);
@@ -186,9 +166,26 @@ describe('faults: a gateway killed in every phase of a firmware rollout', { conc
       await until(() => mitm.seen.includes(`POST /v2/firmware/${r.id}/downloaded`), 20_000, 'the agent telling the relay its download is complete');
       await gw.agent.stop('SIGKILL');
       letGo();
+      await until(async () => (await relay.operator.rolloutStatus(r.id)).devices[0]!.state === 'downloaded', 10_000, 'the relay marks it downloaded');
     } finally {
       mitm.hold = () => undefined;
     }
+    return { gw, r };
+  }
+
+  test('a download verified just before a kill is installed at the next start, though the relay offers it no more', { timeout: 60_000 }, async () => {
+    const { gw, r } = await killedAfterItsDownload('kill-window', 7);
+    assert.ok((await stateFile(gw))!.staged, 'the verified download is recorded before the relay is told');
+    gw.start();
+    await gw.agent.waitFor(line('a verified firmware download outlived a restart; installing it', r.id), 20_000, 'installed from staging');
+    assert.equal(await settled(gw, r, 'installed after the restart'), 'installed');
+    assert.equal((await stateFile(gw))!.installed.counter, 7);
+    assert.deepEqual(await installLog(gw), ['start 7', 'done 7']);
+    assert.equal(mitm.seen.filter((x) => x === `GET /v2/firmware/${r.id}`).length, 1, 'the offer is not fetched again');
+  });
+
+  test('a verified download lost while the agent was down is reported failed, not forgotten', { timeout: 60_000 }, async () => {
+    const { gw, r } = await killedAfterItsDownload('kill-lost', 9);
     await rm(path.join(gw.env.stateDir, 'firmware', 'staging', r.id), { recursive: true });
     gw.start();
     const lost = await gw.agent.waitFor(line('a verified firmware download was lost before its install', r.id), 20_000, 'the loss reported');
