@@ -50,7 +50,9 @@ test('MQTT sink publishes every reading with QoS 1 to the templated topic', asyn
   await broker.stop();
   await device.client.upload(seal(device, setup.keys, { seq: 4n }));
   await waitFor('sink failure logged', () => proc.logs().some((l) => l['reason'] === 'sink_failed'), 10_000, proc.output);
-  assert.equal((await setup.keys.client.inbox(setup.keys.recipientKeyId)).length + (await relay.operator.stats()).envelopes.leased >= 1, true);
+  // Pending and leased in one answer: two requests (the inbox, then the relay-wide leased count)
+  // could each miss an envelope that moved between them (run N under load: it did).
+  assert.ok((await heldFor(relay, setup.keys.recipientKeyId)) >= 1, 'the envelope the sink could not take is still held');
   await broker.start();
   const observer2 = await connectTestClient(broker.url);
   const late: string[] = [];
