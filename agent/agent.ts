@@ -9,6 +9,7 @@ import { formatDuration, formatSize } from '../common/duration.js';
 import { RelayClient, RelayError } from '../common/relay-client.js';
 import { encodeFrames, type Frame } from '../protocol/frame.js';
 import { aeadId, readApiKeyFile, relayClientOptions, tapInterval, type AgentConfig, type AgentSecrets } from './config.js';
+import { plainHttpOffLoopback } from '../common/transport.js';
 import { collectInterval, type ScheduledTap } from './collect.js';
 import { Delivery, frameRanges } from './delivery.js';
 import { checkEnrollment, enrollDevice, type Enrollment } from './enroll.js';
@@ -166,6 +167,9 @@ export class Agent {
       { did: this.did, relay: config.relay.url, interval: formatDuration(config.interval), taps: config.taps.length, recipients: this.o.secrets.recipients.map((r) => r.name), backlog: formatSize(config.backlog.maxSize) },
       'agent starting',
     );
+    if (plainHttpOffLoopback(config.relay.url)) {
+      this.logger.warn({ relay: new URL(config.relay.url).origin }, 'relay.allowPlainHttp: the API key travels unprotected; anyone on the path can read it and delay delivery (the readings stay sealed and signed)');
+    }
     await this.checkEnrollment(true);
     this.taps = await this.startTaps(config);
     this.nextStart = Date.now();

@@ -328,3 +328,22 @@ test('relay.ca: a pinned CA bundle is read at load; a missing file or one withou
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('plain HTTP to a relay off loopback is refused at relay.url unless relay.allowPlainHttp (the API key would travel in clear)', async () => {
+  const { dir, configFile } = await configWithFiles();
+  try {
+    const text = await readFile(configFile, 'utf8');
+    await writeFile(configFile, text.replace('url: http://127.0.0.1:8787', 'url: http://10.20.0.5:8787'));
+    assert.throws(() => loadAgentConfig(configFile), (err: Error) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /^.*agent\.yaml:\d+:\d+: relay\.url: plain HTTP is only allowed to a loopback address .* use https:\/\/ with a pinned ca for 10\.20\.0\.5, or set relay\.allowPlainHttp: true/);
+      return true;
+    });
+    await writeFile(configFile, text.replace('url: http://127.0.0.1:8787', 'url: http://10.20.0.5:8787\n  allowPlainHttp: true'));
+    assert.equal(loadAgentConfig(configFile).config.relay.allowPlainHttp, true);
+    await writeFile(configFile, text.replace('url: http://127.0.0.1:8787', 'url: https://10.20.0.5'));
+    assert.equal(loadAgentConfig(configFile).config.relay.url, 'https://10.20.0.5');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

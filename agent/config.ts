@@ -10,6 +10,7 @@ import { loadDeviceKeys, loadPublicKey, type DeviceKeys, KeyFileError } from '..
 import { AEAD, DEFAULT_BUCKETS, KEM, MAX_BUCKET, MIN_BUCKET } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
 import type { RelayClientOptions } from '../common/relay-client.js';
+import { plainHttpProblem } from '../common/transport.js';
 import { modbusTapSchema } from './modbus/index.js';
 import { opcuaTapSchema } from './opcua/index.js';
 import { mqttTapSchema } from './mqtt/index.js';
@@ -42,6 +43,8 @@ const agentObject = s.object({
     apiKeyFile: file,
     /** PEM CA bundle pinned for an https:// relay (or the TLS proxy in front of it); system CAs otherwise. */
     ca: s.optional(file),
+    /** Allow http:// to a relay that is not on loopback (the API key then travels unprotected). */
+    allowPlainHttp: s.withDefault(s.boolean(), false),
     /** Per-request timeout. */
     timeout: s.withDefault(s.duration({ min: 100, max: 300_000 }), 10_000),
     /** How often held envelopes are checked for delivery (POST /v2/envelopes/status). */
@@ -136,8 +139,11 @@ export type AgentConfig = Infer<typeof agentConfigSchema>;
  * Reads and validates the YAML file. Throws ConfigError (file:line:column: path: message lines).
  * `source` places the problems loadAgentSecrets finds later in the same file.
  */
+/** Loads and validates; plain HTTP to a relay off loopback is refused unless relay.allowPlainHttp (common/transport.ts). */
 export function loadAgentConfig(path: string): { config: AgentConfig; source: ConfigSource } {
   const { value, source } = loadConfigWithSource(path, agentConfigSchema);
+  const problem = value.relay.allowPlainHttp ? undefined : plainHttpProblem(value.relay.url, 'relay.url', 'or set relay.allowPlainHttp: true to accept an unprotected path');
+  if (problem !== undefined) throw configErrorAt(source, [{ path: ['relay', 'url'], message: problem.slice('relay.url: '.length) }]);
   return { config: value, source };
 }
 

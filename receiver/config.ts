@@ -2,9 +2,9 @@
  * Receiver configuration (YAML): schema, defaults and the checks that need more than a schema
  * (plain HTTP only to loopback). config/receiver.example.yaml documents every setting.
  */
-import { isIP } from 'node:net';
 import { s, type Infer } from '../common/schema.js';
 import { loadConfigFile } from '../common/config-file.js';
+import { checkTransport } from '../common/transport.js';
 
 const MiB = 1024 * 1024;
 const file = s.string({ minLength: 1 });
@@ -104,13 +104,6 @@ export const receiverConfigSchema = s.object({
 export type ReceiverConfig = Infer<typeof receiverConfigSchema>;
 export type SinkConfig = ReceiverConfig['sinks'][number];
 
-/** True for 127.0.0.0/8, ::1 and "localhost": plain HTTP never leaves the host. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (host === 'localhost' || host === '::1') return true;
-  return isIP(host) === 4 && host.startsWith('127.');
-}
-
 /**
  * Loads and validates; plain HTTP to a non-loopback relay is refused unless relay.allowPlainHttp:
  * envelopes are safe on any path, but the API key is not, and anyone on the path can feed the
@@ -120,24 +113,4 @@ export function loadReceiverConfig(path: string): ReceiverConfig {
   const config = loadConfigFile(path, receiverConfigSchema);
   if (!config.relay.allowPlainHttp) checkTransport(config.relay.url, 'relay.url', path, 'or set relay.allowPlainHttp: true to accept an unprotected path');
   return config;
-}
-
-export class TransportError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TransportError';
-  }
-}
-
-export function checkTransport(url: string, what: string, file?: string, alternative?: string): void {
-  const u = new URL(url);
-  if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
-    throw new TransportError(`${file ? file + ': ' : ''}${what}: plain HTTP is only allowed to a loopback address (127.0.0.1, ::1, localhost); use https:// with a pinned ca for ${u.hostname}${alternative ? `, ${alternative}` : ''}`);
-  }
-}
-
-/** True when the config accepts plain HTTP to a non-loopback relay (the start line warns about it). */
-export function plainHttpOffLoopback(url: string): boolean {
-  const u = new URL(url);
-  return u.protocol === 'http:' && !isLoopbackHost(u.hostname);
 }

@@ -6,7 +6,8 @@ import { loadPublicKey, loadReceiverKey, readPrivateKeyFile } from '../common/ke
 import { RelayClient } from '../common/relay-client.js';
 import { KEM } from '../protocol/envelope/index.js';
 import { keyIdHex } from '../protocol/keys.js';
-import { plainHttpOffLoopback, type ReceiverConfig, type SinkConfig } from './config.js';
+import type { ReceiverConfig, SinkConfig } from './config.js';
+import { plainHttpOffLoopback } from '../common/transport.js';
 import { LogIntegrityError, LogTrust } from '../common/log-trust.js';
 import { UnprovenAnswers } from './unproven.js';
 import { Backoff, sleep } from '../common/backoff.js';

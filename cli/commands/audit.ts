@@ -4,7 +4,7 @@ import { createLogger } from '../../common/log.js';
 import { loadPublicKey, KeyFileError } from '../../common/keyfile.js';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { audit as runAudit } from '../../receiver/audit.js';
-import { checkTransport, TransportError } from '../../receiver/config.js';
+import { checkTransport, TransportError } from '../../common/transport.js';
 import { LogIntegrityError } from '../../common/log-trust.js';
 
 const WHAT: Record<string, string> = {

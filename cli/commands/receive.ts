@@ -1,7 +1,8 @@
 import { CliError, requireString, type Command } from '../command.js';
 import { ConfigError } from '../../common/schema.js';
 import { createLogger } from '../../common/log.js';
-import { loadReceiverConfig, TransportError } from '../../receiver/config.js';
+import { loadReceiverConfig } from '../../receiver/config.js';
+import { TransportError } from '../../common/transport.js';
 import { SetupError, StartAborted, startReceiver } from '../../receiver/index.js';
 import path from 'node:path';
 import { LogIntegrityError } from '../../common/log-trust.js';
