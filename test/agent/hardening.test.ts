@@ -38,7 +38,7 @@ test('the agent unit runs node without a JIT and denies writable+executable memo
     if (line.startsWith('/usr/bin/node ')) assert.match(line, /^\/usr\/bin\/node (\S+ )*--jitless /, line);
   }
   const flags = unitNodeFlags(UNIT);
-  for (const flag of ['--jitless', '--max-semi-space-size=1', '--optimize-for-size', '--max-old-space-size=128']) assert.ok(flags.includes(flag), `${flag} in ${flags.join(' ')}`);
+  for (const flag of ['--jitless', '--max-semi-space-size=1', '--optimize-for-size', '--expose-gc', '--max-old-space-size=128']) assert.ok(flags.includes(flag), `${flag} in ${flags.join(' ')}`);
 });
 
 test('control: under kernel W^X, node with its JIT cannot start; with --jitless it can', () => {
