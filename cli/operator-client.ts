@@ -27,6 +27,11 @@ export function operatorKey(args: ParsedArgs, command: string): string {
   }
 }
 
+/** --relay, else $GHOSTPIPE_RELAY_URL, else the local default. */
+export function relayUrl(args: ParsedArgs): string {
+  return optionalString(args, 'relay') ?? process.env['GHOSTPIPE_RELAY_URL'] ?? DEFAULT_RELAY;
+}
+
 export function operatorClient(args: ParsedArgs, command: string): RelayClient {
-  return new RelayClient({ baseUrl: optionalString(args, 'relay') ?? process.env['GHOSTPIPE_RELAY_URL'] ?? DEFAULT_RELAY, apiKey: operatorKey(args, command) });
+  return new RelayClient({ baseUrl: relayUrl(args), apiKey: operatorKey(args, command) });
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CliError, optionalString, type Command } from '../command.js';
-import { DEFAULT_RELAY, OPERATOR_OPTIONS, OPERATOR_USAGE, operatorKey } from '../operator-client.js';
+import { OPERATOR_OPTIONS, OPERATOR_USAGE, operatorKey, relayUrl } from '../operator-client.js';
 import { progress } from '../progress.js';
 import { RelayClient, RelayError } from '../../common/relay-client.js';
 import { runRelayBench, type BucketResult } from '../../common/relay-bench.js';
@@ -45,7 +45,7 @@ export const bench: Command = {
   ].join('\n'),
   options: { ...OPERATOR_OPTIONS, ca: { type: 'string' }, buckets: { type: 'string' }, trips: { type: 'string' }, plan: { type: 'string' }, json: { type: 'boolean' } },
   async run(args) {
-    const baseUrl = optionalString(args, 'relay') ?? process.env['GHOSTPIPE_RELAY_URL'] ?? DEFAULT_RELAY;
+    const baseUrl = relayUrl(args);
     const caFile = optionalString(args, 'ca');
     let ca: Buffer | undefined;
     if (caFile !== undefined) {
