@@ -272,12 +272,22 @@ test('the firmware section: off while absent; names checked by the schema, with 
 ${extra}`;
   const config = parse(section('  group: line-a\n'));
   assert.equal(config.firmware?.checkInterval, 15 * 60_000);
-  assert.equal(config.firmware?.install.timeout, 10 * 60_000);
+  assert.equal(config.firmware?.install?.timeout, 10 * 60_000);
   assert.equal(config.firmware?.health, undefined);
+  assert.equal(config.firmware?.release, undefined);
   const message = errorOf(section('  group: Line A\n  checkInterval: 10ms\n  rollback: { command: [] }\n'));
   assert.match(message, /firmware\.group: must be a group name/);
   assert.match(message, /firmware\.checkInterval: /);
   assert.match(message, /firmware\.rollback\.command: /);
+  // Self-update: the release section's defaults; a gateway that takes only releases needs no install command.
+  const releaseOnly = section('  group: line-a\n  release: {}\n').replace('  install: { command: [/usr/local/sbin/flash] }\n', '');
+  assert.deepEqual(parse(releaseOnly).firmware?.release, {
+    prefix: '/opt/ghostpipe', stateDir: '/var/lib/ghostpipe/release', restart: { command: ['systemctl', 'restart', 'ghostpipe-agent.service'], timeout: 2 * 60_000 }, healthTimeout: 3 * 60_000,
+  });
+  assert.equal(parse(releaseOnly).firmware?.install, undefined);
+  const neither = section('  group: line-a\n').replace('  install: { command: [/usr/local/sbin/flash] }\n', '');
+  assert.match(errorOf(neither), /firmware: needs install \(a command that installs a package\) or release/);
+  assert.match(errorOf(section('  group: line-a\n  release: { healthTimeout: 10ms, restart: { command: [] } }\n')), /firmware\.release\.healthTimeout: [\s\S]*firmware\.release\.restart\.command: /);
 });
 
 test('the firmware root and the relay key are read at load: a root without its threshold or a wrong key is refused by name', async () => {

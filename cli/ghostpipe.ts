@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { CliError, parseCommandArgs } from './command.js';
 import { commandLoaders, loadAllCommands } from './commands/index.js';
+import { runningRelease } from '../common/release-info.js';
 
 async function topLevelHelp(): Promise<string> {
   const commands = await loadAllCommands();
@@ -25,7 +26,7 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
-    process.stdout.write('ghostpipe 0.1.0\n');
+    process.stdout.write(`ghostpipe ${runningRelease().version}\n`);
     return 0;
   }
   const load = Object.hasOwn(commandLoaders, name) ? commandLoaders[name] : undefined;

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs Ghost Pipe on a Debian host or a Raspberry Pi OS gateway (docs/DEPLOY.md "Installing").
 #
-#   scripts/install.sh [--role relay|agent|receiver]... [--root DIR] [--no-enable]
+#   scripts/install.sh [--role relay|agent|receiver]... [--release FILE] [--root DIR] [--no-enable]
 #   scripts/install.sh --uninstall [--purge] [--root DIR]
 #
-# From a checkout of this repository (built if dist/ is missing): Node.js 24 from the npm package
-# node-linux-<arch> when the system has no Node >= 20, Ghost Pipe under /opt/ghostpipe (production
-# dependencies only), one system user per role (systemd-sysusers), the units, /etc/ghostpipe/<role>.yaml
+# Node.js 24 from the npm package node-linux-<arch> when the system has no Node >= 20; Ghost Pipe as
+# a release in /opt/ghostpipe/releases/<version> with /opt/ghostpipe/current pointing at it (the
+# tarball FILE, or one scripts/build-release.sh builds from this checkout; the release before it is
+# kept, older ones removed); one system user per role (systemd-sysusers), the units, /etc/ghostpipe/<role>.yaml
 # from the examples (an existing file is never overwritten), /usr/local/bin/ghostpipe, the roles'
-# units enabled (not started). Running it again changes nothing that is already right.
+# units enabled (not started; for the agent also ghostpipe-release.path, self-update). Running it
+# again changes nothing that is already right.
 # --uninstall removes all of that but /etc/ghostpipe (configs, keys) and /var/lib/ghostpipe (state);
 # --purge removes those and the users too. --root installs into another root file system (an
 # image, a test), without starting anything. Default roles: relay and agent (a gateway).
@@ -22,15 +24,17 @@ ROLES=()
 UNINSTALL=0
 PURGE=0
 ENABLE=1
+RELEASE=""
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --role) [ $# -ge 2 ] || usage; case "$2" in relay|agent|receiver) ROLES+=("$2");; *) die "--role: $2 is not relay, agent or receiver";; esac; shift 2;;
     --root) [ $# -ge 2 ] || usage; ROOT="$(cd "$2" && pwd)"; shift 2;;
+    --release) [ $# -ge 2 ] || usage; [ -f "$2" ] || die "--release: no file $2"; RELEASE="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2;;
     --uninstall) UNINSTALL=1; shift;;
     --purge) PURGE=1; shift;;
     --no-enable) ENABLE=0; shift;;
@@ -43,7 +47,7 @@ done
 [ "$(id -u)" = 0 ] || die "run as root (it creates system users and installs units)"
 OPT="$ROOT/opt/ghostpipe"
 UNITS="$ROOT/etc/systemd/system"
-ALL_UNITS=(ghostpipe-relay.service ghostpipe-agent.service ghostpipe-receiver.service ghostpipe-audit.service ghostpipe-audit.timer)
+ALL_UNITS=(ghostpipe-relay.service ghostpipe-agent.service ghostpipe-receiver.service ghostpipe-audit.service ghostpipe-audit.timer ghostpipe-release.path ghostpipe-release.service)
 SYSTEMCTL=(systemctl); [ -n "$ROOT" ] && SYSTEMCTL=(systemctl --root="$ROOT")
 
 if [ "$UNINSTALL" = 1 ]; then
@@ -91,25 +95,33 @@ else
   say "Node.js $(cat "$ROOT/usr/share/doc/node-linux/VERSION") installed from the npm package node-linux-$arch"
 fi
 
-# ---- Ghost Pipe under /opt/ghostpipe ---------------------------------------------------------------
-if [ ! -f "$REPO/dist/cli/ghostpipe.js" ]; then
-  say "building (npm ci, tsc)"
-  (cd "$REPO" && npm ci --no-audit --no-fund >/dev/null && npx tsc -p tsconfig.json) || die "the build failed"
+# ---- Ghost Pipe: /opt/ghostpipe/releases/<version>, /opt/ghostpipe/current -> it ----------------------
+work="$(mktemp -d)"; trap 'rm -rf "$work" "${tmp:-}"' EXIT
+if [ -z "$RELEASE" ]; then
+  say "building a release from this checkout (scripts/build-release.sh)"
+  RELEASE="$(bash "$REPO/scripts/build-release.sh" --out "$work")" || die "scripts/build-release.sh failed"
 fi
-[ -d "$REPO/node_modules" ] || (cd "$REPO" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci failed"
-new="$OPT.new"
-rm -rf "$new"; mkdir -p "$new"
-cp -a "$REPO/package.json" "$REPO/package-lock.json" "$REPO/LICENSE" "$REPO/README.md" "$new/"
-cp -a "$REPO/dist" "$REPO/docs" "$REPO/config" "$REPO/systemd" "$new/"
-rm -rf "$new/dist/test" "$new/dist/bench" "$new/dist/.tsbuildinfo"
-find "$new/dist" \( -name '*.test.js' -o -name '*.test.js.map' \) -delete
-cp -a "$REPO/node_modules" "$new/"
-(cd "$new" && npm prune --omit=dev --no-audit --no-fund --loglevel=error >/dev/null) || die "npm prune --omit=dev failed"
-chmod 0755 "$new/dist/cli/ghostpipe.js"
-rm -rf "$OPT.old"; [ -d "$OPT" ] && mv "$OPT" "$OPT.old"
-mv "$new" "$OPT"; rm -rf "$OPT.old"
-mkdir -p "$ROOT/usr/local/bin"; ln -sfn /opt/ghostpipe/dist/cli/ghostpipe.js "$ROOT/usr/local/bin/ghostpipe"
-say "Ghost Pipe $(sed -n 's/.*"version": "\(.*\)".*/\1/p' "$REPO/package.json" | head -1) in /opt/ghostpipe"
+top="$(tar -tzf "$RELEASE" | awk -F/ 'NR == 1 { print $1 }')"
+version="${top#ghostpipe-}"
+[ "$top" != "$version" ] && [ -n "$version" ] || die "$RELEASE: not a release tarball (its folder is $top, not ghostpipe-<version>)"
+mkdir -p "$OPT/releases"
+# A host installed before releases had the tree in /opt/ghostpipe itself: it goes (configs and state live elsewhere).
+if [ -e "$OPT/dist" ] && [ ! -L "$OPT/current" ]; then
+  find "$OPT" -mindepth 1 -maxdepth 1 ! -name releases -exec rm -rf {} +
+  say "moved from the old layout (/opt/ghostpipe/dist) to releases"
+fi
+previous="$(readlink "$OPT/current" 2>/dev/null | sed -n 's#^releases/##p')"
+tar -xzf "$RELEASE" --no-same-owner -C "$work" "$top"
+[ -f "$work/$top/RELEASE.json" ] && [ -f "$work/$top/dist/cli/ghostpipe.js" ] || die "$RELEASE: no RELEASE.json or dist/cli/ghostpipe.js"
+rm -rf "$OPT/releases/.$version.old"; [ -d "$OPT/releases/$version" ] && mv "$OPT/releases/$version" "$OPT/releases/.$version.old"
+mv "$work/$top" "$OPT/releases/$version"; rm -rf "$OPT/releases/.$version.old"
+ln -sfn "releases/$version" "$OPT/.current.new" && mv -T "$OPT/.current.new" "$OPT/current"
+# Keep the release before this one (a switch back by hand: ln -sfn releases/<old> current); drop older ones.
+for r in "$OPT/releases"/*; do
+  name="$(basename "$r")"; [ "$name" = "$version" ] || [ "$name" = "$previous" ] || rm -rf "$r"
+done
+mkdir -p "$ROOT/usr/local/bin"; ln -sfn /opt/ghostpipe/current/dist/cli/ghostpipe.js "$ROOT/usr/local/bin/ghostpipe"
+say "Ghost Pipe $version in /opt/ghostpipe/releases/$version (current)${previous:+; $previous kept}"
 
 # ---- users, units, configs ---------------------------------------------------------------------------
 mkdir -p "$ROOT/usr/lib/sysusers.d" "$ROOT/etc"
@@ -148,6 +160,8 @@ done
 
 if [ "$ENABLE" = 1 ]; then
   for role in "${ROLES[@]}"; do "${SYSTEMCTL[@]}" enable "ghostpipe-$role.service" >/dev/null 2>&1 || die "systemctl enable ghostpipe-$role failed"; done
+  # Self-update waits for the agent's requests (it does nothing until firmware.release is configured).
+  for role in "${ROLES[@]}"; do [ "$role" != agent ] || "${SYSTEMCTL[@]}" enable ghostpipe-release.path >/dev/null 2>&1 || die "systemctl enable ghostpipe-release.path failed"; done
 fi
 
 cat <<EOF

@@ -1,5 +1,5 @@
 /**
- * The install, health and rollback commands: argv from the config (no shell), the package's
+ * The install, health, rollback and restart commands: argv from the config (no shell), the package's
  * fields in the environment, a timeout, every output line to the journal. A command runs in its
  * own process group so that a timeout ends what it started too.
  */
@@ -8,7 +8,8 @@ import type { Logger } from '../../common/log.js';
 import { formatDuration } from '../../common/duration.js';
 import type { CommandConfig } from './config.js';
 
-export type CommandName = 'install' | 'health' | 'rollback';
+/** restart: the release service's (release-apply.ts). */
+export type CommandName = 'install' | 'health' | 'rollback' | 'restart';
 
 export interface CommandResult {
   ok: boolean;

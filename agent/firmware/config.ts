@@ -19,7 +19,26 @@ const command = (defaultTimeout: number) => s.object({
   timeout: s.withDefault(s.duration({ min: 1_000, max: 24 * 60 * MINUTE }), defaultTimeout),
 });
 
-export const firmwareSchema = s.object({
+/** The install type whose package is a Ghost Pipe release tarball (docs/FIRMWARE.md "Self-update"). */
+export const RELEASE_INSTALL_TYPE = 'ghostpipe-release';
+
+/**
+ * `release:` (optional): this gateway updates Ghost Pipe itself. The agent hands a verified
+ * `ghostpipe-release` package to the release service (`ghostpipe release apply`, run as root by
+ * ghostpipe-release.path), which reads these same settings.
+ */
+const releaseSchema = s.object({
+  /** Where releases live: <prefix>/releases/<version>, <prefix>/current -> releases/<version>. */
+  prefix: s.withDefault(file, '/opt/ghostpipe'),
+  /** The release service's own state (its release counter floor, a switch under way): root's, kept by an uninstall. */
+  stateDir: s.withDefault(file, '/var/lib/ghostpipe/release'),
+  /** Restarts the units onto the release `current` points at; run after the switch and after a switch back. */
+  restart: s.withDefault(command(2 * MINUTE), { command: ['systemctl', 'restart', 'ghostpipe-agent.service'], timeout: 2 * MINUTE }),
+  /** The new release must have the relay healthy and a frame of its agent accepted within this, or it is switched back. */
+  healthTimeout: s.withDefault(s.duration({ min: 1_000, max: 60 * MINUTE }), 3 * MINUTE),
+});
+
+const firmwareObject = s.object({
   /** The firmware root pinned at provisioning (`ghostpipe firmware root` output). */
   root: file,
   /** The relay's checkpoint key (relay.sign.pub): a manifest must be in a checkpoint this key signed. */
@@ -34,16 +53,22 @@ export const firmwareSchema = s.object({
   timeout: s.withDefault(s.duration({ min: 1_000, max: 10 * MINUTE }), MINUTE),
   /** Staging folder for the download (default: <stateDir>/firmware/staging). */
   stagingDir: s.optional(file),
-  /** Run with the staged file as its last argument; exit 0 means installed. */
-  install: command(10 * MINUTE),
+  /** Run with the staged file as its last argument; exit 0 means installed. Packages of install type `command` and the like. */
+  install: s.optional(command(10 * MINUTE)),
   /** Run after a successful install; exit 0 means healthy. Also decides an install a restart interrupted. */
   health: s.optional(command(2 * MINUTE)),
   /** Run when the install or the health check failed; exit 0 means the previous release runs again. */
   rollback: s.optional(command(10 * MINUTE)),
+  /** Packages of install type `ghostpipe-release`: Ghost Pipe updating itself. */
+  release: s.optional(releaseSchema),
 });
 
+export const firmwareSchema = s.refine(firmwareObject, (f) => (f.install === undefined && f.release === undefined
+  ? 'needs install (a command that installs a package) or release (Ghost Pipe updates itself), or both' : undefined));
+
 export type FirmwareConfig = Infer<typeof firmwareSchema>;
-export type CommandConfig = FirmwareConfig['install'];
+export type CommandConfig = NonNullable<FirmwareConfig['install']>;
+export type ReleaseConfig = NonNullable<FirmwareConfig['release']>;
 
 export interface FirmwareSecrets {
   /** The pinned root, checked against its own threshold. */

@@ -15,14 +15,18 @@ import path from 'node:path';
 import { ensurePrivateDir, readOptional, writeFileAtomic } from '../../common/atomic-file.js';
 import { StateFileError, onFile } from '../../common/state-errors.js';
 import { FIRMWARE_ID_PATTERN } from '../../protocol/api/firmware.js';
-import { OUTCOMES, decodeManifest, manifestDigest, signedRootFromJson, type Outcome, type SignedRootJson } from '../../protocol/firmware/index.js';
+import { OUTCOMES, decodeManifest, manifestDigest, signedRootFromJson, type KeySignatureJson, type Outcome, type SignedRootJson } from '../../protocol/firmware/index.js';
 
 /** id: the package id (manifest digest, hex) it came in; empty for what the gateway was provisioned with. */
 export interface InstalledRelease { id: string; name: string; version: string; counter: number; at: string }
-export interface PendingInstall { id: string; name: string; version: string; counter: number; startedAt: string }
+/** installType: absent in files from before self-update (those were all `command` installs). */
+export interface PendingInstall { id: string; name: string; version: string; counter: number; startedAt: string; installType?: string }
 export interface StoredReceipt { id: string; outcome: Outcome; receipt: string; signature: string }
-/** manifest: the manifest's bytes, base64 (its digest is `id`). */
-export interface StagedRelease { id: string; manifest: string; at: string }
+/**
+ * manifest: the manifest's bytes, base64 (its digest is `id`); signatures and roots: the rest of
+ * the offer's signed parts, which the release service checks again (release-handoff.ts).
+ */
+export interface StagedRelease { id: string; manifest: string; at: string; signatures?: KeySignatureJson[]; roots?: SignedRootJson[] }
 
 interface Stored {
   version: 1;
@@ -153,9 +157,10 @@ function checkStored(file: string, value: unknown): Stored {
       bad(`staged.manifest: ${(err as Error).message}`);
     }
     if (digest !== s!.id) bad('staged.manifest is not the manifest of staged.id');
+    if ((s!.signatures !== undefined && !Array.isArray(s!.signatures)) || (s!.roots !== undefined && !Array.isArray(s!.roots))) bad('staged.signatures and staged.roots must be lists');
   }
   const p = v.pending as Partial<PendingInstall> | undefined;
-  if (p !== undefined && (typeof p !== 'object' || p === null || typeof p.id !== 'string' || !FIRMWARE_ID_PATTERN.test(p.id) || !Number.isSafeInteger(p.counter) || typeof p.name !== 'string' || typeof p.version !== 'string' || typeof p.startedAt !== 'string')) {
+  if (p !== undefined && (typeof p !== 'object' || p === null || typeof p.id !== 'string' || !FIRMWARE_ID_PATTERN.test(p.id) || !Number.isSafeInteger(p.counter) || typeof p.name !== 'string' || typeof p.version !== 'string' || typeof p.startedAt !== 'string' || (p.installType !== undefined && typeof p.installType !== 'string'))) {
     bad('pending is not {id, name, version, counter, startedAt}');
   }
   if (!Array.isArray(v.receipts) || !v.receipts.every((r: Partial<StoredReceipt>) => typeof r === 'object' && r !== null && typeof r.id === 'string' && FIRMWARE_ID_PATTERN.test(r.id)

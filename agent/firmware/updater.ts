@@ -7,7 +7,9 @@
  *               gateway's own witness accepts, then the content key unwrapped with its X-Wing key;
  *   2. download chunk by chunk into staging.ts (each checked against the manifest before it is
  *               decrypted, each waiting for the sensor collection to finish first), resumable;
- *   3. install  the install command, the health command, on failure the rollback command;
+ *   3. install  the install command, the health command, on failure the rollback command; or, for
+ *               a `ghostpipe-release` package, the release service (release-apply.ts), which
+ *               switches, restarts this agent onto the new release and decides by its health;
  *   4. receipt  signed with the device key, kept in the state until the relay logged it.
  *
  * A refused package gets a `refused` receipt naming the check that failed. What proves nothing
@@ -21,7 +23,7 @@ import { RelayClient, RelayError, type RelayClientOptions } from '../../common/r
 import { StateFileError } from '../../common/state-errors.js';
 import type { DeviceKeys } from '../../common/keyfile.js';
 import { formatDuration } from '../../common/duration.js';
-import { FIRMWARE_ID_PATTERN } from '../../protocol/api/firmware.js';
+import { FIRMWARE_ID_PATTERN, type FirmwareOfferBody } from '../../protocol/api/firmware.js';
 import { KEM } from '../../protocol/envelope/constants.js';
 import {
   FirmwareError, MAX_REASON_BYTES, checkChunk, decodeManifest, encodeReceipt, encryptedChunkLength, openChunk, signReceipt, signedRootFromJson, signedRootToJson, unwrapContentKey,
@@ -30,7 +32,10 @@ import {
 import { encodeLogEntry } from '../../protocol/log-entries.js';
 import { leafHash } from '../../protocol/tlog/index.js';
 import { runCommand } from './commands.js';
-import type { FirmwareConfig, FirmwareSecrets } from './config.js';
+import { RELEASE_INSTALL_TYPE, type FirmwareConfig, type FirmwareSecrets } from './config.js';
+import { handoffFiles, readResult, writeHandoff, type OfferParts, type ReleaseResult } from './release-handoff.js';
+import { runningRelease } from '../../common/release-info.js';
+import { promises as fs } from 'node:fs';
 import { FirmwareState, type InstalledRelease, type PendingInstall, type StagedRelease, type StoredReceipt } from './state.js';
 import { StagedDownload } from './staging.js';
 import { FirmwareRefusal, checkOffer } from './verify.js';
@@ -61,6 +66,8 @@ export class FirmwareUpdater {
   private loop: Promise<void> | undefined;
   /** The last problem logged by a check, so an unreachable relay is one warn line, not one per check. */
   private lastProblem: string | undefined;
+  /** This process told the release service that a frame of it was accepted (once per process). */
+  private markedRunning = false;
 
   constructor(private readonly o: UpdaterOptions) {
     this.client = new RelayClient(o.relay);
@@ -167,9 +174,11 @@ export class FirmwareUpdater {
         key.fill(0);
       }
       // Recorded before the relay hears of it: the relay offers a downloaded package no more.
-      await this.state.recordStaged({ id, manifest: Buffer.from(checked.manifestBytes).toString('base64') });
+      const { signatures, roots = [] } = offer as FirmwareOfferBody;
+      const record = { id, manifest: Buffer.from(checked.manifestBytes).toString('base64'), signatures, roots };
+      await this.state.recordStaged(record);
       await this.client.firmwareDownloaded(id).catch((err: unknown) => this.o.logger.warn({ packageId: id, reason: (err as Error).message }, 'cannot tell the relay the download is complete; installing anyway'));
-      await this.install(id, m, staged);
+      await this.install(id, m, staged, offerParts(record, m));
     } catch (err) {
       if (!(err instanceof FirmwareRefusal)) throw err;
       await this.refuse(id, err, m);
@@ -243,16 +252,22 @@ export class FirmwareUpdater {
     return staged;
   }
 
-  private async install(id: string, m: FirmwareManifest, staged: StagedDownload): Promise<void> {
+  private async install(id: string, m: FirmwareManifest, staged: StagedDownload, parts: OfferParts | undefined): Promise<void> {
     const { config, logger } = this.o;
-    const pending: PendingInstall = { id, name: m.name, version: m.version, counter: m.counter, startedAt: new Date().toISOString() };
+    const pending: PendingInstall = { id, name: m.name, version: m.version, counter: m.counter, startedAt: new Date().toISOString(), installType: m.installType };
     await this.state.recordPending(pending);
+    if (m.installType === RELEASE_INSTALL_TYPE) {
+      await this.installRelease(pending, staged, parts);
+      return;
+    }
     const env = {
       GHOSTPIPE_FIRMWARE_FILE: staged.file, GHOSTPIPE_FIRMWARE_ID: id, GHOSTPIPE_FIRMWARE_NAME: m.name, GHOSTPIPE_FIRMWARE_VERSION: m.version,
       GHOSTPIPE_FIRMWARE_COUNTER: String(m.counter), GHOSTPIPE_FIRMWARE_INSTALL_TYPE: m.installType, GHOSTPIPE_FIRMWARE_INSTALL_HINT: m.installHint,
     };
     logger.info({ packageId: id, package: m.name, version: m.version, counter: m.counter, installType: m.installType }, 'firmware install started');
-    const installed = await runCommand('install', config.install, [staged.file], env, logger, this.signal);
+    const installed = config.install
+      ? await runCommand('install', config.install, [staged.file], env, logger, this.signal)
+      : { ok: false, outcome: `this gateway has no install command for install type ${m.installType} (firmware.install)` };
     const health = installed.ok && config.health ? await runCommand('health', config.health, [], env, logger, this.signal) : undefined;
     // Stopped in the middle: the next start decides with the health command (decideInterrupted).
     if (this.signal.aborted) return;
@@ -269,7 +284,7 @@ export class FirmwareUpdater {
     const wrong = staged.chunksDone < staged.chunks ? 'the staged file is gone' : await staged.finish();
     if (wrong === undefined) {
       this.o.logger.info({ packageId: record.id, package: m.name, version: m.version }, 'a verified firmware download outlived a restart; installing it');
-      await this.install(record.id, m, staged);
+      await this.install(record.id, m, staged, offerParts(record, m));
       return;
     }
     // The relay will not serve it again: the operator learns of it from a failure receipt.
@@ -282,6 +297,10 @@ export class FirmwareUpdater {
   /** An install this agent started before a restart (maybe the install restarted it): the health command decides. */
   private async decideInterrupted(pending: PendingInstall): Promise<void> {
     const { config, logger } = this.o;
+    if (pending.installType === RELEASE_INSTALL_TYPE) {
+      await this.awaitRelease(pending, true);
+      return;
+    }
     const env = { GHOSTPIPE_FIRMWARE_ID: pending.id, GHOSTPIPE_FIRMWARE_NAME: pending.name, GHOSTPIPE_FIRMWARE_VERSION: pending.version, GHOSTPIPE_FIRMWARE_COUNTER: String(pending.counter) };
     logger.warn({ packageId: pending.id, package: pending.name, version: pending.version, startedAt: pending.startedAt }, 'a firmware install was interrupted by a restart; the health command decides it');
     let failure: string | undefined = 'interrupted by a restart, and no health command is configured to confirm it';
@@ -293,6 +312,88 @@ export class FirmwareUpdater {
     const receipt = await this.settle(pending, failure, env);
     await StagedDownload.discard(this.stagingDir, pending.id);
     await this.deliver(receipt);
+  }
+
+  /**
+   * A `ghostpipe-release` package: handed to the release service, which switches `current`,
+   * restarts the units (this agent among them: the new agent finishes this in decideInterrupted)
+   * and decides by health. What it decided becomes the receipt.
+   */
+  private async installRelease(pending: PendingInstall, staged: StagedDownload, parts: OfferParts | undefined): Promise<void> {
+    const release = this.o.config.release;
+    const problem = !release ? 'this gateway does not update Ghost Pipe itself (firmware.release is not configured)'
+      : !parts ? 'the staged download predates self-update and lacks its signatures; publish it again' : undefined;
+    if (problem !== undefined) {
+      this.o.logger.error({ packageId: pending.id, package: pending.name, version: pending.version, reason: problem }, 'firmware install failed');
+      const receipt = await this.record(pending.id, 'failed', problem);
+      await staged.remove();
+      await this.deliver(receipt);
+      return;
+    }
+    const files = handoffFiles(this.o.stateDir);
+    await fs.rm(files.result, { force: true });
+    await writeHandoff(files.request, { id: pending.id, offer: parts!, requestedAt: new Date().toISOString() });
+    this.o.logger.info({ packageId: pending.id, package: pending.name, version: pending.version, running: runningRelease().version }, 'release handed to the release service (switch, restart, health check)');
+    await this.awaitRelease(pending, false);
+  }
+
+  /**
+   * Waits for the release service's answer and settles the install with it. `afterRestart`: this
+   * process may be the new release (or the old one again); a request never handed over is failed.
+   */
+  private async awaitRelease(pending: PendingInstall, afterRestart: boolean): Promise<void> {
+    const { logger } = this.o;
+    const release = this.o.config.release;
+    const files = handoffFiles(this.o.stateDir);
+    const fields = { packageId: pending.id, package: pending.name, version: pending.version };
+    if (afterRestart) logger.info({ ...fields, running: runningRelease().version }, 'started during a release install; waiting for the release service to decide it');
+    // The service's longest path: restart, health window, switch back, restart again; then a margin.
+    const patience = release ? 2 * release.restart.timeout + release.healthTimeout + 5 * 60_000 : 0;
+    const deadline = Date.now() + patience;
+    let result: ReleaseResult | undefined;
+    for (;;) {
+      result = await readResult(files.result).catch((err: unknown) => {
+        logger.error({ ...fields, reason: (err as Error).message }, 'the release service\'s answer is unreadable');
+        return undefined;
+      });
+      if (result?.id === pending.id) break;
+      result = undefined;
+      const handedOver = await fs.access(files.request).then(() => true, () => false);
+      if (!handedOver || Date.now() >= deadline) break;
+      await sleep(1_000, this.signal);
+      if (this.signal.aborted) return;
+    }
+    const outcome = result?.outcome ?? 'failed';
+    const reason = result ? result.reason : (await fs.access(files.request).then(() => true, () => false))
+      ? `the release service did not answer within ${formatDuration(patience)} (is ghostpipe-release.path enabled?)`
+      : 'interrupted before the release service took the package';
+    const installed = outcome === 'installed' ? { id: pending.id, name: pending.name, version: pending.version, counter: pending.counter } : undefined;
+    const stored = await this.record(pending.id, outcome, installed ? '' : reason, installed);
+    if (installed) logger.info({ ...fields, counter: pending.counter }, 'firmware installed');
+    else logger.error({ ...fields, outcome, reason }, outcome === 'rolled_back' ? 'firmware install failed and was rolled back' : 'firmware install failed');
+    await fs.rm(files.request, { force: true });
+    await fs.rm(files.result, { force: true });
+    await StagedDownload.discard(this.stagingDir, pending.id);
+    await this.deliver(stored);
+  }
+
+  /**
+   * The agent core calls this after an interval with accepted uploads. With self-update on, the
+   * first one of this process with the relay answering /healthz is written down for the release
+   * service: that is how a new release proves itself healthy (the service has no network).
+   */
+  async frameAccepted(): Promise<void> {
+    if (this.markedRunning || !this.o.config.release) return;
+    this.markedRunning = true;
+    if (!(await this.client.health().then(() => true, () => false))) {
+      this.markedRunning = false;
+      return;
+    }
+    const mark = { version: runningRelease().version, pid: process.pid, acceptedAt: Date.now() };
+    await writeHandoff(handoffFiles(this.o.stateDir).running, mark).catch((err: unknown) => {
+      this.markedRunning = false;
+      this.o.logger.warn({ reason: (err as Error).message }, 'cannot note the first accepted frame for the release service');
+    });
   }
 
   /** Decides an install (rolling back on failure) and records it with its receipt; the caller delivers the receipt. */
@@ -369,6 +470,12 @@ export class FirmwareUpdater {
  */
 function releaseChunkMemory(): void {
   (globalThis as { gc?: (options: { type: 'minor' }) => void }).gc?.({ type: 'minor' });
+}
+
+/** The signed parts of an offer as staged; undefined for a staging recorded before self-update. */
+function offerParts(record: Pick<StagedRelease, 'manifest' | 'signatures' | 'roots'>, m: FirmwareManifest): OfferParts | undefined {
+  if (record.signatures === undefined) return undefined;
+  return { manifest: record.manifest, signatures: record.signatures, chunks: m.chunkHashes.length, roots: record.roots ?? [] };
 }
 
 /** At most `max` bytes of UTF-8, cut at a character boundary. */

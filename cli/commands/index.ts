@@ -17,6 +17,7 @@ export const commandLoaders: Record<string, () => Promise<Command>> = {
   enroll: async () => (await import('./enroll.js')).enroll,
   device: async () => (await import('./device.js')).device,
   firmware: async () => (await import('./firmware.js')).firmware,
+  release: async () => (await import('./release.js')).release,
   groups: async () => (await import('./groups.js')).groups,
   doctor: async () => (await import('./doctor.js')).doctor,
   // Not bench.ts: that name is a driver's benchmark, which product code may not import (test/architecture.test.ts).

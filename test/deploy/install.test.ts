@@ -1,7 +1,8 @@
 /**
  * scripts/install.sh into a throwaway root (`--root DIR`, as root, nothing started): Node.js from
- * a node-linux package tarball (here: one made from the node running this test), Ghost Pipe under
- * /opt/ghostpipe with production dependencies only, system users (systemd-sysusers), the units
+ * a node-linux package tarball (here: one made from the node running this test), Ghost Pipe as a
+ * release in /opt/ghostpipe/releases/<version> with `current` pointing at it (production
+ * dependencies only; a second run with another release keeps the one before), system users (systemd-sysusers), the units
  * (checked by systemd-analyze verify and enabled), configs from the examples that a second run
  * never overwrites; --uninstall keeps configs, keys and state; --purge removes them and the users.
  * Not run here: an install onto a real host with systemd as PID 1 (this machine has none).
@@ -48,13 +49,17 @@ test('install into a fresh root, again (idempotent), uninstall (keeps configs an
   assert.match(first.out, /Next:\n {2}relay: .*\n {2}agent: /);
   const node = path.join(root, 'usr/bin/node');
   assert.equal((await run(node, ['--version'])).stdout.trim(), process.version);
-  // The installed tree runs on its own, with production dependencies only and no tests.
+  // The installed release runs on its own, with production dependencies only and no tests.
   const opt = path.join(root, 'opt/ghostpipe');
-  assert.match((await run(node, [path.join(opt, 'dist/cli/ghostpipe.js'), '--help'])).stdout, /^Usage: ghostpipe <command>/);
-  assert.equal(existsSync(path.join(opt, 'node_modules/typescript')), false, 'no dev dependency');
-  assert.equal(existsSync(path.join(opt, 'node_modules/yaml')), true);
-  assert.equal(existsSync(path.join(opt, 'dist/test')), false);
-  assert.equal(await readlink(path.join(root, 'usr/local/bin/ghostpipe')), '/opt/ghostpipe/dist/cli/ghostpipe.js');
+  const version = JSON.parse(await readFile(path.join(repoRoot, 'package.json'), 'utf8')).version as string;
+  assert.equal(await readlink(path.join(opt, 'current')), `releases/${version}`);
+  const current = path.join(opt, 'current');
+  assert.match((await run(node, [path.join(current, 'dist/cli/ghostpipe.js'), '--help'])).stdout, /^Usage: ghostpipe <command>/);
+  assert.equal((await run(node, [path.join(current, 'dist/cli/ghostpipe.js'), '--version'])).stdout.trim(), `ghostpipe ${version}`);
+  assert.equal(existsSync(path.join(current, 'node_modules/typescript')), false, 'no dev dependency');
+  assert.equal(existsSync(path.join(current, 'node_modules/yaml')), true);
+  assert.equal(existsSync(path.join(current, 'dist/test')), false);
+  assert.equal(await readlink(path.join(root, 'usr/local/bin/ghostpipe')), '/opt/ghostpipe/current/dist/cli/ghostpipe.js');
   assert.deepEqual(await users(root), ['ghostpipe-relay', 'ghostpipe-agent']);
   assert.match(await readFile(path.join(root, 'etc/group'), 'utf8'), /^dialout:x:\d+:ghostpipe-agent$/m);
   for (const role of ['relay', 'agent']) {
@@ -65,16 +70,23 @@ test('install into a fresh root, again (idempotent), uninstall (keeps configs an
   }
   assert.equal((await stat(path.join(root, 'etc/ghostpipe/keys'))).mode & 0o777, 0o700);
   assert.equal(existsSync(path.join(root, 'etc/ghostpipe/receiver.yaml')), false, 'only the roles asked for');
-  const units = readdirSync(path.join(root, 'etc/systemd/system')).filter((f) => /^ghostpipe-.*\.(service|timer)$/.test(f)).map((f) => path.join(root, 'etc/systemd/system', f));
-  assert.equal(units.length, 5);
+  assert.equal(await readlink(path.join(root, 'etc/systemd/system/multi-user.target.wants/ghostpipe-release.path')), '/etc/systemd/system/ghostpipe-release.path', 'self-update watches for requests');
+  const units = readdirSync(path.join(root, 'etc/systemd/system')).filter((f) => /^ghostpipe-.*\.(service|timer|path)$/.test(f)).map((f) => path.join(root, 'etc/systemd/system', f));
+  assert.equal(units.length, 7);
   const verified = await run('systemd-analyze', ['verify', ...units]);
   assert.equal(verified.stderr.trim(), '', 'the installed units pass systemd-analyze verify');
 
-  // Again, after the operator edited a config: nothing is overwritten, no user twice.
+  // Again, with the next release, after the operator edited a config: nothing is overwritten, no
+  // user twice; `current` moves to the new release and the one before is kept.
   const edited = (await readFile(path.join(root, 'etc/ghostpipe/agent.yaml'), 'utf8')) + '# edited by the operator\n';
   await writeFile(path.join(root, 'etc/ghostpipe/agent.yaml'), edited);
-  const second = await install(['--root', root, '--role', 'relay', '--role', 'agent'], env);
+  const next = `${version}-next.1`;
+  const built = await run('bash', [path.join(repoRoot, 'scripts/build-release.sh'), '--version', next, '--out', work], { maxBuffer: 16 * 1024 * 1024, timeout: 300_000 });
+  const second = await install(['--root', root, '--role', 'relay', '--role', 'agent', '--release', built.stdout.trim()], env);
   assert.equal(second.code, 0, second.out);
+  assert.equal(await readlink(path.join(opt, 'current')), `releases/${next}`);
+  assert.deepEqual(readdirSync(path.join(opt, 'releases')).sort(), [version, next].sort(), 'the release before is kept');
+  assert.equal((await run(node, [path.join(current, 'dist/cli/ghostpipe.js'), '--version'])).stdout.trim(), `ghostpipe ${next}`);
   assert.match(second.out, /Node\.js v[\d.]+ already installed/);
   assert.match(second.out, /\/etc\/ghostpipe\/agent\.yaml exists: kept as it is/);
   assert.equal(await readFile(path.join(root, 'etc/ghostpipe/agent.yaml'), 'utf8'), edited);

@@ -117,6 +117,14 @@ export async function killAllAgents(): Promise<void> {
 export function startAgent(configFile: string, nodeFlags: string[] = [], options: { wxorx?: boolean } = {}): AgentProcess {
   const argv = [...nodeFlags, cliPath, 'agent', '--config', configFile];
   const [command, args] = options.wxorx ? underWxorX(process.execPath, argv) : [process.execPath, argv];
+  return startLogged(command, args);
+}
+
+/**
+ * Any process that logs JSON lines (an agent, or test/helpers/unit-supervisor.ts with the agents it
+ * runs), its lines parsed; stopped with SIGTERM by killAllAgents.
+ */
+export function startLogged(command: string, args: string[]): AgentProcess {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   agents.add(child);
   const lines: LogLine[] = [];

@@ -37,7 +37,10 @@ export interface GatewayOptions {
   nodeFlags?: string[];
 }
 
-export async function startGateway(relay: RelayProcess, o: GatewayOptions): Promise<Gateway> {
+/** An enrolled gateway whose agent is not started yet (a test runs it some other way). */
+export type PreparedGateway = Omit<Gateway, 'agent' | 'start'>;
+
+export async function prepareGateway(relay: RelayProcess, o: GatewayOptions): Promise<PreparedGateway> {
   const env = await makeAgentEnv(relay);
   const dir = env.dir;
   await writeFile(path.join(dir, 'root.json'), JSON.stringify(o.root));
@@ -59,8 +62,13 @@ export async function startGateway(relay: RelayProcess, o: GatewayOptions): Prom
   assert.equal(enrolled.code, 0, enrolled.stderr);
   for (const g of o.relayGroups ?? [group]) await relay.operator.setGroup(g, env.did, true);
   const apiKey = (await readFile(env.apiKeyFile, 'utf8')).trim();
+  return { env, target: { did: env.did, kemPublicKey: env.kemPublicKey }, client: new RelayClient({ baseUrl: relay.url, apiKey }) };
+}
+
+export async function startGateway(relay: RelayProcess, o: GatewayOptions): Promise<Gateway> {
+  const { env, target, client } = await prepareGateway(relay, o);
   const gw: Gateway = {
-    env, agent: undefined as unknown as AgentProcess, target: { did: env.did, kemPublicKey: env.kemPublicKey }, client: new RelayClient({ baseUrl: relay.url, apiKey }),
+    env, agent: undefined as unknown as AgentProcess, target, client,
     start() {
       gw.agent = startAgent(env.configFile, o.nodeFlags);
       return gw.agent;

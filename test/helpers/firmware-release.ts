@@ -30,6 +30,10 @@ export interface ReleaseFields {
   expires?: number;
   /** Plaintext bytes (default 10,000: three chunks of 4 KiB). */
   size?: number;
+  /** The package itself (default: `size` random bytes). */
+  plaintext?: Uint8Array;
+  /** Default `command`. */
+  installType?: string;
   chunkSize?: number;
   /** Release keys that sign the manifest, in order. */
   signers: PrivateKey[];
@@ -49,13 +53,13 @@ export interface Release {
 }
 
 export function makeRelease(f: ReleaseFields): Release {
-  const size = f.size ?? 10_000;
+  const plaintext = f.plaintext ?? new Uint8Array(randomBytes(f.size ?? 10_000));
+  const size = plaintext.length;
   const chunkSize = f.chunkSize ?? 4096;
-  const plaintext = new Uint8Array(randomBytes(size));
   const contentKey = new Uint8Array(randomBytes(32));
   const fields = {
     name: f.name ?? 'gw-fw', version: f.version ?? `1.${f.counter}.0`, counter: f.counter, group: f.group ?? 'line-a', hardware: f.hardware ?? ['hw1'],
-    aeadId: AEAD.CHACHA20POLY1305, chunkSize, expires: f.expires ?? Date.now() + 3_600_000, installType: 'command', installHint: '',
+    aeadId: AEAD.CHACHA20POLY1305, chunkSize, expires: f.expires ?? Date.now() + 3_600_000, installType: f.installType ?? 'command', installHint: '',
   };
   const chunks: Uint8Array[] = [];
   for (let at = 0, i = 0; at < size; at += chunkSize, i++) chunks.push(encryptChunk(fields.aeadId, contentKey, fields, i, plaintext.subarray(at, Math.min(size, at + chunkSize))));
