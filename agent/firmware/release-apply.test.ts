@@ -1,0 +1,254 @@
+/**
+ * agent/firmware/release-apply.ts, release-layout.ts and release-handoff.ts: the release service
+ * as root sees it. It trusts nothing the agent wrote: a package not signed by the pinned root, a
+ * replayed or older one, a staged file changed after the agent verified it, a tarball reaching
+ * outside its folder, a garbled request are all refused with the reason, and nothing is switched.
+ * A switch that is healthy is kept; one that is not is switched back; one interrupted by a kill is
+ * decided when the service runs again. Small synthetic release tarballs; the restart command writes
+ * the new agent's health mark (or does not). test/deploy/self-update.test.ts runs real releases.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, readlink, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { makeRelease, rootJson, type Release } from '../../test/helpers/firmware-release.js';
+import { generatePrivateKey, type PrivateKey } from '../../protocol/keys.js';
+import { signedRootFromJson } from '../../protocol/firmware/index.js';
+import { silentLogger } from '../../common/log.js';
+import { applyRelease, ReleaseStateError } from './release-apply.js';
+import { HandoffError, handoffFiles, readRequest, writeHandoff } from './release-handoff.js';
+import { currentVersion, switchCurrent, unpackRelease, ReleaseLayoutError } from './release-layout.js';
+import { STAGED_FILE } from './staging.js';
+import type { FirmwareConfig, ReleaseConfig } from './config.js';
+
+const run = promisify(execFile);
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+const signer = generatePrivateKey('ML-DSA-65');
+const stranger = generatePrivateKey('ML-DSA-65');
+const root = signedRootFromJson(rootJson([signer], 1));
+
+interface Host {
+  dir: string;
+  prefix: string;
+  stateDir: string;
+  serviceDir: string;
+  files: ReturnType<typeof handoffFiles>;
+  apply(healthTimeout?: number, healthy?: boolean): ReturnType<typeof applyRelease>;
+}
+
+/** A tarball as build-release.sh makes it (one folder, RELEASE.json, the CLI), with extras. */
+async function tarball(dir: string, version: string, extra: (tree: string, top: string) => Promise<string[] | void> = async () => undefined, releaseVersion = version): Promise<Uint8Array> {
+  const top = `ghostpipe-${version}`;
+  const work = await mkdtemp(path.join(dir, 'tar-'));
+  const tree = path.join(work, top);
+  await mkdir(path.join(tree, 'dist', 'cli'), { recursive: true });
+  await writeFile(path.join(tree, 'dist', 'cli', 'ghostpipe.js'), `console.log('ghostpipe ${version}')\n`);
+  await writeFile(path.join(tree, 'RELEASE.json'), JSON.stringify({ version: releaseVersion }));
+  const more = (await extra(tree, top)) ?? [];
+  const file = path.join(work, 'release.tar.gz');
+  await run('tar', ['-czf', file, '-C', work, top, ...more]);
+  return new Uint8Array(await readFile(file));
+}
+
+/** A host on 1.0.0 (installed by hand, floor 0), the agent's state folder and the service's. */
+async function host(): Promise<Host> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ghostpipe-release-'));
+  dirs.push(dir);
+  const prefix = path.join(dir, 'opt');
+  const first = path.join(dir, 'first.tar.gz');
+  await writeFile(first, await tarball(dir, '1.0.0'));
+  await unpackRelease(prefix, first, '1.0.0');
+  await switchCurrent(prefix, '1.0.0');
+  const stateDir = path.join(dir, 'agent-state');
+  const serviceDir = path.join(dir, 'service-state');
+  const files = handoffFiles(stateDir);
+  const h: Host = {
+    dir, prefix, stateDir, serviceDir, files,
+    apply(healthTimeout = 5_000, healthy = true) {
+      // The restart command stands for the units restarting: a healthy new agent writes its mark.
+      const mark = `{"version":"'"$(readlink "${path.join(prefix, 'current')}" | cut -d/ -f2)"'","pid":1,"acceptedAt":'"$(date +%s%3N)"'}`;
+      const release: ReleaseConfig = {
+        prefix, stateDir: serviceDir, healthTimeout,
+        restart: { command: ['sh', '-c', healthy ? `mkdir -p "$(dirname "$0")" && echo '${mark}' > "$0"` : 'true', files.running], timeout: 5_000 },
+      };
+      const firmware = { root: '', relayPublicKey: '', group: 'line-a', hardwareId: 'hw1', checkInterval: 1_000, timeout: 1_000, release } as FirmwareConfig & { release: ReleaseConfig };
+      return applyRelease({ firmware, secrets: { root, relayPublicKey: new Uint8Array() }, stateDir, logger: silentLogger(), pollMs: 50 });
+    },
+  };
+  return h;
+}
+
+/** The agent's side: the package staged (verified, as firmware.bin) and the request written. */
+async function request(h: Host, r: Release, staged: Uint8Array = r.plaintext): Promise<void> {
+  const dir = path.join(h.stateDir, 'firmware', 'staging', r.id);
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, STAGED_FILE), staged);
+  const offer = r.request([], signer);
+  await writeHandoff(h.files.request, { id: r.id, offer: { manifest: offer.manifest, signatures: offer.signatures, chunks: r.chunks.length, roots: [] }, requestedAt: new Date().toISOString() });
+}
+
+const release = async (h: Host, version: string, counter: number, o: { signers?: PrivateKey[]; installType?: string; bytes?: Uint8Array } = {}) => makeRelease({
+  counter, version, signers: o.signers ?? [signer], installType: o.installType ?? 'ghostpipe-release', chunkSize: 4096, plaintext: o.bytes ?? await tarball(h.dir, version),
+});
+
+const releases = async (h: Host) => (await readdir(path.join(h.prefix, 'releases'))).sort();
+
+test('a healthy release: verified, unpacked, switched, kept with the one before; the floor rises; the answer goes to the agent', async () => {
+  const h = await host();
+  const r = await release(h, '1.1.0', 2);
+  await request(h, r);
+  const result = await h.apply();
+  assert.deepEqual([result?.outcome, result?.reason, result?.running], ['installed', '', '1.1.0']);
+  assert.equal(await readlink(path.join(h.prefix, 'current')), 'releases/1.1.0');
+  assert.deepEqual(await releases(h), ['1.0.0', '1.1.0']);
+  assert.equal(existsSync(h.files.request), false, 'the request is done');
+  const answer = JSON.parse(await readFile(h.files.result, 'utf8')) as { id: string; outcome: string };
+  assert.deepEqual([answer.id, answer.outcome], [r.id, 'installed']);
+  assert.equal((await stat(h.files.result)).mode & 0o777, 0o600);
+  const state = JSON.parse(await readFile(path.join(h.serviceDir, 'state.json'), 'utf8')) as { installed: { counter: number; version: string }; switching?: unknown };
+  assert.deepEqual([state.installed.counter, state.installed.version, state.switching], [2, '1.1.0', undefined]);
+  // The next one prunes what is two releases old.
+  const next = await release(h, '1.2.0', 3);
+  await request(h, next);
+  assert.equal((await h.apply())?.outcome, 'installed');
+  assert.deepEqual(await releases(h), ['1.1.0', '1.2.0']);
+  // Nothing waiting: nothing done.
+  assert.equal(await h.apply(), undefined);
+});
+
+test('no frame of the new release within the health window: switched back, the new release removed, the floor kept', async () => {
+  const h = await host();
+  const r = await release(h, '1.1.0', 2);
+  await request(h, r);
+  const result = await h.apply(300, false);
+  assert.equal(result?.outcome, 'rolled_back');
+  assert.match(result!.reason, /^health check: no agent of 1\.1\.0 had a frame accepted with the relay healthy within 300ms; switched back to 1\.0\.0$/);
+  assert.equal(result?.running, '1.0.0');
+  assert.equal(await currentVersion(h.prefix), '1.0.0');
+  assert.deepEqual(await releases(h), ['1.0.0']);
+  const state = JSON.parse(await readFile(path.join(h.serviceDir, 'state.json'), 'utf8')) as { installed: { counter: number }; switching?: unknown };
+  assert.deepEqual([state.installed.counter, state.switching], [0, undefined]);
+  // A mark of the OLD release does not count for the new one.
+  await writeHandoff(h.files.running, { version: '1.0.0', pid: 7, acceptedAt: Date.now() + 60_000 });
+  await request(h, r);
+  assert.equal((await h.apply(300, false))?.outcome, 'rolled_back');
+});
+
+test('what a compromised agent could ask is refused, nothing switched: a stranger\'s signature, a changed staged file, a replay, the wrong install type, the running version', async () => {
+  const h = await host();
+  const refusedWith = async (r: Release, reason: RegExp, staged?: Uint8Array) => {
+    const before = [await currentVersion(h.prefix), await releases(h)];
+    await request(h, r, staged);
+    const result = await h.apply();
+    assert.equal(result?.outcome, 'failed', r.manifest.version);
+    assert.match(result!.reason, reason);
+    assert.deepEqual([await currentVersion(h.prefix), await releases(h)], before, 'nothing unpacked or switched');
+    assert.equal(existsSync(h.files.request), false);
+  };
+  await refusedWith(await release(h, '6.6.6', 9, { signers: [stranger] }), /^the release service refused the package: below_threshold: manifest gw-fw@6\.6\.6: 0 valid signatures by root keys, 1 required; 1 by keys not in the firmware root/);
+  const good = await release(h, '1.1.0', 2);
+  const changed = new Uint8Array(good.plaintext);
+  changed[100]! ^= 1;
+  await refusedWith(good, /^the staged package does not match its manifest: the staged firmware does not match the manifest's SHA-512$/, changed);
+  await refusedWith(await release(h, '1.1.1', 3, { installType: 'command' }), /^install type command is not ghostpipe-release$/);
+  await refusedWith(await release(h, '1.0.0', 4), /^version 1\.0\.0 is the one running$/);
+  // Installed at counter 2, then the same counter again (a replay of an older signed release).
+  await request(h, good);
+  assert.equal((await h.apply())?.outcome, 'installed');
+  await refusedWith(await release(h, '1.0.1', 2), /^the release service refused the package: rollback: gw-fw@1\.0\.1 has release counter 2; the installed release has 2/);
+});
+
+test('a tarball that reaches outside its folder, links outside it, or names another version is not unpacked', async () => {
+  const h = await host();
+  const outside = await tarball(h.dir, '1.1.0', async (tree) => {
+    await mkdir(path.join(path.dirname(tree), 'etc', 'cron.d'), { recursive: true });
+    await writeFile(path.join(path.dirname(tree), 'etc', 'cron.d', 'evil'), '* * * * * root sh\n');
+    return ['etc'];
+  });
+  const links = await tarball(h.dir, '1.1.0', async (tree) => {
+    await symlink('/etc/shadow', path.join(tree, 'dist', 'shadow'));
+  });
+  const mislabelled = await tarball(h.dir, '1.1.0', async () => undefined, '1.9.0');
+  let counter = 2;
+  for (const [bytes, reason] of [
+    [outside, /cannot be unpacked: .*"etc\/" is outside ghostpipe-1\.1\.0\//],
+    [links, /cannot be unpacked: dist\/shadow links to \/etc\/shadow, outside the release/],
+    [mislabelled, /cannot be unpacked: .*RELEASE\.json says version 1\.9\.0; the manifest says 1\.1\.0/],
+  ] as const) {
+    const r = await release(h, '1.1.0', counter++, { bytes });
+    await request(h, r);
+    const result = await h.apply();
+    assert.equal(result?.outcome, 'failed');
+    assert.match(result!.reason, reason);
+    assert.equal(await currentVersion(h.prefix), '1.0.0');
+    assert.deepEqual((await readdir(path.join(h.prefix, 'releases'))).sort(), ['1.0.0'], 'no scratch folder left');
+  }
+  assert.equal(existsSync(path.join(h.prefix, 'etc')), false);
+});
+
+test('a garbled, truncated, oversized or wrongly typed request is set aside with the reason; nothing switched', async () => {
+  const h = await host();
+  const r = await release(h, '1.1.0', 2);
+  await request(h, r);
+  const good = await readFile(h.files.request, 'utf8');
+  const cases: [string | Buffer, RegExp][] = [
+    ['not json', /request\.json: not valid JSON .*; truncated\?$/],
+    [good.slice(0, good.length / 2), /not valid JSON/],
+    ['[]', /not a JSON object$/],
+    [good.replace(r.id, 'zz'), /id is not a package id \(64 hex digits\)$/],
+    [good.replace(/"chunks": \d+/, '"chunks": "3"'), /offer\.chunks is not a positive integer$/],
+    [JSON.stringify({ id: r.id, requestedAt: 'x', offer: { manifest: 'AA', signatures: [], chunks: 1, roots: Array(17).fill({}) } }), /offer\.roots is not a list of at most 16$/],
+    [Buffer.alloc((4 << 20) + 1, 0x20), /bytes, more than the 4194304 a handoff file may have$/],
+  ];
+  for (const [text, reason] of cases) {
+    await writeFile(h.files.request, text);
+    await assert.rejects(h.apply(), (err: Error) => err instanceof HandoffError && reason.test(err.message));
+    assert.equal(existsSync(h.files.request), false);
+    assert.equal(existsSync(`${h.files.request}.rejected`), true, 'kept for the operator');
+    assert.equal(await currentVersion(h.prefix), '1.0.0');
+  }
+  assert.equal(await readRequest(h.files.request), undefined);
+});
+
+test('killed after the switch: run again, it decides the switch it recorded (kept when healthy, switched back when not)', async () => {
+  for (const healthy of [true, false]) {
+    const h = await host();
+    const r = await release(h, '1.1.0', 2);
+    await request(h, r);
+    // What a kill right after the switch leaves: the switch recorded, current moved, the request still there.
+    const staged = path.join(h.stateDir, 'firmware', 'staging', r.id, STAGED_FILE);
+    await unpackRelease(h.prefix, staged, '1.1.0');
+    await mkdir(h.serviceDir, { recursive: true });
+    await writeFile(path.join(h.serviceDir, 'state.json'), JSON.stringify({ version: 1, installed: { id: '', version: '', counter: 0 }, switching: { id: r.id, from: '1.0.0', to: '1.1.0', counter: 2, switchedAt: Date.now() - 60_000 } }));
+    await switchCurrent(h.prefix, '1.1.0');
+    if (healthy) await writeHandoff(h.files.running, { version: '1.1.0', pid: 9, acceptedAt: Date.now() + 1_000 });
+    const result = await h.apply(1_500, false);
+    assert.equal(result?.outcome, healthy ? 'installed' : 'rolled_back');
+    assert.equal(await currentVersion(h.prefix), healthy ? '1.1.0' : '1.0.0');
+  }
+});
+
+test('a damaged service state stops it with the reason (it holds the floor), and a host without the release layout is refused', async () => {
+  const h = await host();
+  const r = await release(h, '1.1.0', 2);
+  await request(h, r);
+  await mkdir(h.serviceDir, { recursive: true });
+  await writeFile(path.join(h.serviceDir, 'state.json'), '{"version":1,"installed":{"counter":-1}}');
+  await assert.rejects(h.apply(), (err: Error) => err instanceof ReleaseStateError && /not \{version: 1, installed/.test(err.message) && /never delete it/.test(err.message));
+  assert.equal(existsSync(h.files.request), true, 'the request waits for the operator');
+  await rm(path.join(h.serviceDir, 'state.json'));
+  await rm(path.join(h.prefix, 'current'));
+  const result = await h.apply();
+  assert.equal(result?.outcome, 'failed');
+  assert.match(result!.reason, /current does not exist: this host was not installed with the release layout/);
+  await mkdir(path.join(h.prefix, 'current'));
+  await assert.rejects(currentVersion(h.prefix), (err: Error) => err instanceof ReleaseLayoutError && /is not a link to releases\/<version>/.test(err.message));
+});
