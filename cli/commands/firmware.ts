@@ -20,7 +20,7 @@ export const firmware: Command = {
     'Usage: ghostpipe firmware root --key A.pub [--key B.pub …] [--threshold K] --sign A.key [--sign B.key …] [--rotate OLD.json] [--out FILE]',
     '       ghostpipe firmware pack BINARY --out DIR --name N --version V --counter C --group G --hardware H [--hardware H2 …]',
     '                               --expires 30d|ISO-TIME [--chunk-size 1MiB] [--aead aes-256-gcm|chacha20-poly1305]',
-    '                               [--install-type command] [--install-hint TEXT]',
+    '                               [--install-type command|ghostpipe-release] [--install-hint TEXT]',
     '       ghostpipe firmware sign DIR|ROOT.json --key release.sign.key',
     '       ghostpipe firmware verify DIR --root ROOT.json',
     '       ghostpipe firmware verify ROOT.json [--root PINNED.json]',
