@@ -56,13 +56,18 @@ function gateway(options: Omit<GatewayOptions, 'relayUrl' | 'taps' | 'root'> & {
 const receiptLine = (outcome: string, id: string) => (l: LogLine) => l.msg === 'firmware receipt logged' && l['outcome'] === outcome && l['packageId'] === id;
 const refusalLine = (code: string, id: string) => (l: LogLine) => l.msg === 'firmware package refused' && l['code'] === code && l['packageId'] === id;
 let nextCounter = 100;
+/**
+ * A receipt's deadline: the gateways' firmware requests time out after 20 s, and a receipt whose
+ * POST timed out on a loaded relay (its log write waits for the disk) goes again at the next check.
+ */
+const RECEIPT_WAIT_MS = 60_000;
 
 /** Waits for the refusal of `id` with `code` (an error line), then for its `refused` receipt in the relay's log. */
 async function assertRefused(gw: Gateway, r: Release, code: string, reason: RegExp): Promise<void> {
   const line = await gw.agent.waitFor(refusalLine(code, r.id), 20_000, `refusal ${code} of ${r.manifest.version}`);
   assert.equal(line.level, ERROR);
   assert.match(String(line['reason']), reason);
-  const logged = await gw.agent.waitFor(receiptLine('refused', r.id), 20_000, `refused receipt of ${r.manifest.version}`);
+  const logged = await gw.agent.waitFor(receiptLine('refused', r.id), RECEIPT_WAIT_MS, `refused receipt of ${r.manifest.version}`);
   const entry = decodeLogEntry((await relay.operator.entries(logged['leafIndex'] as number, (logged['leafIndex'] as number) + 1))[0]!.data);
   assert.equal(entry.type, 'receipt');
   const receipt = decodeReceipt((entry as { receipt: Uint8Array }).receipt);
@@ -98,7 +103,7 @@ test('a staged rollout from the operator CLI: install, receipts in the log, stat
 
   // --first 1 offers it to the first target named (a); b is held back.
   const [first, second] = [a, b];
-  await first.agent.waitFor(receiptLine('installed', id), 30_000, 'installed receipt');
+  await first.agent.waitFor(receiptLine('installed', id), RECEIPT_WAIT_MS, 'installed receipt');
   assert.equal(second.agent.lines.filter((l) => String(l.msg).startsWith('firmware download')).length, 0, 'b is held back');
   assert.deepEqual(new Uint8Array(await readFile(path.join(first.env.dir, 'installed-20.bin'))), binary);
   assert.equal(await installedCounter(first), 20);
@@ -109,7 +114,7 @@ test('a staged rollout from the operator CLI: install, receipts in the log, stat
   assert.match(partial.stdout.toString(), new RegExp(`${second.env.did} +held_back +0/5`));
 
   assert.equal((await run('firmware', 'widen', 'gw-fw@2.0.0', ...op)).code, 0);
-  await second.agent.waitFor(receiptLine('installed', id), 30_000, 'second installed receipt');
+  await second.agent.waitFor(receiptLine('installed', id), RECEIPT_WAIT_MS, 'second installed receipt');
   const done = await run('firmware', 'status', id, '--json', ...op);
   assert.equal(done.code, 0, done.stdout.toString());
   const body = JSON.parse(done.stdout.toString()) as { burned: { reason: string }; devices: { did: string; state: string }[] };
@@ -125,12 +130,12 @@ test('a staged rollout from the operator CLI: install, receipts in the log, stat
   assert.equal(existsSync(path.join(outsider.env.dir, 'installed-20.bin')), false);
 });
 
-test('an install that fails runs the rollback command, reports rolled_back and halts the staged rollout', { timeout: 60_000 }, async () => {
+test('an install that fails runs the rollback command, reports rolled_back and halts the staged rollout', { timeout: 150_000 }, async () => {
   const failing = () => ({ install: { command: ['sh', '-c', 'echo "flash write failed at block 7" >&2; exit 3'] } });
   const [gw, held] = await Promise.all([gateway({ group: 'line-f', firmware: failing }), gateway({ group: 'line-f', firmware: failing })]);
   const r = makeRelease({ counter: 7, group: 'line-f', signers: [release[0]!] });
   await publishRelease(relay.operator, r, [gw.target, held.target], publisher, { first: 1 });
-  await gw.agent.waitFor(receiptLine('rolled_back', r.id), 30_000, 'rolled_back receipt');
+  await gw.agent.waitFor(receiptLine('rolled_back', r.id), RECEIPT_WAIT_MS, 'rolled_back receipt');
   const line = gw.agent.lines.find((l) => l.msg === 'firmware install failed and was rolled back')!;
   assert.match(String(line['reason']), /install command: exit 3: flash write failed at block 7; rolled back/);
   assert.equal((await readFile(path.join(gw.env.dir, 'rolled-back'), 'utf8')).trim(), '1.7.0');
@@ -142,11 +147,11 @@ test('an install that fails runs the rollback command, reports rolled_back and h
   await refused(relay.operator.widenRollout(r.id, []), 409, 'rollout_halted');
 });
 
-test('refused by the manifest: rollback to a lower or equal counter, wrong group, wrong hardware, expired (freeze)', { timeout: 90_000 }, async () => {
+test('refused by the manifest: rollback to a lower or equal counter, wrong group, wrong hardware, expired (freeze)', { timeout: 180_000 }, async () => {
   const gw = await gateway({ group: 'line-r', relayGroups: ['line-r', 'line-x'] });
   const installed = makeRelease({ counter: 5, group: 'line-r', signers: [release[0]!] });
   await publishRelease(relay.operator, installed, [gw.target], publisher);
-  await gw.agent.waitFor(receiptLine('installed', installed.id), 30_000, 'installed 5');
+  await gw.agent.waitFor(receiptLine('installed', installed.id), RECEIPT_WAIT_MS, 'installed 5');
   assert.equal(await installedCounter(gw), 5);
 
   const same = makeRelease({ counter: 5, version: '1.5.1', group: 'line-r', signers: [release[0]!] });
@@ -279,7 +284,7 @@ test('a download resumes where it stopped, after an agent restart and after a re
     gw.start();
     const resumed = await gw.agent.waitFor((l) => l.msg === 'firmware download resumed', 20_000, 'resumed after the agent restart');
     assert.equal(resumed['fromChunk'], 2);
-    await gw.agent.waitFor(receiptLine('installed', r.id), 30_000, 'installed');
+    await gw.agent.waitFor(receiptLine('installed', r.id), RECEIPT_WAIT_MS, 'installed');
   } finally {
     mitm.hold = () => undefined;
   }
@@ -302,7 +307,7 @@ test('a download resumes where it stopped, after an agent restart and after a re
     await publishRelease(relay.operator, next, [gw.target], publisher);
     const resumed = await gw.agent.waitFor((l) => l.msg === 'firmware download resumed' && l['packageId'] === next.id, 20_000, 'resumed after the relay restart');
     assert.equal(resumed['fromChunk'], 3);
-    await gw.agent.waitFor(receiptLine('installed', next.id), 30_000, 'installed after the relay restart');
+    await gw.agent.waitFor(receiptLine('installed', next.id), RECEIPT_WAIT_MS, 'installed after the relay restart');
   } finally {
     mitm.hold = () => undefined;
   }
@@ -310,7 +315,7 @@ test('a download resumes where it stopped, after an agent restart and after a re
   assert.equal(await installedCounter(gw), 41);
 });
 
-test('an install that restarts the agent is decided by the health command at the next start', { timeout: 60_000 }, async () => {
+test('an install that restarts the agent is decided by the health command at the next start', { timeout: 150_000 }, async () => {
   const gw = await gateway({
     group: 'line-u',
     firmware: (dir) => ({
@@ -332,7 +337,7 @@ test('an install that restarts the agent is decided by the health command at the
   gw.start();
   const line = await gw.agent.waitFor((l) => l.msg === 'a firmware install was interrupted by a restart; the health command decides it', 20_000, 'interrupted');
   assert.equal(line['packageId'], r.id);
-  await gw.agent.waitFor(receiptLine('installed', r.id), 20_000, 'installed, confirmed by health');
+  await gw.agent.waitFor(receiptLine('installed', r.id), RECEIPT_WAIT_MS, 'installed, confirmed by health');
   assert.equal(await installedCounter(gw), 50);
   assert.deepEqual(new Uint8Array(await readFile(path.join(gw.env.dir, 'installed.bin'))), r.plaintext);
 });
