@@ -298,7 +298,7 @@ export class Agent {
       }
       await this.enrollmentCheck;
       await this.delivery.pump();
-      if (this.delivery.stats.uploaded + this.delivery.stats.resent > 0) await this.firmware?.frameAccepted();
+      if (this.delivery.stats.uploaded + this.delivery.stats.resent > 0) void this.firmware?.frameAccepted();
       this.summary(built.frame, built.bytes, built.frame.readings, built.start);
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'delivery failed');

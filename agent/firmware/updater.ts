@@ -15,8 +15,10 @@
  * A refused package gets a `refused` receipt naming the check that failed. What proves nothing
  * (the relay unreachable, a checkpoint not signed yet) is retried at the next check.
  */
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { sleep } from '../../common/backoff.js';
+import { runningRelease } from '../../common/release-info.js';
 import type { Logger } from '../../common/log.js';
 import { LogIntegrityError, LogTrust, NotYetLoggedError } from '../../common/log-trust.js';
 import { RelayClient, RelayError, type RelayClientOptions } from '../../common/relay-client.js';
@@ -34,8 +36,6 @@ import { leafHash } from '../../protocol/tlog/index.js';
 import { runCommand } from './commands.js';
 import { RELEASE_INSTALL_TYPE, type FirmwareConfig, type FirmwareSecrets } from './config.js';
 import { handoffFiles, readResult, writeHandoff, type OfferParts, type ReleaseResult } from './release-handoff.js';
-import { runningRelease } from '../../common/release-info.js';
-import { promises as fs } from 'node:fs';
 import { FirmwareState, type InstalledRelease, type PendingInstall, type StagedRelease, type StoredReceipt } from './state.js';
 import { StagedDownload } from './staging.js';
 import { FirmwareRefusal, checkOffer } from './verify.js';
@@ -378,9 +378,10 @@ export class FirmwareUpdater {
   }
 
   /**
-   * The agent core calls this after an interval with accepted uploads. With self-update on, the
-   * first one of this process with the relay answering /healthz is written down for the release
-   * service: that is how a new release proves itself healthy (the service has no network).
+   * The agent core calls this after an interval with accepted uploads (without waiting: it asks
+   * the relay). With self-update on, the first one of this process with the relay answering
+   * /healthz is written down for the release service: that is how a new release proves itself
+   * healthy (the service has no network). Never throws.
    */
   async frameAccepted(): Promise<void> {
     if (this.markedRunning || !this.o.config.release) return;
