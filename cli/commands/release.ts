@@ -33,7 +33,7 @@ export const release: Command = {
   options: { config: { type: 'string', short: 'c' } },
   async run(args) {
     const [action] = args.positionals;
-    if (action !== 'apply' && action !== 'status') throw new CliError(`release: say apply or status\n\n${release.usage}`, 2);
+    if (action !== 'apply' && action !== 'status') throw new CliError('release: say apply or status (ghostpipe release --help)', 2);
     const file = optionalString(args, 'config') ?? DEFAULT_AGENT_CONFIG;
     let config;
     try {
