@@ -9,23 +9,21 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readlink, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { makeRelease, rootJson, type Release } from '../../test/helpers/firmware-release.js';
+import { rootJson, type Release } from '../../test/helpers/firmware-release.js';
+import { releaseHost, releasePackage, releaseTarball, releasesOn, restartCommand, stageRequest, type ReleaseHost } from '../../test/helpers/release-host.js';
 import { generatePrivateKey, type PrivateKey } from '../../protocol/keys.js';
 import { signedRootFromJson } from '../../protocol/firmware/index.js';
 import { silentLogger } from '../../common/log.js';
 import { applyRelease, ReleaseStateError } from './release-apply.js';
-import { HandoffError, handoffFiles, readRequest, writeHandoff } from './release-handoff.js';
+import { HandoffError, readRequest, writeHandoff } from './release-handoff.js';
 import { currentVersion, switchCurrent, unpackRelease, ReleaseLayoutError } from './release-layout.js';
 import { STAGED_FILE } from './staging.js';
 import type { FirmwareConfig, ReleaseConfig } from './config.js';
 
-const run = promisify(execFile);
 const dirs: string[] = [];
 after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
@@ -35,71 +33,29 @@ const signer = generatePrivateKey('ML-DSA-65');
 const stranger = generatePrivateKey('ML-DSA-65');
 const root = signedRootFromJson(rootJson([signer], 1));
 
-interface Host {
-  dir: string;
-  prefix: string;
-  stateDir: string;
-  serviceDir: string;
-  files: ReturnType<typeof handoffFiles>;
+interface Host extends ReleaseHost {
   apply(healthTimeout?: number, healthy?: boolean): ReturnType<typeof applyRelease>;
 }
 
-/** A tarball as build-release.sh makes it (one folder, RELEASE.json, the CLI), with extras. */
-async function tarball(dir: string, version: string, extra: (tree: string, top: string) => Promise<string[] | void> = async () => undefined, releaseVersion = version): Promise<Uint8Array> {
-  const top = `ghostpipe-${version}`;
-  const work = await mkdtemp(path.join(dir, 'tar-'));
-  const tree = path.join(work, top);
-  await mkdir(path.join(tree, 'dist', 'cli'), { recursive: true });
-  await writeFile(path.join(tree, 'dist', 'cli', 'ghostpipe.js'), `console.log('ghostpipe ${version}')\n`);
-  await writeFile(path.join(tree, 'RELEASE.json'), JSON.stringify({ version: releaseVersion }));
-  const more = (await extra(tree, top)) ?? [];
-  const file = path.join(work, 'release.tar.gz');
-  await run('tar', ['-czf', file, '-C', work, top, ...more]);
-  return new Uint8Array(await readFile(file));
-}
-
-/** A host on 1.0.0 (installed by hand, floor 0), the agent's state folder and the service's. */
+/** A host on 1.0.0 (installed by hand, floor 0); `apply` runs the service once. */
 async function host(): Promise<Host> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ghostpipe-release-'));
   dirs.push(dir);
-  const prefix = path.join(dir, 'opt');
-  const first = path.join(dir, 'first.tar.gz');
-  await writeFile(first, await tarball(dir, '1.0.0'));
-  await unpackRelease(prefix, first, '1.0.0');
-  await switchCurrent(prefix, '1.0.0');
-  const stateDir = path.join(dir, 'agent-state');
-  const serviceDir = path.join(dir, 'service-state');
-  const files = handoffFiles(stateDir);
-  const h: Host = {
-    dir, prefix, stateDir, serviceDir, files,
+  const h = await releaseHost(dir);
+  return {
+    ...h,
     apply(healthTimeout = 5_000, healthy = true) {
-      // The restart command stands for the units restarting: a healthy new agent writes its mark.
-      const mark = `{"version":"'"$(readlink "${path.join(prefix, 'current')}" | cut -d/ -f2)"'","pid":1,"acceptedAt":'"$(date +%s%3N)"'}`;
-      const release: ReleaseConfig = {
-        prefix, stateDir: serviceDir, healthTimeout,
-        restart: { command: ['sh', '-c', healthy ? `mkdir -p "$(dirname "$0")" && echo '${mark}' > "$0"` : 'true', files.running], timeout: 5_000 },
-      };
+      const release: ReleaseConfig = { prefix: h.prefix, stateDir: h.serviceDir, healthTimeout, restart: { command: restartCommand(h, healthy), timeout: 5_000 } };
       const firmware = { root: '', relayPublicKey: '', group: 'line-a', hardwareId: 'hw1', checkInterval: 1_000, timeout: 1_000, release } as FirmwareConfig & { release: ReleaseConfig };
-      return applyRelease({ firmware, secrets: { root, relayPublicKey: new Uint8Array() }, stateDir, logger: silentLogger(), pollMs: 50 });
+      return applyRelease({ firmware, secrets: { root, relayPublicKey: new Uint8Array() }, stateDir: h.stateDir, logger: silentLogger(), pollMs: 50 });
     },
   };
-  return h;
 }
 
-/** The agent's side: the package staged (verified, as firmware.bin) and the request written. */
-async function request(h: Host, r: Release, staged: Uint8Array = r.plaintext): Promise<void> {
-  const dir = path.join(h.stateDir, 'firmware', 'staging', r.id);
-  await mkdir(dir, { recursive: true });
-  await writeFile(path.join(dir, STAGED_FILE), staged);
-  const offer = r.request([], signer);
-  await writeHandoff(h.files.request, { id: r.id, offer: { manifest: offer.manifest, signatures: offer.signatures, chunks: r.chunks.length, roots: [] }, requestedAt: new Date().toISOString() });
-}
-
-const release = async (h: Host, version: string, counter: number, o: { signers?: PrivateKey[]; installType?: string; bytes?: Uint8Array } = {}) => makeRelease({
-  counter, version, signers: o.signers ?? [signer], installType: o.installType ?? 'ghostpipe-release', chunkSize: 4096, plaintext: o.bytes ?? await tarball(h.dir, version),
-});
-
-const releases = async (h: Host) => (await readdir(path.join(h.prefix, 'releases'))).sort();
+const request = (h: Host, r: Release, staged?: Uint8Array) => stageRequest(h, r, signer, staged);
+const release = (h: Host, version: string, counter: number, o: { signers?: PrivateKey[]; installType?: string; bytes?: Uint8Array } = {}) => releasePackage(h, version, counter, signer, o);
+const releases = releasesOn;
+const tarball = (dir: string, version: string, extra?: (tree: string) => Promise<string[] | void>, releaseVersion?: string) => releaseTarball(dir, version, extra, releaseVersion);
 
 test('a healthy release: verified, unpacked, switched, kept with the one before; the floor rises; the answer goes to the agent', async () => {
   const h = await host();
@@ -234,6 +190,28 @@ test('killed after the switch: run again, it decides the switch it recorded (kep
     assert.equal(result?.outcome, healthy ? 'installed' : 'rolled_back');
     assert.equal(await currentVersion(h.prefix), healthy ? '1.1.0' : '1.0.0');
   }
+});
+
+test('killed at the other moments that leave a trace: the answer lost after the decision, the switch back half done, a scratch folder and a new link left', async () => {
+  const h = await host();
+  const r = await release(h, '1.1.0', 2);
+  await request(h, r);
+  assert.equal((await h.apply())?.outcome, 'installed');
+  // The decision was written, the kill came before the answer: asked again, it answers installed (not "rollback").
+  await request(h, r);
+  const again = await h.apply();
+  assert.deepEqual([again?.outcome, again?.running], ['installed', '1.1.0']);
+  // A switch back killed after `current` went back and the new release was removed, before the state was cleared.
+  const next = await release(h, '1.2.0', 3);
+  await request(h, next);
+  await writeFile(path.join(h.serviceDir, 'state.json'), JSON.stringify({ version: 1, installed: { id: r.id, version: '1.1.0', counter: 2 }, switching: { id: next.id, from: '1.1.0', to: '1.2.0', counter: 3, switchedAt: Date.now() } }));
+  // What a kill in the middle of an unpack and of a switch leaves behind.
+  await mkdir(path.join(h.prefix, 'releases', '.unpack-x1y2z3', 'ghostpipe-1.2.0'), { recursive: true });
+  await symlink('releases/1.2.0', path.join(h.prefix, '.current-4242'));
+  const fresh = await h.apply();
+  assert.equal(fresh?.outcome, 'installed', 'started over and installed');
+  assert.deepEqual(await releases(h), ['1.1.0', '1.2.0']);
+  assert.deepEqual((await readdir(h.prefix)).filter((e) => e.startsWith('.')), [], 'no temporary link left');
 });
 
 test('a damaged service state stops it with the reason (it holds the floor), and a host without the release layout is refused', async () => {

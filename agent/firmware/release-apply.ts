@@ -16,10 +16,12 @@
  *                removed, rolled_back (failed if even the switch back failed).
  *   6. answer    result.json for the agent (which signs the receipt), then the request is removed.
  *
- * Killed or powered off between 2 and 6: the request is still there, so the path unit starts this
- * again (at boot too); the recorded switch resumes at 4 with a fresh health window.
+ * Killed or powered off anywhere: the request is still there, so the path unit starts this again
+ * (at boot too). Before 2 it starts over (a half-unpacked scratch folder is removed); a recorded
+ * switch is switched and restarted again and gets a fresh health window; a decided install whose
+ * answer was lost is answered installed.
  */
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../common/log.js';
 import { readOptional, writeFileAtomic } from '../../common/atomic-file.js';
@@ -28,7 +30,7 @@ import { sleep } from '../../common/backoff.js';
 import { runCommand } from './commands.js';
 import { RELEASE_INSTALL_TYPE, type FirmwareConfig, type FirmwareSecrets, type ReleaseConfig } from './config.js';
 import { HandoffError, handoffFiles, readRequest, readRunning, writeHandoff, type ReleaseOutcome, type ReleaseRequest, type ReleaseResult } from './release-handoff.js';
-import { ReleaseLayoutError, currentVersion, pruneReleases, removeRelease, switchCurrent, unpackRelease } from './release-layout.js';
+import { ReleaseLayoutError, currentVersion, pruneReleases, releaseDir, removeRelease, removeScratch, switchCurrent, unpackRelease } from './release-layout.js';
 import { StagedDownload } from './staging.js';
 import { FirmwareRefusal, checkOffer } from './verify.js';
 import type { FirmwareManifest } from '../../protocol/firmware/index.js';
@@ -80,20 +82,30 @@ export async function applyRelease(o: ApplyOptions): Promise<ReleaseResult | und
   const stateFile = path.join(o.firmware.release.stateDir, 'state.json');
   await fs.mkdir(o.firmware.release.stateDir, { recursive: true, mode: 0o700 });
   const state = await readApplyState(stateFile);
+  await removeScratch(prefix);
   const running = await currentVersion(prefix);
   const fields = { packageId: request.id };
   let result: Omit<ReleaseResult, 'id' | 'at'>;
-  if (state.switching?.id === request.id) {
-    // Interrupted after the switch (a kill, a power loss): decide it now.
-    o.logger.warn({ ...fields, from: state.switching.from, to: state.switching.to }, 'release switch interrupted before its health check; checking it now');
-    result = await decide(o, stateFile, state, { ...state.switching, switchedAt: Date.now() });
+  if (state.installed.id === request.id) {
+    // Decided before a kill took the answer with it.
+    result = { outcome: 'installed', reason: '', running: running ?? '' };
+  } else if (state.switching?.id === request.id && existsSync(path.join(releaseDir(prefix, state.switching.to), 'dist', 'cli', 'ghostpipe.js'))) {
+    // Interrupted between recording the switch and deciding it (a kill, a power loss): the switch
+    // and the restart again (either may not have happened), then a fresh health window.
+    const switching = { ...state.switching, switchedAt: Date.now() };
+    o.logger.warn({ ...fields, from: switching.from, to: switching.to }, 'release switch interrupted before it was decided; switching and checking it again');
+    await writeApplyState(stateFile, { ...state, switching });
+    result = await switchAndDecide(o, stateFile, state, switching);
   } else {
-    const checked = await checkRequest(o, request, state, running);
+    // A switch recorded for a release no longer on disk (a kill during the switch back) starts over.
+    const fresh: ApplyState = { version: 1, installed: state.installed };
+    if (state.switching) await writeApplyState(stateFile, fresh);
+    const checked = await checkRequest(o, request, fresh, running);
     if ('refused' in checked) {
       o.logger.error({ ...fields, reason: checked.refused }, 'release refused');
       result = { outcome: 'failed', reason: checked.refused, running: running ?? '' };
     } else {
-      result = await install(o, stateFile, state, request.id, checked.manifest, checked.staged, running!);
+      result = await install(o, stateFile, fresh, request.id, checked.manifest, checked.staged, running!);
     }
   }
   const answer: ReleaseResult = { id: request.id, ...result, at: new Date().toISOString() };
@@ -140,9 +152,14 @@ async function install(o: ApplyOptions, stateFile: string, state: ApplyState, id
   }
   const switching = { id, from, to: m.version, counter: m.counter, switchedAt: Date.now() };
   await writeApplyState(stateFile, { ...state, switching });
-  await switchCurrent(prefix, m.version);
-  o.logger.info(fields, 'release switched; restarting the units');
-  const restarted = await runCommand('restart', o.firmware.release.restart, [], { GHOSTPIPE_RELEASE_VERSION: m.version }, o.logger);
+  return switchAndDecide(o, stateFile, state, switching);
+}
+
+async function switchAndDecide(o: ApplyOptions, stateFile: string, state: ApplyState, switching: NonNullable<ApplyState['switching']>): Promise<Omit<ReleaseResult, 'id' | 'at'>> {
+  const { prefix } = o.firmware.release;
+  await switchCurrent(prefix, switching.to);
+  o.logger.info({ packageId: switching.id, from: switching.from, to: switching.to }, 'release switched; restarting the units');
+  const restarted = await runCommand('restart', o.firmware.release.restart, [], { GHOSTPIPE_RELEASE_VERSION: switching.to }, o.logger);
   if (!restarted.ok) return switchBack(o, stateFile, state, switching, `restart command: ${restarted.outcome}`);
   return decide(o, stateFile, state, switching);
 }
@@ -184,8 +201,10 @@ async function switchBack(o: ApplyOptions, stateFile: string, state: ApplyState,
     outcome = 'failed';
     reason = `${failure}; the switch back to ${switching.from} failed: ${(err as Error).message}`;
   }
-  await removeRelease(prefix, switching.to);
+  // The switch is undone before the release goes: a kill in between must not leave a recorded
+  // switch to a release that is no longer there.
   await writeApplyState(stateFile, { version: 1, installed: state.installed });
+  await removeRelease(prefix, switching.to);
   o.logger.error({ ...fields, outcome, reason }, outcome === 'rolled_back' ? 'release rolled back' : 'release rolled back, but not cleanly');
   return { outcome, reason, running: (await currentVersion(prefix).catch(() => undefined)) ?? '' };
 }

@@ -95,6 +95,16 @@ export async function switchCurrent(prefix: string, version: string): Promise<vo
   await syncDir(prefix);
 }
 
+/** What a kill can leave: a half-unpacked scratch folder, a new `current` link not renamed yet. */
+export async function removeScratch(prefix: string): Promise<void> {
+  for (const entry of await fs.readdir(path.join(prefix, RELEASES)).catch(() => [] as string[])) {
+    if (entry.startsWith('.unpack-')) await fs.rm(path.join(prefix, RELEASES, entry), { recursive: true, force: true });
+  }
+  for (const entry of await fs.readdir(prefix).catch(() => [] as string[])) {
+    if (entry.startsWith(`.${CURRENT}-`)) await fs.rm(path.join(prefix, entry), { force: true });
+  }
+}
+
 export async function removeRelease(prefix: string, version: string): Promise<void> {
   if (!isVersionName(version)) return;
   await fs.rm(releaseDir(prefix, version), { recursive: true, force: true });
