@@ -174,17 +174,18 @@ test('a garbled, truncated, oversized or wrongly typed request is set aside with
   assert.equal(await readRequest(h.files.request), undefined);
 });
 
-test('killed after the switch: run again, it decides the switch it recorded (kept when healthy, switched back when not)', async () => {
-  for (const healthy of [true, false]) {
+test('killed after recording the switch: run again, it switches, restarts and decides (kept when healthy, switched back when not)', async () => {
+  for (const [healthy, switched] of [[true, true], [false, true], [true, false]]) {
     const h = await host();
     const r = await release(h, '1.1.0', 2);
     await request(h, r);
-    // What a kill right after the switch leaves: the switch recorded, current moved, the request still there.
+    // What a kill right after the switch leaves (or right before `current` moved): the switch
+    // recorded, the release unpacked, the request still there.
     const staged = path.join(h.stateDir, 'firmware', 'staging', r.id, STAGED_FILE);
     await unpackRelease(h.prefix, staged, '1.1.0');
     await mkdir(h.serviceDir, { recursive: true });
     await writeFile(path.join(h.serviceDir, 'state.json'), JSON.stringify({ version: 1, installed: { id: '', version: '', counter: 0 }, switching: { id: r.id, from: '1.0.0', to: '1.1.0', counter: 2, switchedAt: Date.now() - 60_000 } }));
-    await switchCurrent(h.prefix, '1.1.0');
+    if (switched) await switchCurrent(h.prefix, '1.1.0');
     if (healthy) await writeHandoff(h.files.running, { version: '1.1.0', pid: 9, acceptedAt: Date.now() + 1_000 });
     const result = await h.apply(1_500, false);
     assert.equal(result?.outcome, healthy ? 'installed' : 'rolled_back');
