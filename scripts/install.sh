@@ -110,7 +110,7 @@ if [ -e "$OPT/dist" ] && [ ! -L "$OPT/current" ]; then
   find "$OPT" -mindepth 1 -maxdepth 1 ! -name releases -exec rm -rf {} +
   say "moved from the old layout (/opt/ghostpipe/dist) to releases"
 fi
-previous="$(readlink "$OPT/current" 2>/dev/null | sed -n 's#^releases/##p')"
+previous="$(readlink "$OPT/current" 2>/dev/null | sed -n 's#^releases/##p' || true)"
 tar -xzf "$RELEASE" --no-same-owner -C "$work" "$top"
 [ -f "$work/$top/RELEASE.json" ] && [ -f "$work/$top/dist/cli/ghostpipe.js" ] || die "$RELEASE: no RELEASE.json or dist/cli/ghostpipe.js"
 rm -rf "$OPT/releases/.$version.old"; [ -d "$OPT/releases/$version" ] && mv "$OPT/releases/$version" "$OPT/releases/.$version.old"
