@@ -177,7 +177,9 @@ test('a crash between tiles and checkpoint: the complete batch is integrated; to
   }
 });
 
-test('a torn current checkpoint is repaired at the start that passed over it: torn again after every restart x20, the log starts and only extends', async () => {
+// A deadline of its own: once (loaded run Q) this file outlived the 600 s guard in this test; a
+// recurrence then names the test and, by its diagnostics, the last cycle reached.
+test('a torn current checkpoint is repaired at the start that passed over it: torn again after every restart x20, the log starts and only extends', { timeout: 240_000 }, async (t) => {
   // CI found it: a start that fell back to checkpoint.prev wrote its own checkpoint at once,
   // keeping the torn one as .prev; a relay killed before its next write and torn again had no
   // valid checkpoint left (exit 65). Cycles without appends are that case.
@@ -194,6 +196,7 @@ test('a torn current checkpoint is repaired at the start that passed over it: to
     await writeFile(file + '.torn', note.subarray(0, 1 + (cycle * 37) % (note.length - 2)));
     await rename(file + '.torn', file);
     const recovered: { from: string }[] = [];
+    t.diagnostic(`cycle ${cycle}: torn to ${1 + (cycle * 37) % (note.length - 2)} of ${note.length} bytes, opening`);
     log = await open(dir, { onRecovered: (info) => recovered.push(info) });
     assert.equal(recovered[0]?.from, file + '.prev', `cycle ${cycle}: started from checkpoint.prev`);
     assert.deepEqual(await readFile(file, 'utf8'), log.checkpoint, `cycle ${cycle}: the current checkpoint is the valid one again`);
