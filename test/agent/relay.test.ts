@@ -5,6 +5,7 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { cleanupAll, startRelay } from '../helpers/relay.js';
 import { ModbusMemory, startModbusTcpServer, type ModbusTcpTestServer } from '../helpers/modbus-server.js';
 import { connectTestClient, startMosquitto, type MosquittoBroker } from '../helpers/mosquitto.js';
@@ -122,4 +123,26 @@ test('frames reach the receiver through a real relay, survive a relay SIGKILL, a
   assert.ok(processMemoryContains(relay.child.pid!, env.did), 'the memory scan works: the DID is found');
   assert.ok(!processMemoryContains(relay.child.pid!, MARKER), 'relay memory holds a plaintext value');
   assert.equal(await relay.stop(), 0, 'relay exit code after SIGTERM');
+});
+
+test('relay.allowPlainHttp: plain HTTP to a relay off loopback is refused by the config check, and accepted with a warning at every start when allowed', { timeout: 60_000 }, async () => {
+  const relay = await startRelay();
+  const env = await makeAgentEnv(relay);
+  // Loopback underneath, but not a name the rule counts as loopback: it stands for a relay across the network.
+  const url = relay.url.replace('127.0.0.1', '[::ffff:127.0.0.1]');
+  const taps = [{ name: 'plc', type: 'modbus', transport: 'tcp', host: '127.0.0.1', port: await reservePort(), addressBase: 0, points: [{ name: 'flow', table: 'holding', address: 0, type: 'uint16' }] }];
+  const base = agentConfig(env, url, taps);
+  await writeAgentConfig(env, base);
+  const refused = await cli(['agent', '--config', env.configFile, '--check']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /relay\.url: plain HTTP is only allowed to a loopback address \(127\.0\.0\.1, ::1, localhost\); use https:\/\/ with a pinned ca for \[::ffff:7f00:1\], or set relay\.allowPlainHttp: true/);
+  await writeAgentConfig(env, { ...base, relay: { ...(base['relay'] as Record<string, unknown>), allowPlainHttp: true } });
+  for (let start = 0; start < 2; start++) {
+    const agent = startAgent(env.configFile);
+    const line = await agent.waitFor((l) => l.msg.startsWith('relay.allowPlainHttp: the API key travels unprotected'), 20_000, `the plain-HTTP warning at start ${start + 1}`);
+    assert.equal(line.level, 40);
+    assert.equal(line['relay'], new URL(url).origin);
+    assert.equal(agent.output().includes((await readFile(env.apiKeyFile, 'utf8')).trim()), false, 'the key itself is never logged');
+    assert.equal(await agent.stop(), 0);
+  }
 });
