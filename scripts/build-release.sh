@@ -36,7 +36,8 @@ done
   || die "--version: $VERSION is not a semantic version (semver.org, at most 64 characters)"
 host_arch() { case "$(uname -m)" in x86_64) echo x64;; aarch64|arm64) echo arm64;; *) die "no release for $(uname -m)";; esac; }
 [ -n "$ARCH" ] || ARCH="$(host_arch)"
-COMMIT="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
+# GHOSTPIPE_COMMIT: for a tree that is not a git checkout (the Pi image builds from `git archive`).
+COMMIT="${GHOSTPIPE_COMMIT:-$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 if [ ! -f "$REPO/dist/cli/ghostpipe.js" ]; then
