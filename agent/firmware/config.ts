@@ -5,6 +5,7 @@
  * install a package, check the result and undo it.
  */
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { s, type Infer } from '../../common/schema.js';
 import { loadPublicKey } from '../../common/keyfile.js';
 import { GROUP_PATTERN } from '../../protocol/api/firmware.js';
@@ -68,6 +69,9 @@ export const firmwareSchema = s.refine(firmwareObject, (f) => (f.install === und
 
 export type FirmwareConfig = Infer<typeof firmwareSchema>;
 export type CommandConfig = NonNullable<FirmwareConfig['install']>;
+
+/** Where downloads are staged: `stagingDir`, else <stateDir>/firmware/staging (the agent's and the release service's view). */
+export const stagingRoot = (config: FirmwareConfig, stateDir: string): string => config.stagingDir ?? path.join(stateDir, 'firmware', 'staging');
 export type ReleaseConfig = NonNullable<FirmwareConfig['release']>;
 
 export interface FirmwareSecrets {

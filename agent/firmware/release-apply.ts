@@ -28,7 +28,7 @@ import { readOptional, writeFileAtomic } from '../../common/atomic-file.js';
 import { formatDuration } from '../../common/duration.js';
 import { sleep } from '../../common/backoff.js';
 import { runCommand } from './commands.js';
-import { RELEASE_INSTALL_TYPE, type FirmwareConfig, type FirmwareSecrets, type ReleaseConfig } from './config.js';
+import { RELEASE_INSTALL_TYPE, stagingRoot, type FirmwareConfig, type FirmwareSecrets, type ReleaseConfig } from './config.js';
 import { HandoffError, handoffFiles, readRequest, readRunning, writeHandoff, type ReleaseOutcome, type ReleaseRequest, type ReleaseResult } from './release-handoff.js';
 import { ReleaseLayoutError, currentVersion, pruneReleases, releaseDir, removeRelease, removeScratch, switchCurrent, unpackRelease } from './release-layout.js';
 import { StagedDownload } from './staging.js';
@@ -133,8 +133,7 @@ async function checkRequest(o: ApplyOptions, request: ReleaseRequest, state: App
   if (manifest.installType !== RELEASE_INSTALL_TYPE) return { refused: `install type ${manifest.installType} is not ${RELEASE_INSTALL_TYPE}` };
   if (running === undefined) return { refused: `${path.join(o.firmware.release.prefix, 'current')} does not exist: this host was not installed with the release layout (scripts/install.sh)` };
   if (manifest.version === running) return { refused: `version ${manifest.version} is the one running` };
-  const stagingRoot = o.firmware.stagingDir ?? path.join(o.stateDir, 'firmware', 'staging');
-  const staged = await StagedDownload.open(stagingRoot, request.id, manifest);
+  const staged = await StagedDownload.open(stagingRoot(o.firmware, o.stateDir), request.id, manifest);
   const wrong = staged.chunksDone < staged.chunks ? 'the staged file is missing' : await staged.finish();
   if (wrong !== undefined) return { refused: `the staged package does not match its manifest: ${wrong}` };
   return { manifest, staged };

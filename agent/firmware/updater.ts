@@ -34,7 +34,7 @@ import {
 import { encodeLogEntry } from '../../protocol/log-entries.js';
 import { leafHash } from '../../protocol/tlog/index.js';
 import { runCommand } from './commands.js';
-import { RELEASE_INSTALL_TYPE, type FirmwareConfig, type FirmwareSecrets } from './config.js';
+import { RELEASE_INSTALL_TYPE, stagingRoot, type FirmwareConfig, type FirmwareSecrets } from './config.js';
 import { handoffFiles, readResult, writeHandoff, type OfferParts, type ReleaseResult } from './release-handoff.js';
 import { FirmwareState, type InstalledRelease, type PendingInstall, type StagedRelease, type StoredReceipt } from './state.js';
 import { StagedDownload } from './staging.js';
@@ -72,7 +72,7 @@ export class FirmwareUpdater {
   constructor(private readonly o: UpdaterOptions) {
     this.client = new RelayClient(o.relay);
     this.dir = path.join(o.stateDir, 'firmware');
-    this.stagingDir = o.config.stagingDir ?? path.join(this.dir, 'staging');
+    this.stagingDir = stagingRoot(o.config, o.stateDir);
   }
 
   useApiKey(key: string): void {
@@ -351,6 +351,7 @@ export class FirmwareUpdater {
     const patience = release ? 2 * release.restart.timeout + release.healthTimeout + 5 * 60_000 : 0;
     const deadline = Date.now() + patience;
     let result: ReleaseResult | undefined;
+    let handedOver = true;
     for (;;) {
       result = await readResult(files.result).catch((err: unknown) => {
         logger.error({ ...fields, reason: (err as Error).message }, 'the release service\'s answer is unreadable');
@@ -358,13 +359,13 @@ export class FirmwareUpdater {
       });
       if (result?.id === pending.id) break;
       result = undefined;
-      const handedOver = await fs.access(files.request).then(() => true, () => false);
+      handedOver = await fs.access(files.request).then(() => true, () => false);
       if (!handedOver || Date.now() >= deadline) break;
       await sleep(1_000, this.signal);
       if (this.signal.aborted) return;
     }
     const outcome = result?.outcome ?? 'failed';
-    const reason = result ? result.reason : (await fs.access(files.request).then(() => true, () => false))
+    const reason = result ? result.reason : handedOver
       ? `the release service did not answer within ${formatDuration(patience)} (is ghostpipe-release.path enabled?)`
       : 'interrupted before the release service took the package';
     const installed = outcome === 'installed' ? { id: pending.id, name: pending.name, version: pending.version, counter: pending.counter } : undefined;

@@ -24,7 +24,7 @@ export const release: Command = {
     'apply   as root, when the agent left a ghostpipe-release package for it (ghostpipe-release.path):',
     '        checks the package again against the pinned firmware root, unpacks it to',
     '        <prefix>/releases/<version>, switches <prefix>/current, restarts the units and waits for',
-    '        the relay to be healthy and a frame of the new agent to be accepted; otherwise switches',
+    '        a frame of the new agent to be accepted with the relay healthy; otherwise switches',
     '        back. Exit 0: installed (or nothing to do); 3: rolled back or refused; 1: it could not decide.',
     'status  the running release, the releases on disk, a request waiting for the service.',
     '',
