@@ -54,8 +54,6 @@ async function host(): Promise<Host> {
 
 const request = (h: Host, r: Release, staged?: Uint8Array) => stageRequest(h, r, signer, staged);
 const release = (h: Host, version: string, counter: number, o: { signers?: PrivateKey[]; installType?: string; bytes?: Uint8Array } = {}) => releasePackage(h, version, counter, signer, o);
-const releases = releasesOn;
-const tarball = (dir: string, version: string, extra?: (tree: string) => Promise<string[] | void>, releaseVersion?: string) => releaseTarball(dir, version, extra, releaseVersion);
 
 test('a healthy release: verified, unpacked, switched, kept with the one before; the floor rises; the answer goes to the agent', async () => {
   const h = await host();
@@ -64,7 +62,7 @@ test('a healthy release: verified, unpacked, switched, kept with the one before;
   const result = await h.apply();
   assert.deepEqual([result?.outcome, result?.reason, result?.running], ['installed', '', '1.1.0']);
   assert.equal(await readlink(path.join(h.prefix, 'current')), 'releases/1.1.0');
-  assert.deepEqual(await releases(h), ['1.0.0', '1.1.0']);
+  assert.deepEqual(await releasesOn(h), ['1.0.0', '1.1.0']);
   assert.equal(existsSync(h.files.request), false, 'the request is done');
   const answer = JSON.parse(await readFile(h.files.result, 'utf8')) as { id: string; outcome: string };
   assert.deepEqual([answer.id, answer.outcome], [r.id, 'installed']);
@@ -75,7 +73,7 @@ test('a healthy release: verified, unpacked, switched, kept with the one before;
   const next = await release(h, '1.2.0', 3);
   await request(h, next);
   assert.equal((await h.apply())?.outcome, 'installed');
-  assert.deepEqual(await releases(h), ['1.1.0', '1.2.0']);
+  assert.deepEqual(await releasesOn(h), ['1.1.0', '1.2.0']);
   // Nothing waiting: nothing done.
   assert.equal(await h.apply(), undefined);
 });
@@ -89,7 +87,7 @@ test('no frame of the new release within the health window: switched back, the n
   assert.match(result!.reason, /^health check: no agent of 1\.1\.0 had a frame accepted with the relay healthy within 300ms; switched back to 1\.0\.0$/);
   assert.equal(result?.running, '1.0.0');
   assert.equal(await currentVersion(h.prefix), '1.0.0');
-  assert.deepEqual(await releases(h), ['1.0.0']);
+  assert.deepEqual(await releasesOn(h), ['1.0.0']);
   const state = JSON.parse(await readFile(path.join(h.serviceDir, 'state.json'), 'utf8')) as { installed: { counter: number }; switching?: unknown };
   assert.deepEqual([state.installed.counter, state.switching], [0, undefined]);
   // A mark of the OLD release does not count for the new one.
@@ -101,12 +99,12 @@ test('no frame of the new release within the health window: switched back, the n
 test('what a compromised agent could ask is refused, nothing switched: a stranger\'s signature, a changed staged file, a replay, the wrong install type, the running version', async () => {
   const h = await host();
   const refusedWith = async (r: Release, reason: RegExp, staged?: Uint8Array) => {
-    const before = [await currentVersion(h.prefix), await releases(h)];
+    const before = [await currentVersion(h.prefix), await releasesOn(h)];
     await request(h, r, staged);
     const result = await h.apply();
     assert.equal(result?.outcome, 'failed', r.manifest.version);
     assert.match(result!.reason, reason);
-    assert.deepEqual([await currentVersion(h.prefix), await releases(h)], before, 'nothing unpacked or switched');
+    assert.deepEqual([await currentVersion(h.prefix), await releasesOn(h)], before, 'nothing unpacked or switched');
     assert.equal(existsSync(h.files.request), false);
   };
   await refusedWith(await release(h, '6.6.6', 9, { signers: [stranger] }), /^the release service refused the package: below_threshold: manifest gw-fw@6\.6\.6: 0 valid signatures by root keys, 1 required; 1 by keys not in the firmware root/);
@@ -124,15 +122,15 @@ test('what a compromised agent could ask is refused, nothing switched: a strange
 
 test('a tarball that reaches outside its folder, links outside it, or names another version is not unpacked', async () => {
   const h = await host();
-  const outside = await tarball(h.dir, '1.1.0', async (tree) => {
+  const outside = await releaseTarball(h.dir, '1.1.0', async (tree) => {
     await mkdir(path.join(path.dirname(tree), 'etc', 'cron.d'), { recursive: true });
     await writeFile(path.join(path.dirname(tree), 'etc', 'cron.d', 'evil'), '* * * * * root sh\n');
     return ['etc'];
   });
-  const links = await tarball(h.dir, '1.1.0', async (tree) => {
+  const links = await releaseTarball(h.dir, '1.1.0', async (tree) => {
     await symlink('/etc/shadow', path.join(tree, 'dist', 'shadow'));
   });
-  const mislabelled = await tarball(h.dir, '1.1.0', async () => undefined, '1.9.0');
+  const mislabelled = await releaseTarball(h.dir, '1.1.0', async () => undefined, '1.9.0');
   let counter = 2;
   for (const [bytes, reason] of [
     [outside, /cannot be unpacked: .*"etc\/" is outside ghostpipe-1\.1\.0\//],
@@ -211,7 +209,7 @@ test('killed at the other moments that leave a trace: the answer lost after the 
   await symlink('releases/1.2.0', path.join(h.prefix, '.current-4242'));
   const fresh = await h.apply();
   assert.equal(fresh?.outcome, 'installed', 'started over and installed');
-  assert.deepEqual(await releases(h), ['1.1.0', '1.2.0']);
+  assert.deepEqual(await releasesOn(h), ['1.1.0', '1.2.0']);
   assert.deepEqual((await readdir(h.prefix)).filter((e) => e.startsWith('.')), [], 'no temporary link left');
 });
 

@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { syncDir } from '../../common/atomic-file.js';
+import { isReleaseVersion, readReleaseInfo } from '../../common/release-info.js';
 
 export const CURRENT = 'current';
 export const RELEASES = 'releases';
@@ -37,12 +38,10 @@ export async function currentVersion(prefix: string): Promise<string | undefined
     throw err;
   }
   const parts = target.split('/');
-  if (parts.length !== 2 || parts[0] !== RELEASES || !isVersionName(parts[1]!)) throw new ReleaseLayoutError(`${path.join(prefix, CURRENT)} points at ${target}, not ${RELEASES}/<version>`);
+  if (parts.length !== 2 || parts[0] !== RELEASES || !isReleaseVersion(parts[1]!)) throw new ReleaseLayoutError(`${path.join(prefix, CURRENT)} points at ${target}, not ${RELEASES}/<version>`);
   return parts[1];
 }
 
-/** A folder name for a version: the manifest's semver, which has no "/" and no leading ".". */
-const isVersionName = (v: string): boolean => /^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$/.test(v);
 
 export const releaseDir = (prefix: string, version: string): string => path.join(prefix, RELEASES, version);
 
@@ -53,7 +52,7 @@ export const releaseDir = (prefix: string, version: string): string => path.join
  * stay inside it, and RELEASE.json must name `version`. Then it is renamed into place.
  */
 export async function unpackRelease(prefix: string, tarball: string, version: string): Promise<string> {
-  if (!isVersionName(version)) throw new ReleaseLayoutError(`version ${JSON.stringify(version)} cannot name a release folder`);
+  if (!isReleaseVersion(version)) throw new ReleaseLayoutError(`version ${JSON.stringify(version)} cannot name a release folder`);
   const top = `ghostpipe-${version}`;
   const names = (await tar(['-tzf', tarball])).split('\n').filter((n) => n !== '');
   if (names.length === 0) throw new ReleaseLayoutError(`${tarball}: an empty archive`);
@@ -70,7 +69,13 @@ export async function unpackRelease(prefix: string, tarball: string, version: st
     await tar(['-xzf', tarball, '--no-same-owner', '-C', scratch]);
     const tree = path.join(scratch, top);
     await checkLinksStayInside(tree);
-    const info = await readReleaseInfo(tree);
+    let info;
+    try {
+      info = readReleaseInfo(tree);
+    } catch (err) {
+      throw new ReleaseLayoutError((err as Error).message);
+    }
+    if (info === undefined) throw new ReleaseLayoutError(`${path.join(tree, 'RELEASE.json')}: missing (not a release built by scripts/build-release.sh)`);
     if (info.version !== version) throw new ReleaseLayoutError(`${tarball}: RELEASE.json says version ${info.version}; the manifest says ${version}`);
     await fs.access(path.join(tree, 'dist', 'cli', 'ghostpipe.js')).catch(() => {
       throw new ReleaseLayoutError(`${tarball}: no dist/cli/ghostpipe.js (not a Ghost Pipe release)`);
@@ -106,7 +111,7 @@ export async function removeScratch(prefix: string): Promise<void> {
 }
 
 export async function removeRelease(prefix: string, version: string): Promise<void> {
-  if (!isVersionName(version)) return;
+  if (!isReleaseVersion(version)) return;
   await fs.rm(releaseDir(prefix, version), { recursive: true, force: true });
 }
 
@@ -119,18 +124,6 @@ export async function pruneReleases(prefix: string, keep: readonly string[]): Pr
     removed.push(entry);
   }
   return removed;
-}
-
-export async function readReleaseInfo(tree: string): Promise<{ version: string }> {
-  const file = path.join(tree, 'RELEASE.json');
-  let info: { version?: unknown };
-  try {
-    info = JSON.parse(await fs.readFile(file, 'utf8')) as { version?: unknown };
-  } catch (err) {
-    throw new ReleaseLayoutError(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing (not a release built by scripts/build-release.sh)' : (err as Error).message}`);
-  }
-  if (typeof info.version !== 'string' || !isVersionName(info.version)) throw new ReleaseLayoutError(`${file}: no valid version`);
-  return { version: info.version };
 }
 
 async function checkLinksStayInside(tree: string): Promise<void> {
